@@ -1,0 +1,1 @@
+//! aarch64 SIMD kernels (NEON, dotprod). Each is checked against [`crate::scalar`].

@@ -1,0 +1,317 @@
+//! Byte layouts of the supported weight types (ggml's, plus bitnet.cpp's I2_S) and their scalar
+//! dequantizers, which are the reference every kernel is checked against.
+
+use crate::f16::{bf16_to_f32, le_f16, le_u16};
+
+/// A weight storage type, numbered as in GGUF's tensor table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightType {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// 32-weight blocks: f16 scale, 32 × i8.
+    Q8_0,
+    /// 32-weight blocks: f16 scale, 16 bytes of 4-bit codes (code − 8).
+    Q4_0,
+    /// 32-weight blocks: f16 scale, f16 minimum, 16 bytes of 4-bit codes.
+    Q4_1,
+    /// 256-weight blocks of ternary digits packed five to a byte in base 3, f16 scale.
+    TQ1_0,
+    /// 256-weight blocks of 2-bit ternary codes, f16 scale.
+    TQ2_0,
+    /// bitnet.cpp's I2_S: 2-bit codes in 128-weight groups and one f32 scale per tensor.
+    I2S,
+}
+
+/// Bytes of a TQ2_0 block (64 code bytes, f16 scale).
+pub const TQ2_0_BLOCK_BYTES: usize = 66;
+/// Bytes of a TQ1_0 block (48 base-3 bytes, 4 base-3 bytes, f16 scale).
+pub const TQ1_0_BLOCK_BYTES: usize = 54;
+/// Bytes of a Q8_0 block.
+pub const Q8_0_BLOCK_BYTES: usize = 34;
+/// Bytes of a Q4_0 block.
+pub const Q4_0_BLOCK_BYTES: usize = 18;
+/// Bytes of a Q4_1 block.
+pub const Q4_1_BLOCK_BYTES: usize = 20;
+/// Bytes that follow an I2_S tensor's codes (its first four hold the f32 scale).
+pub const I2S_TAIL_BYTES: usize = 32;
+
+impl WeightType {
+    /// Maps a GGUF/ggml type id to a supported type.
+    pub fn from_ggml(id: u32) -> Option<WeightType> {
+        Some(match id {
+            0 => WeightType::F32,
+            1 => WeightType::F16,
+            2 => WeightType::Q4_0,
+            3 => WeightType::Q4_1,
+            8 => WeightType::Q8_0,
+            30 => WeightType::BF16,
+            34 => WeightType::TQ1_0,
+            35 => WeightType::TQ2_0,
+            36 => WeightType::I2S,
+            _ => return None,
+        })
+    }
+
+    /// The GGUF/ggml type id.
+    pub fn ggml_id(self) -> u32 {
+        match self {
+            WeightType::F32 => 0,
+            WeightType::F16 => 1,
+            WeightType::Q4_0 => 2,
+            WeightType::Q4_1 => 3,
+            WeightType::Q8_0 => 8,
+            WeightType::BF16 => 30,
+            WeightType::TQ1_0 => 34,
+            WeightType::TQ2_0 => 35,
+            WeightType::I2S => 36,
+        }
+    }
+
+    /// Lower-case name as llama.cpp prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightType::F32 => "f32",
+            WeightType::F16 => "f16",
+            WeightType::BF16 => "bf16",
+            WeightType::Q8_0 => "q8_0",
+            WeightType::Q4_0 => "q4_0",
+            WeightType::Q4_1 => "q4_1",
+            WeightType::TQ1_0 => "tq1_0",
+            WeightType::TQ2_0 => "tq2_0",
+            WeightType::I2S => "i2_s",
+        }
+    }
+
+    /// Number of weights per block (rows must be a multiple of it).
+    pub fn block_len(self) -> usize {
+        match self {
+            WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
+            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 => 32,
+            WeightType::TQ1_0 | WeightType::TQ2_0 => 256,
+            WeightType::I2S => 128,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            WeightType::F32 => 4,
+            WeightType::F16 | WeightType::BF16 => 2,
+            WeightType::Q8_0 => Q8_0_BLOCK_BYTES,
+            WeightType::Q4_0 => Q4_0_BLOCK_BYTES,
+            WeightType::Q4_1 => Q4_1_BLOCK_BYTES,
+            WeightType::TQ1_0 => TQ1_0_BLOCK_BYTES,
+            WeightType::TQ2_0 => TQ2_0_BLOCK_BYTES,
+            WeightType::I2S => 32,
+        }
+    }
+
+    /// Bytes of one row of `n` weights, or `None` if `n` is not a whole number of blocks.
+    pub fn row_bytes(self, n: usize) -> Option<usize> {
+        if n % self.block_len() != 0 {
+            return None;
+        }
+        (n / self.block_len()).checked_mul(self.block_bytes())
+    }
+
+    /// Bytes of a whole tensor of `n` weights (I2_S adds its 32-byte scale tail).
+    pub fn tensor_bytes(self, n: usize) -> Option<usize> {
+        let body = self.row_bytes(n)?;
+        match self {
+            WeightType::I2S => body.checked_add(I2S_TAIL_BYTES),
+            _ => Some(body),
+        }
+    }
+
+    /// True for the ternary types whose kernels take 128-weight activation blocks.
+    pub fn is_ternary(self) -> bool {
+        matches!(self, WeightType::TQ1_0 | WeightType::TQ2_0 | WeightType::I2S)
+    }
+
+    /// Activation block length the type's kernel expects (0: kernel takes `f32` activations).
+    pub fn act_block(self) -> usize {
+        match self {
+            WeightType::F32 | WeightType::F16 | WeightType::BF16 => 0,
+            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 => 32,
+            WeightType::TQ1_0 | WeightType::TQ2_0 | WeightType::I2S => 128,
+        }
+    }
+}
+
+/// Reads the per-tensor scale of an I2_S tensor whose codes take `n / 4` bytes.
+pub fn i2s_scale(tensor: &[u8], n: usize) -> f32 {
+    let o = n / 4;
+    f32::from_le_bytes([tensor[o], tensor[o + 1], tensor[o + 2], tensor[o + 3]])
+}
+
+/// Decodes the ternary digit `n` (0..5) of a TQ1_0 byte, exactly as ggml does.
+#[inline]
+pub fn tq1_digit(byte: u8, n: usize) -> i8 {
+    const POW3: [u8; 6] = [1, 3, 9, 27, 81, 243];
+    let q = byte.wrapping_mul(POW3[n]);
+    (((q as u16) * 3) >> 8) as i8 - 1
+}
+
+/// Writes the ternary values (−1, 0, +1) of one TQ1_0 block in weight order.
+pub fn tq1_0_block_ternary(block: &[u8], out: &mut [i8]) {
+    let qs = &block[..48];
+    let qh = &block[48..52];
+    let mut k = 0;
+    for n in 0..5 {
+        for &b in &qs[..32] {
+            out[k] = tq1_digit(b, n);
+            k += 1;
+        }
+    }
+    for n in 0..5 {
+        for &b in &qs[32..48] {
+            out[k] = tq1_digit(b, n);
+            k += 1;
+        }
+    }
+    for n in 0..4 {
+        for &b in qh {
+            out[k] = tq1_digit(b, n);
+            k += 1;
+        }
+    }
+}
+
+/// Writes the ternary values of one TQ2_0 block in weight order.
+pub fn tq2_0_block_ternary(block: &[u8], out: &mut [i8]) {
+    let qs = &block[..64];
+    for j in 0..2 {
+        for l in 0..4 {
+            for m in 0..32 {
+                out[j * 128 + l * 32 + m] = ((qs[j * 32 + m] >> (2 * l)) & 3) as i8 - 1;
+            }
+        }
+    }
+}
+
+/// Writes the ternary values of one 128-weight I2_S group (32 bytes) in weight order.
+pub fn i2s_group_ternary(group: &[u8], out: &mut [i8]) {
+    for j in 0..32 {
+        let b = group[j];
+        out[j] = ((b >> 6) & 3) as i8 - 1;
+        out[j + 32] = ((b >> 4) & 3) as i8 - 1;
+        out[j + 64] = ((b >> 2) & 3) as i8 - 1;
+        out[j + 96] = (b & 3) as i8 - 1;
+    }
+}
+
+/// Dequantizes one row of `out.len()` weights of type `ty` from `row` (scalar reference).
+///
+/// For I2_S, `i2s_scale` is the tensor's scale (see [`i2s_scale`]); other types ignore it.
+pub fn dequantize_row(ty: WeightType, row: &[u8], out: &mut [f32], i2s_scale: f32) {
+    let n = out.len();
+    match ty {
+        WeightType::F32 => {
+            for (i, o) in out.iter_mut().enumerate() {
+                let b = &row[4 * i..4 * i + 4];
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        WeightType::F16 => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = le_f16(row, 2 * i);
+            }
+        }
+        WeightType::BF16 => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = bf16_to_f32(le_u16(row, 2 * i));
+            }
+        }
+        WeightType::Q8_0 => {
+            for (b, o) in row.chunks_exact(Q8_0_BLOCK_BYTES).zip(out.chunks_exact_mut(32)) {
+                let d = le_f16(b, 0);
+                for j in 0..32 {
+                    o[j] = (b[2 + j] as i8) as f32 * d;
+                }
+            }
+        }
+        WeightType::Q4_0 => {
+            for (b, o) in row.chunks_exact(Q4_0_BLOCK_BYTES).zip(out.chunks_exact_mut(32)) {
+                let d = le_f16(b, 0);
+                for j in 0..16 {
+                    o[j] = ((b[2 + j] & 0xf) as i32 - 8) as f32 * d;
+                    o[j + 16] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
+                }
+            }
+        }
+        WeightType::Q4_1 => {
+            for (b, o) in row.chunks_exact(Q4_1_BLOCK_BYTES).zip(out.chunks_exact_mut(32)) {
+                let d = le_f16(b, 0);
+                let m = le_f16(b, 2);
+                for j in 0..16 {
+                    o[j] = (b[4 + j] & 0xf) as f32 * d + m;
+                    o[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
+                }
+            }
+        }
+        WeightType::TQ1_0 | WeightType::TQ2_0 => {
+            let bytes = ty.block_bytes();
+            let mut t = [0i8; 256];
+            for (b, o) in row.chunks_exact(bytes).zip(out.chunks_exact_mut(256)) {
+                if ty == WeightType::TQ1_0 {
+                    tq1_0_block_ternary(b, &mut t);
+                } else {
+                    tq2_0_block_ternary(b, &mut t);
+                }
+                let d = le_f16(b, bytes - 2);
+                for j in 0..256 {
+                    o[j] = t[j] as f32 * d;
+                }
+            }
+        }
+        WeightType::I2S => {
+            let mut t = [0i8; 128];
+            for (g, o) in row.chunks_exact(32).zip(out.chunks_exact_mut(128)) {
+                i2s_group_ternary(g, &mut t);
+                for j in 0..128 {
+                    o[j] = t[j] as f32 * i2s_scale;
+                }
+            }
+        }
+    }
+    debug_assert_eq!(n % ty.block_len(), 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tq1_digits_decode_base3() {
+        // 5 ternary digits t0..t4 (values 0..2) are stored as ceil(v * 256 / 243) with
+        // v = sum t_i 3^(4-i); digit n is read back by multiplying by 3^n.
+        for v in 0u32..243 {
+            let byte = ((v * 256 + 242) / 243) as u8;
+            let mut rest = v;
+            let mut digits = [0i8; 5];
+            for i in (0..5).rev() {
+                digits[i] = (rest % 3) as i8 - 1;
+                rest /= 3;
+            }
+            for (n, &want) in digits.iter().enumerate() {
+                assert_eq!(tq1_digit(byte, n), want, "v={v} n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(WeightType::TQ2_0.row_bytes(256), Some(66));
+        assert_eq!(WeightType::I2S.tensor_bytes(256 * 256), Some(16384 + 32));
+        assert_eq!(WeightType::Q4_1.row_bytes(33), None);
+        for id in 0..64 {
+            if let Some(t) = WeightType::from_ggml(id) {
+                assert_eq!(t.ggml_id(), id);
+            }
+        }
+    }
+}

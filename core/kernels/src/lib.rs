@@ -1,0 +1,29 @@
+//! Weight formats and dot-product kernels for trillim.
+//!
+//! This crate has no dependencies and compiles with Rust 1.63 so that the same code can be
+//! cross-compiled for ARM boards with older distribution toolchains.
+//!
+//! * [`formats`] describes the byte layout of every supported weight type and holds the scalar
+//!   dequantizers.
+//! * [`act`] quantizes activations to int8 blocks ([`ActQ8`]).
+//! * [`scalar`] holds the reference kernels; `x86` and `aarch64` hold SIMD kernels with the same
+//!   signatures, each tested against the reference.
+//! * [`Kernels`] is a table of function pointers; the shell picks one with detected CPU features.
+#![no_std]
+#![warn(missing_docs)]
+
+pub mod act;
+pub mod f16;
+pub mod formats;
+pub mod scalar;
+mod table;
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+
+pub use act::ActQ8;
+pub use formats::WeightType;
+pub use table::{Kernels, MatVecFn};

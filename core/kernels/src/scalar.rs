@@ -1,0 +1,205 @@
+//! Scalar reference kernels. Every SIMD kernel must agree with these: integer block sums
+//! exactly, final `f32` results up to summation order.
+//!
+//! A matrix-vector kernel computes `out[r] = row_r · x` for `r in 0..out.len()`, where row `r`
+//! starts at byte `r * row_bytes` of `w`. Ternary and I2_S results are *not* multiplied by an
+//! I2_S per-tensor scale; the caller applies it.
+
+use crate::act::ActQ8;
+use crate::f16::{bf16_to_f32, f16_to_f32, le_f16, le_u16};
+use crate::formats::{
+    tq1_0_block_ternary, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ1_0_BLOCK_BYTES,
+    TQ2_0_BLOCK_BYTES,
+};
+
+#[inline]
+fn rows<'a>(w: &'a [u8], row_bytes: usize, r: usize) -> &'a [u8] {
+    &w[r * row_bytes..(r + 1) * row_bytes]
+}
+
+/// Q8_0 weights × 32-blocks of int8 activations.
+pub fn matvec_q8_0(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = rows(w, row_bytes, r);
+        let mut acc = 0f32;
+        for (b, blk) in row.chunks_exact(Q8_0_BLOCK_BYTES).enumerate() {
+            let q = &a.qs[b * 32..b * 32 + 32];
+            let mut isum = 0i32;
+            for j in 0..32 {
+                isum += (blk[2 + j] as i8) as i32 * q[j] as i32;
+            }
+            acc += (le_f16(blk, 0) * a.d[b]) * isum as f32;
+        }
+        *o = acc;
+    }
+}
+
+/// Q4_0 weights × 32-blocks of int8 activations.
+pub fn matvec_q4_0(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = rows(w, row_bytes, r);
+        let mut acc = 0f32;
+        for (b, blk) in row.chunks_exact(Q4_0_BLOCK_BYTES).enumerate() {
+            let q = &a.qs[b * 32..b * 32 + 32];
+            let mut isum = 0i32;
+            for j in 0..16 {
+                isum += (blk[2 + j] & 0xf) as i32 * q[j] as i32;
+                isum += (blk[2 + j] >> 4) as i32 * q[j + 16] as i32;
+            }
+            isum -= 8 * a.sums[b];
+            acc += (le_f16(blk, 0) * a.d[b]) * isum as f32;
+        }
+        *o = acc;
+    }
+}
+
+/// Q4_1 weights × 32-blocks of int8 activations.
+pub fn matvec_q4_1(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = rows(w, row_bytes, r);
+        let mut acc = 0f32;
+        for (b, blk) in row.chunks_exact(Q4_1_BLOCK_BYTES).enumerate() {
+            let q = &a.qs[b * 32..b * 32 + 32];
+            let mut isum = 0i32;
+            for j in 0..16 {
+                isum += (blk[4 + j] & 0xf) as i32 * q[j] as i32;
+                isum += (blk[4 + j] >> 4) as i32 * q[j + 16] as i32;
+            }
+            acc += (le_f16(blk, 0) * a.d[b]) * isum as f32
+                + (le_f16(blk, 2) * a.d[b]) * a.sums[b] as f32;
+        }
+        *o = acc;
+    }
+}
+
+/// Integer sum of `codes[j] * q[j]` for 2-bit codes in {0,1,2}, minus the activation sum:
+/// the ternary dot product with the −1 offset removed.
+#[inline]
+fn ternary_isum(t: &[i8], q: &[i8]) -> i32 {
+    let mut isum = 0i32;
+    for j in 0..t.len() {
+        isum += t[j] as i32 * q[j] as i32;
+    }
+    isum
+}
+
+/// TQ2_0 weights × 128-blocks of int8 activations.
+pub fn matvec_tq2_0(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = rows(w, row_bytes, r);
+        let mut acc = 0f32;
+        for (b, blk) in row.chunks_exact(TQ2_0_BLOCK_BYTES).enumerate() {
+            let dw = le_f16(blk, 64);
+            for h in 0..2 {
+                // Half h of the block is bytes 32h..32h+32, weights 128h..128h+128:
+                // weight 128h + 32l + m sits in bits 2l of byte 32h + m.
+                let ab = 2 * b + h;
+                let q = &a.qs[ab * 128..ab * 128 + 128];
+                let mut isum = 0i32;
+                for l in 0..4 {
+                    for m in 0..32 {
+                        let c = (blk[32 * h + m] >> (2 * l)) & 3;
+                        isum += c as i32 * q[32 * l + m] as i32;
+                    }
+                }
+                isum -= a.sums[ab];
+                acc += (dw * a.d[ab]) * isum as f32;
+            }
+        }
+        *o = acc;
+    }
+}
+
+/// TQ1_0 weights × 128-blocks of int8 activations.
+pub fn matvec_tq1_0(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    let mut t = [0i8; 256];
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = rows(w, row_bytes, r);
+        let mut acc = 0f32;
+        for (b, blk) in row.chunks_exact(TQ1_0_BLOCK_BYTES).enumerate() {
+            tq1_0_block_ternary(blk, &mut t);
+            let dw = le_f16(blk, 52);
+            for h in 0..2 {
+                let ab = 2 * b + h;
+                let isum = ternary_isum(&t[128 * h..128 * h + 128], &a.qs[ab * 128..ab * 128 + 128]);
+                acc += (dw * a.d[ab]) * isum as f32;
+            }
+        }
+        *o = acc;
+    }
+}
+
+/// I2_S weights × 128-blocks of int8 activations (result not multiplied by the tensor scale).
+pub fn matvec_i2s(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = rows(w, row_bytes, r);
+        let mut acc = 0f32;
+        for (g, grp) in row.chunks_exact(32).enumerate() {
+            let q = &a.qs[g * 128..g * 128 + 128];
+            let mut isum = 0i32;
+            for j in 0..32 {
+                let byte = grp[j];
+                isum += ((byte >> 6) & 3) as i32 * q[j] as i32;
+                isum += ((byte >> 4) & 3) as i32 * q[j + 32] as i32;
+                isum += ((byte >> 2) & 3) as i32 * q[j + 64] as i32;
+                isum += (byte & 3) as i32 * q[j + 96] as i32;
+            }
+            isum -= a.sums[g];
+            acc += a.d[g] * isum as f32;
+        }
+        *o = acc;
+    }
+}
+
+/// F32 weights × f32 activations.
+pub fn matvec_f32(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = rows(w, row_bytes, r);
+        let mut acc = 0f32;
+        for (j, &v) in x.iter().enumerate() {
+            let b = &row[4 * j..4 * j + 4];
+            acc += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v;
+        }
+        *o = acc;
+    }
+}
+
+/// F16 weights × f32 activations.
+pub fn matvec_f16(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = rows(w, row_bytes, r);
+        let mut acc = 0f32;
+        for (j, &v) in x.iter().enumerate() {
+            acc += le_f16(row, 2 * j) * v;
+        }
+        *o = acc;
+    }
+}
+
+/// BF16 weights × f32 activations.
+pub fn matvec_bf16(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = rows(w, row_bytes, r);
+        let mut acc = 0f32;
+        for (j, &v) in x.iter().enumerate() {
+            acc += bf16_to_f32(le_u16(row, 2 * j)) * v;
+        }
+        *o = acc;
+    }
+}
+
+/// Dot product of an f16 vector (a cached key) with an f32 vector (a query).
+pub fn dot_f16(k: &[u16], q: &[f32]) -> f32 {
+    let mut acc = 0f32;
+    for (a, b) in k.iter().zip(q) {
+        acc += f16_to_f32(*a) * b;
+    }
+    acc
+}
+
+/// `out += a · v` for an f16 vector `v` (a cached value).
+pub fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
+    for (o, x) in out.iter_mut().zip(v) {
+        *o += a * f16_to_f32(*x);
+    }
+}
