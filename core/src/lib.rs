@@ -1,2 +1,16 @@
-//! placeholder
+//! The inference core of trillim: `no_std`, no allocator, no I/O.
+//!
+//! Everything here works on caller-provided memory: model files are read from `&[u8]`
+//! ([`format::gguf`]), the forward pass ([`model`]) writes into a scratch arena and a KV buffer
+//! whose sizes are computed from the model's configuration, and parallelism enters through
+//! the [`Parallel`] trait that the shells implement with their own thread pools.
 #![no_std]
+#![warn(missing_docs)]
+
+pub mod format;
+
+pub use trillim_kernels as kernels;
+pub mod model;
+pub mod parallel;
+
+pub use parallel::{Parallel, Sequential};

@@ -38,36 +38,48 @@ fn abs_max(x: &[f32]) -> f32 {
 }
 
 /// Quantizes `x` in blocks of `block` elements, each with its own absmax scale
-/// (`d = max|x| / 127`, `q = round(x / d)`), as llama.cpp's Q8_0/Q8_1/Q8_K activations.
+/// (`d = max|x| / 127`, `q = round(x / d)`), as llama.cpp's Q8_0/Q8_1 activations.
 ///
 /// `x.len()` must be a multiple of `block`; `qs` holds `x.len()` codes, `d` and `sums` one entry
 /// per block.
 pub fn quantize_blocks(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
-    for (b, xb) in x.chunks_exact(block).enumerate() {
-        let amax = abs_max(xb);
+    quantize_groups(x, block, block, qs, d, sums);
+}
+
+/// Like [`quantize_blocks`], but one absmax scale covers `group` elements (a multiple of
+/// `block`); every block of a group carries that scale. With `block = 128, group = 256` this is
+/// llama.cpp's Q8_K activation quantization used for TQ1_0/TQ2_0.
+pub fn quantize_groups(
+    x: &[f32],
+    block: usize,
+    group: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
+    let per = group / block;
+    for (gi, xg) in x.chunks(group).enumerate() {
+        let amax = abs_max(xg);
         let scale = amax / 127.0;
         let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-        let mut sum = 0i32;
-        for (j, &v) in xb.iter().enumerate() {
-            let q = round_i32(v * inv).clamp(-127, 127);
-            qs[b * block + j] = q as i8;
-            sum += q;
+        for (bj, xb) in xg.chunks_exact(block).enumerate() {
+            let b = gi * per + bj;
+            let mut sum = 0i32;
+            for (j, &v) in xb.iter().enumerate() {
+                let q = round_i32(v * inv).clamp(-127, 127);
+                qs[b * block + j] = q as i8;
+                sum += q;
+            }
+            d[b] = scale;
+            sums[b] = sum;
         }
-        d[b] = scale;
-        sums[b] = sum;
     }
 }
 
 /// Quantizes `x` with one absmax scale for the whole vector (BitNet b1.58's per-token
 /// activation quantization: `s = 127 / max|x|`, `q = clamp(round(x · s), −128, 127)`), stored
 /// in blocks of `block` elements that all carry the scale `1 / s`.
-pub fn quantize_per_token(
-    x: &[f32],
-    block: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
+pub fn quantize_per_token(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
     let amax = abs_max(x);
     let s = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     let scale = if amax > 0.0 { 1.0 / s } else { 0.0 };

@@ -129,7 +129,10 @@ impl WeightType {
 
     /// True for the ternary types whose kernels take 128-weight activation blocks.
     pub fn is_ternary(self) -> bool {
-        matches!(self, WeightType::TQ1_0 | WeightType::TQ2_0 | WeightType::I2S)
+        matches!(
+            self,
+            WeightType::TQ1_0 | WeightType::TQ2_0 | WeightType::I2S
+        )
     }
 
     /// Activation block length the type's kernel expects (0: kernel takes `f32` activations).
@@ -227,7 +230,10 @@ pub fn dequantize_row(ty: WeightType, row: &[u8], out: &mut [f32], i2s_scale: f3
             }
         }
         WeightType::Q8_0 => {
-            for (b, o) in row.chunks_exact(Q8_0_BLOCK_BYTES).zip(out.chunks_exact_mut(32)) {
+            for (b, o) in row
+                .chunks_exact(Q8_0_BLOCK_BYTES)
+                .zip(out.chunks_exact_mut(32))
+            {
                 let d = le_f16(b, 0);
                 for j in 0..32 {
                     o[j] = (b[2 + j] as i8) as f32 * d;
@@ -235,7 +241,10 @@ pub fn dequantize_row(ty: WeightType, row: &[u8], out: &mut [f32], i2s_scale: f3
             }
         }
         WeightType::Q4_0 => {
-            for (b, o) in row.chunks_exact(Q4_0_BLOCK_BYTES).zip(out.chunks_exact_mut(32)) {
+            for (b, o) in row
+                .chunks_exact(Q4_0_BLOCK_BYTES)
+                .zip(out.chunks_exact_mut(32))
+            {
                 let d = le_f16(b, 0);
                 for j in 0..16 {
                     o[j] = ((b[2 + j] & 0xf) as i32 - 8) as f32 * d;
@@ -244,7 +253,10 @@ pub fn dequantize_row(ty: WeightType, row: &[u8], out: &mut [f32], i2s_scale: f3
             }
         }
         WeightType::Q4_1 => {
-            for (b, o) in row.chunks_exact(Q4_1_BLOCK_BYTES).zip(out.chunks_exact_mut(32)) {
+            for (b, o) in row
+                .chunks_exact(Q4_1_BLOCK_BYTES)
+                .zip(out.chunks_exact_mut(32))
+            {
                 let d = le_f16(b, 0);
                 let m = le_f16(b, 2);
                 for j in 0..16 {

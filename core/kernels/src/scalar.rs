@@ -13,7 +13,7 @@ use crate::formats::{
 };
 
 #[inline]
-fn rows<'a>(w: &'a [u8], row_bytes: usize, r: usize) -> &'a [u8] {
+fn rows(w: &[u8], row_bytes: usize, r: usize) -> &[u8] {
     &w[r * row_bytes..(r + 1) * row_bytes]
 }
 
@@ -121,7 +121,8 @@ pub fn matvec_tq1_0(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) 
             let dw = le_f16(blk, 52);
             for h in 0..2 {
                 let ab = 2 * b + h;
-                let isum = ternary_isum(&t[128 * h..128 * h + 128], &a.qs[ab * 128..ab * 128 + 128]);
+                let isum =
+                    ternary_isum(&t[128 * h..128 * h + 128], &a.qs[ab * 128..ab * 128 + 128]);
                 acc += (dw * a.d[ab]) * isum as f32;
             }
         }

@@ -1,0 +1,241 @@
+use core::fmt::Write;
+
+use super::error::{name, ModelError, Name};
+use crate::format::gguf::Gguf;
+
+/// Most transformer layers a model may have.
+pub const MAX_LAYERS: usize = 256;
+
+/// Model family, which fixes RoPE pairing, norms and the FFN activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama family (also `mistral`): adjacent-pair RoPE, SiLU-gated FFN.
+    Llama,
+    /// llama.cpp's `bitnet`: half-split RoPE, sub-norms before the output and down projections,
+    /// SiLU-gated FFN.
+    Bitnet,
+    /// BitNet b1.58 2B4T: as `bitnet` with ReLU² and per-token int8 activations.
+    BitnetB158,
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// `(x[2i], x[2i+1])` (GGUF llama, whose Q/K rows were permuted at conversion).
+    AdjacentPairs,
+    /// `(x[i], x[i + n/2])` (GPT-NeoX style).
+    HalfSplit,
+}
+
+/// FFN gate activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu(g) · u`
+    Silu,
+    /// `relu(g)² · u`
+    Relu2,
+}
+
+/// How the input of an int8-activation projection is quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActQuant {
+    /// One absmax scale per kernel block (as llama.cpp).
+    PerBlock,
+    /// One absmax scale per token (BitNet b1.58 semantics) for ternary weights.
+    PerToken,
+}
+
+/// Hyper-parameters of a model, read from metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Architecture string as found in the file.
+    pub arch_name: Name,
+    /// Model family.
+    pub arch: Arch,
+    /// Vocabulary size (rows of the embedding matrix).
+    pub n_vocab: usize,
+    /// Hidden size.
+    pub d_model: usize,
+    /// Number of layers.
+    pub n_layers: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (GQA when fewer than `n_heads`).
+    pub n_kv_heads: usize,
+    /// Dimension of one head.
+    pub head_dim: usize,
+    /// FFN inner size.
+    pub d_ff: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// RoPE base frequency.
+    pub rope_base: f32,
+    /// Dimensions of each head that RoPE rotates.
+    pub rope_dim: usize,
+    /// Linear RoPE position scale (1 = none).
+    pub rope_linear_scale: f32,
+    /// RoPE pairing.
+    pub rope_style: RopeStyle,
+    /// Context length the model was trained for.
+    pub train_ctx: usize,
+    /// FFN activation.
+    pub activation: Activation,
+    /// Whether `attn_sub_norm` and `ffn_sub_norm` are applied.
+    pub sub_norms: bool,
+    /// Activation quantization of ternary projections.
+    pub act_quant: ActQuant,
+}
+
+fn key(arch: &str, suffix: &str) -> Name {
+    let mut k = Name::new();
+    let _ = write!(k, "{arch}.{suffix}");
+    k
+}
+
+fn req_u64(g: &Gguf<'_>, arch: &str, suffix: &str) -> Result<usize, ModelError> {
+    let k = key(arch, suffix);
+    let v = g
+        .get_u64(&k)
+        .ok_or_else(|| ModelError::MissingKey(k.clone()))?;
+    if v == 0 || v > (1 << 24) {
+        return Err(ModelError::BadValue(k));
+    }
+    Ok(v as usize)
+}
+
+fn opt_u64(g: &Gguf<'_>, arch: &str, suffix: &str) -> Result<Option<usize>, ModelError> {
+    let k = key(arch, suffix);
+    match g.get(&k) {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(v) if v > 0 && v <= (1 << 24) => Ok(Some(v as usize)),
+            _ => Err(ModelError::BadValue(k)),
+        },
+    }
+}
+
+fn opt_f32(g: &Gguf<'_>, arch: &str, suffix: &str, default: f32) -> Result<f32, ModelError> {
+    let k = key(arch, suffix);
+    match g.get(&k) {
+        None => Ok(default),
+        Some(v) => match v.as_f64() {
+            Some(v) if v.is_finite() && v > 0.0 => Ok(v as f32),
+            _ => Err(ModelError::BadValue(k)),
+        },
+    }
+}
+
+impl Config {
+    /// Reads the configuration from GGUF metadata and the embedding tensor's shape.
+    pub fn from_gguf(g: &Gguf<'_>) -> Result<Config, ModelError> {
+        let arch_name = g
+            .get_str("general.architecture")
+            .ok_or_else(|| ModelError::MissingKey(name("general.architecture")))?;
+        let arch = match arch_name {
+            "llama" | "mistral" => Arch::Llama,
+            "bitnet" => Arch::Bitnet,
+            "bitnet-b1.58" | "bitnet_b1_58" | "bitnet-25" => Arch::BitnetB158,
+            other => return Err(ModelError::UnsupportedArchitecture(name(other))),
+        };
+        let a = arch_name;
+        let d_model = req_u64(g, a, "embedding_length")?;
+        let n_layers = req_u64(g, a, "block_count")?;
+        if n_layers > MAX_LAYERS {
+            return Err(ModelError::TooManyLayers(n_layers));
+        }
+        let d_ff = req_u64(g, a, "feed_forward_length")?;
+        let n_heads = req_u64(g, a, "attention.head_count")?;
+        let n_kv_heads = opt_u64(g, a, "attention.head_count_kv")?.unwrap_or(n_heads);
+        if n_heads % n_kv_heads != 0 {
+            return Err(ModelError::BadValue(key(a, "attention.head_count_kv")));
+        }
+        let head_dim = match opt_u64(g, a, "attention.key_length")? {
+            Some(h) => h,
+            None => {
+                if d_model % n_heads != 0 {
+                    return Err(ModelError::BadValue(key(a, "attention.head_count")));
+                }
+                d_model / n_heads
+            }
+        };
+        if let Some(v) = opt_u64(g, a, "attention.value_length")? {
+            if v != head_dim {
+                return Err(ModelError::BadValue(key(a, "attention.value_length")));
+            }
+        }
+        let rope_dim = opt_u64(g, a, "rope.dimension_count")?.unwrap_or(head_dim);
+        if rope_dim > head_dim || rope_dim % 2 != 0 {
+            return Err(ModelError::BadValue(key(a, "rope.dimension_count")));
+        }
+        let rms_eps = opt_f32(g, a, "attention.layer_norm_rms_epsilon", 1e-5)?;
+        let rope_base = opt_f32(g, a, "rope.freq_base", 10000.0)?;
+        let rope_linear_scale = match g.get_str(&key(a, "rope.scaling.type")) {
+            Some("linear") => 1.0 / opt_f32(g, a, "rope.scaling.factor", 1.0)?,
+            Some("none") | None => 1.0,
+            Some(_) => return Err(ModelError::BadValue(key(a, "rope.scaling.type"))),
+        };
+        let train_ctx = opt_u64(g, a, "context_length")?.unwrap_or(2048);
+        let embd = g
+            .tensor("token_embd.weight")
+            .ok_or_else(|| ModelError::MissingTensor(name("token_embd.weight")))?;
+        if embd.n_dims != 2 || embd.dims[0] as usize != d_model {
+            return Err(ModelError::BadShape(name("token_embd.weight")));
+        }
+        let n_vocab = embd.dims[1] as usize;
+        let (rope_style, activation, sub_norms, act_quant) = match arch {
+            Arch::Llama => (
+                RopeStyle::AdjacentPairs,
+                Activation::Silu,
+                false,
+                ActQuant::PerBlock,
+            ),
+            Arch::Bitnet => (
+                RopeStyle::HalfSplit,
+                Activation::Silu,
+                true,
+                ActQuant::PerBlock,
+            ),
+            Arch::BitnetB158 => (
+                RopeStyle::HalfSplit,
+                Activation::Relu2,
+                true,
+                ActQuant::PerToken,
+            ),
+        };
+        Ok(Config {
+            arch_name: name(arch_name),
+            arch,
+            n_vocab,
+            d_model,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            d_ff,
+            rms_eps,
+            rope_base,
+            rope_dim,
+            rope_linear_scale,
+            rope_style,
+            train_ctx,
+            activation,
+            sub_norms,
+            act_quant,
+        })
+    }
+
+    /// Width of the query projection (`n_heads · head_dim`).
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Width of the key and value projections (`n_kv_heads · head_dim`).
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// Elements (f16) of KV cache one position takes across all layers.
+    pub fn kv_elems_per_pos(&self) -> usize {
+        2 * self.n_layers * self.kv_dim()
+    }
+}

@@ -1,0 +1,586 @@
+//! The transformer forward pass over a batch of tokens.
+
+use trillim_kernels::act::{quantize_groups, quantize_per_token};
+use trillim_kernels::f16::f32_to_f16;
+use trillim_kernels::formats::dequantize_row;
+use trillim_kernels::{ActQ8, Kernels, WeightType};
+
+use super::config::{ActQuant, Activation, Config, RopeStyle};
+use super::error::ModelError;
+use super::scratch::Scratch;
+use super::weights::{Tensor, Weights};
+use crate::parallel::Parallel;
+
+/// The KV cache: f16 keys and values for up to `capacity` positions, in a caller buffer.
+///
+/// Layout `[layer][k|v][kv_head][position][head_dim]`, so that attention reads each head's
+/// history contiguously.
+#[derive(Debug)]
+pub struct KvCache<'b> {
+    data: &'b mut [u16],
+    capacity: usize,
+    len: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl<'b> KvCache<'b> {
+    /// Elements (`u16`) needed for `capacity` positions of `config`.
+    pub fn elems(config: &Config, capacity: usize) -> usize {
+        config.kv_elems_per_pos() * capacity
+    }
+
+    /// Wraps `data` (at least [`KvCache::elems`] long) as an empty cache.
+    pub fn new(config: &Config, data: &'b mut [u16], capacity: usize) -> Result<Self, ModelError> {
+        if data.len() < Self::elems(config, capacity) {
+            return Err(ModelError::BufferTooSmall("kv cache"));
+        }
+        Ok(KvCache {
+            data,
+            capacity,
+            len: 0,
+            kv_heads: config.n_kv_heads,
+            head_dim: config.head_dim,
+        })
+    }
+
+    /// Positions filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no position is filled.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets every position from `len` on (keeps a reusable prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    fn head_base(&self, layer: usize, which: usize, head: usize) -> usize {
+        ((layer * 2 + which) * self.kv_heads + head) * self.capacity * self.head_dim
+    }
+}
+
+/// Everything the forward pass reads: configuration, weight layout, model bytes and kernels.
+#[derive(Clone, Copy, Debug)]
+pub struct Forward<'a> {
+    /// Hyper-parameters.
+    pub config: &'a Config,
+    /// Weight layout within `file`.
+    pub weights: &'a Weights,
+    /// Model bytes.
+    pub file: &'a [u8],
+    /// Selected kernels.
+    pub kernels: &'a Kernels,
+}
+
+/// How a projection's input must be quantized (None: the kernel takes `f32`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct ActFormat {
+    /// Kernel block length.
+    block: usize,
+    /// Elements sharing one scale (a multiple of `block`), unless `per_token`.
+    group: usize,
+    /// One scale for the whole vector.
+    per_token: bool,
+}
+
+fn rms_norm(x: &mut [f32], w: &[u8], eps: f32) {
+    let mut ss = 0f64;
+    for &v in x.iter() {
+        ss += (v as f64) * (v as f64);
+    }
+    let scale = (1.0 / libm::sqrt(ss / x.len() as f64 + eps as f64)) as f32;
+    for (i, v) in x.iter_mut().enumerate() {
+        let b = &w[4 * i..4 * i + 4];
+        *v = *v * scale * f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + libm::expf(-x))
+}
+
+impl Forward<'_> {
+    fn act_format(&self, w: &Tensor) -> Option<ActFormat> {
+        let block = w.ty.act_block();
+        if block == 0 {
+            return None;
+        }
+        let per_token = w.ty.is_ternary() && self.config.act_quant == ActQuant::PerToken;
+        // TQ1_0/TQ2_0 take llama.cpp's Q8_K activations: one scale per 256 elements.
+        let group = match w.ty {
+            WeightType::TQ1_0 | WeightType::TQ2_0 => 256,
+            _ => block,
+        };
+        Some(ActFormat {
+            block,
+            group,
+            per_token,
+        })
+    }
+
+    /// Runs `tokens` through the model at positions `kv.len()..`, appending to the cache.
+    ///
+    /// `logits` receives `logits.len() / n_vocab` rows: the logits after each of the last that
+    /// many tokens. Fails (changing nothing) if a token is out of range or the cache is full.
+    pub fn run(
+        &self,
+        tokens: &[u32],
+        kv: &mut KvCache<'_>,
+        s: &mut Scratch<'_>,
+        par: &dyn Parallel,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let c = self.config;
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(ModelError::BadToken(t));
+        }
+        if kv.len + tokens.len() > kv.capacity {
+            return Err(ModelError::ContextFull);
+        }
+        let n_out = logits.len() / c.n_vocab;
+        if n_out > tokens.len() {
+            return Err(ModelError::BufferTooSmall("logits"));
+        }
+        let first_out = tokens.len() - n_out;
+        let mut done = 0;
+        for batch in tokens.chunks(s.max_batch) {
+            self.batch(batch, kv, s, par)?;
+            // Logits for the tokens of this batch that are among the last `n_out`.
+            for t in 0..batch.len() {
+                let idx = done + t;
+                if idx >= first_out {
+                    let row = idx - first_out;
+                    let out = &mut logits[row * c.n_vocab..(row + 1) * c.n_vocab];
+                    self.logits_for(s, t, out, par);
+                }
+            }
+            done += batch.len();
+        }
+        Ok(())
+    }
+
+    fn logits_for(&self, s: &mut Scratch<'_>, t: usize, out: &mut [f32], par: &dyn Parallel) {
+        let c = self.config;
+        let d = c.d_model;
+        let xn = &mut s.xn[..d];
+        xn.copy_from_slice(&s.x[t * d..(t + 1) * d]);
+        rms_norm(xn, self.weights.output_norm.data(self.file), c.rms_eps);
+        let w = self.weights.output;
+        let mut fmt = None;
+        self.project(
+            &w,
+            &s.xn[..d],
+            1,
+            out,
+            s.act_qs,
+            s.act_d,
+            s.act_sums,
+            s.tmp,
+            &mut fmt,
+            par,
+        );
+    }
+
+    fn batch(
+        &self,
+        tokens: &[u32],
+        kv: &mut KvCache<'_>,
+        s: &mut Scratch<'_>,
+        par: &dyn Parallel,
+    ) -> Result<(), ModelError> {
+        let c = self.config;
+        let (d, qd, kvd, ff) = (c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
+        let b = tokens.len();
+        let pos0 = kv.len;
+        let w = self.weights;
+
+        let emb = &w.token_embd;
+        for (t, &tok) in tokens.iter().enumerate() {
+            let rb = emb.row_bytes();
+            let row = &self.file[emb.offset + tok as usize * rb..][..rb];
+            dequantize_row(emb.ty, row, &mut s.x[t * d..(t + 1) * d], emb.scale);
+        }
+        self.rope_table(pos0, b, s.rope);
+
+        for (li, l) in w.layers.iter().enumerate() {
+            // Attention block.
+            for t in 0..b {
+                let xn = &mut s.xn[t * d..(t + 1) * d];
+                xn.copy_from_slice(&s.x[t * d..(t + 1) * d]);
+                rms_norm(xn, l.attn_norm.data(self.file), c.rms_eps);
+            }
+            let mut fmt = None;
+            let xn = &s.xn[..b * d];
+            let (aq, ad, asum, tmp) =
+                (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
+            self.project(
+                &l.q,
+                xn,
+                b,
+                &mut s.q[..b * qd],
+                aq,
+                ad,
+                asum,
+                tmp,
+                &mut fmt,
+                par,
+            );
+            self.project(
+                &l.k,
+                xn,
+                b,
+                &mut s.k[..b * kvd],
+                aq,
+                ad,
+                asum,
+                tmp,
+                &mut fmt,
+                par,
+            );
+            self.project(
+                &l.v,
+                xn,
+                b,
+                &mut s.v[..b * kvd],
+                aq,
+                ad,
+                asum,
+                tmp,
+                &mut fmt,
+                par,
+            );
+            for t in 0..b {
+                let rope = &s.rope[t * c.rope_dim..(t + 1) * c.rope_dim];
+                for h in s.q[t * qd..(t + 1) * qd].chunks_exact_mut(c.head_dim) {
+                    self.apply_rope(h, rope);
+                }
+                for h in s.k[t * kvd..(t + 1) * kvd].chunks_exact_mut(c.head_dim) {
+                    self.apply_rope(h, rope);
+                }
+                for kh in 0..c.n_kv_heads {
+                    let src = kh * c.head_dim..(kh + 1) * c.head_dim;
+                    let kb = kv.head_base(li, 0, kh) + (pos0 + t) * c.head_dim;
+                    let vb = kv.head_base(li, 1, kh) + (pos0 + t) * c.head_dim;
+                    for (o, &x) in kv.data[kb..kb + c.head_dim]
+                        .iter_mut()
+                        .zip(&s.k[t * kvd..][src.clone()])
+                    {
+                        *o = f32_to_f16(x);
+                    }
+                    for (o, &x) in kv.data[vb..vb + c.head_dim]
+                        .iter_mut()
+                        .zip(&s.v[t * kvd..][src])
+                    {
+                        *o = f32_to_f16(x);
+                    }
+                }
+            }
+            self.attention(li, pos0, b, kv, &s.q[..b * qd], &mut s.att[..b * qd], par);
+            if let Some(sub) = &l.attn_sub_norm {
+                for t in 0..b {
+                    rms_norm(
+                        &mut s.att[t * qd..(t + 1) * qd],
+                        sub.data(self.file),
+                        c.rms_eps,
+                    );
+                }
+            }
+            let mut fmt = None;
+            let (aq, ad, asum, tmp) =
+                (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
+            self.project(
+                &l.o,
+                &s.att[..b * qd],
+                b,
+                &mut s.xn[..b * d],
+                aq,
+                ad,
+                asum,
+                tmp,
+                &mut fmt,
+                par,
+            );
+            for (x, o) in s.x[..b * d].iter_mut().zip(&s.xn[..b * d]) {
+                *x += o;
+            }
+
+            // Feed-forward block.
+            for t in 0..b {
+                let xn = &mut s.xn[t * d..(t + 1) * d];
+                xn.copy_from_slice(&s.x[t * d..(t + 1) * d]);
+                rms_norm(xn, l.ffn_norm.data(self.file), c.rms_eps);
+            }
+            let mut fmt = None;
+            let xn = &s.xn[..b * d];
+            let (aq, ad, asum, tmp) =
+                (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
+            self.project(
+                &l.gate,
+                xn,
+                b,
+                &mut s.g[..b * ff],
+                aq,
+                ad,
+                asum,
+                tmp,
+                &mut fmt,
+                par,
+            );
+            self.project(
+                &l.up,
+                xn,
+                b,
+                &mut s.u[..b * ff],
+                aq,
+                ad,
+                asum,
+                tmp,
+                &mut fmt,
+                par,
+            );
+            match c.activation {
+                Activation::Silu => {
+                    for (g, u) in s.g[..b * ff].iter_mut().zip(&s.u[..b * ff]) {
+                        *g = silu(*g) * u;
+                    }
+                }
+                Activation::Relu2 => {
+                    for (g, u) in s.g[..b * ff].iter_mut().zip(&s.u[..b * ff]) {
+                        let r = g.max(0.0);
+                        *g = r * r * u;
+                    }
+                }
+            }
+            if let Some(sub) = &l.ffn_sub_norm {
+                for t in 0..b {
+                    rms_norm(
+                        &mut s.g[t * ff..(t + 1) * ff],
+                        sub.data(self.file),
+                        c.rms_eps,
+                    );
+                }
+            }
+            let mut fmt = None;
+            let (aq, ad, asum, tmp) =
+                (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
+            self.project(
+                &l.down,
+                &s.g[..b * ff],
+                b,
+                &mut s.xn[..b * d],
+                aq,
+                ad,
+                asum,
+                tmp,
+                &mut fmt,
+                par,
+            );
+            for (x, o) in s.x[..b * d].iter_mut().zip(&s.xn[..b * d]) {
+                *x += o;
+            }
+        }
+        kv.len += b;
+        Ok(())
+    }
+
+    /// Fills `rope[t]` with `cos` (first half) and `sin` (second half) for position `pos0 + t`.
+    fn rope_table(&self, pos0: usize, b: usize, rope: &mut [f32]) {
+        let c = self.config;
+        let half = c.rope_dim / 2;
+        for t in 0..b {
+            let p = (pos0 + t) as f64 * c.rope_linear_scale as f64;
+            let r = &mut rope[t * c.rope_dim..(t + 1) * c.rope_dim];
+            for i in 0..half {
+                let mut freq = libm::pow(c.rope_base as f64, -2.0 * i as f64 / c.rope_dim as f64);
+                if let Some(f) = &self.weights.rope_freqs {
+                    let bytes = &f.data(self.file)[4 * i..4 * i + 4];
+                    freq /= f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as f64;
+                }
+                let theta = p * freq;
+                r[i] = libm::cos(theta) as f32;
+                r[half + i] = libm::sin(theta) as f32;
+            }
+        }
+    }
+
+    fn apply_rope(&self, h: &mut [f32], rope: &[f32]) {
+        let half = self.config.rope_dim / 2;
+        let (cos, sin) = rope.split_at(half);
+        match self.config.rope_style {
+            RopeStyle::AdjacentPairs => {
+                for i in 0..half {
+                    let (a, b) = (h[2 * i], h[2 * i + 1]);
+                    h[2 * i] = a * cos[i] - b * sin[i];
+                    h[2 * i + 1] = a * sin[i] + b * cos[i];
+                }
+            }
+            RopeStyle::HalfSplit => {
+                for i in 0..half {
+                    let (a, b) = (h[i], h[i + half]);
+                    h[i] = a * cos[i] - b * sin[i];
+                    h[i + half] = a * sin[i] + b * cos[i];
+                }
+            }
+        }
+    }
+
+    /// Causal attention for `b` tokens at positions `pos0..pos0 + b` (keys already cached),
+    /// one (token, head) pair per task, with a single-pass (online) softmax.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: usize,
+        pos0: usize,
+        b: usize,
+        kv: &KvCache<'_>,
+        q: &[f32],
+        out: &mut [f32],
+        par: &dyn Parallel,
+    ) {
+        let c = self.config;
+        let hd = c.head_dim;
+        let group = c.n_heads / c.n_kv_heads;
+        let scale = 1.0 / libm::sqrtf(hd as f32);
+        let k_fn = self.kernels.dot_f16;
+        let v_fn = self.kernels.axpy_f16;
+        let task = |i: usize, acc: &mut [f32]| {
+            let (t, h) = (i / c.n_heads, i % c.n_heads);
+            let kh = h / group;
+            let qh = &q[t * c.q_dim() + h * hd..][..hd];
+            let kb = kv.head_base(layer, 0, kh);
+            let vb = kv.head_base(layer, 1, kh);
+            acc.fill(0.0);
+            let mut m = f32::NEG_INFINITY;
+            let mut l = 0f32;
+            for p in 0..=pos0 + t {
+                let s = k_fn(&kv.data[kb + p * hd..kb + (p + 1) * hd], qh) * scale;
+                if s > m {
+                    let r = libm::expf(m - s);
+                    for a in acc.iter_mut() {
+                        *a *= r;
+                    }
+                    l *= r;
+                    m = s;
+                }
+                let e = libm::expf(s - m);
+                l += e;
+                v_fn(e, &kv.data[vb + p * hd..vb + (p + 1) * hd], acc);
+            }
+            let inv = 1.0 / l;
+            for a in acc.iter_mut() {
+                *a *= inv;
+            }
+        };
+        par.for_each_chunk(&mut out[..b * c.q_dim()], hd, &task);
+    }
+
+    /// `out[t] = w · input[t]` for `b` tokens; quantizes `input` unless `fmt` says it already is.
+    #[allow(clippy::too_many_arguments)]
+    fn project(
+        &self,
+        w: &Tensor,
+        input: &[f32],
+        b: usize,
+        out: &mut [f32],
+        act_qs: &mut [i8],
+        act_d: &mut [f32],
+        act_sums: &mut [i32],
+        tmp: &mut [f32],
+        fmt: &mut Option<ActFormat>,
+        par: &dyn Parallel,
+    ) {
+        let cols = w.cols;
+        let rows = w.rows;
+        let data = w.data(self.file);
+        let rb = w.row_bytes();
+        let want = self.act_format(w);
+        if let Some(f) = want {
+            if *fmt != want {
+                let nb = cols / f.block;
+                for t in 0..b {
+                    let x = &input[t * cols..(t + 1) * cols];
+                    let qs = &mut act_qs[t * cols..(t + 1) * cols];
+                    let d = &mut act_d[t * nb..(t + 1) * nb];
+                    let sums = &mut act_sums[t * nb..(t + 1) * nb];
+                    if f.per_token {
+                        quantize_per_token(x, f.block, qs, d, sums);
+                    } else {
+                        quantize_groups(x, f.block, f.group, qs, d, sums);
+                    }
+                }
+                *fmt = want;
+            }
+        }
+        let (qs, ds, sums) = (&*act_qs, &*act_d, &*act_sums);
+        let q8 = self.kernels.matvec_q8(w.ty);
+        let f32k = self.kernels.matvec_f32(w.ty);
+        let scale = w.scale;
+        let chunk_rows = chunk_rows(rows, par.threads());
+        let n_blocks = want.map(|f| cols / f.block).unwrap_or(0);
+        let compute = |first_row: usize, nrows: usize, t: usize, dst: &mut [f32]| {
+            let wrows = &data[first_row * rb..(first_row + nrows) * rb];
+            if let (Some(k), Some(_)) = (q8, want) {
+                let blk = want.map(|f| f.block).unwrap_or(32);
+                let a = ActQ8 {
+                    qs: &qs[t * cols..(t + 1) * cols],
+                    d: &ds[t * n_blocks..(t + 1) * n_blocks],
+                    sums: &sums[t * n_blocks..(t + 1) * n_blocks],
+                    block: blk,
+                };
+                k(wrows, rb, &a, dst);
+            } else if let Some(k) = f32k {
+                k(wrows, rb, &input[t * cols..(t + 1) * cols], dst);
+            }
+            if scale != 1.0 {
+                for v in dst.iter_mut() {
+                    *v *= scale;
+                }
+            }
+        };
+        if b == 1 {
+            par.for_each_chunk(&mut out[..rows], chunk_rows, &|i, dst| {
+                compute(i * chunk_rows, dst.len(), 0, dst);
+            });
+            return;
+        }
+        // Several tokens: each task takes a tile of rows for all tokens (so the tile is read
+        // from memory once), laid out [tile][token][row] in `tmp`, then scattered.
+        let tile = chunk_rows * b;
+        par.for_each_chunk(&mut tmp[..rows * b], tile, &|i, dst| {
+            let first = i * chunk_rows;
+            let n = dst.len() / b;
+            for t in 0..b {
+                compute(first, n, t, &mut dst[t * n..(t + 1) * n]);
+            }
+        });
+        let mut first = 0;
+        while first < rows {
+            let n = chunk_rows.min(rows - first);
+            let src = &tmp[first * b..(first + n) * b];
+            for t in 0..b {
+                out[t * rows + first..t * rows + first + n]
+                    .copy_from_slice(&src[t * n..(t + 1) * n]);
+            }
+            first += n;
+        }
+    }
+}
+
+/// Rows per task: enough tasks to balance `threads`, tiles of a multiple of 16 rows.
+fn chunk_rows(rows: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        return rows.clamp(1, 256);
+    }
+    let per = rows.div_ceil(threads * 4);
+    per.div_ceil(16).max(1) * 16
+}

@@ -1,0 +1,228 @@
+use core::fmt::Write;
+
+use trillim_kernels::formats::i2s_scale;
+use trillim_kernels::WeightType;
+
+use super::config::{Config, MAX_LAYERS};
+use super::error::{name, ModelError, Name};
+use crate::format::gguf::{ggml_type_name, Gguf, TensorInfo};
+
+/// Where a weight matrix (or vector) lives in the model bytes, and how it is stored.
+///
+/// Offsets rather than slices keep [`Weights`] free of lifetimes, so a shell can own the
+/// memory map and the layout side by side.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tensor {
+    /// Byte offset of the data in the model bytes.
+    pub offset: usize,
+    /// Bytes of row data (without an I2_S scale tail).
+    pub len: usize,
+    /// Storage type.
+    pub ty: WeightType,
+    /// Number of rows (output features).
+    pub rows: usize,
+    /// Row length (input features).
+    pub cols: usize,
+    /// Factor applied to every output (I2_S tensor scale times an optional `.scale` tensor).
+    pub scale: f32,
+}
+
+impl Tensor {
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.len / self.rows
+    }
+
+    /// The tensor's row data within `file`.
+    pub fn data<'a>(&self, file: &'a [u8]) -> &'a [u8] {
+        &file[self.offset..self.offset + self.len]
+    }
+}
+
+/// The weights of one transformer block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[allow(missing_docs)]
+pub struct Layer {
+    pub attn_norm: Tensor,
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub o: Tensor,
+    pub ffn_norm: Tensor,
+    pub gate: Tensor,
+    pub up: Tensor,
+    pub down: Tensor,
+    pub attn_sub_norm: Option<Tensor>,
+    pub ffn_sub_norm: Option<Tensor>,
+}
+
+/// Layout of all weights of a model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weights {
+    /// Token embeddings (`n_vocab` rows of `d_model`).
+    pub token_embd: Tensor,
+    /// Final norm.
+    pub output_norm: Tensor,
+    /// Output projection (the embeddings when tied).
+    pub output: Tensor,
+    /// Llama 3 style RoPE frequency factors.
+    pub rope_freqs: Option<Tensor>,
+    /// Transformer blocks.
+    pub layers: heapless::Vec<Layer, MAX_LAYERS>,
+}
+
+fn tensor_from(g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Tensor, ModelError> {
+    let ty = t.ty.ok_or_else(|| ModelError::UnsupportedType {
+        tensor: name(t.name),
+        type_name: ggml_type_name(t.type_id),
+    })?;
+    if t.n_dims > 2 {
+        return Err(ModelError::BadShape(name(t.name)));
+    }
+    let n = t.n_elements() as usize;
+    let len = ty
+        .row_bytes(n)
+        .ok_or_else(|| ModelError::BadShape(name(t.name)))?;
+    let offset = t.data.as_ptr() as usize - g.bytes().as_ptr() as usize;
+    let scale = if ty == WeightType::I2S {
+        i2s_scale(t.data, n)
+    } else {
+        1.0
+    };
+    if !scale.is_finite() {
+        return Err(ModelError::BadValue(name(t.name)));
+    }
+    Ok(Tensor {
+        offset,
+        len,
+        ty,
+        rows: t.n_rows(),
+        cols: t.row_len(),
+        scale,
+    })
+}
+
+struct Loader<'g, 'a> {
+    g: &'g Gguf<'a>,
+}
+
+impl Loader<'_, '_> {
+    fn find(&self, n: &str) -> Result<Option<Tensor>, ModelError> {
+        match self.g.tensor(n) {
+            None => Ok(None),
+            Some(t) => tensor_from(self.g, &t).map(Some),
+        }
+    }
+
+    fn req(&self, n: &str, rows: usize, cols: usize) -> Result<Tensor, ModelError> {
+        let t = self
+            .find(n)?
+            .ok_or_else(|| ModelError::MissingTensor(name(n)))?;
+        self.check(n, t, rows, cols)
+    }
+
+    fn opt(&self, n: &str, rows: usize, cols: usize) -> Result<Option<Tensor>, ModelError> {
+        match self.find(n)? {
+            None => Ok(None),
+            Some(t) => self.check(n, t, rows, cols).map(Some),
+        }
+    }
+
+    fn check(&self, n: &str, t: Tensor, rows: usize, cols: usize) -> Result<Tensor, ModelError> {
+        if t.rows != rows || t.cols != cols {
+            return Err(ModelError::BadShape(name(n)));
+        }
+        // Vectors (norms, scales) are read as f32.
+        if rows == 1 && t.ty != WeightType::F32 {
+            return Err(ModelError::UnsupportedType {
+                tensor: name(n),
+                type_name: t.ty.name(),
+            });
+        }
+        Ok(t)
+    }
+
+    /// A projection with its optional `.scale` tensor folded into `scale`.
+    fn proj(&self, prefix: &str, rows: usize, cols: usize) -> Result<Tensor, ModelError> {
+        let mut n = Name::new();
+        let _ = write!(n, "{prefix}.weight");
+        let mut t = self.req(&n, rows, cols)?;
+        n.clear();
+        let _ = write!(n, "{prefix}.scale");
+        if let Some(s) = self.opt(&n, 1, 1)? {
+            let b = &self.g.bytes()[s.offset..s.offset + 4];
+            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if !v.is_finite() {
+                return Err(ModelError::BadValue(n));
+            }
+            t.scale *= v;
+        }
+        Ok(t)
+    }
+}
+
+fn blk(i: usize, s: &str) -> Name {
+    let mut n = Name::new();
+    let _ = write!(n, "blk.{i}.{s}");
+    n
+}
+
+impl Weights {
+    /// Finds and checks every tensor the configuration needs.
+    pub fn from_gguf(g: &Gguf<'_>, c: &Config) -> Result<Weights, ModelError> {
+        let l = Loader { g };
+        let d = c.d_model;
+        let token_embd = l.req("token_embd.weight", c.n_vocab, d)?;
+        let output_norm = l.req("output_norm.weight", 1, d)?;
+        let output = match l.opt("output.weight", c.n_vocab, d)? {
+            Some(t) => t,
+            None => token_embd,
+        };
+        let rope_freqs = l.opt("rope_freqs.weight", 1, c.rope_dim / 2)?;
+        let mut layers = heapless::Vec::new();
+        for i in 0..c.n_layers {
+            let layer = Layer {
+                attn_norm: l.req(&blk(i, "attn_norm.weight"), 1, d)?,
+                q: l.proj(&blk(i, "attn_q"), c.q_dim(), d)?,
+                k: l.proj(&blk(i, "attn_k"), c.kv_dim(), d)?,
+                v: l.proj(&blk(i, "attn_v"), c.kv_dim(), d)?,
+                o: l.proj(&blk(i, "attn_output"), d, c.q_dim())?,
+                ffn_norm: l.req(&blk(i, "ffn_norm.weight"), 1, d)?,
+                gate: l.proj(&blk(i, "ffn_gate"), c.d_ff, d)?,
+                up: l.proj(&blk(i, "ffn_up"), c.d_ff, d)?,
+                down: l.proj(&blk(i, "ffn_down"), d, c.d_ff)?,
+                attn_sub_norm: if c.sub_norms {
+                    Some(l.req(&blk(i, "attn_sub_norm.weight"), 1, c.q_dim())?)
+                } else {
+                    None
+                },
+                ffn_sub_norm: if c.sub_norms {
+                    Some(l.req(&blk(i, "ffn_sub_norm.weight"), 1, c.d_ff)?)
+                } else {
+                    None
+                },
+            };
+            layers
+                .push(layer)
+                .map_err(|_| ModelError::TooManyLayers(c.n_layers))?;
+        }
+        Ok(Weights {
+            token_embd,
+            output_norm,
+            output,
+            rope_freqs,
+            layers,
+        })
+    }
+
+    /// Bytes of weights read to compute one token (every matrix once, plus one embedding row).
+    pub fn bytes_per_token(&self) -> usize {
+        let mut total = self.output.len + self.token_embd.row_bytes();
+        for l in &self.layers {
+            for t in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
+                total += t.len;
+            }
+        }
+        total
+    }
+}

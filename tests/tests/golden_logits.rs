@@ -1,0 +1,136 @@
+//! Teacher-forced log-probabilities against llama.cpp / float64 goldens, with the tolerances
+//! of testdata/golden/README.md.
+
+use serde_json::Value;
+use trillim_core::format::gguf::Gguf;
+use trillim_core::kernels::Kernels;
+use trillim_core::model::{Config, Forward, KvCache, Scratch, ScratchSizes, Weights};
+use trillim_core::Sequential;
+use trillim_tests::{log_softmax, smollm2_path, testdata};
+
+struct Scores {
+    mean_abs_dlogprob: f64,
+    ppl: f64,
+    golden_ppl: f64,
+    clear_top1: usize,
+    clear_top1_agree: usize,
+}
+
+fn logits_all(model: &[u8], tokens: &[u32], kernels: &Kernels, batch: usize) -> Vec<f32> {
+    let g = Gguf::parse(model).expect("parse");
+    let config = Config::from_gguf(&g).expect("config");
+    let weights = Weights::from_gguf(&g, &config).expect("weights");
+    let sz = ScratchSizes::new(&config, batch);
+    let (mut f, mut q, mut i) = (vec![0f32; sz.f32s], vec![0i8; sz.i8s], vec![0i32; sz.i32s]);
+    let mut scratch = Scratch::new(&config, batch, &mut f, &mut q, &mut i).expect("scratch");
+    let mut kv_buf = vec![0u16; KvCache::elems(&config, tokens.len())];
+    let mut kv = KvCache::new(&config, &mut kv_buf, tokens.len()).expect("kv");
+    let fwd = Forward {
+        config: &config,
+        weights: &weights,
+        file: model,
+        kernels,
+    };
+    let mut logits = vec![0f32; tokens.len() * config.n_vocab];
+    fwd.run(tokens, &mut kv, &mut scratch, &Sequential, &mut logits)
+        .expect("forward");
+    logits
+}
+
+fn score(model: &[u8], golden: &Value, kernels: &Kernels, batch: usize) -> Scores {
+    let tokens: Vec<u32> = golden["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let logits = logits_all(model, &tokens, kernels, batch);
+    let n_vocab = logits.len() / tokens.len();
+    let positions = golden["positions"].as_array().unwrap();
+    let (mut sum_abs, mut nll, mut n) = (0f64, 0f64, 0usize);
+    let (mut clear, mut agree) = (0, 0);
+    for (i, p) in positions.iter().enumerate() {
+        let lp = log_softmax(&logits[i * n_vocab..(i + 1) * n_vocab]);
+        // The last position has no next token.
+        if let (Some(next), Some(golden_lp)) = (p["next"].as_u64(), p["next_logprob"].as_f64()) {
+            sum_abs += (lp[next as usize] - golden_lp).abs();
+            nll -= lp[next as usize];
+            n += 1;
+        }
+        let top = p["top"].as_array().unwrap();
+        let (t1, l1) = (
+            top[0][0].as_u64().unwrap() as usize,
+            top[0][1].as_f64().unwrap(),
+        );
+        let l2 = top[1][1].as_f64().unwrap();
+        if l1 - l2 > 0.5 {
+            clear += 1;
+            let mine = trillim_tests::argmax(&logits[i * n_vocab..(i + 1) * n_vocab]);
+            if mine == t1 {
+                agree += 1;
+            } else {
+                eprintln!(
+                    "position {i}: top-1 {mine}, golden {t1} (margin {:.3})",
+                    l1 - l2
+                );
+            }
+        }
+    }
+    Scores {
+        mean_abs_dlogprob: sum_abs / n as f64,
+        ppl: (nll / n as f64).exp(),
+        golden_ppl: golden["ppl"].as_f64().unwrap(),
+        clear_top1: clear,
+        clear_top1_agree: agree,
+    }
+}
+
+fn check(model: &[u8], golden_name: &str) {
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(testdata(golden_name)).unwrap()).unwrap();
+    for batch in [1, 7, 64] {
+        let s = score(model, &golden, &Kernels::scalar(), batch);
+        let dppl = (s.ppl / s.golden_ppl - 1.0) * 100.0;
+        println!(
+            "{golden_name} batch {batch}: mean|dlogprob| {:.4} nats, ppl {:.4} vs {:.4} ({dppl:+.3}%), clear top-1 {}/{}",
+            s.mean_abs_dlogprob, s.ppl, s.golden_ppl, s.clear_top1_agree, s.clear_top1
+        );
+        assert!(
+            s.mean_abs_dlogprob < 0.15,
+            "mean |dlogprob| {}",
+            s.mean_abs_dlogprob
+        );
+        assert!(dppl.abs() < 2.0, "perplexity off by {dppl}%");
+        assert_eq!(
+            s.clear_top1_agree, s.clear_top1,
+            "clear top-1 disagreements"
+        );
+    }
+}
+
+#[test]
+fn tiny_bitnet_tq2_0_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-bitnet-tq2_0.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-bitnet-tq2_0.json");
+}
+
+#[test]
+fn tiny_bitnet_tq1_0_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-bitnet-tq1_0.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-bitnet-tq1_0.json");
+}
+
+#[test]
+fn tiny_b158_i2_s_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-b158-i2_s.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-b158-i2_s.json");
+}
+
+#[test]
+fn smollm2_q4_1_matches_golden() {
+    let Some(p) = smollm2_path() else {
+        panic!("SmolLM2 test model missing: run scripts/fetch-test-model.sh");
+    };
+    let m = std::fs::read(p).unwrap();
+    check(&m, "golden/logits-SmolLM2-135M-Instruct.Q4_1.json");
+}
