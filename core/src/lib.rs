@@ -12,5 +12,6 @@ pub mod format;
 pub use trillim_kernels as kernels;
 pub mod model;
 pub mod parallel;
+pub mod sampler;
 
 pub use parallel::{Parallel, Sequential};

@@ -1,1 +1,8 @@
-//! placeholder
+//! std glue shared by trillim's shells (the server and the firmware): CPU feature detection
+//! and kernel selection, a persistent thread pool, memory-mapped model loading and sessions.
+
+pub mod model;
+pub mod pool;
+
+pub use model::{LoadError, LoadedModel, Session};
+pub use pool::ThreadPool;

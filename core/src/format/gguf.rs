@@ -61,6 +61,8 @@ impl fmt::Display for GgufError {
     }
 }
 
+impl core::error::Error for GgufError {}
+
 /// Metadata value type ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]

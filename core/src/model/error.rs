@@ -78,3 +78,5 @@ impl fmt::Display for ModelError {
         }
     }
 }
+
+impl core::error::Error for ModelError {}

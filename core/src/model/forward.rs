@@ -44,6 +44,18 @@ impl<'b> KvCache<'b> {
         })
     }
 
+    /// Wraps `data` whose first `len` positions were filled by earlier calls.
+    pub fn resume(
+        config: &Config,
+        data: &'b mut [u16],
+        capacity: usize,
+        len: usize,
+    ) -> Result<Self, ModelError> {
+        let mut kv = Self::new(config, data, capacity)?;
+        kv.len = len.min(capacity);
+        Ok(kv)
+    }
+
     /// Positions filled.
     pub fn len(&self) -> usize {
         self.len

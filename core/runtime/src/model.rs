@@ -1,0 +1,204 @@
+//! Loading a model file (memory-mapped) and running sessions over it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use trillim_core::format::gguf::Gguf;
+use trillim_core::kernels::Kernels;
+use trillim_core::model::{Config, Forward, KvCache, ModelError, Scratch, ScratchSizes, Weights};
+use trillim_core::Parallel;
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be opened or mapped.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a model this build can run.
+    #[error("{path}: {source}")]
+    Model {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: ModelError,
+    },
+}
+
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+/// A model file mapped into memory with its validated configuration and weight layout.
+pub struct LoadedModel {
+    bytes: Bytes,
+    /// Hyper-parameters.
+    pub config: Config,
+    /// Weight layout.
+    pub weights: Box<Weights>,
+    /// Kernels used for every projection.
+    pub kernels: Kernels,
+    /// Where the model was loaded from.
+    pub path: PathBuf,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel").field("path", &self.path).field("config", &self.config).finish()
+    }
+}
+
+impl LoadedModel {
+    /// Maps `path` (zero-copy) and validates it as a model.
+    pub fn open(path: &Path, kernels: Kernels) -> Result<LoadedModel, LoadError> {
+        let io = |source| LoadError::Io { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the mapping is read-only and private to this process. As with every
+        // memory-mapped model loader, the file must not be truncated or rewritten while it is
+        // loaded; the model store only ever replaces files by renaming new ones into place.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        Self::from_bytes(Bytes::Mapped(map), path, kernels)
+    }
+
+    /// Validates model bytes held in memory (tests, fuzzing, embedded use).
+    pub fn from_vec(bytes: Vec<u8>, name: &Path, kernels: Kernels) -> Result<LoadedModel, LoadError> {
+        Self::from_bytes(Bytes::Owned(bytes), name, kernels)
+    }
+
+    fn from_bytes(bytes: Bytes, path: &Path, kernels: Kernels) -> Result<LoadedModel, LoadError> {
+        let err = |source| LoadError::Model { path: path.to_path_buf(), source };
+        let data: &[u8] = match &bytes {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        };
+        let g = Gguf::parse(data).map_err(|e| err(e.into()))?;
+        let config = Config::from_gguf(&g).map_err(err)?;
+        let weights = Box::new(Weights::from_gguf(&g, &config).map_err(err)?);
+        Ok(LoadedModel { bytes, config, weights, kernels, path: path.to_path_buf() })
+    }
+
+    /// The model file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+
+    /// The parsed GGUF header (re-walked on each call; cheap next to inference).
+    pub fn gguf(&self) -> Gguf<'_> {
+        Gguf::parse(self.bytes()).expect("validated at load")
+    }
+
+    /// The forward pass over this model.
+    pub fn forward(&self) -> Forward<'_> {
+        Forward { config: &self.config, weights: &self.weights, file: self.bytes(), kernels: &self.kernels }
+    }
+
+    /// Bytes of KV cache one position takes.
+    pub fn kv_bytes_per_pos(&self) -> usize {
+        self.config.kv_elems_per_pos() * 2
+    }
+
+    /// The context size to use when none is given: the model's training context, capped so the
+    /// KV cache takes at most a quarter of the memory available now.
+    pub fn default_ctx(&self) -> usize {
+        let budget = available_memory().map(|m| m / 4).unwrap_or(1 << 30);
+        let by_mem = (budget / self.kv_bytes_per_pos().max(1)).max(256);
+        self.config.train_ctx.min(by_mem)
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes (Linux), else `None`.
+pub fn available_memory() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// One sequence's state: its KV cache, working memory and the tokens it has consumed.
+#[derive(Debug)]
+pub struct Session {
+    kv: Vec<u16>,
+    capacity: usize,
+    f32s: Vec<f32>,
+    i8s: Vec<i8>,
+    i32s: Vec<i32>,
+    max_batch: usize,
+    tokens: Vec<u32>,
+    logits: Vec<f32>,
+}
+
+impl Session {
+    /// A session for `model` holding up to `ctx` positions, processing prompts in batches of
+    /// `max_batch` tokens. All memory is allocated here, once.
+    pub fn new(model: &LoadedModel, ctx: usize, max_batch: usize) -> Session {
+        let c = &model.config;
+        let sz = ScratchSizes::new(c, max_batch);
+        Session {
+            kv: vec![0; KvCache::elems(c, ctx)],
+            capacity: ctx,
+            f32s: vec![0.0; sz.f32s],
+            i8s: vec![0; sz.i8s],
+            i32s: vec![0; sz.i32s],
+            max_batch: sz.max_batch,
+            tokens: Vec::with_capacity(ctx),
+            logits: Vec::new(),
+        }
+    }
+
+    /// Tokens consumed so far (their keys and values are cached).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Positions the session can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes of memory the session holds (KV cache, scratch, logits).
+    pub fn memory_bytes(&self) -> usize {
+        self.kv.len() * 2 + self.f32s.len() * 4 + self.i8s.len() + self.i32s.len() * 4 + self.logits.capacity() * 4
+    }
+
+    /// Forgets every token after the first `n`.
+    pub fn rewind(&mut self, n: usize) {
+        self.tokens.truncate(n);
+    }
+
+    /// Keeps the longest prefix shared with `prompt` (leaving at least one prompt token to
+    /// feed, so its logits can be computed) and returns its length.
+    pub fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let keep = common.min(prompt.len().saturating_sub(1));
+        self.rewind(keep);
+        keep
+    }
+
+    /// Feeds `tokens` and returns the logits after each of the last `n_logits` of them
+    /// (row-major, `n_logits × n_vocab`). On error nothing is appended.
+    pub fn feed(
+        &mut self,
+        model: &LoadedModel,
+        par: &dyn Parallel,
+        tokens: &[u32],
+        n_logits: usize,
+    ) -> Result<&mut [f32], ModelError> {
+        let c = &model.config;
+        let n_logits = n_logits.min(tokens.len());
+        self.logits.resize(n_logits * c.n_vocab, 0.0);
+        let mut scratch = Scratch::new(c, self.max_batch, &mut self.f32s, &mut self.i8s, &mut self.i32s)?;
+        let mut kv = KvCache::resume(c, &mut self.kv, self.capacity, self.tokens.len())?;
+        model.forward().run(tokens, &mut kv, &mut scratch, par, &mut self.logits)?;
+        self.tokens.extend_from_slice(tokens);
+        Ok(&mut self.logits)
+    }
+}
