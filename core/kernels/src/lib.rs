@@ -26,4 +26,7 @@ pub mod aarch64;
 
 pub use act::ActQ8;
 pub use formats::WeightType;
-pub use table::{Kernels, MatVecFn};
+pub use table::{CpuFeatures, Kernels, MatVecF32Fn, MatVecFn};
+
+#[cfg(test)]
+mod tests;

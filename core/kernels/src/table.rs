@@ -9,8 +9,73 @@ pub type MatVecFn = fn(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32
 /// A matrix-vector kernel over `f32` activations.
 pub type MatVecF32Fn = fn(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]);
 
+/// CPU features the SIMD paths use, as detected at run time by the std shell.
+///
+/// AMX is deliberately absent: it must never be enabled from `cpuid` alone (it needs an OS
+/// permission request, and some CPUs advertise it but fault when it is used).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuFeatures {
+    /// x86-64 AVX2.
+    pub avx2: bool,
+    /// x86-64 FMA3.
+    pub fma: bool,
+    /// x86-64 F16C (half-precision conversions).
+    pub f16c: bool,
+    /// x86-64 AVX-512 Foundation.
+    pub avx512f: bool,
+    /// x86-64 AVX-512 byte/word instructions.
+    pub avx512bw: bool,
+    /// x86-64 AVX-512 vector-length extensions.
+    pub avx512vl: bool,
+    /// x86-64 AVX-512 VNNI (`vpdpbusd`).
+    pub avx512vnni: bool,
+    /// aarch64 Advanced SIMD.
+    pub neon: bool,
+    /// aarch64 `sdot`/`udot` (FEAT_DotProd).
+    pub dotprod: bool,
+}
+
+impl CpuFeatures {
+    /// Features present in both `self` and `other`.
+    pub fn and(self, other: CpuFeatures) -> CpuFeatures {
+        CpuFeatures {
+            avx2: self.avx2 && other.avx2,
+            fma: self.fma && other.fma,
+            f16c: self.f16c && other.f16c,
+            avx512f: self.avx512f && other.avx512f,
+            avx512bw: self.avx512bw && other.avx512bw,
+            avx512vl: self.avx512vl && other.avx512vl,
+            avx512vnni: self.avx512vnni && other.avx512vnni,
+            neon: self.neon && other.neon,
+            dotprod: self.dotprod && other.dotprod,
+        }
+    }
+
+    /// Features this crate can verify without the OS: `cpuid` + `xgetbv` on x86-64; the
+    /// compile-time baseline (NEON, and dotprod if compiled in) on aarch64; none elsewhere.
+    pub fn verified() -> CpuFeatures {
+        #[cfg(target_arch = "x86_64")]
+        {
+            crate::x86::cpuid_features()
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            CpuFeatures {
+                neon: cfg!(target_feature = "neon"),
+                dotprod: cfg!(target_feature = "neon") && cfg!(target_feature = "dotprod"),
+                ..CpuFeatures::default()
+            }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            CpuFeatures::default()
+        }
+    }
+}
+
 /// Function pointers for every kernel, all with the semantics of the scalar reference.
-#[derive(Clone, Copy, Debug)]
+// `Debug` is written by hand: Rust 1.63 has no `Debug` for higher-ranked fn pointers.
+#[derive(Clone, Copy)]
 pub struct Kernels {
     /// Human-readable name of the selected path (e.g. `"avx512vnni"`).
     pub name: &'static str,
@@ -38,6 +103,14 @@ pub struct Kernels {
     pub axpy_f16: fn(f32, &[u16], &mut [f32]),
 }
 
+impl core::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Kernels")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Kernels {
     /// The portable scalar reference kernels.
     pub fn scalar() -> Kernels {
@@ -55,6 +128,100 @@ impl Kernels {
             dot_f16: scalar::dot_f16,
             axpy_f16: scalar::axpy_f16,
         }
+    }
+
+    /// AVX2 kernels (with FMA and F16C) where they exist, scalar elsewhere.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C (and the OS must have enabled AVX state). Calling
+    /// any of the table's functions on a CPU without them is undefined behaviour.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn avx2() -> Kernels {
+        use crate::x86;
+        Kernels {
+            name: "avx2",
+            q8_0: x86::avx2_q8_0,
+            q4_0: x86::avx2_q4_0,
+            q4_1: x86::avx2_q4_1,
+            tq1_0: x86::avx2_tq1_0,
+            tq2_0: x86::avx2_tq2_0,
+            i2s: x86::avx2_i2s,
+            f32: x86::avx2_f32,
+            f16: x86::avx2_f16,
+            bf16: x86::avx2_bf16,
+            dot_f16: x86::avx2_dot_f16,
+            axpy_f16: x86::avx2_axpy_f16,
+        }
+    }
+
+    /// AVX-512 VNNI kernels (`vpdpbusd`) for the int8 formats, AVX2 for the rest.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW, VL and VNNI as well as AVX2, FMA and F16C, and the OS
+    /// must have enabled AVX-512 state.
+    #[cfg(all(target_arch = "x86_64", trillim_avx512))]
+    pub unsafe fn avx512vnni() -> Kernels {
+        use crate::x86;
+        Kernels {
+            name: "avx512vnni",
+            q8_0: x86::vnni_q8_0,
+            q4_0: x86::vnni_q4_0,
+            q4_1: x86::vnni_q4_1,
+            tq1_0: x86::vnni_tq1_0,
+            tq2_0: x86::vnni_tq2_0,
+            i2s: x86::vnni_i2s,
+            // SAFETY: the caller's contract includes AVX2, FMA and F16C.
+            ..unsafe { Kernels::avx2() }
+        }
+    }
+
+    /// The fastest table `features` allow.
+    ///
+    /// `features` normally comes from the std shell's runtime detection. On x86-64 it is
+    /// intersected with this crate's own `cpuid`/`xgetbv` check, so a wrong claim can only
+    /// select a slower path, never an unsupported one; on aarch64 NEON is part of the baseline
+    /// and the dotprod path is chosen only when the crate is compiled with `dotprod` enabled
+    /// (use [`Kernels::best_for_trusted`] to pass runtime-detected dotprod support).
+    ///
+    /// AMX is never used: enabling it needs an OS permission request, and some CPUs advertise
+    /// it in `cpuid` yet fault on use, so it must never be turned on from `cpuid` alone.
+    pub fn best_for(features: CpuFeatures) -> Kernels {
+        let checked = features.and(CpuFeatures::verified());
+        // SAFETY: `checked` only holds features this function verified on the running CPU.
+        unsafe { Kernels::best_for_trusted(checked) }
+    }
+
+    /// Like [`Kernels::best_for`] but trusts `features` without re-checking them.
+    ///
+    /// # Safety
+    /// Every feature set in `features` must be supported by the running CPU and enabled by the
+    /// OS (as `std::is_x86_feature_detected!` / `std::arch::is_aarch64_feature_detected!`
+    /// report).
+    // Rust 1.63 sees the inner `unsafe` blocks as redundant; newer lints require them.
+    #[allow(unused_variables, unused_unsafe)]
+    pub unsafe fn best_for_trusted(features: CpuFeatures) -> Kernels {
+        let f = features;
+        #[cfg(all(target_arch = "x86_64", trillim_avx512))]
+        if f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni {
+            // SAFETY: the caller guarantees every listed feature.
+            return unsafe { Kernels::avx512vnni() };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if f.avx2 && f.fma && f.f16c {
+            // SAFETY: the caller guarantees AVX2, FMA and F16C.
+            return unsafe { Kernels::avx2() };
+        }
+        #[cfg(target_arch = "aarch64")]
+        if f.neon && f.dotprod {
+            // SAFETY: the caller guarantees NEON and dotprod.
+            return unsafe { Kernels::dotprod() };
+        }
+        #[cfg(target_arch = "aarch64")]
+        if f.neon {
+            // SAFETY: the caller guarantees NEON.
+            return unsafe { Kernels::neon() };
+        }
+        Kernels::scalar()
     }
 
     /// The int8-activation kernel for `ty`, or `None` if `ty` takes `f32` activations.

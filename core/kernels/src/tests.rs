@@ -1,0 +1,429 @@
+//! Every SIMD path available on the running CPU against the scalar reference.
+
+extern crate std;
+
+use std::vec;
+use std::vec::Vec;
+
+use crate::act::{quantize_blocks, quantize_per_token, ActQ8};
+use crate::f16::f32_to_f16;
+use crate::formats::{dequantize_row, WeightType};
+use crate::Kernels;
+
+/// xorshift64* pseudo-random numbers.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// Uniform in [-1, 1).
+    pub(crate) fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Every SIMD table the running CPU supports (scalar excluded).
+pub(crate) fn simd_paths() -> Vec<Kernels> {
+    #[allow(unused_mut)]
+    let mut v = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: AVX2, FMA and F16C were detected.
+            v.push(unsafe { Kernels::avx2() });
+        }
+        #[cfg(trillim_avx512)]
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni")
+        {
+            // SAFETY: every feature the path needs was detected.
+            v.push(unsafe { Kernels::avx512vnni() });
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            // SAFETY: NEON was detected.
+            v.push(unsafe { Kernels::neon() });
+        }
+        if std::arch::is_aarch64_feature_detected!("neon")
+            && std::arch::is_aarch64_feature_detected!("dotprod")
+        {
+            // SAFETY: NEON and dotprod were detected.
+            v.push(unsafe { Kernels::dotprod() });
+        }
+    }
+    v
+}
+
+/// Random f16 scale bits: a random sign, exponent and mantissa within a normal range (or, with
+/// `pow2`, an exact power of two).
+fn rand_scale(rng: &mut Rng, pow2: bool) -> [u8; 2] {
+    let h = if pow2 {
+        let e = 12 + rng.below(6) as u16; // 2^-3 .. 2^2
+        (e << 10) | if rng.below(2) == 0 { 0 } else { 0x8000 }
+    } else {
+        let v = rng.f32() * 2.0;
+        f32_to_f16(if v == 0.0 { 0.5 } else { v })
+    };
+    h.to_le_bytes()
+}
+
+/// A random row of `nblocks` blocks of `ty` (every code value reachable).
+fn rand_row(rng: &mut Rng, ty: WeightType, nblocks: usize, pow2: bool, out: &mut Vec<u8>) {
+    for _ in 0..nblocks {
+        let start = out.len();
+        match ty {
+            WeightType::Q8_0 => {
+                out.extend_from_slice(&rand_scale(rng, pow2));
+                for _ in 0..32 {
+                    out.push(rng.next() as u8);
+                }
+            }
+            WeightType::Q4_0 => {
+                out.extend_from_slice(&rand_scale(rng, pow2));
+                for _ in 0..16 {
+                    out.push(rng.next() as u8);
+                }
+            }
+            WeightType::Q4_1 => {
+                out.extend_from_slice(&rand_scale(rng, pow2));
+                out.extend_from_slice(&rand_scale(rng, pow2));
+                for _ in 0..16 {
+                    out.push(rng.next() as u8);
+                }
+            }
+            WeightType::TQ2_0 => {
+                // Codes 0..=2 in every 2-bit field.
+                for _ in 0..64 {
+                    let mut b = 0u8;
+                    for l in 0..4 {
+                        b |= (rng.below(3) as u8) << (2 * l);
+                    }
+                    out.push(b);
+                }
+                out.extend_from_slice(&rand_scale(rng, pow2));
+            }
+            WeightType::TQ1_0 => {
+                // 48 bytes of 5 trits and 4 bytes of 4 trits, stored as ceil(v · 256 / 243).
+                for i in 0..52 {
+                    let nd = if i < 48 { 5 } else { 4 };
+                    let mut v = 0u32;
+                    for _ in 0..nd {
+                        v = v * 3 + rng.below(3) as u32;
+                    }
+                    if nd == 4 {
+                        v *= 3;
+                    }
+                    out.push(((v * 256 + 242) / 243) as u8);
+                }
+                out.extend_from_slice(&rand_scale(rng, pow2));
+            }
+            WeightType::I2S => {
+                for _ in 0..32 {
+                    let mut b = 0u8;
+                    for l in 0..4 {
+                        b |= (rng.below(3) as u8) << (2 * l);
+                    }
+                    out.push(b);
+                }
+            }
+            WeightType::F32 => {
+                let v = if pow2 {
+                    rng.below(9) as f32 - 4.0
+                } else {
+                    rng.f32()
+                };
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            WeightType::F16 => {
+                let v = if pow2 {
+                    rng.below(9) as f32 - 4.0
+                } else {
+                    rng.f32()
+                };
+                out.extend_from_slice(&f32_to_f16(v).to_le_bytes());
+            }
+            WeightType::BF16 => {
+                let v = if pow2 {
+                    rng.below(9) as f32 - 4.0
+                } else {
+                    rng.f32()
+                };
+                out.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
+            }
+        }
+        debug_assert_eq!(out.len() - start, ty.block_bytes());
+    }
+}
+
+/// Owned quantized activations.
+struct Act {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    sums: Vec<i32>,
+    block: usize,
+}
+
+impl Act {
+    fn view(&self) -> ActQ8<'_> {
+        ActQ8 {
+            qs: &self.qs,
+            d: &self.d,
+            sums: &self.sums,
+            block: self.block,
+        }
+    }
+}
+
+/// Activations of `n` elements: mode 0 per-block absmax, 1 per-token absmax, 2 integer codes
+/// with power-of-two scales (so that every path must agree exactly).
+fn rand_act(rng: &mut Rng, n: usize, block: usize, mode: u32) -> Act {
+    let nb = n / block;
+    let mut a = Act {
+        qs: vec![0; n],
+        d: vec![0.0; nb],
+        sums: vec![0; nb],
+        block,
+    };
+    if mode == 2 {
+        for (b, d) in a.d.iter_mut().enumerate() {
+            *d = [0.25f32, 0.5, 1.0, 2.0][(b + rng.below(4) as usize) % 4];
+        }
+        for (i, q) in a.qs.iter_mut().enumerate() {
+            // Include the extremes −128 and 127.
+            *q = match rng.below(16) {
+                0 => -128,
+                1 => 127,
+                _ => rng.next() as i8,
+            };
+            a.sums[i / block] += *q as i32;
+        }
+        return a;
+    }
+    let x: Vec<f32> = (0..n)
+        .map(|i| {
+            // Occasional outliers make per-token scales produce ±128/±127 codes.
+            let v = rng.f32();
+            if i % 37 == 5 {
+                v * 20.0
+            } else {
+                v
+            }
+        })
+        .collect();
+    if mode == 0 {
+        quantize_blocks(&x, block, &mut a.qs, &mut a.d, &mut a.sums);
+    } else {
+        quantize_per_token(&x, block, &mut a.qs, &mut a.d, &mut a.sums);
+    }
+    a
+}
+
+/// Σ|w_i · x_i| of row `r`, the scale the tolerance is relative to.
+fn abs_dot(ty: WeightType, row: &[u8], n: usize, a: &ActQ8<'_>) -> f64 {
+    let mut w = vec![0f32; n];
+    dequantize_row(ty, row, &mut w, 1.0);
+    w.iter()
+        .enumerate()
+        .map(|(i, &wi)| (wi as f64 * a.qs[i] as f64 * a.d[i / a.block] as f64).abs())
+        .sum()
+}
+
+const INT_TYPES: [WeightType; 6] = [
+    WeightType::Q8_0,
+    WeightType::Q4_0,
+    WeightType::Q4_1,
+    WeightType::TQ1_0,
+    WeightType::TQ2_0,
+    WeightType::I2S,
+];
+
+#[test]
+fn int8_kernels_match_scalar() {
+    let scalar = Kernels::scalar();
+    let paths = simd_paths();
+    let mut rng = Rng::new(42);
+    for ty in INT_TYPES {
+        for &rows in &[1usize, 3, 4, 5, 17] {
+            for &blocks in &[1usize, 2, 3, 27] {
+                for mode in 0..3u32 {
+                    let pow2 = mode == 2;
+                    let n = blocks * ty.block_len();
+                    let row_bytes = ty.row_bytes(n).unwrap();
+                    let mut w = Vec::new();
+                    for _ in 0..rows {
+                        rand_row(&mut rng, ty, blocks, pow2, &mut w);
+                    }
+                    let act = rand_act(&mut rng, n, ty.act_block(), mode);
+                    let a = act.view();
+                    let mut want = vec![0f32; rows];
+                    (scalar.matvec_q8(ty).unwrap())(&w, row_bytes, &a, &mut want);
+                    for k in &paths {
+                        let mut got = vec![f32::NAN; rows];
+                        (k.matvec_q8(ty).unwrap())(&w, row_bytes, &a, &mut got);
+                        for r in 0..rows {
+                            let ctx = (k.name, ty, rows, blocks, mode, r);
+                            if pow2 {
+                                assert_eq!(got[r], want[r], "{ctx:?}");
+                            } else {
+                                let row = &w[r * row_bytes..(r + 1) * row_bytes];
+                                let tol = 1e-5 * abs_dot(ty, row, n, &a).max(1e-30);
+                                let err = (got[r] as f64 - want[r] as f64).abs();
+                                assert!(err <= tol, "{ctx:?}: {} vs {}", got[r], want[r]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn float_kernels_match_scalar() {
+    let scalar = Kernels::scalar();
+    let paths = simd_paths();
+    let mut rng = Rng::new(7);
+    for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+        for &rows in &[1usize, 3, 5, 17] {
+            for &n in &[1usize, 7, 8, 31, 32, 33, 100, 2560] {
+                for pow2 in [false, true] {
+                    let row_bytes = ty.row_bytes(n).unwrap();
+                    let mut w = Vec::new();
+                    for _ in 0..rows {
+                        rand_row(&mut rng, ty, n, pow2, &mut w);
+                    }
+                    let x: Vec<f32> = (0..n)
+                        .map(|_| {
+                            if pow2 {
+                                rng.below(17) as f32 - 8.0
+                            } else {
+                                rng.f32()
+                            }
+                        })
+                        .collect();
+                    let mut want = vec![0f32; rows];
+                    (scalar.matvec_f32(ty).unwrap())(&w, row_bytes, &x, &mut want);
+                    for k in &paths {
+                        let mut got = vec![f32::NAN; rows];
+                        (k.matvec_f32(ty).unwrap())(&w, row_bytes, &x, &mut got);
+                        for r in 0..rows {
+                            let mut wr = vec![0f32; n];
+                            dequantize_row(
+                                ty,
+                                &w[r * row_bytes..(r + 1) * row_bytes],
+                                &mut wr,
+                                1.0,
+                            );
+                            let mag: f64 = wr
+                                .iter()
+                                .zip(&x)
+                                .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                                .sum();
+                            let ctx = (k.name, ty, rows, n, pow2, r);
+                            if pow2 {
+                                assert_eq!(got[r], want[r], "{ctx:?}");
+                            } else {
+                                let err = (got[r] as f64 - want[r] as f64).abs();
+                                assert!(err <= 1e-5 * mag.max(1e-30), "{ctx:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_attention_kernels_match_scalar() {
+    let scalar = Kernels::scalar();
+    let paths = simd_paths();
+    let mut rng = Rng::new(99);
+    for &n in &[0usize, 1, 7, 8, 15, 16, 17, 64, 128, 129] {
+        for pow2 in [false, true] {
+            let val = |rng: &mut Rng| {
+                if pow2 {
+                    rng.below(17) as f32 - 8.0
+                } else {
+                    rng.f32()
+                }
+            };
+            let k: Vec<u16> = (0..n).map(|_| f32_to_f16(val(&mut rng))).collect();
+            let q: Vec<f32> = (0..n).map(|_| val(&mut rng)).collect();
+            let a = if pow2 { 0.5 } else { rng.f32() };
+            let want = (scalar.dot_f16)(&k, &q);
+            let mut want_y: Vec<f32> = (0..n).map(|_| val(&mut rng)).collect();
+            let y0 = want_y.clone();
+            (scalar.axpy_f16)(a, &k, &mut want_y);
+            let mag: f64 = k
+                .iter()
+                .zip(&q)
+                .map(|(a, b)| (crate::f16::f16_to_f32(*a) as f64 * *b as f64).abs())
+                .sum();
+            for p in &paths {
+                let got = (p.dot_f16)(&k, &q);
+                if pow2 {
+                    assert_eq!(got, want, "{} n={n}", p.name);
+                } else {
+                    assert!((got as f64 - want as f64).abs() <= 1e-5 * mag.max(1e-30));
+                }
+                let mut y = y0.clone();
+                (p.axpy_f16)(a, &k, &mut y);
+                // Same rounding as the reference: one multiply, one add per element.
+                assert_eq!(y, want_y, "{} n={n}", p.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn best_for_never_exceeds_the_cpu() {
+    let all = crate::CpuFeatures {
+        avx2: true,
+        fma: true,
+        f16c: true,
+        avx512f: true,
+        avx512bw: true,
+        avx512vl: true,
+        avx512vnni: true,
+        neon: true,
+        dotprod: true,
+    };
+    let k = Kernels::best_for(all);
+    let names: Vec<&str> = simd_paths().iter().map(|k| k.name).collect();
+    assert!(k.name == "scalar" || names.contains(&k.name), "{}", k.name);
+    assert_eq!(
+        Kernels::best_for(crate::CpuFeatures::default()).name,
+        "scalar"
+    );
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn detected_paths_are_tested() {
+    let names: Vec<&str> = simd_paths().iter().map(|k| k.name).collect();
+    std::println!("SIMD paths under test: {names:?}");
+    if std::is_x86_feature_detected!("avx2") {
+        assert!(names.contains(&"avx2"));
+    }
+}
