@@ -30,3 +30,6 @@ pub use table::{CpuFeatures, Kernels, MatVecF32Fn, MatVecFn};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod bench;

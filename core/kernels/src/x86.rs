@@ -64,6 +64,27 @@ unsafe fn row_ptrs(w: &[u8], row_bytes: usize, rows: usize, r: usize) -> [*const
     [p(0), p(1), p(2), p(3)]
 }
 
+/// Row groups ahead of the current one that the int8 kernels prefetch.
+const PREFETCH_GROUPS: usize = 2;
+
+/// Prefetches the bytes that block `b` of the row group `PREFETCH_GROUPS` groups after the one
+/// starting at row `r` will read (`bb` bytes per block and row). The four rows of a group are
+/// contiguous, so this walks the weights linearly; hardware prefetchers lose track of the four
+/// interleaved row streams.
+#[inline(always)]
+fn prefetch_ahead(w: &[u8], row_bytes: usize, r: usize, b: usize, bb: usize) {
+    let start = (r + 4 * PREFETCH_GROUPS) * row_bytes + b * 4 * bb;
+    // Addresses past the end are fine: prefetches never fault, and `wrapping_add` keeps the
+    // pointer arithmetic defined.
+    let p = w.as_ptr().wrapping_add(start);
+    let mut k = 0;
+    while k < 4 * bb + 64 {
+        // SAFETY: `prefetcht0` has no architectural effect and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(k) as *const i8) };
+        k += 64;
+    }
+}
+
 /// Stores the first `out.len() - r` (at most four) lanes of `v` at `out[r..]`.
 #[inline(always)]
 fn store_rows(out: &mut [f32], r: usize, v: [f32; 4]) {
@@ -249,6 +270,7 @@ unsafe fn tq2_0_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32])
             let mut acc = _mm_setzero_ps();
             for b in 0..nb {
                 let off = b * TQ2_0_BLOCK_BYTES;
+                prefetch_ahead(w, row_bytes, r, b, TQ2_0_BLOCK_BYTES);
                 let dw = f16x4(p, off + 64);
                 for h in 0..2 {
                     let ab = 2 * b + h;
@@ -282,6 +304,7 @@ unsafe fn i2s_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
             let p = row_ptrs(w, row_bytes, rows, r);
             let mut acc = _mm_setzero_ps();
             for g in 0..ng {
+                prefetch_ahead(w, row_bytes, r, g, 32);
                 let s = tern2_block_avx2::<true>(p, 32 * g, a.qs.as_ptr().add(g * 128));
                 let s = _mm_sub_epi32(s, _mm_set1_epi32(*a.sums.get_unchecked(g)));
                 acc = _mm_add_ps(
@@ -383,6 +406,7 @@ unsafe fn tq1_0_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32])
             let mut acc = _mm_setzero_ps();
             for b in 0..nb {
                 let off = b * TQ1_0_BLOCK_BYTES;
+                prefetch_ahead(w, row_bytes, r, b, TQ1_0_BLOCK_BYTES);
                 let dw = f16x4(p, off + 52);
                 let q = a.qs.as_ptr().add(b * 256) as *const u8;
                 let mut sums = [[_mm256_setzero_si256(); 4]; 2];
@@ -430,6 +454,7 @@ unsafe fn q8_0_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) 
             let mut acc = _mm_setzero_ps();
             for b in 0..nb {
                 let off = b * Q8_0_BLOCK_BYTES;
+                prefetch_ahead(w, row_bytes, r, b, Q8_0_BLOCK_BYTES);
                 let q = a.qs.as_ptr().add(b * 32) as *const u8;
                 let qa0 = _mm256_cvtepi8_epi16(load128(q));
                 let qa1 = _mm256_cvtepi8_epi16(load128(q.add(16)));
@@ -475,6 +500,7 @@ unsafe fn q4_avx2<const Q41: bool>(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, ou
             let mut acc = _mm_setzero_ps();
             for b in 0..nb {
                 let off = b * bb;
+                prefetch_ahead(w, row_bytes, r, b, bb);
                 let qa = load256(a.qs.as_ptr().add(b * 32) as *const u8);
                 let mut s = [_mm256_setzero_si256(); 4];
                 for (rr, s) in s.iter_mut().enumerate() {
@@ -765,6 +791,7 @@ mod avx512 {
                 let mut acc = _mm_setzero_ps();
                 for b in 0..nb {
                     let off = b * TQ2_0_BLOCK_BYTES;
+                    prefetch_ahead(w, row_bytes, r, b, TQ2_0_BLOCK_BYTES);
                     let (s0, s1) = tern2_pair_vnni::<false>(p, off, a.qs.as_ptr().add(b * 256));
                     let dw = f16x4(p, off + 64);
                     let s0 = _mm_sub_epi32(s0, _mm_set1_epi32(*a.sums.get_unchecked(2 * b)));
@@ -808,6 +835,7 @@ mod avx512 {
                 };
                 let mut g = 0;
                 while g + 2 <= ng {
+                    prefetch_ahead(w, row_bytes, r, g / 2, 64);
                     let (s0, s1) = tern2_pair_vnni::<true>(p, 32 * g, a.qs.as_ptr().add(g * 128));
                     acc = step(acc, g, s0);
                     acc = step(acc, g + 1, s1);
@@ -843,6 +871,7 @@ mod avx512 {
                 let mut acc = _mm_setzero_ps();
                 for b in 0..nb {
                     let off = b * TQ1_0_BLOCK_BYTES;
+                    prefetch_ahead(w, row_bytes, r, b, TQ1_0_BLOCK_BYTES);
                     let dw = f16x4(p, off + 52);
                     let q = a.qs.as_ptr().add(b * 256) as *const u8;
                     let mut sums = [[_mm256_setzero_si256(); 4]; 2];
@@ -891,6 +920,7 @@ mod avx512 {
                 let mut acc = _mm_setzero_ps();
                 for b in 0..nb {
                     let off = b * Q8_0_BLOCK_BYTES;
+                    prefetch_ahead(w, row_bytes, r, b, Q8_0_BLOCK_BYTES);
                     let qa = load256(a.qs.as_ptr().add(b * 32) as *const u8);
                     let mut s = [_mm256_setzero_si256(); 4];
                     for (rr, s) in s.iter_mut().enumerate() {
@@ -938,6 +968,7 @@ mod avx512 {
                 let mut acc = _mm_setzero_ps();
                 for b in 0..nb {
                     let off = b * bb;
+                    prefetch_ahead(w, row_bytes, r, b, bb);
                     let qa = load256(a.qs.as_ptr().add(b * 32) as *const u8);
                     let mut s = [_mm256_setzero_si256(); 4];
                     for (rr, s) in s.iter_mut().enumerate() {
