@@ -5,7 +5,8 @@ use serde_json::Value;
 use trillim_core::format::gguf::Gguf;
 use trillim_core::kernels::Kernels;
 use trillim_core::model::{Config, Forward, KvCache, Scratch, ScratchSizes, Weights};
-use trillim_core::Sequential;
+use trillim_core::{Parallel, Sequential};
+use trillim_runtime::ThreadPool;
 use trillim_tests::{log_softmax, smollm2_path, testdata};
 
 struct Scores {
@@ -17,6 +18,16 @@ struct Scores {
 }
 
 fn logits_all(model: &[u8], tokens: &[u32], kernels: &Kernels, batch: usize) -> Vec<f32> {
+    logits_all_par(model, tokens, kernels, batch, &Sequential)
+}
+
+fn logits_all_par(
+    model: &[u8],
+    tokens: &[u32],
+    kernels: &Kernels,
+    batch: usize,
+    par: &dyn Parallel,
+) -> Vec<f32> {
     let g = Gguf::parse(model).expect("parse");
     let config = Config::from_gguf(&g).expect("config");
     let weights = Weights::from_gguf(&g, &config).expect("weights");
@@ -133,4 +144,66 @@ fn smollm2_q4_1_matches_golden() {
     };
     let m = std::fs::read(p).unwrap();
     check(&m, "golden/logits-SmolLM2-135M-Instruct.Q4_1.json");
+}
+
+/// SmolLM2 greedy continuations, teacher-forced: wherever llama.cpp's top-1 leads its top-2 by
+/// more than 0.75 nats, our argmax must agree and our log-probability of that token must be
+/// within 0.4 nats of llama.cpp's.
+#[test]
+fn smollm2_greedy_teacher_forced_matches_golden() {
+    let Some(p) = smollm2_path() else {
+        panic!("SmolLM2 test model missing: run scripts/fetch-test-model.sh");
+    };
+    let model = std::fs::read(p).unwrap();
+    let golden: Value = serde_json::from_slice(
+        &std::fs::read(testdata("golden/logits-SmolLM2-135M-Instruct.Q4_1.json")).unwrap(),
+    )
+    .unwrap();
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let pool = ThreadPool::new(2);
+    let (mut checked, mut worst) = (0, 0f64);
+    for case in golden["greedy"].as_array().unwrap() {
+        let prompt = ids(&case["prompt_ids"]);
+        let greedy = ids(&case["greedy_ids"]);
+        let mut seq = prompt.clone();
+        seq.extend_from_slice(&greedy);
+        let logits = logits_all_par(&model, &seq, &Kernels::scalar(), 16, &pool);
+        let n_vocab = logits.len() / seq.len();
+        for (k, &want) in greedy.iter().enumerate() {
+            let pos = prompt.len() - 1 + k;
+            let row = &logits[pos * n_vocab..(pos + 1) * n_vocab];
+            let t1 = case["top1_logprob"][k].as_f64().unwrap();
+            let t2 = case["top2_logprob"][k].as_f64().unwrap();
+            if t1 - t2 <= 0.75 {
+                continue;
+            }
+            checked += 1;
+            let lp = log_softmax(row);
+            assert_eq!(trillim_tests::argmax(row) as u32, want, "step {k}");
+            let d = (lp[want as usize] - t1).abs();
+            worst = worst.max(d);
+            assert!(d < 0.4, "step {k}: logprob {} vs {t1}", lp[want as usize]);
+        }
+    }
+    println!("greedy: {checked} confident steps agree, worst |dlogprob| {worst:.4}");
+    assert!(checked > 40);
+}
+
+/// The same logits at every thread count (the pool only changes who computes which rows).
+#[test]
+fn thread_count_does_not_change_logits() {
+    let model = std::fs::read(testdata("models/tiny-bitnet-tq2_0.gguf")).unwrap();
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 7919 % 49000) as u32).collect();
+    let reference = logits_all(&model, &tokens, &Kernels::scalar(), 8);
+    for threads in [2, 3, 4] {
+        let pool = ThreadPool::new(threads);
+        let got = logits_all_par(&model, &tokens, &Kernels::scalar(), 8, &pool);
+        assert_eq!(got, reference, "{threads} threads");
+    }
 }
