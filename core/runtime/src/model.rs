@@ -50,14 +50,20 @@ pub struct LoadedModel {
 
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedModel").field("path", &self.path).field("config", &self.config).finish()
+        f.debug_struct("LoadedModel")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .finish()
     }
 }
 
 impl LoadedModel {
     /// Maps `path` (zero-copy) and validates it as a model.
     pub fn open(path: &Path, kernels: Kernels) -> Result<LoadedModel, LoadError> {
-        let io = |source| LoadError::Io { path: path.to_path_buf(), source };
+        let io = |source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         // SAFETY: the mapping is read-only and private to this process. As with every
         // memory-mapped model loader, the file must not be truncated or rewritten while it is
@@ -67,12 +73,19 @@ impl LoadedModel {
     }
 
     /// Validates model bytes held in memory (tests, fuzzing, embedded use).
-    pub fn from_vec(bytes: Vec<u8>, name: &Path, kernels: Kernels) -> Result<LoadedModel, LoadError> {
+    pub fn from_vec(
+        bytes: Vec<u8>,
+        name: &Path,
+        kernels: Kernels,
+    ) -> Result<LoadedModel, LoadError> {
         Self::from_bytes(Bytes::Owned(bytes), name, kernels)
     }
 
     fn from_bytes(bytes: Bytes, path: &Path, kernels: Kernels) -> Result<LoadedModel, LoadError> {
-        let err = |source| LoadError::Model { path: path.to_path_buf(), source };
+        let err = |source| LoadError::Model {
+            path: path.to_path_buf(),
+            source,
+        };
         let data: &[u8] = match &bytes {
             Bytes::Mapped(m) => m,
             Bytes::Owned(v) => v,
@@ -80,7 +93,13 @@ impl LoadedModel {
         let g = Gguf::parse(data).map_err(|e| err(e.into()))?;
         let config = Config::from_gguf(&g).map_err(err)?;
         let weights = Box::new(Weights::from_gguf(&g, &config).map_err(err)?);
-        Ok(LoadedModel { bytes, config, weights, kernels, path: path.to_path_buf() })
+        Ok(LoadedModel {
+            bytes,
+            config,
+            weights,
+            kernels,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The model file's bytes.
@@ -98,7 +117,12 @@ impl LoadedModel {
 
     /// The forward pass over this model.
     pub fn forward(&self) -> Forward<'_> {
-        Forward { config: &self.config, weights: &self.weights, file: self.bytes(), kernels: &self.kernels }
+        Forward {
+            config: &self.config,
+            weights: &self.weights,
+            file: self.bytes(),
+            kernels: &self.kernels,
+        }
     }
 
     /// Bytes of KV cache one position takes.
@@ -166,7 +190,11 @@ impl Session {
 
     /// Bytes of memory the session holds (KV cache, scratch, logits).
     pub fn memory_bytes(&self) -> usize {
-        self.kv.len() * 2 + self.f32s.len() * 4 + self.i8s.len() + self.i32s.len() * 4 + self.logits.capacity() * 4
+        self.kv.len() * 2
+            + self.f32s.len() * 4
+            + self.i8s.len()
+            + self.i32s.len() * 4
+            + self.logits.capacity() * 4
     }
 
     /// Forgets every token after the first `n`.
@@ -177,7 +205,12 @@ impl Session {
     /// Keeps the longest prefix shared with `prompt` (leaving at least one prompt token to
     /// feed, so its logits can be computed) and returns its length.
     pub fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
-        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         let keep = common.min(prompt.len().saturating_sub(1));
         self.rewind(keep);
         keep
@@ -195,9 +228,17 @@ impl Session {
         let c = &model.config;
         let n_logits = n_logits.min(tokens.len());
         self.logits.resize(n_logits * c.n_vocab, 0.0);
-        let mut scratch = Scratch::new(c, self.max_batch, &mut self.f32s, &mut self.i8s, &mut self.i32s)?;
+        let mut scratch = Scratch::new(
+            c,
+            self.max_batch,
+            &mut self.f32s,
+            &mut self.i8s,
+            &mut self.i32s,
+        )?;
         let mut kv = KvCache::resume(c, &mut self.kv, self.capacity, self.tokens.len())?;
-        model.forward().run(tokens, &mut kv, &mut scratch, par, &mut self.logits)?;
+        model
+            .forward()
+            .run(tokens, &mut kv, &mut scratch, par, &mut self.logits)?;
         self.tokens.extend_from_slice(tokens);
         Ok(&mut self.logits)
     }

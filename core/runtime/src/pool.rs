@@ -58,13 +58,17 @@ pub struct ThreadPool {
 
 impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadPool").field("threads", &self.threads).finish()
+        f.debug_struct("ThreadPool")
+            .field("threads", &self.threads)
+            .finish()
     }
 }
 
 /// Number of threads to use when the user asks for "auto": the physical parallelism available.
 pub fn auto_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 impl ThreadPool {
@@ -97,7 +101,12 @@ impl ThreadPool {
                     .expect("spawning a worker thread")
             })
             .collect();
-        ThreadPool { shared, workers, submit: Mutex::new(()), threads }
+        ThreadPool {
+            shared,
+            workers,
+            submit: Mutex::new(()),
+            threads,
+        }
     }
 }
 
@@ -112,7 +121,12 @@ fn run_chunks(s: &Shared, job: &Job) {
         // SAFETY: chunk `i` is claimed by exactly one thread (atomic counter), chunks are
         // disjoint ranges inside `out[..len]`, and the submitter keeps `out` and `f` borrowed
         // until every thread has finished this job.
-        let (chunk, f) = unsafe { (std::slice::from_raw_parts_mut(job.out.add(start), len), &*job.f) };
+        let (chunk, f) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(job.out.add(start), len),
+                &*job.f,
+            )
+        };
         f(i, chunk);
     }
 }
@@ -171,7 +185,13 @@ impl Parallel for ThreadPool {
         let f_static: *const ChunkFn = unsafe {
             std::mem::transmute::<*const (dyn Fn(usize, &mut [f32]) + Sync + '_), *const ChunkFn>(f)
         };
-        let job = Job { out: out.as_mut_ptr(), len: out.len(), chunk, n_chunks, f: f_static };
+        let job = Job {
+            out: out.as_mut_ptr(),
+            len: out.len(),
+            chunk,
+            n_chunks,
+            f: f_static,
+        };
         // SAFETY: no worker reads `job` now: the previous call returned only after
         // `busy_workers` reached zero, and workers read `job` only after a generation bump.
         unsafe { *s.job.get() = job };
