@@ -175,6 +175,40 @@ impl Kernels {
         }
     }
 
+    /// NEON kernels for the ternary formats and Q8_0, scalar elsewhere.
+    ///
+    /// # Safety
+    /// The CPU must support NEON (every aarch64 Linux/macOS target does).
+    #[cfg(target_arch = "aarch64")]
+    pub unsafe fn neon() -> Kernels {
+        use crate::aarch64;
+        Kernels {
+            name: "neon",
+            q8_0: aarch64::neon_q8_0,
+            tq1_0: aarch64::neon_tq1_0,
+            tq2_0: aarch64::neon_tq2_0,
+            i2s: aarch64::neon_i2s,
+            ..Kernels::scalar()
+        }
+    }
+
+    /// `sdot` kernels for the ternary formats and Q8_0, scalar elsewhere.
+    ///
+    /// # Safety
+    /// The CPU must support NEON and the dot-product extension (FEAT_DotProd).
+    #[cfg(target_arch = "aarch64")]
+    pub unsafe fn dotprod() -> Kernels {
+        use crate::aarch64;
+        Kernels {
+            name: "dotprod",
+            q8_0: aarch64::dot_q8_0,
+            tq1_0: aarch64::dot_tq1_0,
+            tq2_0: aarch64::dot_tq2_0,
+            i2s: aarch64::dot_i2s,
+            ..Kernels::scalar()
+        }
+    }
+
     /// The fastest table `features` allow.
     ///
     /// `features` normally comes from the std shell's runtime detection. On x86-64 it is

@@ -427,3 +427,14 @@ fn detected_paths_are_tested() {
         assert!(names.contains(&"avx2"));
     }
 }
+
+#[test]
+#[cfg(target_arch = "aarch64")]
+fn detected_paths_are_tested() {
+    let names: Vec<&str> = simd_paths().iter().map(|k| k.name).collect();
+    std::println!("SIMD paths under test: {names:?}");
+    assert!(names.contains(&"neon"));
+    if std::arch::is_aarch64_feature_detected!("dotprod") {
+        assert!(names.contains(&"dotprod"));
+    }
+}

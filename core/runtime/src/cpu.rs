@@ -35,7 +35,12 @@ fn required(name: &str) -> Option<CpuFeatures> {
     let none = CpuFeatures::default();
     Some(match name {
         "scalar" => none,
-        "avx2" => CpuFeatures { avx2: true, fma: true, f16c: true, ..none },
+        "avx2" => CpuFeatures {
+            avx2: true,
+            fma: true,
+            f16c: true,
+            ..none
+        },
         "avx512vnni" => CpuFeatures {
             avx2: true,
             fma: true,
@@ -47,7 +52,11 @@ fn required(name: &str) -> Option<CpuFeatures> {
             ..none
         },
         "neon" => CpuFeatures { neon: true, ..none },
-        "dotprod" => CpuFeatures { neon: true, dotprod: true, ..none },
+        "dotprod" => CpuFeatures {
+            neon: true,
+            dotprod: true,
+            ..none
+        },
         _ => return None,
     })
 }
@@ -79,7 +88,10 @@ pub fn best_kernels() -> Kernels {
     // SAFETY: `need ⊆ detected`, and `need` holds exactly the features of the forced path.
     let k = unsafe { Kernels::best_for_trusted(need) };
     if k.name != forced {
-        eprintln!("trillim: TRILLIM_KERNELS={forced} is not available in this build; using {}", k.name);
+        eprintln!(
+            "trillim: TRILLIM_KERNELS={forced} is not available in this build; using {}",
+            k.name
+        );
     }
     k
 }
@@ -95,7 +107,10 @@ mod tests {
             if need.and(detect()) == need {
                 // SAFETY: every feature in `need` was detected.
                 let k = unsafe { Kernels::best_for_trusted(need) };
-                assert!(k.name == name || k.name == "scalar" || k.name == "avx2", "{name}");
+                assert!(
+                    k.name == name || k.name == "scalar" || k.name == "avx2",
+                    "{name}"
+                );
             }
         }
         assert!(required("amx").is_none());
