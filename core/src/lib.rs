@@ -13,5 +13,6 @@ pub use trillim_kernels as kernels;
 pub mod model;
 pub mod parallel;
 pub mod sampler;
+pub mod tokenizer;
 
 pub use parallel::{Parallel, Sequential};
