@@ -1,0 +1,731 @@
+//! The OpenAI-compatible HTTP API on hyper: routing, authentication, CORS, body limits,
+//! request ids and the handlers. Inference never runs here: handlers queue jobs on the engine
+//! thread and relay its events.
+
+mod body;
+mod error;
+mod openai;
+pub mod request;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::unbounded_channel;
+use tracing::Instrument;
+
+pub use body::Body;
+pub use error::ApiError;
+use openai::{Kind, Output};
+
+use crate::engine::{self, Engine, Event, Job, SubmitError};
+use crate::store::{Store, StoreError};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Bytes of an oversized body read (and dropped) before answering 413, so the client gets
+/// to read the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// What the server is serving.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    /// Nothing loaded (startup failed, or a swap failed after the old model was dropped).
+    NoModel,
+    /// A model serves requests.
+    Running(Arc<Engine>),
+    /// A swap is replacing the model.
+    Swapping,
+}
+
+/// Server settings fixed at startup.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Waiting requests allowed besides the running one.
+    pub max_queue: usize,
+    /// Context size (`None`: the model's default).
+    pub ctx: Option<usize>,
+    /// Required bearer token.
+    pub api_key: Option<String>,
+}
+
+/// Shared server state.
+#[derive(Debug)]
+pub struct AppState {
+    /// The model slot.
+    pub slot: RwLock<Slot>,
+    /// Held for the whole of a model swap.
+    swap: tokio::sync::Mutex<()>,
+    /// Threads for the next load (`threads: null` keeps this).
+    pub threads: Mutex<usize>,
+    /// Settings.
+    pub settings: Settings,
+    /// The model store.
+    pub store: Store,
+    next_id: AtomicU64,
+    salt: u64,
+}
+
+impl AppState {
+    /// State serving `engine` (if any).
+    pub fn new(
+        engine: Option<Engine>,
+        threads: usize,
+        settings: Settings,
+        store: Store,
+    ) -> AppState {
+        let slot = match engine {
+            Some(e) => Slot::Running(Arc::new(e)),
+            None => Slot::NoModel,
+        };
+        AppState {
+            slot: RwLock::new(slot),
+            swap: tokio::sync::Mutex::new(()),
+            threads: Mutex::new(threads),
+            settings,
+            store,
+            next_id: AtomicU64::new(1),
+            salt: random_u64(),
+        }
+    }
+
+    fn engine(&self) -> Result<Arc<Engine>, ApiError> {
+        match &*self.slot.read().unwrap_or_else(|e| e.into_inner()) {
+            Slot::Running(e) => Ok(e.clone()),
+            Slot::Swapping => Err(ApiError::swapping()),
+            Slot::NoModel => Err(ApiError::no_model()),
+        }
+    }
+
+    fn set_slot(&self, s: Slot) {
+        *self.slot.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    fn new_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{:016x}{:016x}",
+            mix(self.salt ^ n),
+            mix(n.wrapping_add(self.salt))
+        )
+    }
+}
+
+/// A random 64-bit value (from the standard library's per-process hash keys and the clock).
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Accepts connections until Ctrl+C or SIGTERM, then lets open connections finish (briefly).
+pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> anyhow::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(state, req, peer).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                break;
+            }
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Body::full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = json_response(e.status, &e.body());
+    if let Some(s) = e.retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+const ROUTES: &[(&str, &[Method])] = &[
+    ("/health", &[Method::GET]),
+    ("/v1/health", &[Method::GET]),
+    ("/v1/models", &[Method::GET]),
+    ("/v1/chat/completions", &[Method::POST]),
+    ("/v1/completions", &[Method::POST]),
+    ("/v1/models/load", &[Method::POST]),
+];
+
+async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let rid = format!("req-{}", &state.new_id()[..16]);
+    let span = tracing::info_span!("request", id = %rid);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let t0 = Instant::now();
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = route(&state, req, &rid)
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(|e| error_response(&e));
+    let h = resp.headers_mut();
+    h.insert(
+        "x-request-id",
+        HeaderValue::from_str(&rid).unwrap_or(HeaderValue::from_static("-")),
+    );
+    if let Some(o) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-request-id, retry-after"),
+        );
+    }
+    span.in_scope(|| {
+        tracing::info!(%method, %path, status = resp.status().as_u16(), ms = t0.elapsed().as_millis() as u64, %peer, "http")
+    });
+    resp
+}
+
+fn authorized(state: &AppState, req: &Request<Incoming>) -> bool {
+    let Some(key) = &state.settings.api_key else {
+        return true;
+    };
+    let h = req.headers();
+    let bearer = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let x_api_key = h.get("x-api-key").and_then(|v| v.to_str().ok());
+    let ok = |given: &str| constant_time_eq(given.as_bytes(), key.as_bytes());
+    bearer.is_some_and(ok) || x_api_key.is_some_and(ok)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    rid: &str,
+) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path
+    };
+    let method = req.method().clone();
+    if method == Method::OPTIONS {
+        return Ok(preflight(&req));
+    }
+    let model_retrieve = path
+        .strip_prefix("/v1/models/")
+        .filter(|rest| *rest != "load")
+        .map(str::to_string);
+    let allowed: Option<&[Method]> = ROUTES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, m)| *m)
+        .or(model_retrieve.as_ref().map(|_| &[Method::GET][..]));
+    let Some(allowed) = allowed else {
+        return Err(ApiError::not_found(format!(
+            "Unknown route {method} {path}"
+        )));
+    };
+    if !allowed.contains(&method) {
+        let mut r = error_response(&ApiError::method_not_allowed(method.as_str(), &path));
+        let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_str(&allow.join(", ")).unwrap_or(HeaderValue::from_static("GET")),
+        );
+        return Ok(r);
+    }
+    if path.starts_with("/v1/") && path != "/v1/health" && !authorized(state, &req) {
+        return Err(ApiError::unauthorized());
+    }
+    match path.as_str() {
+        "/health" | "/v1/health" => health(state),
+        "/v1/models" => models(state),
+        "/v1/chat/completions" => {
+            let body = read_body(req).await?;
+            generate(state, &body, Kind::Chat, rid).await
+        }
+        "/v1/completions" => {
+            let body = read_body(req).await?;
+            generate(state, &body, Kind::Completion, rid).await
+        }
+        "/v1/models/load" => {
+            let body = read_body(req).await?;
+            load(state, &body).await
+        }
+        _ => retrieve_model(state, model_retrieve.as_deref().unwrap_or("")),
+    }
+}
+
+fn preflight(req: &Request<Incoming>) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    let asked = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        asked.unwrap_or(HeaderValue::from_static(
+            "authorization, content-type, x-api-key",
+        )),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    if req.headers().get(header::ORIGIN).is_none() {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
+    r
+}
+
+/// Reads a body of at most [`MAX_BODY`] bytes; larger ones are answered 413 (after draining a
+/// bounded amount, so the client can read the answer).
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
+    let mut buf = Vec::new();
+    let mut too_large = declared.is_some_and(|n| n > MAX_BODY as u64);
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::invalid(format!("failed to read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > MAX_BODY {
+                too_large = true;
+            }
+            if too_large {
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            } else {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if too_large {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn health(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let e = state.engine()?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"status": "ok", "model": e.shared.name}),
+    ))
+}
+
+fn model_entry(e: &Engine) -> Value {
+    json!({"id": e.shared.name, "object": "model", "created": e.shared.created, "owned_by": "local"})
+}
+
+fn models(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let data: Vec<Value> = state
+        .engine()
+        .ok()
+        .map(|e| model_entry(&e))
+        .into_iter()
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": data}),
+    ))
+}
+
+fn retrieve_model(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+    match state.engine() {
+        Ok(e) if e.shared.name == id || e.shared.id == id => {
+            Ok(json_response(StatusCode::OK, &model_entry(&e)))
+        }
+        _ => Err(ApiError::not_found(format!(
+            "The model '{id}' is not loaded"
+        ))),
+    }
+}
+
+/// Chat and completions: validate, template and tokenize, queue, then answer whole or stream.
+async fn generate(
+    state: &Arc<AppState>,
+    body: &[u8],
+    kind: Kind,
+    rid: &str,
+) -> Result<Response<Body>, ApiError> {
+    let m = request::parse_object(body)?;
+    let engine = state.engine()?;
+    let shared = engine.shared.clone();
+    // Parse (400 on any invalid field), then template and tokenize off the async threads.
+    enum Parsed {
+        Chat(request::ChatRequest),
+        Completion(request::CompletionRequest),
+    }
+    let parsed = match kind {
+        Kind::Chat => Parsed::Chat(request::chat(&m)?),
+        Kind::Completion => Parsed::Completion(request::completion(&m)?),
+    };
+    let sh = shared.clone();
+    let (parsed, prompt, echo_text) =
+        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            match &parsed {
+                Parsed::Chat(c) => {
+                    let text = sh
+                        .template
+                        .render(&c.messages, true)
+                        .map_err(|e| ApiError::invalid(e.to_string()))?;
+                    let toks = sh.tok.encode(&text, sh.template.is_fallback);
+                    Ok((parsed, toks, None))
+                }
+                Parsed::Completion(c) => {
+                    let (toks, text) = match &c.prompt {
+                        request::Prompt::Text(t) => (sh.tok.encode(t, true), t.clone()),
+                        request::Prompt::Tokens(t) => {
+                            if let Some(bad) = t.iter().find(|&&x| x as usize >= sh.tok.n_vocab()) {
+                                return Err(ApiError::invalid_param(
+                                    "prompt",
+                                    format!("token id {bad} is out of range"),
+                                ));
+                            }
+                            let bytes: Vec<u8> = t
+                                .iter()
+                                .flat_map(|&x| sh.tok.token_bytes(x).to_vec())
+                                .collect();
+                            (t.clone(), String::from_utf8_lossy(&bytes).into_owned())
+                        }
+                    };
+                    let echo = c.echo.then_some(text);
+                    Ok((parsed, toks, echo))
+                }
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))??;
+    let (opts, logprobs, param) = match &parsed {
+        Parsed::Chat(c) => (
+            c.opts.clone(),
+            c.logprobs.then_some(c.top_logprobs),
+            "messages",
+        ),
+        Parsed::Completion(c) => (c.opts.clone(), c.logprobs, "prompt"),
+    };
+    let echo = matches!(&parsed, Parsed::Completion(c) if c.echo);
+    if prompt.is_empty() {
+        return Err(ApiError::invalid_param(param, "the prompt is empty"));
+    }
+    if prompt.len() >= shared.ctx {
+        return Err(ApiError::context_length(prompt.len(), shared.ctx, param));
+    }
+    // max_tokens 0 (completions): score the prompt only.
+    let max_tokens = match (&parsed, m.get("max_tokens").and_then(Value::as_u64)) {
+        (Parsed::Completion(_), Some(0)) if opts.max_tokens.is_none() => Some(0),
+        _ => opts.max_tokens,
+    };
+    let sampler = opts.sampler(&shared.defaults, random_u64());
+    let (tx, mut rx) = unbounded_channel();
+    let prompt_len = prompt.len();
+    let job = Job {
+        prompt,
+        sampler,
+        max_tokens,
+        stop: opts.stop.clone(),
+        logprobs,
+        echo_logprobs: echo && logprobs.is_some(),
+        request_id: rid.to_string(),
+        events: tx,
+    };
+    match engine.submit(job) {
+        Ok(()) => {}
+        Err(SubmitError::Full) => return Err(ApiError::queue_full(state.settings.max_queue)),
+        Err(SubmitError::Closed) => return Err(ApiError::swapping()),
+    }
+    drop(engine);
+    let prefix = if kind == Kind::Chat {
+        "chatcmpl-"
+    } else {
+        "cmpl-"
+    };
+    let model = opts
+        .model
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| shared.name.clone());
+    let mut out = Output::new(
+        kind,
+        format!("{prefix}{}", state.new_id()),
+        model,
+        shared.clone(),
+        prompt_len,
+        logprobs,
+        opts.include_usage,
+        echo_text,
+    );
+    // Wait until the job leaves the queue: errors up to here still get a proper status.
+    match rx.recv().await {
+        Some(Event::Started { cached_tokens }) => out.cached_tokens = cached_tokens,
+        Some(Event::Error(e)) => return Err(ApiError::internal(e)),
+        Some(_) => {}
+        None => return Err(ApiError::swapping()),
+    }
+    if opts.stream {
+        let first = out.stream_start();
+        let mut r = Response::new(Body::sse(first, rx, Box::new(out)));
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(r);
+    }
+    if out.logprobs.is_none() || !echo {
+        out.start_offsets();
+    }
+    while let Some(ev) = rx.recv().await {
+        let done = matches!(ev, Event::Done { .. } | Event::Error(_));
+        out.absorb(ev);
+        if done {
+            return Ok(json_response(StatusCode::OK, &out.response()?));
+        }
+    }
+    Err(ApiError::internal(
+        "the model was unloaded before the generation finished",
+    ))
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e.status() {
+        403 => ApiError::forbidden(e.to_string()),
+        404 => ApiError::not_found(e.to_string()),
+        400 => ApiError::invalid_param("model_dir", e.to_string()),
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+const LORA_QUANTS: &[&str] = &["none", "bf16", "int8", "q4_0", "q5_0", "q6_k", "q8_0"];
+const UNEMBED_QUANTS: &[&str] = &["int8", "q4_0", "q5_0", "q6_k", "q8_0"];
+
+/// `POST /v1/models/load`: validate everything, load the new model while the old one keeps
+/// serving, then let the old one drain its queue (new requests get 503) and switch.
+async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let m = request::parse_object(body)?;
+    let r = request::load(&m)?;
+    let not_yet = |field: &str, what: &str| {
+        ApiError::invalid_param(
+            field,
+            format!("{what} are not available in this build yet; omit {field} or set it to null"),
+        )
+    };
+    if r.adapter_dir.as_deref().is_some_and(|a| !a.is_empty()) {
+        return Err(not_yet("adapter_dir", "LoRA adapters"));
+    }
+    match r.harness.as_deref().map(|h| h.trim().to_ascii_lowercase()) {
+        None => {}
+        Some(h) if h == "default" => {}
+        Some(h) if h == "search" => {
+            if let Some(p) = &r.search_provider {
+                let p = p.trim().to_ascii_lowercase();
+                if p != "ddgs" && p != "brave" {
+                    return Err(ApiError::invalid_param(
+                        "search_provider",
+                        format!("Unknown search provider '{p}'. Available: brave, ddgs"),
+                    ));
+                }
+            }
+            return Err(ApiError::invalid_param(
+                "harness",
+                "the search harness is not available in this build yet; use harness \"default\"",
+            ));
+        }
+        Some(h) => {
+            return Err(ApiError::invalid_param(
+                "harness",
+                format!("Unknown harness '{h}'. Available: default, search"),
+            ))
+        }
+    }
+    for (field, value, allowed, what) in [
+        (
+            "lora_quant",
+            &r.lora_quant,
+            LORA_QUANTS,
+            "LoRA quantization levels",
+        ),
+        (
+            "unembed_quant",
+            &r.unembed_quant,
+            UNEMBED_QUANTS,
+            "unembedding quantization levels",
+        ),
+    ] {
+        if let Some(v) = value {
+            if !allowed.contains(&v.as_str()) {
+                return Err(ApiError::invalid_param(
+                    field,
+                    format!("Unknown {field} '{v}'. Available: {}", allowed.join(", ")),
+                ));
+            }
+            return Err(not_yet(field, what));
+        }
+    }
+    let store = state.store.clone();
+    let dir = r.model_dir.clone();
+    let resolved = tokio::task::spawn_blocking(move || store.resolve_api(&dir))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(store_error)?;
+    let Ok(_guard) = state.swap.try_lock() else {
+        return Err(ApiError::conflict("Model swap already in progress"));
+    };
+    let threads = match r.threads {
+        Some(t) => t,
+        None => *state.threads.lock().unwrap_or_else(|e| e.into_inner()),
+    };
+    let ctx = state.settings.ctx;
+    tracing::info!(model = %resolved.id, path = %resolved.gguf.display(), "loading model");
+    let res = resolved.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        engine::prepare(
+            &res.id,
+            &res.name,
+            &res.gguf,
+            res.dir.as_deref(),
+            ctx,
+            threads,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| match e {
+        engine::PrepareError::Load(trillim_runtime::LoadError::Io { .. }) => {
+            ApiError::internal(e.to_string())
+        }
+        other => {
+            ApiError::invalid_param("model_dir", format!("cannot load {}: {other}", resolved.id))
+        }
+    })?;
+    // Validated: now take the old model out of service and let its queue drain on it.
+    let old = std::mem::replace(
+        &mut *state.slot.write().unwrap_or_else(|e| e.into_inner()),
+        Slot::Swapping,
+    );
+    if let Slot::Running(old) = old {
+        tokio::task::spawn_blocking(move || old.shutdown())
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    let name = prepared.shared.name.clone();
+    let engine = Engine::start(prepared, state.settings.max_queue);
+    state.set_slot(Slot::Running(Arc::new(engine)));
+    *state.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+    tracing::info!(model = %resolved.id, "model swapped in");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"status": "success", "model": name, "recompiled": false, "message": ""}),
+    ))
+}

@@ -1,0 +1,337 @@
+//! OpenAI response shapes for chat and (legacy) completions, streamed or whole.
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use super::body::EventFormatter;
+use super::error::ApiError;
+use crate::engine::{Event, Finish, ModelShared, TokenLogprob};
+
+/// Which endpoint a generation answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Completion,
+}
+
+/// The state of one generation's response, fed with engine events.
+pub struct Output {
+    pub kind: Kind,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub shared: Arc<ModelShared>,
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+    /// Top alternatives per token when logprobs were asked for.
+    pub logprobs: Option<usize>,
+    pub include_usage: bool,
+    /// Completions with `echo`: the prompt text, sent first.
+    pub echo: Option<String>,
+    /// Characters of text produced so far (for `text_offset`).
+    offset: usize,
+    text: String,
+    lp_content: Vec<Value>,
+    legacy: Legacy,
+    finish: Option<Finish>,
+    completion_tokens: usize,
+    error: Option<String>,
+}
+
+#[derive(Default)]
+struct Legacy {
+    tokens: Vec<Value>,
+    token_logprobs: Vec<Value>,
+    top_logprobs: Vec<Value>,
+    text_offset: Vec<Value>,
+}
+
+impl Legacy {
+    fn to_json(&self) -> Value {
+        json!({"tokens": self.tokens, "token_logprobs": self.token_logprobs,
+               "top_logprobs": self.top_logprobs, "text_offset": self.text_offset})
+    }
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output").field("id", &self.id).finish()
+    }
+}
+
+impl Output {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: Kind,
+        id: String,
+        model: String,
+        shared: Arc<ModelShared>,
+        prompt_tokens: usize,
+        logprobs: Option<usize>,
+        include_usage: bool,
+        echo: Option<String>,
+    ) -> Output {
+        Output {
+            kind,
+            id,
+            created: crate::engine::unix_now(),
+            model,
+            shared,
+            prompt_tokens,
+            cached_tokens: 0,
+            logprobs,
+            include_usage,
+            echo,
+            offset: 0,
+            text: String::new(),
+            lp_content: Vec::new(),
+            legacy: Legacy::default(),
+            finish: None,
+            completion_tokens: 0,
+            error: None,
+        }
+    }
+
+    fn usage(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        })
+    }
+
+    fn chat_entry(&self, t: &TokenLogprob) -> Value {
+        let tok = &self.shared.tok;
+        let top: Vec<Value> = t
+            .top
+            .iter()
+            .map(|&(id, lp)| json!({"token": tok.token_text(id), "logprob": lp, "bytes": tok.token_bytes(id)}))
+            .collect();
+        json!({"token": tok.token_text(t.id), "logprob": t.logprob.unwrap_or(0.0),
+               "bytes": tok.token_bytes(t.id), "top_logprobs": top})
+    }
+
+    /// Adds entries to a legacy logprobs object, advancing the text offset.
+    fn legacy_add(&mut self, legacy_out: &mut Legacy, lps: &[TokenLogprob]) {
+        let tok = &self.shared.tok;
+        for t in lps {
+            let text = tok.token_text(t.id);
+            legacy_out.tokens.push(json!(text));
+            legacy_out.token_logprobs.push(json!(t.logprob));
+            legacy_out.text_offset.push(json!(self.offset));
+            self.offset += text.chars().count();
+            match t.logprob {
+                None => legacy_out.top_logprobs.push(Value::Null),
+                Some(lp) => {
+                    let mut m = Map::new();
+                    for &(id, l) in &t.top {
+                        m.entry(tok.token_text(id)).or_insert(json!(l));
+                    }
+                    // The chosen token is always included, as OpenAI does.
+                    m.entry(text).or_insert(json!(lp));
+                    legacy_out.top_logprobs.push(Value::Object(m));
+                }
+            }
+        }
+    }
+
+    /// Applies an event to the accumulated (non-streaming) response.
+    pub fn absorb(&mut self, ev: Event) {
+        match ev {
+            Event::Started { cached_tokens } => self.cached_tokens = cached_tokens,
+            Event::PromptLogprobs(lps) => {
+                let mut l = std::mem::take(&mut self.legacy);
+                self.legacy_add(&mut l, &lps);
+                self.legacy = l;
+                // Generated text starts after the echoed prompt text.
+                self.offset = self
+                    .echo
+                    .as_deref()
+                    .map(|e| e.chars().count())
+                    .unwrap_or(self.offset);
+            }
+            Event::Text { text, logprobs } => {
+                if self.logprobs.is_some() {
+                    match self.kind {
+                        Kind::Chat => {
+                            let entries: Vec<Value> =
+                                logprobs.iter().map(|t| self.chat_entry(t)).collect();
+                            self.lp_content.extend(entries);
+                        }
+                        Kind::Completion => {
+                            let mut l = std::mem::take(&mut self.legacy);
+                            self.legacy_add(&mut l, &logprobs);
+                            self.legacy = l;
+                        }
+                    }
+                }
+                self.text.push_str(&text);
+            }
+            Event::Done {
+                finish,
+                completion_tokens,
+            } => {
+                self.finish = Some(finish);
+                self.completion_tokens = completion_tokens;
+            }
+            Event::Error(e) => self.error = Some(e),
+        }
+    }
+
+    /// Before the first event: the echo text counts toward offsets when there are no prompt logprobs.
+    pub fn start_offsets(&mut self) {
+        if let Some(e) = &self.echo {
+            self.offset = e.chars().count();
+        }
+    }
+
+    /// The whole (non-streaming) response, or the error that ended generation.
+    pub fn response(&self) -> Result<Value, ApiError> {
+        if let Some(e) = &self.error {
+            return Err(ApiError::internal(e.clone()));
+        }
+        let finish = self.finish.map(Finish::as_str);
+        Ok(match self.kind {
+            Kind::Chat => {
+                let logprobs = self
+                    .logprobs
+                    .map(|_| json!({"content": self.lp_content, "refusal": null}));
+                json!({
+                    "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                    "system_fingerprint": fingerprint(),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": self.text},
+                                 "logprobs": logprobs, "finish_reason": finish}],
+                    "usage": self.usage(),
+                })
+            }
+            Kind::Completion => {
+                let text = format!("{}{}", self.echo.as_deref().unwrap_or(""), self.text);
+                let logprobs = self.logprobs.map(|_| self.legacy.to_json());
+                json!({
+                    "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                    "system_fingerprint": fingerprint(),
+                    "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+                    "usage": self.usage(),
+                })
+            }
+        })
+    }
+
+    fn chunk(&self, choice: Value) -> String {
+        let object = match self.kind {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Completion => "text_completion",
+        };
+        let mut c = json!({"id": self.id, "object": object, "created": self.created, "model": self.model,
+                           "system_fingerprint": fingerprint(), "choices": [choice]});
+        if self.include_usage {
+            c["usage"] = Value::Null;
+        }
+        sse(&c)
+    }
+
+    /// The first SSE frames (role chunk for chat, echoed prompt for completions).
+    pub fn stream_start(&mut self) -> String {
+        match self.kind {
+            Kind::Chat => self.chunk(
+                json!({"index": 0, "delta": {"role": "assistant", "content": ""},
+                                            "logprobs": null, "finish_reason": null}),
+            ),
+            Kind::Completion => match &self.echo {
+                // With prompt logprobs the echo is sent with them.
+                Some(e) if self.logprobs.is_none() => {
+                    let s = self.chunk(
+                        json!({"index": 0, "text": e, "logprobs": null, "finish_reason": null}),
+                    );
+                    self.start_offsets();
+                    s
+                }
+                _ => String::new(),
+            },
+        }
+    }
+}
+
+fn fingerprint() -> String {
+    concat!("trillim-", env!("CARGO_PKG_VERSION")).to_string()
+}
+
+/// One SSE event.
+pub fn sse(v: &Value) -> String {
+    format!("data: {v}\n\n")
+}
+
+impl EventFormatter for Output {
+    fn format(&mut self, ev: Event) -> (String, bool) {
+        match ev {
+            Event::Started { cached_tokens } => {
+                self.cached_tokens = cached_tokens;
+                (String::new(), false)
+            }
+            Event::PromptLogprobs(lps) => {
+                let mut l = Legacy::default();
+                self.legacy_add(&mut l, &lps);
+                let text = self.echo.clone().unwrap_or_default();
+                self.offset = text.chars().count();
+                let s = self.chunk(json!({"index": 0, "text": text, "logprobs": l.to_json(), "finish_reason": null}));
+                (s, false)
+            }
+            Event::Text { text, logprobs } => {
+                let s = match self.kind {
+                    Kind::Chat => {
+                        let lp = self.logprobs.map(|_| {
+                            let c: Vec<Value> =
+                                logprobs.iter().map(|t| self.chat_entry(t)).collect();
+                            json!({"content": c, "refusal": null})
+                        });
+                        self.chunk(json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}))
+                    }
+                    Kind::Completion => {
+                        let lp = if self.logprobs.is_some() {
+                            let mut l = Legacy::default();
+                            self.legacy_add(&mut l, &logprobs);
+                            l.to_json()
+                        } else {
+                            Value::Null
+                        };
+                        self.chunk(json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": null}))
+                    }
+                };
+                (s, false)
+            }
+            Event::Done {
+                finish,
+                completion_tokens,
+            } => {
+                self.completion_tokens = completion_tokens;
+                let mut s = match self.kind {
+                    Kind::Chat => self.chunk(json!({"index": 0, "delta": {}, "logprobs": null,
+                                                    "finish_reason": finish.as_str()})),
+                    Kind::Completion => self
+                        .chunk(json!({"index": 0, "text": "", "logprobs": null,
+                                                          "finish_reason": finish.as_str()})),
+                };
+                if self.include_usage {
+                    let object = match self.kind {
+                        Kind::Chat => "chat.completion.chunk",
+                        Kind::Completion => "text_completion",
+                    };
+                    s.push_str(&sse(&json!({"id": self.id, "object": object, "created": self.created,
+                        "model": self.model, "system_fingerprint": fingerprint(), "choices": [], "usage": self.usage()})));
+                }
+                s.push_str("data: [DONE]\n\n");
+                (s, true)
+            }
+            Event::Error(e) => (sse(&ApiError::internal(e).body()), true),
+        }
+    }
+
+    fn abort(&mut self) -> String {
+        sse(&ApiError::internal("the model was unloaded before the generation finished").body())
+    }
+}

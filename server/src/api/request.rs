@@ -1,0 +1,551 @@
+//! Parsing and validating request bodies. Bodies are read as JSON values and checked field by
+//! field so every mistake gets a 400 naming the field; unknown fields are ignored.
+
+use serde_json::{Map, Value};
+use trillim_core::sampler::SamplerConfig;
+
+use super::error::ApiError;
+use crate::template::Message;
+
+/// Options shared by chat and completions.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    /// `model` as sent (echoed back).
+    pub model: Option<String>,
+    /// Sampling overrides.
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub seed: Option<u64>,
+    /// `max_completion_tokens` or `max_tokens`.
+    pub max_tokens: Option<usize>,
+    /// Stop strings (at most 4).
+    pub stop: Vec<String>,
+    /// SSE streaming.
+    pub stream: bool,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+impl GenOptions {
+    /// The sampler configuration: request values over the model's defaults.
+    pub fn sampler(&self, defaults: &SamplerConfig, random_seed: u64) -> SamplerConfig {
+        SamplerConfig {
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            min_p: self.min_p.unwrap_or(defaults.min_p),
+            repetition_penalty: self
+                .repetition_penalty
+                .unwrap_or(defaults.repetition_penalty),
+            presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+            penalty_window: defaults.penalty_window,
+            seed: self.seed.unwrap_or(random_seed),
+        }
+    }
+}
+
+/// A chat completion request.
+#[derive(Debug)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    pub opts: GenOptions,
+    /// `logprobs: true`.
+    pub logprobs: bool,
+    /// `top_logprobs` (0..=20).
+    pub top_logprobs: usize,
+}
+
+/// What `/v1/completions` was asked to complete.
+#[derive(Debug)]
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// A (legacy) completion request.
+#[derive(Debug)]
+pub struct CompletionRequest {
+    pub prompt: Prompt,
+    pub opts: GenOptions,
+    /// `logprobs` (0..=5).
+    pub logprobs: Option<usize>,
+    pub echo: bool,
+}
+
+/// A model load request.
+#[derive(Debug)]
+pub struct LoadRequest {
+    pub model_dir: String,
+    pub adapter_dir: Option<String>,
+    pub harness: Option<String>,
+    pub search_provider: Option<String>,
+    pub threads: Option<usize>,
+    pub lora_quant: Option<String>,
+    pub unembed_quant: Option<String>,
+}
+
+/// Parses a body as a JSON object.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::invalid("the request body must be a JSON object")),
+    }
+}
+
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.0.get(k).filter(|v| !v.is_null())
+    }
+
+    fn f32(&self, k: &str) -> Result<Option<f32>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => match number(v) {
+                Some(f) if f.is_finite() => Ok(Some(f as f32)),
+                _ => Err(ApiError::invalid_param(k, format!("{k} must be a number"))),
+            },
+        }
+    }
+
+    fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => match number(v) {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
+                    Ok(Some(v.as_i64().unwrap_or(f as i64)))
+                }
+                _ => Err(ApiError::invalid_param(
+                    k,
+                    format!("{k} must be an integer"),
+                )),
+            },
+        }
+    }
+
+    fn uint(&self, k: &str, min: i64) -> Result<Option<usize>, ApiError> {
+        match self.int(k)? {
+            None => Ok(None),
+            Some(v) if v >= min => Ok(Some(v as usize)),
+            Some(_) => Err(ApiError::invalid_param(k, format!("{k} must be >= {min}"))),
+        }
+    }
+
+    fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
+            Some(_) => Err(ApiError::invalid_param(k, format!("{k} must be a boolean"))),
+        }
+    }
+
+    fn string(&self, k: &str) -> Result<Option<String>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::invalid_param(k, format!("{k} must be a string"))),
+        }
+    }
+}
+
+/// A JSON number, or a string holding one (lenient like pydantic).
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn gen_options(m: &Map<String, Value>) -> Result<GenOptions, ApiError> {
+    let f = Fields(m);
+    let model = f.string("model")?;
+    let temperature = f.f32("temperature")?;
+    if temperature.is_some_and(|t| t < 0.0) {
+        return Err(ApiError::invalid_param(
+            "temperature",
+            "temperature must be >= 0",
+        ));
+    }
+    let top_k = f.uint("top_k", 0)?;
+    let top_p = f.f32("top_p")?;
+    if top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+        return Err(ApiError::invalid_param("top_p", "top_p must be in (0, 1]"));
+    }
+    let min_p = f.f32("min_p")?;
+    if min_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+        return Err(ApiError::invalid_param("min_p", "min_p must be in [0, 1]"));
+    }
+    let repetition_penalty = f.f32("repetition_penalty")?;
+    if repetition_penalty.is_some_and(|p| p < 0.0) {
+        return Err(ApiError::invalid_param(
+            "repetition_penalty",
+            "repetition_penalty must be >= 0",
+        ));
+    }
+    let mut pen = [None, None];
+    for (i, k) in ["presence_penalty", "frequency_penalty"].iter().enumerate() {
+        pen[i] = f.f32(k)?;
+        if pen[i].is_some_and(|p| !(-2.0..=2.0).contains(&p)) {
+            return Err(ApiError::invalid_param(
+                k,
+                format!("{k} must be between -2 and 2"),
+            ));
+        }
+    }
+    let seed = f.int("seed")?.map(|s| s as u64);
+    let max_tokens = match f.int("max_completion_tokens")? {
+        Some(v) => Some(("max_completion_tokens", v)),
+        None => f.int("max_tokens")?.map(|v| ("max_tokens", v)),
+    };
+    let max_tokens = match max_tokens {
+        None => None,
+        Some((_, v)) if v >= 1 => Some(v as usize),
+        Some((k, _)) => return Err(ApiError::invalid_param(k, format!("{k} must be >= 1"))),
+    };
+    if let Some(n) = f.int("n")? {
+        if n != 1 {
+            return Err(ApiError::invalid_param("n", "only n = 1 is supported"));
+        }
+    }
+    if let Some(b) = f.int("best_of")? {
+        if b != 1 {
+            return Err(ApiError::invalid_param(
+                "best_of",
+                "only best_of = 1 is supported",
+            ));
+        }
+    }
+    let stop = match f.get("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => {
+            if a.len() > 4 {
+                return Err(ApiError::invalid_param(
+                    "stop",
+                    "stop may hold at most 4 sequences",
+                ));
+            }
+            a.iter()
+                .map(|s| s.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    ApiError::invalid_param("stop", "stop must be a string or an array of strings")
+                })?
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "stop",
+                "stop must be a string or an array of strings",
+            ))
+        }
+    };
+    let stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let include_usage = match f.get("stream_options") {
+        None => false,
+        Some(Value::Object(o)) => Fields(o).bool("include_usage")?.unwrap_or(false),
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "stream_options",
+                "stream_options must be an object",
+            ))
+        }
+    };
+    Ok(GenOptions {
+        model,
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        repetition_penalty,
+        presence_penalty: pen[0],
+        frequency_penalty: pen[1],
+        seed,
+        max_tokens,
+        stop,
+        stream,
+        include_usage,
+    })
+}
+
+/// Flattens a message `content`: a string, an array of text parts, or null.
+fn content_text(i: usize, v: Option<&Value>) -> Result<String, ApiError> {
+    let param = format!("messages[{i}].content");
+    match v {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut out = String::new();
+            for p in parts {
+                match p {
+                    Value::String(s) => out.push_str(s),
+                    Value::Object(o) => match (o.get("type").and_then(Value::as_str), o.get("text")) {
+                        (Some("text") | None, Some(Value::String(t))) => out.push_str(t),
+                        (Some(other), _) => {
+                            return Err(ApiError::invalid_param(
+                                &param,
+                                format!("content parts of type '{other}' are not supported; only text parts are"),
+                            ))
+                        }
+                        _ => return Err(ApiError::invalid_param(&param, "a content part needs a 'text' string")),
+                    },
+                    _ => return Err(ApiError::invalid_param(&param, "content parts must be objects")),
+                }
+            }
+            Ok(out)
+        }
+        Some(_) => Err(ApiError::invalid_param(
+            &param,
+            "content must be a string or an array of text parts",
+        )),
+    }
+}
+
+/// Parses a chat completion request.
+pub fn chat(m: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
+    let msgs = match m.get("messages") {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid_param("messages", "messages is required"))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "messages",
+                "messages must be an array",
+            ))
+        }
+    };
+    if msgs.is_empty() {
+        return Err(ApiError::invalid_param(
+            "messages",
+            "messages must not be empty",
+        ));
+    }
+    let mut messages = Vec::with_capacity(msgs.len());
+    for (i, v) in msgs.iter().enumerate() {
+        let Value::Object(o) = v else {
+            return Err(ApiError::invalid_param(
+                &format!("messages[{i}]"),
+                "each message must be an object",
+            ));
+        };
+        let role = match o.get("role") {
+            Some(Value::String(r)) if !r.is_empty() => r.clone(),
+            _ => {
+                return Err(ApiError::invalid_param(
+                    &format!("messages[{i}].role"),
+                    "each message needs a role",
+                ))
+            }
+        };
+        let content = content_text(i, o.get("content"))?;
+        messages.push(Message { role, content });
+    }
+    let opts = gen_options(m)?;
+    let f = Fields(m);
+    let logprobs = f.bool("logprobs")?.unwrap_or(false);
+    let top_logprobs = f.uint("top_logprobs", 0)?;
+    if top_logprobs.is_some_and(|t| t > 20) {
+        return Err(ApiError::invalid_param(
+            "top_logprobs",
+            "top_logprobs must be between 0 and 20",
+        ));
+    }
+    if top_logprobs.is_some_and(|t| t > 0) && !logprobs {
+        return Err(ApiError::invalid_param(
+            "top_logprobs",
+            "top_logprobs requires logprobs to be true",
+        ));
+    }
+    Ok(ChatRequest {
+        messages,
+        opts,
+        logprobs,
+        top_logprobs: top_logprobs.unwrap_or(0),
+    })
+}
+
+/// Parses a completion request.
+pub fn completion(m: &Map<String, Value>) -> Result<CompletionRequest, ApiError> {
+    let bad = || {
+        ApiError::invalid_param(
+            "prompt",
+            "prompt must be a string, an array of one string, or an array of token ids",
+        )
+    };
+    let tokens = |a: &Vec<Value>| -> Result<Vec<u32>, ApiError> {
+        a.iter()
+            .map(|t| {
+                t.as_u64()
+                    .filter(|&t| t <= u32::MAX as u64)
+                    .map(|t| t as u32)
+                    .ok_or_else(bad)
+            })
+            .collect()
+    };
+    let prompt = match m.get("prompt") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid_param("prompt", "prompt is required"))
+        }
+        Some(Value::String(s)) => Prompt::Text(s.clone()),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            Prompt::Text(a[0].as_str().unwrap_or("").into())
+        }
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_array() => {
+            Prompt::Tokens(tokens(a[0].as_array().unwrap_or(a))?)
+        }
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_number) => {
+            Prompt::Tokens(tokens(a)?)
+        }
+        Some(Value::Array(a)) if a.len() > 1 => {
+            return Err(ApiError::invalid_param(
+                "prompt",
+                "only one prompt per request is supported",
+            ))
+        }
+        Some(_) => return Err(bad()),
+    };
+    let opts = gen_options(m)?;
+    let f = Fields(m);
+    let logprobs = f.uint("logprobs", 0)?;
+    if logprobs.is_some_and(|l| l > 5) {
+        return Err(ApiError::invalid_param(
+            "logprobs",
+            "logprobs must be between 0 and 5",
+        ));
+    }
+    let echo = f.bool("echo")?.unwrap_or(false);
+    if f.get("suffix")
+        .is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty()))
+    {
+        return Err(ApiError::invalid_param("suffix", "suffix is not supported"));
+    }
+    Ok(CompletionRequest {
+        prompt,
+        opts,
+        logprobs,
+        echo,
+    })
+}
+
+/// Parses a model load request.
+pub fn load(m: &Map<String, Value>) -> Result<LoadRequest, ApiError> {
+    let f = Fields(m);
+    let model_dir = f
+        .string("model_dir")?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid_param("model_dir", "model_dir is required"))?;
+    if model_dir.len() > 4096 {
+        return Err(ApiError::invalid_param(
+            "model_dir",
+            "model_dir is too long",
+        ));
+    }
+    let threads = f.uint("threads", 0)?;
+    if threads.is_some_and(|t| t > 1024) {
+        return Err(ApiError::invalid_param(
+            "threads",
+            "threads must be between 0 and 1024",
+        ));
+    }
+    Ok(LoadRequest {
+        model_dir,
+        adapter_dir: f.string("adapter_dir")?,
+        harness: f.string("harness")?,
+        search_provider: f.string("search_provider")?,
+        threads,
+        lora_quant: f.string("lora_quant")?,
+        unembed_quant: f.string("unembed_quant")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn chat_accepts_openai_fields_and_rejects_bad_ones() {
+        let r = chat(&obj(json!({
+            "model": "x", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+            "max_completion_tokens": 5, "max_tokens": 9, "stop": "\n", "seed": 3, "n": 1, "unknown": {"x": 1},
+            "stream_options": {"include_usage": true}, "logprobs": true, "top_logprobs": 2
+        })))
+        .unwrap();
+        assert_eq!(r.messages[0].content, "ab");
+        assert_eq!(r.opts.max_tokens, Some(5));
+        assert_eq!(r.opts.stop, vec!["\n".to_string()]);
+        assert!(r.opts.include_usage && r.logprobs && r.top_logprobs == 2);
+        for (body, param) in [
+            (json!({"messages": []}), "messages"),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "n": 2}),
+                "n",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "temperature": -1}),
+                "temperature",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "top_p": 0}),
+                "top_p",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
+                "max_tokens",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 1.5}),
+                "max_tokens",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}),
+                "stop",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": 5}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}),
+                "top_logprobs",
+            ),
+        ] {
+            let e = chat(&obj(body)).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert_eq!(e.param.as_deref(), Some(param));
+        }
+    }
+
+    #[test]
+    fn completion_prompts() {
+        let r = completion(&obj(
+            json!({"prompt": [1, 2, 3], "logprobs": 5, "echo": true}),
+        ))
+        .unwrap();
+        assert!(matches!(r.prompt, Prompt::Tokens(ref t) if t == &[1, 2, 3]));
+        assert!(r.echo && r.logprobs == Some(5));
+        assert!(matches!(
+            completion(&obj(json!({"prompt": ["hi"]}))).unwrap().prompt,
+            Prompt::Text(_)
+        ));
+        assert!(completion(&obj(json!({"prompt": ["a", "b"]}))).is_err());
+        assert!(completion(&obj(json!({"prompt": "a", "logprobs": 6}))).is_err());
+        assert!(parse_object(b"{").is_err());
+    }
+}

@@ -1,0 +1,428 @@
+//! `trillim serve`, `chat`, `generate` and `doctor`.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::sync::mpsc::unbounded_channel;
+use trillim_core::sampler::SamplerConfig;
+
+use crate::api::{self, AppState, Settings};
+use crate::engine::{self, Engine, Event, Job, SubmitError};
+use crate::store::{ResolvedModel, Store};
+use crate::template::Message;
+
+/// The model `trillim serve` runs when none is named: BitNet b1.58 2B4T, Microsoft's official
+/// GGUF conversion (I2_S ternary weights), pulled into the store on first use.
+pub const DEFAULT_MODEL: &str = "microsoft/bitnet-b1.58-2B-4T-gguf";
+
+/// Start the OpenAI-compatible HTTP server.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Store id (`org/name`), .gguf file or directory [default: microsoft/bitnet-b1.58-2B-4T-gguf,
+    /// pulled on first use].
+    pub model: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Inference threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context size in tokens [default: the model's, capped by available memory].
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Requests that may wait while one runs; more get 429.
+    #[arg(long, default_value_t = 16)]
+    pub max_queue: usize,
+    /// Require `Authorization: Bearer KEY` on /v1 routes.
+    #[arg(long, env = "TRILLIM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Speech endpoints (reserved: this build has no speech support yet).
+    #[arg(long)]
+    pub voice: bool,
+}
+
+/// Options shared by `chat` and `generate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SamplingArgs {
+    /// Maximum tokens to generate [default: until the context is full].
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Keep only the K most likely tokens (0 = all).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Inference threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context size in tokens.
+    #[arg(long)]
+    pub ctx: Option<usize>,
+}
+
+impl SamplingArgs {
+    fn sampler(&self, d: &SamplerConfig) -> anyhow::Result<SamplerConfig> {
+        if self.temperature.is_some_and(|t| t < 0.0 || !t.is_finite()) {
+            bail!("--temperature must be >= 0");
+        }
+        if self.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+            bail!("--top-p must be in (0, 1]");
+        }
+        if self.max_tokens == Some(0) {
+            bail!("--max-tokens must be >= 1");
+        }
+        Ok(SamplerConfig {
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_k: self.top_k.unwrap_or(d.top_k),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            seed: self.seed.unwrap_or_else(api::random_u64),
+            ..*d
+        })
+    }
+}
+
+/// Chat with a model in the terminal.
+#[derive(Debug, clap::Args)]
+pub struct ChatArgs {
+    /// Store id (`org/name`), .gguf file or directory.
+    pub model: String,
+    /// System prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Generate text from a prompt and stream it to stdout.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Store id (`org/name`), .gguf file or directory.
+    pub model: String,
+    /// Raw prompt (no chat template).
+    #[arg(long, conflicts_with = "chat")]
+    pub prompt: Option<String>,
+    /// A user message, rendered with the model's chat template.
+    #[arg(long)]
+    pub chat: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Check this machine and the model store.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {}
+
+fn resolve(arg: &str) -> anyhow::Result<ResolvedModel> {
+    Store::from_env()
+        .resolve_cli(arg)
+        .map_err(anyhow::Error::from)
+}
+
+fn load(m: &ResolvedModel, ctx: Option<usize>, threads: usize) -> anyhow::Result<engine::Prepared> {
+    engine::prepare(&m.id, &m.name, &m.gguf, m.dir.as_deref(), ctx, threads)
+        .with_context(|| format!("cannot load {}", m.gguf.display()))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRILLIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `trillim serve`.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.voice {
+        bail!(
+            "--voice: speech (transcription and text-to-speech) is not available in this build yet"
+        );
+    }
+    if args.max_queue == 0 {
+        bail!("--max-queue must be at least 1");
+    }
+    init_logging();
+    let store = Store::from_env();
+    let resolved = match &args.model {
+        Some(m) => resolve(m)?,
+        None => match store.resolve_cli(DEFAULT_MODEL) {
+            Ok(r) => r,
+            Err(crate::store::StoreError::NotFound(_)) => {
+                eprintln!("The default model {DEFAULT_MODEL} is not in the store yet; pulling it.");
+                crate::store::cli::pull(crate::store::cli::PullArgs {
+                    repo: DEFAULT_MODEL.to_string(),
+                    revision: None,
+                    force: false,
+                    file: None,
+                })?;
+                resolve(DEFAULT_MODEL)?
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("trillim-http")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&addr))
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr().context("no local address")?;
+    let prepared = load(&resolved, args.ctx, args.threads)?;
+    let engine = Engine::start(prepared, args.max_queue);
+    let loopback = local.ip().is_loopback();
+    if !loopback && args.api_key.is_none() {
+        tracing::warn!(
+            "listening on {local} without --api-key: anyone who can reach this address can use the model"
+        );
+    }
+    let settings = Settings {
+        max_queue: args.max_queue,
+        ctx: args.ctx,
+        api_key: args.api_key,
+    };
+    let state = Arc::new(AppState::new(Some(engine), args.threads, settings, store));
+    tracing::info!(model = %resolved.id, "listening on http://{local}");
+    eprintln!(
+        "trillim {} serving {} on http://{local}",
+        env!("CARGO_PKG_VERSION"),
+        resolved.id
+    );
+    rt.block_on(api::serve(state, listener))?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(())
+}
+
+/// Runs one generation on `engine`, printing text as it comes; returns the text.
+fn run_blocking(
+    engine: &Engine,
+    prompt: Vec<u32>,
+    sampler: SamplerConfig,
+    max_tokens: Option<usize>,
+) -> anyhow::Result<(String, usize, usize)> {
+    let (tx, mut rx) = unbounded_channel();
+    let job = Job {
+        prompt,
+        sampler,
+        max_tokens,
+        stop: Vec::new(),
+        logprobs: None,
+        echo_logprobs: false,
+        request_id: "cli".into(),
+        events: tx,
+    };
+    match engine.submit(job) {
+        Ok(()) => {}
+        Err(SubmitError::Full | SubmitError::Closed) => bail!("the engine is not accepting work"),
+    }
+    let mut text = String::new();
+    let mut out = std::io::stdout();
+    let mut cached = 0;
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            Event::Started { cached_tokens } => cached = cached_tokens,
+            Event::Text { text: t, .. } => {
+                let _ = out.write_all(t.as_bytes());
+                let _ = out.flush();
+                text.push_str(&t);
+            }
+            Event::Done {
+                completion_tokens, ..
+            } => return Ok((text, completion_tokens, cached)),
+            Event::Error(e) => bail!("generation failed: {e}"),
+            Event::PromptLogprobs(_) => {}
+        }
+    }
+    bail!("the engine stopped unexpectedly")
+}
+
+/// `trillim generate`.
+pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let m = resolve(&args.model)?;
+    let prepared = load(&m, args.sampling.ctx, args.sampling.threads)?;
+    let shared = prepared.shared.clone();
+    let sampler = args.sampling.sampler(&shared.defaults)?;
+    let prompt = match (&args.prompt, &args.chat) {
+        (Some(p), None) => shared.tok.encode(p, true),
+        (None, Some(c)) => {
+            let msgs = [Message {
+                role: "user".into(),
+                content: c.clone(),
+            }];
+            let text = shared.template.render(&msgs, true)?;
+            shared.tok.encode(&text, shared.template.is_fallback)
+        }
+        _ => bail!("give exactly one of --prompt or --chat"),
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    if prompt.len() >= shared.ctx {
+        bail!(
+            "the prompt has {} tokens but the context holds {}",
+            prompt.len(),
+            shared.ctx
+        );
+    }
+    let engine = Engine::start(prepared, 1);
+    let t0 = std::time::Instant::now();
+    let (_, n, _) = run_blocking(&engine, prompt.clone(), sampler, args.sampling.max_tokens)?;
+    let dt = t0.elapsed().as_secs_f64();
+    println!();
+    eprintln!(
+        "[{} prompt tokens, {n} generated in {dt:.2} s, {:.1} tokens/s, {} threads, {} kernels]",
+        prompt.len(),
+        n as f64 / dt.max(1e-9),
+        shared.threads,
+        shared.kernels
+    );
+    engine.shutdown();
+    Ok(())
+}
+
+/// `trillim chat`.
+pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    let m = resolve(&args.model)?;
+    let prepared = load(&m, args.sampling.ctx, args.sampling.threads)?;
+    let shared = prepared.shared.clone();
+    let sampler = args.sampling.sampler(&shared.defaults)?;
+    let engine = Engine::start(prepared, 1);
+    let mut history: Vec<Message> = Vec::new();
+    let reset = |h: &mut Vec<Message>| {
+        h.clear();
+        if let Some(s) = &args.system {
+            h.push(Message {
+                role: "system".into(),
+                content: s.clone(),
+            });
+        }
+    };
+    reset(&mut history);
+    eprintln!(
+        "Talk to {} (Ctrl+D or 'q' to quit, '/new' for a new conversation)",
+        m.name
+    );
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock();
+    loop {
+        eprint!("> ");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        if lines.read_line(&mut line)? == 0 {
+            eprintln!();
+            break;
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        match line.trim() {
+            "q" | "/quit" | "/exit" => break,
+            "/new" => {
+                reset(&mut history);
+                eprintln!("(new conversation)");
+                continue;
+            }
+            "" => continue,
+            _ => {}
+        }
+        history.push(Message {
+            role: "user".into(),
+            content: line.to_string(),
+        });
+        let encode = |h: &[Message]| -> anyhow::Result<Vec<u32>> {
+            let text = shared.template.render(h, true)?;
+            Ok(shared.tok.encode(&text, shared.template.is_fallback))
+        };
+        let mut prompt = encode(&history)?;
+        if prompt.len() >= shared.ctx {
+            eprintln!(
+                "Context window full ({} tokens). Starting a new conversation.",
+                shared.ctx
+            );
+            let last = history.pop().expect("just pushed");
+            reset(&mut history);
+            history.push(last);
+            prompt = encode(&history)?;
+            if prompt.len() >= shared.ctx {
+                eprintln!("This message exceeds the context window ({} tokens). Shorten it and try again.", shared.ctx);
+                history.pop();
+                continue;
+            }
+        }
+        let s = SamplerConfig {
+            seed: api::random_u64(),
+            ..sampler
+        };
+        let (reply, _, _) = run_blocking(&engine, prompt, s, args.sampling.max_tokens)?;
+        println!();
+        history.push(Message {
+            role: "assistant".into(),
+            content: reply,
+        });
+    }
+    engine.shutdown();
+    Ok(())
+}
+
+/// `trillim doctor`.
+pub fn doctor(_args: DoctorArgs) -> anyhow::Result<()> {
+    println!("trillim {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "platform: {}-{}",
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    );
+    let f = crate::cpu::features();
+    let names = crate::cpu::feature_names(&f);
+    println!(
+        "cpu features detected: {}",
+        if names.is_empty() {
+            "(none)".to_string()
+        } else {
+            names.join(" ")
+        }
+    );
+    println!("kernels used: {}", crate::cpu::kernels().name);
+    println!("threads (auto): {}", trillim_runtime::pool::auto_threads());
+    match trillim_runtime::model::available_memory() {
+        Some(m) => println!(
+            "memory available: {:.1} GiB",
+            m as f64 / (1u64 << 30) as f64
+        ),
+        None => println!("memory available: unknown"),
+    }
+    let store = Store::from_env();
+    println!("model store: {}", store.root().display());
+    match store.list() {
+        Ok(models) if models.is_empty() => {
+            println!("  (empty; run `trillim pull {DEFAULT_MODEL}` to get the default model)")
+        }
+        Ok(models) => {
+            for m in models {
+                println!(
+                    "  {} ({:.1} MiB) {}",
+                    m.id,
+                    m.size as f64 / (1u64 << 20) as f64,
+                    m.path.display()
+                );
+            }
+        }
+        Err(e) => println!("  cannot read the store: {e}"),
+    }
+    Ok(())
+}

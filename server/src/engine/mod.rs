@@ -1,0 +1,552 @@
+//! The inference engine: one OS thread per loaded model owns the weights, the session (KV
+//! cache) and the thread pool. Requests arrive over a bounded FIFO channel; events flow back
+//! over a per-request channel whose closing (the client went away) cancels the generation
+//! before its next forward pass.
+
+pub mod stop;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+use trillim_core::sampler::{sample, Candidate, Rng, SamplerConfig};
+use trillim_runtime::{LoadedModel, Session, ThreadPool};
+
+use crate::template::ChatTemplate;
+use crate::tok::{Detokenizer, Tokenizer};
+use stop::StopMatcher;
+
+/// Prompt tokens processed per forward pass during prefill (and between cancellation checks).
+const PREFILL_CHUNK: usize = 64;
+
+/// Why a model could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Loading or validating the weights failed.
+    #[error("{0}")]
+    Load(#[from] trillim_runtime::LoadError),
+    /// The tokenizer could not be built.
+    #[error("{0}")]
+    Tokenizer(#[from] crate::tok::TokError),
+    /// The chat template does not compile.
+    #[error("{0}")]
+    Template(#[from] crate::template::TemplateError),
+    /// The requested context is unusable.
+    #[error("context size {0} is invalid (must be at least 16)")]
+    Ctx(usize),
+}
+
+/// What requests need to know about the loaded model, shared with the HTTP side.
+#[derive(Debug)]
+pub struct ModelShared {
+    /// Store id (`org/name`) or path the model was loaded from.
+    pub id: String,
+    /// Short name reported by the API (`/v1/models`).
+    pub name: String,
+    /// The GGUF file.
+    pub path: PathBuf,
+    /// Context size of the session (positions).
+    pub ctx: usize,
+    /// Sampling defaults (from the model's `generation_config.json`, else built-in defaults).
+    pub defaults: SamplerConfig,
+    /// Tokenizer.
+    pub tok: Tokenizer,
+    /// Chat template.
+    pub template: ChatTemplate,
+    /// Unix time of loading.
+    pub created: u64,
+    /// Worker threads of the pool.
+    pub threads: usize,
+    /// Kernel set used.
+    pub kernels: &'static str,
+}
+
+/// A model loaded and validated but not yet serving.
+#[derive(Debug)]
+pub struct Prepared {
+    model: LoadedModel,
+    /// Shared description.
+    pub shared: Arc<ModelShared>,
+}
+
+/// Loads and validates everything a model needs without touching any running engine.
+pub fn prepare(
+    id: &str,
+    name: &str,
+    gguf: &Path,
+    dir: Option<&Path>,
+    ctx: Option<usize>,
+    threads: usize,
+) -> Result<Prepared, PrepareError> {
+    let kernels = crate::cpu::kernels();
+    let model = LoadedModel::open(gguf, kernels)?;
+    let g = model.gguf();
+    let tok = Tokenizer::from_gguf(&g)?;
+    let template = ChatTemplate::new(
+        g.get_str("tokenizer.chat_template"),
+        &tok.bos_text(),
+        &tok.eos_text(),
+    )?;
+    let ctx = match ctx {
+        Some(c) if c < 16 => return Err(PrepareError::Ctx(c)),
+        Some(c) => c.min(model.config.train_ctx.max(16)),
+        None => model.default_ctx(),
+    };
+    let defaults = generation_defaults(dir);
+    let shared = Arc::new(ModelShared {
+        id: id.to_string(),
+        name: name.to_string(),
+        path: gguf.to_path_buf(),
+        ctx,
+        defaults,
+        tok,
+        template,
+        created: unix_now(),
+        threads: if threads == 0 {
+            trillim_runtime::pool::auto_threads()
+        } else {
+            threads
+        },
+        kernels: kernels.name,
+    });
+    Ok(Prepared { model, shared })
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Sampling defaults: the core's defaults, overridden by `generation_config.json` next to the
+/// model (keys `temperature`, `top_k`, `top_p`, `min_p`, `repetition_penalty`,
+/// `rep_penalty_lookback`) when it exists.
+pub fn generation_defaults(dir: Option<&Path>) -> SamplerConfig {
+    let mut d = SamplerConfig::default();
+    let Some(dir) = dir else { return d };
+    let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) else {
+        return d;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return d;
+    };
+    let f = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+    if let Some(t) = f("temperature").filter(|t| *t >= 0.0) {
+        d.temperature = t as f32;
+    }
+    if let Some(t) = f("top_k").filter(|t| *t >= 0.0) {
+        d.top_k = t as usize;
+    }
+    if let Some(t) = f("top_p").filter(|t| *t > 0.0 && *t <= 1.0) {
+        d.top_p = t as f32;
+    }
+    if let Some(t) = f("min_p").filter(|t| (0.0..=1.0).contains(t)) {
+        d.min_p = t as f32;
+    }
+    if let Some(t) = f("repetition_penalty").filter(|t| *t > 0.0) {
+        d.repetition_penalty = t as f32;
+    }
+    if let Some(t) = f("rep_penalty_lookback").filter(|t| *t >= 0.0) {
+        d.penalty_window = t as usize;
+    }
+    d
+}
+
+/// Log-probability of a token with the most likely alternatives.
+#[derive(Clone, Debug)]
+pub struct TokenLogprob {
+    /// The token.
+    pub id: u32,
+    /// Its log-probability (`None` for the first prompt token, which has no context).
+    pub logprob: Option<f64>,
+    /// The most likely tokens at that position, best first.
+    pub top: Vec<(u32, f64)>,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// End-of-generation token or stop string.
+    Stop,
+    /// `max_tokens` or the context ran out.
+    Length,
+}
+
+impl Finish {
+    /// The OpenAI `finish_reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// What the worker tells a request.
+#[derive(Debug)]
+pub enum Event {
+    /// The request left the queue and its prompt is being processed.
+    Started {
+        /// Prompt tokens reused from the previous sequence.
+        cached_tokens: usize,
+    },
+    /// Log-probabilities of the prompt tokens (echo).
+    PromptLogprobs(Vec<TokenLogprob>),
+    /// Generated text (may be empty when only logprobs are new).
+    Text {
+        /// Text safe to show.
+        text: String,
+        /// Log-probabilities of the tokens generated since the last event.
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// Generation finished.
+    Done {
+        /// Why.
+        finish: Finish,
+        /// Tokens generated (end-of-generation token excluded).
+        completion_tokens: usize,
+    },
+    /// Generation failed.
+    Error(String),
+}
+
+/// One generation request.
+#[derive(Debug)]
+pub struct Job {
+    /// Prompt tokens.
+    pub prompt: Vec<u32>,
+    /// Sampling configuration (seed resolved).
+    pub sampler: SamplerConfig,
+    /// Generated tokens at most (`None`: until the context is full).
+    pub max_tokens: Option<usize>,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// `Some(n)`: report each generated token's log-probability and `n` alternatives.
+    pub logprobs: Option<usize>,
+    /// Also report log-probabilities of the prompt tokens.
+    pub echo_logprobs: bool,
+    /// Request id for logs.
+    pub request_id: String,
+    /// Where events go; dropping the receiver cancels the job.
+    pub events: UnboundedSender<Event>,
+}
+
+enum Msg {
+    Job(Box<Job>),
+    Shutdown,
+}
+
+/// Why a job could not be queued.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The queue is full.
+    Full,
+    /// The engine is shutting down.
+    Closed,
+}
+
+/// A running engine (one model, one worker thread).
+#[derive(Debug)]
+pub struct Engine {
+    /// What the HTTP side needs to know about the model.
+    pub shared: Arc<ModelShared>,
+    tx: SyncSender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Starts the worker thread for a prepared model with a queue of `max_queue` waiting jobs.
+    pub fn start(prepared: Prepared, max_queue: usize) -> Engine {
+        let (tx, rx) = sync_channel(max_queue);
+        let shared = prepared.shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("trillim-engine".into())
+            .spawn(move || worker(prepared, rx))
+            .expect("spawn engine thread");
+        Engine {
+            shared,
+            tx,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Queues a job without blocking.
+    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        match self.tx.try_send(Msg::Job(Box::new(job))) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Lets every queued job finish, then stops the worker and frees the model (blocking).
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker {
+    model: LoadedModel,
+    shared: Arc<ModelShared>,
+    pool: ThreadPool,
+    session: Session,
+    work: Vec<Candidate>,
+    scratch: Vec<f32>,
+}
+
+fn worker(prepared: Prepared, rx: Receiver<Msg>) {
+    let Prepared { model, shared } = prepared;
+    let pool = ThreadPool::new(shared.threads);
+    let session = Session::new(&model, shared.ctx, PREFILL_CHUNK);
+    let n_vocab = model.config.n_vocab;
+    tracing::info!(
+        model = %shared.id, path = %shared.path.display(), ctx = shared.ctx, threads = shared.threads, kernels = shared.kernels,
+        session_mib = session.memory_bytes() >> 20, "engine ready"
+    );
+    let mut w = Worker {
+        model,
+        shared,
+        pool,
+        session,
+        work: vec![Candidate::default(); n_vocab],
+        scratch: Vec::new(),
+    };
+    while let Ok(Msg::Job(job)) = rx.recv() {
+        let t0 = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run(&job)));
+        match result {
+            Ok(Ok(Some((finish, n, cached)))) => {
+                let dt = t0.elapsed().as_secs_f64();
+                tracing::info!(
+                    request_id = %job.request_id, prompt_tokens = job.prompt.len(), cached_tokens = cached,
+                    completion_tokens = n, finish = finish.as_str(), seconds = format!("{dt:.3}"), "generation done"
+                );
+            }
+            Ok(Ok(None)) => {
+                tracing::info!(request_id = %job.request_id, "generation cancelled: client went away");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(request_id = %job.request_id, error = %e, "generation failed");
+                w.session.rewind(0);
+                let _ = job.events.send(Event::Error(e));
+            }
+            Err(_) => {
+                tracing::error!(request_id = %job.request_id, "generation panicked");
+                w.session.rewind(0);
+                let _ = job
+                    .events
+                    .send(Event::Error("internal error during generation".into()));
+            }
+        }
+    }
+    tracing::info!(model = %w.shared.id, "engine stopped");
+}
+
+/// `log_softmax(logits)` entries for `ids` and the `top` best, in f64.
+fn logprobs_of(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = logits
+        .iter()
+        .map(|&v| (v as f64 - m).exp())
+        .sum::<f64>()
+        .ln()
+        + m;
+    let mut best: Vec<(u32, f64)> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (i, &v) in logits.iter().enumerate() {
+            let v = v as f64;
+            if best.len() < top || v > best[best.len() - 1].1 {
+                let pos = best.partition_point(|&(_, b)| b >= v);
+                best.insert(pos, (i as u32, v));
+                best.truncate(top);
+            }
+        }
+    }
+    for b in &mut best {
+        b.1 -= lse;
+    }
+    let lp = logits.get(id as usize).map(|&v| v as f64 - lse);
+    TokenLogprob {
+        id,
+        logprob: lp,
+        top: best,
+    }
+}
+
+impl Worker {
+    fn cancelled(job: &Job) -> bool {
+        job.events.is_closed()
+    }
+
+    /// Runs one job. `Ok(None)` = cancelled; `Ok(Some((finish, completion_tokens, cached)))`.
+    fn run(&mut self, job: &Job) -> Result<Option<(Finish, usize, usize)>, String> {
+        if Self::cancelled(job) {
+            return Ok(None);
+        }
+        let prompt = &job.prompt;
+        let n_vocab = self.model.config.n_vocab;
+        if prompt.is_empty() || prompt.len() >= self.shared.ctx {
+            return Err(format!(
+                "prompt of {} tokens does not fit the context ({})",
+                prompt.len(),
+                self.shared.ctx
+            ));
+        }
+        let cached = if job.echo_logprobs {
+            self.session.rewind(0);
+            0
+        } else {
+            self.session.reuse_prefix(prompt)
+        };
+        let _ = job.events.send(Event::Started {
+            cached_tokens: cached,
+        });
+
+        // Prefill all but the last prompt token in chunks (checking for cancellation between
+        // them), then the last one alone: its logits then come from the same computation
+        // whether or not the prefix was cached, so a seed reproduces its output.
+        let top = job.logprobs.unwrap_or(0);
+        let body = &prompt[cached..prompt.len() - 1];
+        let mut prompt_lps: Vec<TokenLogprob> = Vec::new();
+        if job.echo_logprobs {
+            prompt_lps.push(TokenLogprob {
+                id: prompt[0],
+                logprob: None,
+                top: Vec::new(),
+            });
+        }
+        let mut pos = cached;
+        for chunk in body.chunks(PREFILL_CHUNK) {
+            if Self::cancelled(job) {
+                return Ok(None);
+            }
+            let want = if job.echo_logprobs { chunk.len() } else { 0 };
+            let logits = self
+                .session
+                .feed(&self.model, &self.pool, chunk, want)
+                .map_err(|e| e.to_string())?;
+            if job.echo_logprobs {
+                for (k, row) in logits.chunks(n_vocab).enumerate() {
+                    // Row k holds the distribution after prompt[pos + k], i.e. for prompt[pos + k + 1].
+                    let next = prompt[pos + k + 1];
+                    prompt_lps.push(logprobs_of(row, next, top));
+                }
+            }
+            pos += chunk.len();
+        }
+        if Self::cancelled(job) {
+            return Ok(None);
+        }
+        let last = [prompt[prompt.len() - 1]];
+        let logits = self
+            .session
+            .feed(&self.model, &self.pool, &last, 1)
+            .map_err(|e| e.to_string())?;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(logits);
+        if job.echo_logprobs {
+            let _ = job
+                .events
+                .send(Event::PromptLogprobs(std::mem::take(&mut prompt_lps)));
+        }
+
+        let mut rng = Rng::new(job.sampler.seed);
+        let mut detok = Detokenizer::default();
+        let mut stops = StopMatcher::new(&job.stop);
+        let mut generated = 0usize;
+        let mut pending_lps: Vec<TokenLogprob> = Vec::new();
+        let mut stop_hit = false;
+        let tok = &self.shared.tok;
+        let finish = loop {
+            if Self::cancelled(job) {
+                return Ok(None);
+            }
+            let history = self.session.tokens();
+            let raw_lp = job.logprobs.map(|_| self.scratch.clone());
+            let id = sample(
+                &mut self.scratch,
+                history,
+                &job.sampler,
+                &mut rng,
+                &mut self.work,
+            );
+            if tok.is_eog(id) {
+                break Finish::Stop;
+            }
+            generated += 1;
+            if let Some(raw) = raw_lp {
+                pending_lps.push(logprobs_of(&raw, id, top));
+            }
+            let piece = detok.push(tok, id);
+            let (text, hit) = stops.push(&piece);
+            if !text.is_empty() || !pending_lps.is_empty() {
+                let _ = job.events.send(Event::Text {
+                    text,
+                    logprobs: std::mem::take(&mut pending_lps),
+                });
+            }
+            if hit {
+                stop_hit = true;
+                break Finish::Stop;
+            }
+            if job.max_tokens.is_some_and(|m| generated >= m) {
+                break Finish::Length;
+            }
+            if self.session.tokens().len() >= self.shared.ctx {
+                break Finish::Length;
+            }
+            if Self::cancelled(job) {
+                return Ok(None);
+            }
+            let logits = self
+                .session
+                .feed(&self.model, &self.pool, &[id], 1)
+                .map_err(|e| e.to_string())?;
+            self.scratch.clear();
+            self.scratch.extend_from_slice(logits);
+        };
+        // Whatever the detokenizer and the stop matcher still hold is real text.
+        if !stop_hit {
+            let tail = detok.flush();
+            let (mut text, hit) = stops.push(&tail);
+            if !hit {
+                text.push_str(&stops.flush());
+            }
+            if !text.is_empty() {
+                let _ = job.events.send(Event::Text {
+                    text,
+                    logprobs: Vec::new(),
+                });
+            }
+        }
+        let _ = job.events.send(Event::Done {
+            finish,
+            completion_tokens: generated,
+        });
+        Ok(Some((finish, generated, cached)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logprobs_are_normalized_and_sorted() {
+        let l = [0.0f32, 1.0, 2.0, -1.0];
+        let t = logprobs_of(&l, 1, 2);
+        let total: f64 = l.iter().map(|&v| (v as f64 - 2.0).exp()).sum();
+        let lse = total.ln() + 2.0;
+        assert!((t.logprob.unwrap() - (1.0 - lse)).abs() < 1e-12);
+        assert_eq!(t.top.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2, 1]);
+        assert!(logprobs_of(&l, 0, 0).top.is_empty());
+    }
+}
