@@ -144,9 +144,9 @@ impl Detokenizer {
         }
     }
 
-    /// For decoding a sequence from its start: drops a leading space of the first token when
-    /// the tokenizer added one while encoding (SentencePiece's space prefix), as llama.cpp's
-    /// detokenizer does.
+    /// For decoding a sequence from its start: drops the leading space of the text (of the
+    /// first token that renders any bytes) when the tokenizer added one while encoding
+    /// (SentencePiece's space prefix).
     pub fn for_sequence_start(tok: &Tokenizer<'_>, render_special: bool) -> Detokenizer {
         Detokenizer {
             strip_space: tok.strips_leading_space(),
@@ -163,8 +163,10 @@ impl Detokenizer {
     /// at all).
     pub fn push<F: FnMut(&str)>(&mut self, tok: &Tokenizer<'_>, id: u32, out: &mut F) {
         let mut bytes = tok.decode_token(id, self.render_special).peekable();
-        if core::mem::take(&mut self.strip_space) && bytes.peek() == Some(&b' ') {
-            bytes.next();
+        if let Some(&b) = bytes.peek() {
+            if core::mem::take(&mut self.strip_space) && b == b' ' {
+                bytes.next();
+            }
         }
         self.utf8.push(bytes, out);
     }

@@ -683,8 +683,9 @@ impl<'a> Tokenizer<'a> {
         &self.meta.eog[..self.meta.n_eog]
     }
 
-    /// Whether decoding a whole sequence should drop the first token's leading space
-    /// (SentencePiece vocabularies that prefix one when encoding).
+    /// Whether decoding a whole sequence should drop the leading space of its text (the first
+    /// token that renders any bytes), for SentencePiece vocabularies that prefix one when
+    /// encoding.
     pub fn strips_leading_space(&self) -> bool {
         self.meta.config.model == ModelKind::Spm && self.meta.config.add_space_prefix
     }
@@ -769,15 +770,13 @@ impl<'a> Tokenizer<'a> {
                 return Err(TokenizerError::BadToken(id));
             }
             for b in self.decode_token(id, render_special) {
-                if strip && b == b' ' {
-                    strip = false;
+                // The first byte of text: drop it if it is the prefixed space.
+                if core::mem::take(&mut strip) && b == b' ' {
                     continue;
                 }
-                strip = false;
                 *out.get_mut(n).ok_or(TokenizerError::OutputTooSmall)? = b;
                 n += 1;
             }
-            strip = false;
         }
         Ok(n)
     }
