@@ -7,7 +7,11 @@
 #![no_std]
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod chat;
 pub mod format;
+pub mod http;
+pub mod json;
 
 pub use trillim_kernels as kernels;
 pub mod model;
