@@ -132,9 +132,40 @@ impl Rng {
 
 fn random_text(r: &mut Rng, max_len: usize) -> String {
     const PIECES: &[&str] = &[
-        " ", "  ", "\n", "\r\n", "\t", "'s", "'LL", "a", "Z", "é", "ß", "1", "42", "٣", "½", "Ⅻ",
-        ".", "!?", "—", "$", "<|im_start|>", "<|im_end|>", "<|", "|>", "日本", "한", "🙂", "👍🏽",
-        "\u{200b}", "\u{a0}", "\u{3000}", "\u{301}", "\u{fffd}", "x\u{0}y",
+        " ",
+        "  ",
+        "\n",
+        "\r\n",
+        "\t",
+        "'s",
+        "'LL",
+        "a",
+        "Z",
+        "é",
+        "ß",
+        "1",
+        "42",
+        "٣",
+        "½",
+        "Ⅻ",
+        ".",
+        "!?",
+        "—",
+        "$",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|",
+        "|>",
+        "日本",
+        "한",
+        "🙂",
+        "👍🏽",
+        "\u{200b}",
+        "\u{a0}",
+        "\u{3000}",
+        "\u{301}",
+        "\u{fffd}",
+        "x\u{0}y",
     ];
     let n = r.below(max_len as u64 + 1) as usize;
     let mut s = String::new();
@@ -221,7 +252,12 @@ fn long_words_use_the_output_tail() {
 fn detokenizer_holds_back_split_characters() {
     let bytes = model_bytes();
     with_tokenizer(&bytes, |tok| {
-        for text in ["naïve café déjà vu", "日本語のテキスト", "🙂👍🏽 ok", "Ünïcödé—"] {
+        for text in [
+            "naïve café déjà vu",
+            "日本語のテキスト",
+            "🙂👍🏽 ok",
+            "Ünïcödé—",
+        ] {
             // Every byte as its own token: each multi-byte character arrives in pieces.
             let byte_ids: Vec<u32> = text
                 .bytes()
@@ -288,10 +324,64 @@ fn encode_speed() {
         for &id in &out[..n] {
             d.push(tok, id, &mut |p: &str| s.push_str(p));
         }
-        eprintln!(
-            "decoded in {:.1} ms",
-            t.elapsed().as_secs_f64() * 1e3
-        );
+        eprintln!("decoded in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(s, text);
     });
+}
+
+/// A tokenizer.json with SmolLM2's vocabulary, merges and special tokens, written from the
+/// GGUF the way Hugging Face stores it.
+fn smollm2_tokenizer_json(bytes: &[u8]) -> String {
+    use serde_json::{json, Map, Value};
+    let g = Gguf::parse(bytes).unwrap();
+    let tokens = g.get_array("tokenizer.ggml.tokens").unwrap();
+    let types = g.get_array("tokenizer.ggml.token_type").unwrap();
+    let mut vocab = Map::new();
+    let mut added = Vec::new();
+    for (i, (t, ty)) in tokens.iter().zip(types.iter()).enumerate() {
+        let s = t.as_str().unwrap().to_owned();
+        if ty.as_u64() == Some(3) {
+            added.push(
+                json!({"id": i, "content": s, "special": true, "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": false}),
+            );
+        }
+        vocab.insert(s, json!(i));
+    }
+    let merges: Vec<Value> = g
+        .get_array("tokenizer.ggml.merges")
+        .unwrap()
+        .iter()
+        .map(|m| json!(m.as_str().unwrap()))
+        .collect();
+    json!({
+        "version": "1.0",
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
+        ]},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": merges}
+    })
+    .to_string()
+}
+
+#[test]
+fn tokenizer_json_matches_golden() {
+    use trillim_runtime::tokenizer_json::OwnedTokenizer;
+    let bytes = model_bytes();
+    let json = smollm2_tokenizer_json(&bytes);
+    let config =
+        r#"{"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "add_bos_token": false}"#;
+    let owned = OwnedTokenizer::from_json(&json, Some(config)).unwrap();
+    let tok = owned.tokenizer();
+    assert_eq!(tok.pre_tokenizer(), PreTokenizer::DigitsGpt2);
+    assert!(tok.pre_tokenizer_known());
+    assert_eq!(tok.n_vocab(), 49152);
+    assert_eq!((tok.bos(), tok.eos()), (Some(1), Some(2)));
+    check_golden(&tok);
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cpu;
 pub mod model;
 pub mod pool;
+pub mod tokenizer_json;
 
 pub use model::{LoadError, LoadedModel, Session};
 pub use pool::ThreadPool;

@@ -304,18 +304,27 @@ fn merge_loop(
     let mut n = syms.len();
     let cached = cache.len() >= n;
     if cached {
-        for i in 0..n.saturating_sub(1) {
-            cache[i] = key(&syms[..n], i);
+        for (i, c) in cache.iter_mut().enumerate().take(n.saturating_sub(1)) {
+            *c = key(&syms[..n], i);
         }
     }
     while n >= 2 {
         let mut best = NONE;
         let mut at = 0;
-        for i in 0..n - 1 {
-            let k = if cached { cache[i] } else { key(&syms[..n], i) };
-            if k < best {
-                best = k;
-                at = i;
+        if cached {
+            for (i, &k) in cache[..n - 1].iter().enumerate() {
+                if k < best {
+                    best = k;
+                    at = i;
+                }
+            }
+        } else {
+            for i in 0..n - 1 {
+                let k = key(&syms[..n], i);
+                if k < best {
+                    best = k;
+                    at = i;
+                }
             }
         }
         if best == NONE {
@@ -902,13 +911,10 @@ impl<'a> Tokenizer<'a> {
             };
             let mut start = 0;
             let mut at = first;
-            loop {
-                // A valid UTF-8 pattern matches at char boundaries; others cannot split text.
-                let (Some(before), true) =
-                    (text.get(start..at), text.is_char_boundary(at + pat.len()))
-                else {
-                    break;
-                };
+            // A valid UTF-8 pattern matches at char boundaries; others cannot split text.
+            while let (Some(before), true) =
+                (text.get(start..at), text.is_char_boundary(at + pat.len()))
+            {
                 self.partition(before, j + 1, parse_special, f)?;
                 f(Frag::Special(id))?;
                 start = at + pat.len();

@@ -1,6 +1,8 @@
 //! Unit tests: pre-tokenizer splits against the reference regexes, and SentencePiece on a
 //! small hand-made vocabulary.
 
+#![allow(clippy::type_complexity)]
+
 extern crate std;
 
 use std::string::String;
