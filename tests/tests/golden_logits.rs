@@ -99,12 +99,15 @@ fn score(model: &[u8], golden: &Value, kernels: &Kernels, batch: usize) -> Score
 fn check(model: &[u8], golden_name: &str) {
     let golden: Value =
         serde_json::from_slice(&std::fs::read(testdata(golden_name)).unwrap()).unwrap();
-    for batch in [1, 7, 64] {
-        let s = score(model, &golden, &Kernels::scalar(), batch);
+    let best = trillim_runtime::cpu::best_kernels();
+    // The scalar reference at one batch size, the selected SIMD path at several.
+    let runs = [(Kernels::scalar(), 7), (best, 1), (best, 7), (best, 64)];
+    for (kernels, batch) in runs {
+        let s = score(model, &golden, &kernels, batch);
         let dppl = (s.ppl / s.golden_ppl - 1.0) * 100.0;
         println!(
-            "{golden_name} batch {batch}: mean|dlogprob| {:.4} nats, ppl {:.4} vs {:.4} ({dppl:+.3}%), clear top-1 {}/{}",
-            s.mean_abs_dlogprob, s.ppl, s.golden_ppl, s.clear_top1_agree, s.clear_top1
+            "{golden_name} {} batch {batch}: mean|dlogprob| {:.4} nats, ppl {:.4} vs {:.4} ({dppl:+.3}%), clear top-1 {}/{}",
+            kernels.name, s.mean_abs_dlogprob, s.ppl, s.golden_ppl, s.clear_top1_agree, s.clear_top1
         );
         assert!(
             s.mean_abs_dlogprob < 0.15,
@@ -173,7 +176,13 @@ fn smollm2_greedy_teacher_forced_matches_golden() {
         let greedy = ids(&case["greedy_ids"]);
         let mut seq = prompt.clone();
         seq.extend_from_slice(&greedy);
-        let logits = logits_all_par(&model, &seq, &Kernels::scalar(), 16, &pool);
+        let logits = logits_all_par(
+            &model,
+            &seq,
+            &trillim_runtime::cpu::best_kernels(),
+            16,
+            &pool,
+        );
         let n_vocab = logits.len() / seq.len();
         for (k, &want) in greedy.iter().enumerate() {
             let pos = prompt.len() - 1 + k;
@@ -200,10 +209,11 @@ fn smollm2_greedy_teacher_forced_matches_golden() {
 fn thread_count_does_not_change_logits() {
     let model = std::fs::read(testdata("models/tiny-bitnet-tq2_0.gguf")).unwrap();
     let tokens: Vec<u32> = (0..40).map(|i| (i * 7919 % 49000) as u32).collect();
-    let reference = logits_all(&model, &tokens, &Kernels::scalar(), 8);
+    let kernels = trillim_runtime::cpu::best_kernels();
+    let reference = logits_all(&model, &tokens, &kernels, 8);
     for threads in [2, 3, 4] {
         let pool = ThreadPool::new(threads);
-        let got = logits_all_par(&model, &tokens, &Kernels::scalar(), 8, &pool);
+        let got = logits_all_par(&model, &tokens, &kernels, 8, &pool);
         assert_eq!(got, reference, "{threads} threads");
     }
 }

@@ -16,6 +16,37 @@ pub struct ActQ8<'a> {
     pub block: usize,
 }
 
+/// Several tokens' activations quantized alike, stored back to back: token `t` has codes
+/// `qs[t·cols..(t+1)·cols]` and block scales and sums `d[t·nb..(t+1)·nb]` with `nb = cols / block`.
+#[derive(Clone, Copy, Debug)]
+pub struct ActBatch<'a> {
+    /// Codes of all tokens.
+    pub qs: &'a [i8],
+    /// Block scales of all tokens.
+    pub d: &'a [f32],
+    /// Block code sums of all tokens.
+    pub sums: &'a [i32],
+    /// Elements per block.
+    pub block: usize,
+    /// Elements per token.
+    pub cols: usize,
+    /// Number of tokens.
+    pub n: usize,
+}
+
+impl<'a> ActBatch<'a> {
+    /// Token `t` as a single vector.
+    pub fn token(&self, t: usize) -> ActQ8<'a> {
+        let nb = self.cols / self.block;
+        ActQ8 {
+            qs: &self.qs[t * self.cols..(t + 1) * self.cols],
+            d: &self.d[t * nb..(t + 1) * nb],
+            sums: &self.sums[t * nb..(t + 1) * nb],
+            block: self.block,
+        }
+    }
+}
+
 /// Rounds half away from zero (as C's `roundf`) for values well inside the `i32` range.
 #[inline]
 pub fn round_i32(v: f32) -> i32 {

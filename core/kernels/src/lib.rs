@@ -24,9 +24,9 @@ pub mod x86;
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 
-pub use act::ActQ8;
+pub use act::{ActBatch, ActQ8};
 pub use formats::WeightType;
-pub use table::{CpuFeatures, Kernels, MatVecF32Fn, MatVecFn};
+pub use table::{CpuFeatures, GemmFn, Kernels, MatVecF32Fn, MatVecFn};
 
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,14 @@
 //! The kernel table a shell selects once from the CPU's detected features.
 
-use crate::act::ActQ8;
+use crate::act::{ActBatch, ActQ8};
 use crate::formats::WeightType;
 use crate::scalar;
 
 /// A matrix-vector kernel over int8-quantized activations (see [`crate::scalar`]).
 pub type MatVecFn = fn(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]);
+/// A matrix × several-vectors kernel over int8 activations (prefill): `out[t · rows + r] =
+/// row_r · token_t` with `rows = out.len() / a.n`; results equal the matrix-vector kernel's.
+pub type GemmFn = fn(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]);
 /// A matrix-vector kernel over `f32` activations.
 pub type MatVecF32Fn = fn(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]);
 
@@ -101,6 +104,18 @@ pub struct Kernels {
     pub dot_f16: fn(&[u16], &[f32]) -> f32,
     /// `out += a · v` with f16 `v` (attention values).
     pub axpy_f16: fn(f32, &[u16], &mut [f32]),
+    /// Q8_0 matrix × several int8 vectors.
+    pub gemm_q8_0: GemmFn,
+    /// Q4_0 matrix × several int8 vectors.
+    pub gemm_q4_0: GemmFn,
+    /// Q4_1 matrix × several int8 vectors.
+    pub gemm_q4_1: GemmFn,
+    /// TQ1_0 matrix × several int8 vectors.
+    pub gemm_tq1_0: GemmFn,
+    /// TQ2_0 matrix × several int8 vectors.
+    pub gemm_tq2_0: GemmFn,
+    /// I2_S matrix × several int8 vectors (unscaled).
+    pub gemm_i2s: GemmFn,
 }
 
 impl core::fmt::Debug for Kernels {
@@ -127,6 +142,12 @@ impl Kernels {
             bf16: scalar::matvec_bf16,
             dot_f16: scalar::dot_f16,
             axpy_f16: scalar::axpy_f16,
+            gemm_q8_0: scalar::gemm_q8_0,
+            gemm_q4_0: scalar::gemm_q4_0,
+            gemm_q4_1: scalar::gemm_q4_1,
+            gemm_tq1_0: scalar::gemm_tq1_0,
+            gemm_tq2_0: scalar::gemm_tq2_0,
+            gemm_i2s: scalar::gemm_i2s,
         }
     }
 
@@ -151,6 +172,7 @@ impl Kernels {
             bf16: x86::avx2_bf16,
             dot_f16: x86::avx2_dot_f16,
             axpy_f16: x86::avx2_axpy_f16,
+            ..Kernels::scalar()
         }
     }
 
@@ -267,6 +289,20 @@ impl Kernels {
             WeightType::TQ1_0 => self.tq1_0,
             WeightType::TQ2_0 => self.tq2_0,
             WeightType::I2S => self.i2s,
+            WeightType::F32 | WeightType::F16 | WeightType::BF16 => return None,
+        })
+    }
+
+    /// The multi-token int8-activation kernel for `ty`, or `None` if `ty` takes `f32`
+    /// activations.
+    pub fn gemm_q8(&self, ty: WeightType) -> Option<GemmFn> {
+        Some(match ty {
+            WeightType::Q8_0 => self.gemm_q8_0,
+            WeightType::Q4_0 => self.gemm_q4_0,
+            WeightType::Q4_1 => self.gemm_q4_1,
+            WeightType::TQ1_0 => self.gemm_tq1_0,
+            WeightType::TQ2_0 => self.gemm_tq2_0,
+            WeightType::I2S => self.gemm_i2s,
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => return None,
         })
     }

@@ -13,7 +13,7 @@ fn main() {
         .map(|s| s.parse().expect("prompt"))
         .unwrap_or(128);
     let gen: usize = args.next().map(|s| s.parse().expect("gen")).unwrap_or(32);
-    let kernels = trillim_core::kernels::Kernels::scalar();
+    let kernels = trillim_runtime::cpu::best_kernels();
     let model =
         trillim_runtime::LoadedModel::open(std::path::Path::new(&path), kernels).expect("load");
     let pool = trillim_runtime::ThreadPool::new(threads);

@@ -123,6 +123,8 @@ pub fn run(
     }
     let decode_tps = Stat::of(&dec);
     let bpt = model.weights.bytes_per_token();
+    // Read before the probe, whose buffer would otherwise dominate the peak.
+    let peak_rss = peak_rss();
     Ok(BenchReport {
         threads: pool.threads(),
         prefill_tps: Stat::of(&pre),
@@ -131,7 +133,7 @@ pub fn run(
         weight_bytes_per_token: bpt,
         probe_gbps: read_bandwidth_gbps(pool),
         effective_gbps: bpt as f64 * decode_tps.median / 1e9,
-        peak_rss: peak_rss(),
+        peak_rss,
         model_bytes: model.bytes().len(),
         session_bytes: session.memory_bytes(),
         kernels: model.kernels.name,

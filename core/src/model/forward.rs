@@ -3,7 +3,7 @@
 use trillim_kernels::act::{quantize_groups, quantize_per_token};
 use trillim_kernels::f16::f32_to_f16;
 use trillim_kernels::formats::dequantize_row;
-use trillim_kernels::{ActQ8, Kernels, WeightType};
+use trillim_kernels::{ActBatch, ActQ8, Kernels, WeightType};
 
 use super::config::{ActQuant, Activation, Config, RopeStyle};
 use super::error::ModelError;
@@ -568,11 +568,32 @@ impl Forward<'_> {
         // Several tokens: each task takes a tile of rows for all tokens (so the tile is read
         // from memory once), laid out [tile][token][row] in `tmp`, then scattered.
         let tile = chunk_rows * b;
+        let gemm = self.kernels.gemm_q8(w.ty);
         par.for_each_chunk(&mut tmp[..rows * b], tile, &|i, dst| {
             let first = i * chunk_rows;
             let n = dst.len() / b;
-            for t in 0..b {
-                compute(first, n, t, &mut dst[t * n..(t + 1) * n]);
+            match (gemm, want) {
+                (Some(g), Some(f)) => {
+                    let batch = ActBatch {
+                        qs: &qs[..b * cols],
+                        d: &ds[..b * n_blocks],
+                        sums: &sums[..b * n_blocks],
+                        block: f.block,
+                        cols,
+                        n: b,
+                    };
+                    g(&data[first * rb..(first + n) * rb], rb, &batch, dst);
+                    if scale != 1.0 {
+                        for v in dst.iter_mut() {
+                            *v *= scale;
+                        }
+                    }
+                }
+                _ => {
+                    for t in 0..b {
+                        compute(first, n, t, &mut dst[t * n..(t + 1) * n]);
+                    }
+                }
             }
         });
         let mut first = 0;
