@@ -43,7 +43,7 @@ fn logits_all_par(
         kernels,
     };
     let mut logits = vec![0f32; tokens.len() * config.n_vocab];
-    fwd.run(tokens, &mut kv, &mut scratch, &Sequential, &mut logits)
+    fwd.run(tokens, &mut kv, &mut scratch, par, &mut logits)
         .expect("forward");
     logits
 }
