@@ -11,9 +11,6 @@
 //! from `HF_TOKEN`, else the token file `$HF_HOME/token` (default
 //! `~/.cache/huggingface/token`).
 
-// Used by the CLI and, in part, by the HTTP API.
-#![allow(dead_code)]
-
 mod download;
 
 #[cfg(test)]
@@ -381,7 +378,8 @@ impl Hub {
                 .map(|s| format!(" (commit {})", &s[..s.len().min(12)]))
                 .unwrap_or_default();
             eprintln!(
-                "Pulling {repo} at {revision}{commit} into {}",
+                "Pulling {repo} at {revision}{commit} from {} into {}",
+                self.endpoint(),
                 dir.display()
             );
         }

@@ -87,6 +87,9 @@ pub fn format_table(models: &[super::StoredModel]) -> String {
             if types.is_empty() {
                 types.push('-');
             }
+            if m.files.len() > 1 {
+                types.push_str(&format!("  ({} parts)", m.files.len()));
+            }
             if let Some(e) = &m.summary.error {
                 types.push_str(&format!("  (not loadable: {e})"));
             }

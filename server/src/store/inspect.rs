@@ -35,7 +35,16 @@ pub fn inspect(files: &[PathBuf]) -> GgufSummary {
         let g = match Gguf::parse(&map) {
             Ok(g) => g,
             Err(e) => {
-                summary.error.get_or_insert(format!("{}: {e}", f.display()));
+                // The first file is the model the row names; name the others.
+                let msg = if i == 0 {
+                    e.to_string()
+                } else {
+                    format!(
+                        "{}: {e}",
+                        f.file_name().unwrap_or_default().to_string_lossy()
+                    )
+                };
+                summary.error.get_or_insert(msg);
                 continue;
             }
         };

@@ -10,9 +10,6 @@
 //! - [`Store::resolve_api`] for `POST /v1/models/load`, which does not: only store IDs and
 //!   paths that stay inside the store root after every symlink is followed.
 
-// The store is used by several commands and the HTTP API; each uses only part of it.
-#![allow(dead_code)]
-
 pub mod cli;
 mod inspect;
 
