@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# trillim's test suite: lint, every Rust test (golden outputs, kernels, tokenizer, server,
+# firmware), the end-to-end suite through the official openai client, the aarch64 kernel
+# tests under emulation, and a short fuzzing pass over every parser.
+#
+# Environment: TRILLIM_FUZZ_SECONDS (default 30) per fuzz target; 0 skips fuzzing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "test model (SmolLM2-135M-Instruct Q4_1)"
+scripts/fetch-test-model.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release -- -D warnings
+
+step "Rust tests"
+cargo test --workspace --release
+
+if [ -d tests/e2e ]; then
+    step "end-to-end tests with the official openai client"
+    python3 -m pip install --quiet --disable-pip-version-check openai pytest
+    cargo build --release -p trillim
+    TRILLIM_BIN="$PWD/target/release/trillim" python3 -m pytest -q tests/e2e
+fi
+
+step "aarch64 kernels under qemu (Cortex-A72 and Cortex-A76)"
+if [ "$(id -u)" = 0 ] || command -v qemu-aarch64 >/dev/null 2>&1; then
+    scripts/test-aarch64-kernels.sh
+else
+    echo "skipped: needs root to install the Debian cross toolchain and qemu-user"
+fi
+
+fuzz_seconds="${TRILLIM_FUZZ_SECONDS:-30}"
+if [ -x scripts/fuzz.sh ] && [ "$fuzz_seconds" != 0 ]; then
+    step "fuzzing, ${fuzz_seconds}s per target"
+    scripts/fuzz.sh "$fuzz_seconds"
+fi
+
+step "all tests passed"
