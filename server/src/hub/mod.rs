@@ -29,6 +29,9 @@ use download::{Fetch, Fetched};
 /// The public Hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
+/// Held (locked) in a model directory while a pull writes to it; hidden from the store.
+const LOCK_FILE: &str = ".trillim-pull.lock";
+
 /// Small metadata files fetched next to the model when the repository has them.
 pub const METADATA_FILES: &[&str] = &[
     "config.json",
@@ -145,6 +148,12 @@ pub enum HubError {
         got: u64,
         /// Bytes expected.
         expected: u64,
+    },
+    /// Another pull is writing to the same model directory.
+    #[error("another pull is already downloading into {}; wait for it to finish", .dir.display())]
+    Busy {
+        /// The model directory.
+        dir: PathBuf,
     },
     /// A local file operation failed.
     #[error("{path}: {source}")]
@@ -364,6 +373,15 @@ impl Hub {
             .model_dir(repo)
             .map_err(|_| HubError::InvalidRepo(repo.to_string()))?;
         std::fs::create_dir_all(&dir).map_err(|e| HubError::io(&dir, e))?;
+        // One pull per model directory at a time: two writers appending to one `.part` file
+        // would interleave their bytes. The lock goes with the file handle.
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::File::create(&lock_path).map_err(|e| HubError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(HubError::Busy { dir }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(HubError::io(&lock_path, e)),
+        }
 
         let mut jobs: Vec<&Sibling> = chosen.clone();
         for meta in METADATA_FILES {
@@ -419,6 +437,7 @@ impl Hub {
                 }
             }
         }
+        drop(lock);
         let first = local_name(&chosen[0].rfilename).expect("checked above");
         Ok(dir.join(first))
     }

@@ -802,3 +802,25 @@ fn helpers() {
     assert_eq!(local_name("dir/"), None);
     assert_eq!(local_name(".hidden"), None);
 }
+
+#[test]
+fn one_pull_per_directory_at_a_time() {
+    let hub = FakeHub::start();
+    let t = TempDir::new("busy");
+    let store = Store::new(t.path());
+    let dir = store.root().join("acme/tiny-GGUF");
+    fs::create_dir_all(&dir).unwrap();
+    let held = fs::File::create(dir.join(LOCK_FILE)).unwrap();
+    held.lock().unwrap();
+    let e = hub
+        .client(None)
+        .pull(&store, "acme/tiny-GGUF", &opts())
+        .unwrap_err();
+    assert!(matches!(e, HubError::Busy { .. }), "{e:?}");
+    drop(held);
+    hub.client(None)
+        .pull(&store, "acme/tiny-GGUF", &opts())
+        .unwrap();
+    // The lock file is hidden from the store.
+    assert_eq!(store.list().unwrap().len(), 1);
+}
