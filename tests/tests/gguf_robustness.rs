@@ -30,6 +30,7 @@ fn load_and_run(bytes: &[u8]) -> Result<(), ModelError> {
         config: &c,
         weights: &w,
         file: bytes,
+        aux: &[],
         kernels: &k,
     };
     let mut logits = vec![0f32; c.n_vocab];

@@ -40,6 +40,7 @@ fn logits_all_par(
         config: &config,
         weights: &weights,
         file: model,
+        aux: &[],
         kernels,
     };
     let mut logits = vec![0f32; tokens.len() * config.n_vocab];

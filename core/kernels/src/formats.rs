@@ -207,6 +207,59 @@ pub fn i2s_group_ternary(group: &[u8], out: &mut [i8]) {
     }
 }
 
+/// Quantizes `x` (a multiple of 32 long) to Q8_0 blocks in `out`, as ggml's reference
+/// quantizer: `d = max|x| / 127`, `q = round(x / d)`.
+pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
+    for (xb, o) in x
+        .chunks_exact(32)
+        .zip(out.chunks_exact_mut(Q8_0_BLOCK_BYTES))
+    {
+        let amax = xb.iter().fold(0f32, |m, &v| {
+            let a = if v < 0.0 { -v } else { v };
+            if a > m {
+                a
+            } else {
+                m
+            }
+        });
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        o[..2].copy_from_slice(&crate::f16::f32_to_f16(d).to_le_bytes());
+        for j in 0..32 {
+            o[2 + j] = crate::act::round_i32(xb[j] * id).clamp(-127, 127) as i8 as u8;
+        }
+    }
+}
+
+/// Quantizes `x` (a multiple of 32 long) to Q4_0 blocks in `out`, as ggml's reference
+/// quantizer: the value of largest magnitude maps to −8.
+pub fn quantize_row_q4_0(x: &[f32], out: &mut [u8]) {
+    for (xb, o) in x
+        .chunks_exact(32)
+        .zip(out.chunks_exact_mut(Q4_0_BLOCK_BYTES))
+    {
+        let (mut max, mut amax) = (0f32, 0f32);
+        for &v in xb {
+            let a = if v < 0.0 { -v } else { v };
+            if a > amax {
+                amax = a;
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        o[..2].copy_from_slice(&crate::f16::f32_to_f16(d).to_le_bytes());
+        let q = |v: f32| -> u8 {
+            let t = v * id + 8.5;
+            let t = if t < 0.0 { 0 } else { t as i32 };
+            t.min(15) as u8
+        };
+        for j in 0..16 {
+            o[2 + j] = q(xb[j]) | (q(xb[j + 16]) << 4);
+        }
+    }
+}
+
 /// Dequantizes one row of `out.len()` weights of type `ty` from `row` (scalar reference).
 ///
 /// For I2_S, `i2s_scale` is the tensor's scale (see [`i2s_scale`]); other types ignore it.
@@ -312,6 +365,23 @@ mod tests {
             for (n, &want) in digits.iter().enumerate() {
                 assert_eq!(tq1_digit(byte, n), want, "v={v} n={n}");
             }
+        }
+    }
+
+    #[test]
+    fn requantized_rows_reconstruct() {
+        let x: [f32; 64] = core::array::from_fn(|i| ((i * 29 % 31) as f32 - 15.0) * 0.37);
+        let mut b8 = [0u8; 68];
+        let mut b4 = [0u8; 36];
+        quantize_row_q8_0(&x, &mut b8);
+        quantize_row_q4_0(&x, &mut b4);
+        let (mut y8, mut y4) = ([0f32; 64], [0f32; 64]);
+        dequantize_row(WeightType::Q8_0, &b8, &mut y8, 1.0);
+        dequantize_row(WeightType::Q4_0, &b4, &mut y4, 1.0);
+        for i in 0..64 {
+            assert!((x[i] - y8[i]).abs() < 0.03, "q8_0 {i}");
+            // Q4_0 is asymmetric (−8..7): the far side of the range can be off by one step.
+            assert!((x[i] - y4[i]).abs() < 0.75, "q4_0 {i}");
         }
     }
 

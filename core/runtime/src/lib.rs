@@ -7,5 +7,5 @@ pub mod model;
 pub mod pool;
 pub mod tokenizer_json;
 
-pub use model::{LoadError, LoadedModel, Session};
+pub use model::{LoadError, LoadOptions, LoadedModel, Session, UnembedQuant};
 pub use pool::ThreadPool;

@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use trillim_core::format::gguf::Gguf;
+use trillim_core::kernels::formats::{dequantize_row, quantize_row_q4_0, quantize_row_q8_0};
 use trillim_core::kernels::Kernels;
-use trillim_core::model::{Config, Forward, KvCache, ModelError, Scratch, ScratchSizes, Weights};
+use trillim_core::kernels::WeightType;
+use trillim_core::model::{
+    Config, Forward, KvCache, ModelError, Scratch, ScratchSizes, Tensor, Weights,
+};
 use trillim_core::Parallel;
 
 /// Why a model could not be loaded.
@@ -30,6 +34,45 @@ pub enum LoadError {
     },
 }
 
+/// Re-encodings of the output (unembedding) matrix that a load can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnembedQuant {
+    /// 8-bit blocks of 32 (about 1.06 bytes per weight).
+    Q8_0,
+    /// 4-bit blocks of 32 (about 0.56 bytes per weight): less memory traffic per token.
+    Q4_0,
+}
+
+impl UnembedQuant {
+    /// Parses a level name. `q6_k` and `int8` are recognised but not available in this build.
+    pub fn parse(name: &str) -> Result<UnembedQuant, String> {
+        match name {
+            "q8_0" => Ok(UnembedQuant::Q8_0),
+            "q4_0" => Ok(UnembedQuant::Q4_0),
+            "q6_k" | "int8" => Err(format!(
+                "unembed_quant '{name}' is not available in this build (available: q8_0, q4_0)"
+            )),
+            other => Err(format!(
+                "unknown unembed_quant '{other}' (expected one of: q8_0, q4_0, q6_k, int8)"
+            )),
+        }
+    }
+
+    fn weight_type(self) -> WeightType {
+        match self {
+            UnembedQuant::Q8_0 => WeightType::Q8_0,
+            UnembedQuant::Q4_0 => WeightType::Q4_0,
+        }
+    }
+}
+
+/// Options of a model load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Re-encode the output matrix at load.
+    pub unembed_quant: Option<UnembedQuant>,
+}
+
 enum Bytes {
     Mapped(Mmap),
     Owned(Vec<u8>),
@@ -46,6 +89,10 @@ pub struct LoadedModel {
     pub kernels: Kernels,
     /// Where the model was loaded from.
     pub path: PathBuf,
+    /// Weights re-encoded at load (see [`LoadOptions`]).
+    aux: Vec<u8>,
+    /// True when the load had to build something new (a re-encoded matrix).
+    pub recompiled: bool,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -60,6 +107,23 @@ impl std::fmt::Debug for LoadedModel {
 impl LoadedModel {
     /// Maps `path` (zero-copy) and validates it as a model.
     pub fn open(path: &Path, kernels: Kernels) -> Result<LoadedModel, LoadError> {
+        Self::open_with(path, kernels, LoadOptions::default())
+    }
+
+    /// Maps `path` and applies `opts`.
+    pub fn open_with(
+        path: &Path,
+        kernels: Kernels,
+        opts: LoadOptions,
+    ) -> Result<LoadedModel, LoadError> {
+        let mut m = Self::open_plain(path, kernels)?;
+        if let Some(q) = opts.unembed_quant {
+            m.requantize_output(q.weight_type());
+        }
+        Ok(m)
+    }
+
+    fn open_plain(path: &Path, kernels: Kernels) -> Result<LoadedModel, LoadError> {
         let io = |source| LoadError::Io {
             path: path.to_path_buf(),
             source,
@@ -99,7 +163,41 @@ impl LoadedModel {
             weights,
             kernels,
             path: path.to_path_buf(),
+            aux: Vec::new(),
+            recompiled: false,
         })
+    }
+
+    /// Re-encodes the output matrix as `ty` into the auxiliary buffer (no-op if it already is).
+    fn requantize_output(&mut self, ty: WeightType) {
+        let out = self.weights.output;
+        if out.ty == ty {
+            return;
+        }
+        let cols = out.cols;
+        let row_bytes = ty.row_bytes(cols).expect("output rows are whole 32-blocks");
+        let mut aux = vec![0u8; row_bytes * out.rows];
+        let mut row = vec![0f32; cols];
+        let src = out.data(self.bytes(), &self.aux);
+        for (r, dst) in aux.chunks_exact_mut(row_bytes).enumerate() {
+            let s = &src[r * out.row_bytes()..(r + 1) * out.row_bytes()];
+            dequantize_row(out.ty, s, &mut row, out.scale);
+            match ty {
+                WeightType::Q4_0 => quantize_row_q4_0(&row, dst),
+                _ => quantize_row_q8_0(&row, dst),
+            }
+        }
+        self.weights.output = Tensor {
+            offset: 0,
+            len: aux.len(),
+            ty,
+            rows: out.rows,
+            cols,
+            scale: 1.0,
+            aux: true,
+        };
+        self.aux = aux;
+        self.recompiled = true;
     }
 
     /// The model file's bytes.
@@ -121,6 +219,7 @@ impl LoadedModel {
             config: &self.config,
             weights: &self.weights,
             file: self.bytes(),
+            aux: &self.aux,
             kernels: &self.kernels,
         }
     }

@@ -90,6 +90,8 @@ pub struct Forward<'a> {
     pub weights: &'a Weights,
     /// Model bytes.
     pub file: &'a [u8],
+    /// Weights the shell re-encoded at load (see [`Tensor::aux`]); empty if none.
+    pub aux: &'a [u8],
     /// Selected kernels.
     pub kernels: &'a Kernels,
 }
@@ -186,7 +188,11 @@ impl Forward<'_> {
         let d = c.d_model;
         let xn = &mut s.xn[..d];
         xn.copy_from_slice(&s.x[t * d..(t + 1) * d]);
-        rms_norm(xn, self.weights.output_norm.data(self.file), c.rms_eps);
+        rms_norm(
+            xn,
+            self.weights.output_norm.data(self.file, self.aux),
+            c.rms_eps,
+        );
         let w = self.weights.output;
         let mut fmt = None;
         self.project(
@@ -219,7 +225,7 @@ impl Forward<'_> {
         let emb = &w.token_embd;
         for (t, &tok) in tokens.iter().enumerate() {
             let rb = emb.row_bytes();
-            let row = &self.file[emb.offset + tok as usize * rb..][..rb];
+            let row = &emb.data(self.file, self.aux)[tok as usize * rb..][..rb];
             dequantize_row(emb.ty, row, &mut s.x[t * d..(t + 1) * d], emb.scale);
         }
         self.rope_table(pos0, b, s.rope);
@@ -229,7 +235,7 @@ impl Forward<'_> {
             for t in 0..b {
                 let xn = &mut s.xn[t * d..(t + 1) * d];
                 xn.copy_from_slice(&s.x[t * d..(t + 1) * d]);
-                rms_norm(xn, l.attn_norm.data(self.file), c.rms_eps);
+                rms_norm(xn, l.attn_norm.data(self.file, self.aux), c.rms_eps);
             }
             let mut fmt = None;
             let xn = &s.xn[..b * d];
@@ -302,7 +308,7 @@ impl Forward<'_> {
                 for t in 0..b {
                     rms_norm(
                         &mut s.att[t * qd..(t + 1) * qd],
-                        sub.data(self.file),
+                        sub.data(self.file, self.aux),
                         c.rms_eps,
                     );
                 }
@@ -330,7 +336,7 @@ impl Forward<'_> {
             for t in 0..b {
                 let xn = &mut s.xn[t * d..(t + 1) * d];
                 xn.copy_from_slice(&s.x[t * d..(t + 1) * d]);
-                rms_norm(xn, l.ffn_norm.data(self.file), c.rms_eps);
+                rms_norm(xn, l.ffn_norm.data(self.file, self.aux), c.rms_eps);
             }
             let mut fmt = None;
             let xn = &s.xn[..b * d];
@@ -377,7 +383,7 @@ impl Forward<'_> {
                 for t in 0..b {
                     rms_norm(
                         &mut s.g[t * ff..(t + 1) * ff],
-                        sub.data(self.file),
+                        sub.data(self.file, self.aux),
                         c.rms_eps,
                     );
                 }
@@ -415,7 +421,7 @@ impl Forward<'_> {
             for i in 0..half {
                 let mut freq = libm::pow(c.rope_base as f64, -2.0 * i as f64 / c.rope_dim as f64);
                 if let Some(f) = &self.weights.rope_freqs {
-                    let bytes = &f.data(self.file)[4 * i..4 * i + 4];
+                    let bytes = &f.data(self.file, self.aux)[4 * i..4 * i + 4];
                     freq /= f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as f64;
                 }
                 let theta = p * freq;
@@ -513,7 +519,7 @@ impl Forward<'_> {
     ) {
         let cols = w.cols;
         let rows = w.rows;
-        let data = w.data(self.file);
+        let data = w.data(self.file, self.aux);
         let rb = w.row_bytes();
         let want = self.act_format(w);
         if let Some(f) = want {

@@ -25,6 +25,9 @@ pub struct Tensor {
     pub cols: usize,
     /// Factor applied to every output (I2_S tensor scale times an optional `.scale` tensor).
     pub scale: f32,
+    /// True when the data lives in the auxiliary buffer (weights the shell re-encoded at load)
+    /// rather than in the model file.
+    pub aux: bool,
 }
 
 impl Tensor {
@@ -33,9 +36,10 @@ impl Tensor {
         self.len / self.rows
     }
 
-    /// The tensor's row data within `file`.
-    pub fn data<'a>(&self, file: &'a [u8]) -> &'a [u8] {
-        &file[self.offset..self.offset + self.len]
+    /// The tensor's row data within `file` or, for re-encoded weights, `aux`.
+    pub fn data<'a>(&self, file: &'a [u8], aux: &'a [u8]) -> &'a [u8] {
+        let src = if self.aux { aux } else { file };
+        &src[self.offset..self.offset + self.len]
     }
 }
 
@@ -99,6 +103,7 @@ fn tensor_from(g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Tensor, ModelError> {
         rows: t.n_rows(),
         cols: t.row_len(),
         scale,
+        aux: false,
     })
 }
 
