@@ -197,6 +197,17 @@ impl<W: Write> JsonWriter<W> {
         self.raw(b"\"")
     }
 
+    /// Writes a string value produced by formatting `args` (escaped as it is produced).
+    pub fn string_fmt(&mut self, args: fmt::Arguments<'_>) -> Res<W> {
+        self.before_value()?;
+        self.raw(b"\"")?;
+        let mut e = Escaper { j: self, err: None };
+        if fmt::write(&mut e, args).is_err() {
+            return Err(e.err.unwrap_or(JsonError::Misuse));
+        }
+        self.raw(b"\"")
+    }
+
     /// Writes an unsigned integer.
     pub fn u64(&mut self, v: u64) -> Res<W> {
         self.before_value()?;
@@ -339,6 +350,20 @@ impl<W: Write> fmt::Write for FmtAdapter<'_, W> {
     }
 }
 
+struct Escaper<'j, W: Write> {
+    j: &'j mut JsonWriter<W>,
+    err: Option<JsonError<W::Error>>,
+}
+
+impl<W: Write> fmt::Write for Escaper<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.j.escaped_body(s).map_err(|e| {
+            self.err = Some(e);
+            fmt::Error
+        })
+    }
+}
+
 /// A sink that only counts bytes: run a writer over it first to learn a body's length.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counter {
@@ -427,6 +452,8 @@ mod tests {
         );
         let s = with(|w| w.string_parts(["a\"", "", "\nb"]).unwrap());
         assert_eq!(s.as_str(), r#""a\"\nb""#);
+        let s = with(|w| w.string_fmt(format_args!("{}\t{}", "q\"", 5)).unwrap());
+        assert_eq!(s.as_str(), r#""q\"\t5""#);
     }
 
     #[test]

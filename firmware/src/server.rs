@@ -1,0 +1,1167 @@
+//! The request handler. [`Firmware::new`] allocates everything the server will ever use (KV
+//! cache, scratch, logits, tokenizer tables, request/response/prompt/text buffers) from sizes
+//! derived from the model and the options; [`Firmware::serve_connection`] then serves requests
+//! on one connection without touching the heap.
+
+use core::fmt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use embedded_io::{Read, Write};
+use trillim_core::api::{self, Arena};
+use trillim_core::chat::{ChatTemplate, Message};
+use trillim_core::http::{self, HttpError, Limits};
+use trillim_core::json::{Counter, JsonError, JsonWriter};
+use trillim_core::model::ModelError;
+use trillim_core::sampler::{self, Candidate, Rng, SamplerConfig};
+use trillim_core::tokenizer::{Detokenizer, Tokenizer, TokenizerError, TokenizerMeta};
+use trillim_runtime::{LoadedModel, Session, ThreadPool};
+
+use crate::io::Buffered;
+
+/// Sizes and settings chosen at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Context size in tokens (`None`: the model's, capped by [`DEFAULT_KV_BUDGET`]).
+    pub ctx: Option<usize>,
+    /// Threads for the forward pass.
+    pub threads: usize,
+    /// Largest request body in bytes.
+    pub max_body: usize,
+    /// Largest request head in bytes.
+    pub max_head: usize,
+    /// Prompt tokens per forward step.
+    pub batch: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ctx: None,
+            threads: 1,
+            max_body: crate::args::DEFAULT_MAX_BODY,
+            max_head: 16 * 1024,
+            batch: 32,
+        }
+    }
+}
+
+/// Bytes of KV cache the default context size may use.
+pub const DEFAULT_KV_BUDGET: usize = 32 << 20;
+/// Largest piece of text sent in one SSE event.
+const PIECE: usize = 512;
+/// Bytes of an oversized body read and dropped before answering 413.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// The fixed buffers.
+struct Bufs {
+    req: Vec<u8>,
+    arena: Vec<u8>,
+    prompt: Vec<u8>,
+    tokens: Vec<u32>,
+    text: Vec<u8>,
+    logits: Vec<f32>,
+    cands: Vec<Candidate>,
+    out: Vec<u8>,
+    event: Vec<u8>,
+}
+
+/// A model with everything needed to serve it.
+pub struct Firmware {
+    model: LoadedModel,
+    pool: ThreadPool,
+    session: Session,
+    tok_meta: TokenizerMeta,
+    tok_mem: Vec<u32>,
+    /// Byte range of `tokenizer.chat_template` in the model file.
+    template: Option<(usize, usize)>,
+    /// Byte range of the BOS token's text in the model file.
+    bos_text: (usize, usize),
+    name: String,
+    ctx: usize,
+    limits: Limits,
+    max_body: usize,
+    bufs: Bufs,
+    counter: u64,
+}
+
+impl fmt::Debug for Firmware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Firmware")
+            .field("name", &self.name)
+            .field("ctx", &self.ctx)
+            .finish()
+    }
+}
+
+/// Where `part` (a sub-slice of `whole`) lies in it.
+fn range_in(whole: &[u8], part: &[u8]) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (start + part.len() <= whole.len()).then_some((start, start + part.len()))
+}
+
+impl Firmware {
+    /// Loads `path` and allocates every buffer.
+    pub fn new(path: &Path, opts: Options) -> Result<Firmware, String> {
+        let kernels = trillim_runtime::cpu::best_kernels();
+        let model = LoadedModel::open(path, kernels).map_err(|e| e.to_string())?;
+        Self::with_model(model, opts)
+    }
+
+    /// Serves an already loaded model.
+    pub fn with_model(model: LoadedModel, opts: Options) -> Result<Firmware, String> {
+        let g = model.gguf();
+        let bytes = model.bytes();
+        let words = Tokenizer::mem_words_for_gguf(&g).map_err(|e| e.to_string())?;
+        let mut tok_mem = vec![0u32; words];
+        let (tok_meta, bos, bos_text) = {
+            let tok = Tokenizer::from_gguf(&g, &mut tok_mem).map_err(|e| e.to_string())?;
+            let bos_text = tok
+                .bos()
+                .and_then(|b| range_in(bytes, tok.token_text(b)))
+                .unwrap_or((0, 0));
+            (tok.meta(), tok.bos(), bos_text)
+        };
+        let template = g
+            .get_str("tokenizer.chat_template")
+            .and_then(|t| range_in(bytes, t.as_bytes()));
+        if let Some((a, b)) = template {
+            let t = std::str::from_utf8(&bytes[a..b]).ok();
+            if let Err(e) = ChatTemplate::detect(t) {
+                eprintln!("warning: {e}; /v1/chat/completions will answer 400");
+            }
+        }
+        let c = &model.config;
+        let ctx = opts.ctx.unwrap_or_else(|| {
+            let by_mem = (DEFAULT_KV_BUDGET / model.kv_bytes_per_pos().max(1)) / 256 * 256;
+            c.train_ctx.min(by_mem.max(256))
+        });
+        let n_vocab = c.n_vocab;
+        let mut session = Session::new(&model, ctx, opts.batch);
+        let pool = ThreadPool::new(opts.threads);
+        // One forward step sizes the session's logits buffer once and for all.
+        session
+            .feed(&model, &pool, &[bos.unwrap_or(0)], 1)
+            .map_err(|e| e.to_string())?;
+        session.rewind(0);
+
+        let max_head = opts.max_head.max(1024);
+        // Template text around the messages: role headers and a default system prompt.
+        let prompt_cap = opts.max_body + api::MAX_MESSAGES * 64 + 4096;
+        let bufs = Bufs {
+            req: vec![0; max_head + opts.max_body],
+            arena: vec![0; opts.max_body],
+            prompt: vec![0; prompt_cap],
+            // `encode` may use up to `max_tokens` words (SentencePiece: 2 per byte).
+            tokens: vec![0; 2 * prompt_cap + 3],
+            text: vec![0; (ctx * 32).clamp(64 << 10, 4 << 20)],
+            logits: vec![0.0; n_vocab],
+            cands: vec![Candidate::default(); n_vocab],
+            out: vec![0; 16 << 10],
+            event: vec![0; 8 << 10],
+        };
+        let mut name: String = model
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("model")
+            .trim_end_matches(".gguf")
+            .chars()
+            .take(128)
+            .collect();
+        name.shrink_to_fit();
+        Ok(Firmware {
+            model,
+            pool,
+            session,
+            tok_meta,
+            tok_mem,
+            template,
+            bos_text,
+            name,
+            ctx,
+            limits: Limits {
+                max_head,
+                max_headers: http::MAX_HEADERS,
+            },
+            max_body: opts.max_body,
+            bufs,
+            counter: 0,
+        })
+    }
+
+    /// The model's name as served by `/v1/models`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Context size in tokens.
+    pub fn ctx(&self) -> usize {
+        self.ctx
+    }
+
+    /// Bytes of memory held besides the mapped model file.
+    pub fn memory_bytes(&self) -> usize {
+        let b = &self.bufs;
+        self.session.memory_bytes()
+            + self.tok_mem.len() * 4
+            + b.req.len()
+            + b.arena.len()
+            + b.prompt.len()
+            + b.tokens.len() * 4
+            + b.text.len()
+            + b.logits.len() * 4
+            + b.cands.len() * size_of::<Candidate>()
+            + b.out.len()
+            + b.event.len()
+    }
+
+    /// Serves requests on `s` until the client closes it or asks to, or an error ends it.
+    pub fn serve_connection<S: Read + Write>(&mut self, s: &mut S) -> Result<(), S::Error> {
+        let mut filled = 0;
+        let max_head = self.limits.max_head;
+        loop {
+            // The head.
+            let (head_len, body_len, expect) = loop {
+                match http::parse(&self.bufs.req[..filled], &self.limits) {
+                    Ok(r) => break (r.head_len, r.content_length, r.expect_continue),
+                    Err(HttpError::Incomplete) if filled < max_head => {
+                        let n = s.read(&mut self.bufs.req[filled..max_head])?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        filled += n;
+                    }
+                    Err(HttpError::Incomplete) => {
+                        let e = HttpError::HeadTooLarge;
+                        self.send_error(s, e.status(), &e, None, false)?;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.send_error(s, e.status(), &e, None, false)?;
+                        return Ok(());
+                    }
+                }
+            };
+            if body_len > self.max_body {
+                // Read (and drop) a reasonable amount so the client sees the answer.
+                let mut left = (body_len - (filled - head_len).min(body_len)).min(DRAIN_LIMIT);
+                while left > 0 && !expect {
+                    let k = left.min(self.bufs.req.len());
+                    let n = s.read(&mut self.bufs.req[..k])?;
+                    if n == 0 {
+                        break;
+                    }
+                    left -= n;
+                }
+                let msg = TooLarge(self.max_body);
+                self.send_error(s, 413, &msg, None, false)?;
+                return Ok(());
+            }
+            if expect && filled < head_len + body_len {
+                s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                s.flush()?;
+            }
+            let end = head_len + body_len;
+            while filled < end {
+                let n = s.read(&mut self.bufs.req[filled..end])?;
+                if n == 0 {
+                    return Ok(());
+                }
+                filled += n;
+            }
+            let reqbuf = std::mem::take(&mut self.bufs.req);
+            let keep = match http::parse(&reqbuf[..end], &self.limits) {
+                Ok(req) => self.route(s, &req, &reqbuf[head_len..end]),
+                Err(e) => self.send_error(s, e.status(), &e, None, false),
+            };
+            self.bufs.req = reqbuf;
+            self.bufs.req.copy_within(end..filled, 0);
+            filled -= end;
+            if !keep? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn route<S: Read + Write>(
+        &mut self,
+        s: &mut S,
+        req: &http::Request<'_>,
+        body: &[u8],
+    ) -> Result<bool, S::Error> {
+        let ka = req.keep_alive;
+        let path = req.path.trim_end_matches('/');
+        let (endpoint, allowed) = match path {
+            "/v1/models" | "/models" => (Endpoint::Models, "GET"),
+            "/v1/chat/completions" | "/chat/completions" => (Endpoint::Chat, "POST"),
+            "/v1/completions" | "/completions" => (Endpoint::Completion, "POST"),
+            _ => {
+                return self.send_error(s, 404, &NotFound(req.path), None, ka);
+            }
+        };
+        if req.method != allowed {
+            let msg = NotAllowed(req.method, req.path);
+            return self.send_error_with(s, 405, &msg, None, ka, allowed);
+        }
+        match endpoint {
+            Endpoint::Models => {
+                let b = ModelsBody { name: &self.name };
+                respond(s, &mut self.bufs.out, 200, ka, "", &b)
+            }
+            Endpoint::Chat => self.generate(s, Kind::Chat, body, ka),
+            Endpoint::Completion => self.generate(s, Kind::Completion, body, ka),
+        }
+    }
+
+    fn send_error<S: Write>(
+        &mut self,
+        s: &mut S,
+        status: u16,
+        msg: &dyn fmt::Display,
+        param: Option<&str>,
+        keep_alive: bool,
+    ) -> Result<bool, S::Error> {
+        let b = ErrorBody { status, msg, param };
+        respond(s, &mut self.bufs.out, status, keep_alive, "", &b)
+    }
+
+    fn send_error_with<S: Write>(
+        &mut self,
+        s: &mut S,
+        status: u16,
+        msg: &dyn fmt::Display,
+        param: Option<&str>,
+        keep_alive: bool,
+        allow: &str,
+    ) -> Result<bool, S::Error> {
+        let b = ErrorBody { status, msg, param };
+        let mut extra: heapless::String<64> = heapless::String::new();
+        let _ = fmt::Write::write_fmt(&mut extra, format_args!("Allow: {allow}\r\n"));
+        respond(s, &mut self.bufs.out, status, keep_alive, &extra, &b)
+    }
+
+    /// `/v1/chat/completions` and `/v1/completions`.
+    fn generate<S: Read + Write>(
+        &mut self,
+        s: &mut S,
+        kind: Kind,
+        body: &[u8],
+        ka: bool,
+    ) -> Result<bool, S::Error> {
+        self.counter += 1;
+        let Firmware {
+            model,
+            pool,
+            session,
+            tok_meta,
+            tok_mem,
+            template,
+            bos_text,
+            name,
+            ctx,
+            bufs,
+            counter,
+            ..
+        } = self;
+        let Bufs {
+            arena,
+            prompt,
+            tokens,
+            text,
+            logits,
+            cands,
+            out,
+            event,
+            ..
+        } = bufs;
+        let ctx = *ctx;
+        let bytes = model.bytes();
+        let err = |s: &mut S, out: &mut [u8], status, msg: &dyn fmt::Display, param| {
+            respond(s, out, status, ka, "", &ErrorBody { status, msg, param })
+        };
+        let tok = match Tokenizer::from_parts(*tok_meta, bytes, tok_mem) {
+            Ok(t) => t,
+            Err(e) => return err(s, out, 500, &e, None),
+        };
+        let mut arena = Arena::new(arena);
+        let bad_escape = "invalid string escape in the request body";
+
+        // The prompt text and request options.
+        let (prompt_text, add_special, params, raw_stops) = match kind {
+            Kind::Chat => {
+                let req = match api::parse_chat(body) {
+                    Ok(r) => r,
+                    Err(e) => return err(s, out, 400, &e, e.param()),
+                };
+                let mut msgs = [Message {
+                    role: "",
+                    content: "",
+                }; api::MAX_MESSAGES];
+                for (m, raw) in msgs.iter_mut().zip(&req.messages) {
+                    match (arena.unescape_one(raw.role), arena.unescape(&raw.content)) {
+                        (Ok(role), Ok(content)) => *m = Message { role, content },
+                        _ => return err(s, out, 400, &bad_escape, Some("messages")),
+                    }
+                }
+                let ttext = template.and_then(|(a, b)| std::str::from_utf8(&bytes[a..b]).ok());
+                let t = match ChatTemplate::detect(ttext) {
+                    Ok(t) => t,
+                    Err(e) => return err(s, out, 400, &e, Some("messages")),
+                };
+                let bos = std::str::from_utf8(&bytes[bos_text.0..bos_text.1]).unwrap_or("");
+                let n = req.messages.len();
+                match t.render(&msgs[..n], true, bos, None, prompt) {
+                    Ok(p) => (p, !t.bos, req.params, req.stop),
+                    Err(e) => return err(s, out, 400, &e, Some("messages")),
+                }
+            }
+            Kind::Completion => {
+                let req = match api::parse_completion(body) {
+                    Ok(r) => r,
+                    Err(e) => return err(s, out, 400, &e, e.param()),
+                };
+                match arena.unescape_one(req.prompt) {
+                    Ok(p) => (p, true, req.params, req.stop),
+                    Err(_) => return err(s, out, 400, &bad_escape, Some("prompt")),
+                }
+            }
+        };
+        let mut stops = [""; api::MAX_STOP];
+        for (d, raw) in stops.iter_mut().zip(&raw_stops) {
+            match arena.unescape_one(*raw) {
+                Ok(t) => *d = t,
+                Err(_) => return err(s, out, 400, &bad_escape, Some("stop")),
+            }
+        }
+        let stops = &stops[..raw_stops.len()];
+        let param = match kind {
+            Kind::Chat => "messages",
+            Kind::Completion => "prompt",
+        };
+
+        // Tokens.
+        let n = match tok.encode(prompt_text, add_special, true, tokens) {
+            Ok(n) => n,
+            Err(TokenizerError::OutputTooSmall) => usize::MAX,
+            Err(e) => return err(s, out, 400, &e, Some(param)),
+        };
+        let n = if n == 0 {
+            match tok.bos() {
+                Some(b) => {
+                    tokens[0] = b;
+                    1
+                }
+                None => return err(s, out, 400, &"the prompt is empty", Some(param)),
+            }
+        } else {
+            n
+        };
+        if n >= ctx {
+            let m = ContextLength { n, ctx };
+            return err(s, out, 400, &m, Some(param));
+        }
+        let max_new = params.max_tokens.unwrap_or(usize::MAX).min(ctx - n);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let seed = now.as_nanos() as u64 ^ counter.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let cfg = params.sampler(&SamplerConfig::default(), seed);
+        let mut id: heapless::String<48> = heapless::String::new();
+        let _ = fmt::Write::write_fmt(
+            &mut id,
+            format_args!(
+                "{}{:016x}",
+                kind.id_prefix(),
+                Rng::new(seed ^ *counter).next_u64()
+            ),
+        );
+        let head = Head {
+            kind,
+            id: &id,
+            created: now.as_secs(),
+            model: name,
+        };
+        let mut gen = Gen {
+            model,
+            pool,
+            session,
+            tok,
+            text,
+            logits,
+            cands,
+        };
+        let prompt_tokens = &tokens[..n];
+
+        if !params.stream {
+            let r = gen.run(prompt_tokens, &cfg, max_new, stops, &mut |_| true);
+            let o = match r {
+                Ok(o) => o,
+                Err(e) => return err(s, out, 500, &e, None),
+            };
+            let b = FullBody {
+                head: &head,
+                text: std::str::from_utf8(&gen.text[..o.text_len]).unwrap_or(""),
+                finish: o.finish,
+                usage: Usage::new(n, &o),
+            };
+            return respond(s, out, 200, ka, "", &b);
+        }
+
+        // Streaming: chunked transfer for HTTP/1.1; HTTP/1.0 gets the raw stream and a close.
+        let chunked = ka;
+        let mut w = Buffered::new(&mut *s, out);
+        wfmt(
+            &mut w,
+            format_args!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n{}\r\n",
+                if chunked {
+                    "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n"
+                } else {
+                    "Connection: close\r\n"
+                }
+            ),
+        )?;
+        let mut io_err = None;
+        let mut send = |w: &mut Buffered<'_, &mut S>, ev: Event<'_>| -> bool {
+            if io_err.is_some() {
+                return false;
+            }
+            match send_event(w, event, chunked, &head, ev, params.include_usage) {
+                Ok(()) => true,
+                Err(e) => {
+                    io_err = Some(e);
+                    false
+                }
+            }
+        };
+        if kind == Kind::Chat {
+            send(&mut w, Event::Role);
+        }
+        let r = gen.run(prompt_tokens, &cfg, max_new, stops, &mut |piece| {
+            send(&mut w, Event::Content(piece))
+        });
+        match r {
+            Ok(o) => {
+                send(&mut w, Event::Finish(o.finish));
+                if params.include_usage {
+                    send(&mut w, Event::Usage(Usage::new(n, &o)));
+                }
+            }
+            Err(e) => {
+                send(&mut w, Event::Error(&e));
+            }
+        }
+        send(&mut w, Event::Done);
+        if let Some(e) = io_err {
+            return Err(e);
+        }
+        if chunked {
+            w.write_all(b"0\r\n\r\n")?;
+        }
+        w.flush()?;
+        Ok(chunked)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Models,
+    Chat,
+    Completion,
+}
+
+/// Which endpoint a generation answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+impl Kind {
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Kind::Chat => "chatcmpl-",
+            Kind::Completion => "cmpl-",
+        }
+    }
+    fn object(self, chunk: bool) -> &'static str {
+        match (self, chunk) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Completion, _) => "text_completion",
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// End-of-generation token or stop sequence.
+    Stop,
+    /// `max_tokens`, the context or the text buffer is full.
+    Length,
+}
+
+impl Finish {
+    fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// The result of one generation.
+#[derive(Clone, Copy, Debug)]
+struct Outcome {
+    finish: Finish,
+    completion_tokens: usize,
+    cached: usize,
+    text_len: usize,
+}
+
+/// Borrowed state of one generation.
+struct Gen<'a> {
+    model: &'a LoadedModel,
+    pool: &'a ThreadPool,
+    session: &'a mut Session,
+    tok: Tokenizer<'a>,
+    text: &'a mut [u8],
+    logits: &'a mut [f32],
+    cands: &'a mut [Candidate],
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > hay.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Generated text and how much of it went out.
+struct TextState<'s> {
+    len: usize,
+    sent: usize,
+    full: bool,
+    stops: &'s [&'s str],
+}
+
+impl TextState<'_> {
+    fn append(&mut self, text: &mut [u8], piece: &str) {
+        match text.get_mut(self.len..self.len + piece.len()) {
+            Some(d) if !self.full => {
+                d.copy_from_slice(piece.as_bytes());
+                self.len += piece.len();
+            }
+            _ => self.full = true,
+        }
+    }
+
+    /// Sends what is certain not to be part of a stop sequence; true when a stop sequence
+    /// matched (the text is cut before it).
+    fn advance(
+        &mut self,
+        text: &[u8],
+        last: bool,
+        emit: &mut dyn FnMut(&str) -> bool,
+    ) -> (bool, bool) {
+        let hay = &text[self.sent..self.len];
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| find(hay, s.as_bytes()))
+            .min();
+        let (until, stopped) = match hit {
+            Some(p) => (self.sent + p, true),
+            None if last => (self.len, false),
+            None => {
+                let held = self
+                    .stops
+                    .iter()
+                    .flat_map(|s| (1..s.len()).map(move |k| &s.as_bytes()[..k]))
+                    .filter(|pre| pre.len() <= hay.len() && hay.ends_with(pre))
+                    .map(|pre| pre.len())
+                    .max()
+                    .unwrap_or(0);
+                (self.len - held, false)
+            }
+        };
+        let ok = emit_pieces(&text[self.sent..until], emit);
+        self.sent = until;
+        if stopped {
+            self.len = until;
+        }
+        (stopped, ok)
+    }
+}
+
+/// Emits `bytes` (valid UTF-8) in pieces of at most [`PIECE`] bytes.
+fn emit_pieces(mut bytes: &[u8], emit: &mut dyn FnMut(&str) -> bool) -> bool {
+    while !bytes.is_empty() {
+        let mut k = bytes.len().min(PIECE);
+        while k < bytes.len() && (bytes[k] & 0xC0) == 0x80 {
+            k -= 1;
+        }
+        if k == 0 {
+            k = bytes.len();
+        }
+        let s = std::str::from_utf8(&bytes[..k]).unwrap_or("");
+        if !emit(s) {
+            return false;
+        }
+        bytes = &bytes[k..];
+    }
+    true
+}
+
+impl Gen<'_> {
+    fn feed(&mut self, tokens: &[u32]) -> Result<(), ModelError> {
+        let l = self.session.feed(self.model, self.pool, tokens, 1)?;
+        let n = self.logits.len().min(l.len());
+        self.logits[..n].copy_from_slice(&l[..n]);
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        prompt: &[u32],
+        cfg: &SamplerConfig,
+        max_new: usize,
+        stops: &[&str],
+        emit: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Outcome, ModelError> {
+        let cached = self.session.reuse_prefix(prompt);
+        self.feed(&prompt[cached..])?;
+        let mut rng = Rng::new(cfg.seed);
+        let mut detok = Detokenizer::new(false);
+        let mut st = TextState {
+            len: 0,
+            sent: 0,
+            full: false,
+            stops,
+        };
+        let mut n_gen = 0;
+        let mut finish = Finish::Length;
+        let mut stopped = false;
+        let mut alive = true;
+        while n_gen < max_new && alive {
+            let t = sampler::sample(
+                self.logits,
+                self.session.tokens(),
+                cfg,
+                &mut rng,
+                self.cands,
+            );
+            if self.tok.is_eog(t) {
+                finish = Finish::Stop;
+                break;
+            }
+            n_gen += 1;
+            let tok = self.tok;
+            let text = &mut *self.text;
+            detok.push(&tok, t, &mut |p| st.append(text, p));
+            if st.full {
+                break;
+            }
+            (stopped, alive) = st.advance(self.text, false, emit);
+            if stopped {
+                finish = Finish::Stop;
+                break;
+            }
+            if n_gen >= max_new || self.session.tokens().len() >= self.session.capacity() {
+                break;
+            }
+            self.feed(&[t])?;
+        }
+        if !stopped && alive {
+            let text = &mut *self.text;
+            detok.flush(&mut |p| st.append(text, p));
+            let (s, _) = st.advance(self.text, true, emit);
+            if s {
+                finish = Finish::Stop;
+            }
+        }
+        Ok(Outcome {
+            finish,
+            completion_tokens: n_gen,
+            cached,
+            text_len: st.len,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Usage {
+    prompt: usize,
+    completion: usize,
+    cached: usize,
+}
+
+impl Usage {
+    fn new(prompt: usize, o: &Outcome) -> Usage {
+        Usage {
+            prompt,
+            completion: o.completion_tokens,
+            cached: o.cached,
+        }
+    }
+}
+
+struct Head<'a> {
+    kind: Kind,
+    id: &'a str,
+    created: u64,
+    model: &'a str,
+}
+
+type JRes<W> = Result<(), JsonError<<W as embedded_io::ErrorType>::Error>>;
+
+/// A JSON response body, written twice: once to count its bytes, once to send them.
+trait Body {
+    fn write<W: Write>(&self, w: &mut JsonWriter<W>) -> JRes<W>;
+}
+
+fn write_head<W: Write>(w: &mut JsonWriter<W>, h: &Head<'_>, chunk: bool) -> JRes<W> {
+    w.key("id")?;
+    w.string(h.id)?;
+    w.key("object")?;
+    w.string(h.kind.object(chunk))?;
+    w.key("created")?;
+    w.u64(h.created)?;
+    w.key("model")?;
+    w.string(h.model)?;
+    w.key("system_fingerprint")?;
+    w.string(concat!("trillim-", env!("CARGO_PKG_VERSION")))
+}
+
+fn write_usage<W: Write>(w: &mut JsonWriter<W>, u: &Usage) -> JRes<W> {
+    w.key("usage")?;
+    w.begin_object()?;
+    w.key("prompt_tokens")?;
+    w.u64(u.prompt as u64)?;
+    w.key("completion_tokens")?;
+    w.u64(u.completion as u64)?;
+    w.key("total_tokens")?;
+    w.u64((u.prompt + u.completion) as u64)?;
+    w.key("cached_tokens")?;
+    w.u64(u.cached as u64)?;
+    w.key("prompt_tokens_details")?;
+    w.begin_object()?;
+    w.key("cached_tokens")?;
+    w.u64(u.cached as u64)?;
+    w.end_object()?;
+    w.end_object()
+}
+
+struct FullBody<'a> {
+    head: &'a Head<'a>,
+    text: &'a str,
+    finish: Finish,
+    usage: Usage,
+}
+
+impl Body for FullBody<'_> {
+    fn write<W: Write>(&self, w: &mut JsonWriter<W>) -> JRes<W> {
+        w.begin_object()?;
+        write_head(w, self.head, false)?;
+        w.key("choices")?;
+        w.begin_array()?;
+        w.begin_object()?;
+        w.key("index")?;
+        w.u64(0)?;
+        match self.head.kind {
+            Kind::Chat => {
+                w.key("message")?;
+                w.begin_object()?;
+                w.key("role")?;
+                w.string("assistant")?;
+                w.key("content")?;
+                w.string(self.text)?;
+                w.end_object()?;
+            }
+            Kind::Completion => {
+                w.key("text")?;
+                w.string(self.text)?;
+            }
+        }
+        w.key("logprobs")?;
+        w.null()?;
+        w.key("finish_reason")?;
+        w.string(self.finish.as_str())?;
+        w.end_object()?;
+        w.end_array()?;
+        write_usage(w, &self.usage)?;
+        w.end_object()
+    }
+}
+
+struct ModelsBody<'a> {
+    name: &'a str,
+}
+
+impl Body for ModelsBody<'_> {
+    fn write<W: Write>(&self, w: &mut JsonWriter<W>) -> JRes<W> {
+        w.begin_object()?;
+        w.key("object")?;
+        w.string("list")?;
+        w.key("data")?;
+        w.begin_array()?;
+        w.begin_object()?;
+        w.key("id")?;
+        w.string(self.name)?;
+        w.key("object")?;
+        w.string("model")?;
+        w.key("created")?;
+        w.u64(0)?;
+        w.key("owned_by")?;
+        w.string("local")?;
+        w.end_object()?;
+        w.end_array()?;
+        w.end_object()
+    }
+}
+
+struct ErrorBody<'a> {
+    status: u16,
+    msg: &'a dyn fmt::Display,
+    param: Option<&'a str>,
+}
+
+fn write_error<W: Write>(
+    w: &mut JsonWriter<W>,
+    status: u16,
+    msg: &dyn fmt::Display,
+    param: Option<&str>,
+) -> JRes<W> {
+    w.begin_object()?;
+    w.key("error")?;
+    w.begin_object()?;
+    w.key("message")?;
+    w.string_fmt(format_args!("{msg}"))?;
+    w.key("type")?;
+    w.string(if status >= 500 {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    })?;
+    w.key("param")?;
+    match param {
+        Some(p) => w.string(p)?,
+        None => w.null()?,
+    }
+    w.key("code")?;
+    w.null()?;
+    w.end_object()?;
+    w.end_object()
+}
+
+impl Body for ErrorBody<'_> {
+    fn write<W: Write>(&self, w: &mut JsonWriter<W>) -> JRes<W> {
+        write_error(w, self.status, self.msg, self.param)
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        505 => "HTTP Version Not Supported",
+        _ => "Internal Server Error",
+    }
+}
+
+fn wfmt<W: Write>(w: &mut W, args: fmt::Arguments<'_>) -> Result<(), W::Error> {
+    match w.write_fmt(args) {
+        Ok(()) => Ok(()),
+        Err(embedded_io::WriteFmtError::Other(e)) => Err(e),
+        // Formatting integers and strings cannot fail by itself.
+        Err(_) => Ok(()),
+    }
+}
+
+fn json_io<E>(r: Result<(), JsonError<E>>) -> Result<(), E> {
+    match r {
+        Err(JsonError::Io(e)) => Err(e),
+        // Bodies are well-formed by construction.
+        _ => Ok(()),
+    }
+}
+
+/// Sends a whole JSON response; returns whether the connection stays open.
+fn respond<S: Write, B: Body>(
+    s: &mut S,
+    out: &mut [u8],
+    status: u16,
+    keep_alive: bool,
+    extra: &str,
+    body: &B,
+) -> Result<bool, S::Error> {
+    let mut c = Counter::default();
+    let _ = body.write(&mut JsonWriter::new(&mut c));
+    let mut w = Buffered::new(&mut *s, out);
+    wfmt(
+        &mut w,
+        format_args!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n{extra}\r\n",
+            reason(status),
+            c.n,
+            if keep_alive { "keep-alive" } else { "close" },
+        ),
+    )?;
+    json_io(body.write(&mut JsonWriter::new(&mut w)))?;
+    w.flush()?;
+    Ok(keep_alive)
+}
+
+enum Event<'a> {
+    Role,
+    Content(&'a str),
+    Finish(Finish),
+    Usage(Usage),
+    Error(&'a ModelError),
+    Done,
+}
+
+/// Writes one SSE event (a chunk of the chunked body when `chunked`) and flushes it.
+fn send_event<W: Write>(
+    w: &mut W,
+    buf: &mut [u8],
+    chunked: bool,
+    h: &Head<'_>,
+    ev: Event<'_>,
+    include_usage: bool,
+) -> Result<(), W::Error> {
+    let cap = buf.len();
+    let mut slice: &mut [u8] = buf;
+    let r = (|| -> JRes<&mut [u8]> {
+        let sl = &mut slice;
+        if let Event::Done = ev {
+            return sl.write_all(b"data: [DONE]\n\n").map_err(JsonError::Io);
+        }
+        sl.write_all(b"data: ").map_err(JsonError::Io)?;
+        let mut j = JsonWriter::new(&mut *sl);
+        if let Event::Error(e) = ev {
+            write_error(&mut j, 500, e, None)?;
+        } else {
+            j.begin_object()?;
+            write_head(&mut j, h, true)?;
+            j.key("choices")?;
+            j.begin_array()?;
+            if !matches!(ev, Event::Usage(_)) {
+                j.begin_object()?;
+                j.key("index")?;
+                j.u64(0)?;
+                let (content, finish) = match ev {
+                    Event::Content(c) => (Some(c), None),
+                    Event::Finish(f) => (Some(""), Some(f.as_str())),
+                    _ => (Some(""), None),
+                };
+                match h.kind {
+                    Kind::Chat => {
+                        j.key("delta")?;
+                        j.begin_object()?;
+                        match ev {
+                            Event::Role => {
+                                j.key("role")?;
+                                j.string("assistant")?;
+                                j.key("content")?;
+                                j.string("")?;
+                            }
+                            Event::Content(c) => {
+                                j.key("content")?;
+                                j.string(c)?;
+                            }
+                            _ => {}
+                        }
+                        j.end_object()?;
+                    }
+                    Kind::Completion => {
+                        j.key("text")?;
+                        j.string(content.unwrap_or(""))?;
+                    }
+                }
+                j.key("logprobs")?;
+                j.null()?;
+                j.key("finish_reason")?;
+                match finish {
+                    Some(f) => j.string(f)?,
+                    None => j.null()?,
+                }
+                j.end_object()?;
+            }
+            j.end_array()?;
+            match ev {
+                Event::Usage(u) => write_usage(&mut j, &u)?,
+                _ if include_usage => {
+                    j.key("usage")?;
+                    j.null()?;
+                }
+                _ => {}
+            }
+            j.end_object()?;
+        }
+        sl.write_all(b"\n\n").map_err(JsonError::Io)
+    })();
+    if r.is_err() {
+        // An event larger than its buffer: cannot happen with PIECE-sized content.
+        return Ok(());
+    }
+    let len = cap - slice.len();
+    if chunked {
+        wfmt(w, format_args!("{len:x}\r\n"))?;
+    }
+    w.write_all(&buf[..len])?;
+    if chunked {
+        w.write_all(b"\r\n")?;
+    }
+    w.flush()
+}
+
+struct TooLarge(usize);
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request body too large (limit {} bytes)", self.0)
+    }
+}
+
+struct NotFound<'a>(&'a str);
+impl fmt::Display for NotFound<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Unknown endpoint: {}", self.0)
+    }
+}
+
+struct NotAllowed<'a>(&'a str, &'a str);
+impl fmt::Display for NotAllowed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Method {} is not allowed for {}", self.0, self.1)
+    }
+}
+
+struct ContextLength {
+    n: usize,
+    ctx: usize,
+}
+impl fmt::Display for ContextLength {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.n == usize::MAX {
+            write!(
+                f,
+                "This model's maximum context length is {} tokens; the prompt is longer",
+                self.ctx
+            )
+        } else {
+            write!(
+                f,
+                "This model's maximum context length is {} tokens. However, your prompt is {} tokens",
+                self.ctx, self.n
+            )
+        }
+    }
+}
