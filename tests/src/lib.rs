@@ -52,3 +52,147 @@ pub fn argmax(v: &[f32]) -> usize {
     }
     best
 }
+
+/// A metadata value for [`GgufBuilder`].
+#[derive(Clone, Debug)]
+pub enum Meta {
+    /// type 0
+    U8(u8),
+    /// type 1
+    I8(i8),
+    /// type 2
+    U16(u16),
+    /// type 3
+    I16(i16),
+    /// type 4
+    U32(u32),
+    /// type 5
+    I32(i32),
+    /// type 6
+    F32(f32),
+    /// type 7
+    Bool(bool),
+    /// type 8
+    Str(String),
+    /// type 9: element type id and elements
+    Array(u32, Vec<Meta>),
+    /// type 10
+    U64(u64),
+    /// type 11
+    I64(i64),
+    /// type 12
+    F64(f64),
+}
+
+impl Meta {
+    fn type_id(&self) -> u32 {
+        match self {
+            Meta::U8(_) => 0,
+            Meta::I8(_) => 1,
+            Meta::U16(_) => 2,
+            Meta::I16(_) => 3,
+            Meta::U32(_) => 4,
+            Meta::I32(_) => 5,
+            Meta::F32(_) => 6,
+            Meta::Bool(_) => 7,
+            Meta::Str(_) => 8,
+            Meta::Array(..) => 9,
+            Meta::U64(_) => 10,
+            Meta::I64(_) => 11,
+            Meta::F64(_) => 12,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Meta::U8(v) => out.push(*v),
+            Meta::I8(v) => out.push(*v as u8),
+            Meta::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
+            Meta::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
+            Meta::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
+            Meta::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
+            Meta::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
+            Meta::Bool(v) => out.push(*v as u8),
+            Meta::Str(s) => {
+                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            Meta::Array(t, items) => {
+                out.extend_from_slice(&t.to_le_bytes());
+                out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+                for i in items {
+                    i.write(out);
+                }
+            }
+            Meta::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
+            Meta::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
+            Meta::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
+        }
+    }
+}
+
+/// Writes small GGUF files for tests.
+#[derive(Debug, Default)]
+pub struct GgufBuilder {
+    /// Format version (default 3).
+    pub version: u32,
+    /// Data alignment (default 32).
+    pub alignment: u64,
+    meta: Vec<(String, Meta)>,
+    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+}
+
+impl GgufBuilder {
+    /// An empty version-3 file.
+    pub fn new() -> Self {
+        GgufBuilder {
+            version: 3,
+            alignment: 32,
+            ..Default::default()
+        }
+    }
+
+    /// Adds a metadata entry.
+    pub fn meta(mut self, key: &str, v: Meta) -> Self {
+        self.meta.push((key.to_string(), v));
+        self
+    }
+
+    /// Adds a tensor with raw data.
+    pub fn tensor(mut self, name: &str, dims: &[u64], type_id: u32, data: Vec<u8>) -> Self {
+        self.tensors
+            .push((name.to_string(), dims.to_vec(), type_id, data));
+        self
+    }
+
+    /// The file's bytes.
+    pub fn build(&self) -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.meta.len() as u64).to_le_bytes());
+        for (k, v) in &self.meta {
+            Meta::Str(k.clone()).write(&mut out);
+            out.extend_from_slice(&v.type_id().to_le_bytes());
+            v.write(&mut out);
+        }
+        let align = |n: u64| n.div_ceil(self.alignment) * self.alignment;
+        let mut offset = 0u64;
+        for (name, dims, ty, data) in &self.tensors {
+            Meta::Str(name.clone()).write(&mut out);
+            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&ty.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            offset = align(offset + data.len() as u64);
+        }
+        out.resize(align(out.len() as u64) as usize, 0);
+        for (_, _, _, data) in &self.tensors {
+            out.extend_from_slice(data);
+            out.resize(align(out.len() as u64) as usize, 0);
+        }
+        out
+    }
+}
