@@ -492,11 +492,7 @@ async fn generate(
                                     format!("token id {bad} is out of range"),
                                 ));
                             }
-                            let bytes: Vec<u8> = t
-                                .iter()
-                                .flat_map(|&x| sh.tok.token_bytes(x).to_vec())
-                                .collect();
-                            (t.clone(), String::from_utf8_lossy(&bytes).into_owned())
+                            (t.clone(), sh.tok.decode(t))
                         }
                     };
                     let echo = c.echo.then_some(text);
@@ -521,11 +517,7 @@ async fn generate(
     if prompt.len() >= shared.ctx {
         return Err(ApiError::context_length(prompt.len(), shared.ctx, param));
     }
-    // max_tokens 0 (completions): score the prompt only.
-    let max_tokens = match (&parsed, m.get("max_tokens").and_then(Value::as_u64)) {
-        (Parsed::Completion(_), Some(0)) if opts.max_tokens.is_none() => Some(0),
-        _ => opts.max_tokens,
-    };
+    let max_tokens = opts.max_tokens;
     let sampler = opts.sampler(&shared.defaults, random_u64());
     let (tx, mut rx) = unbounded_channel();
     let prompt_len = prompt.len();

@@ -167,7 +167,8 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
-fn gen_options(m: &Map<String, Value>) -> Result<GenOptions, ApiError> {
+/// `min_max_tokens`: 0 for completions (prompt scoring with `echo`), 1 for chat.
+fn gen_options(m: &Map<String, Value>, min_max_tokens: i64) -> Result<GenOptions, ApiError> {
     let f = Fields(m);
     let model = f.string("model")?;
     let temperature = f.f32("temperature")?;
@@ -210,8 +211,13 @@ fn gen_options(m: &Map<String, Value>) -> Result<GenOptions, ApiError> {
     };
     let max_tokens = match max_tokens {
         None => None,
-        Some((_, v)) if v >= 1 => Some(v as usize),
-        Some((k, _)) => return Err(ApiError::invalid_param(k, format!("{k} must be >= 1"))),
+        Some((_, v)) if v >= min_max_tokens => Some(v as usize),
+        Some((k, _)) => {
+            return Err(ApiError::invalid_param(
+                k,
+                format!("{k} must be >= {min_max_tokens}"),
+            ))
+        }
     };
     if let Some(n) = f.int("n")? {
         if n != 1 {
@@ -352,7 +358,7 @@ pub fn chat(m: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
         let content = content_text(i, o.get("content"))?;
         messages.push(Message { role, content });
     }
-    let opts = gen_options(m)?;
+    let opts = gen_options(m, 1)?;
     let f = Fields(m);
     let logprobs = f.bool("logprobs")?.unwrap_or(false);
     let top_logprobs = f.uint("top_logprobs", 0)?;
@@ -416,7 +422,7 @@ pub fn completion(m: &Map<String, Value>) -> Result<CompletionRequest, ApiError>
         }
         Some(_) => return Err(bad()),
     };
-    let opts = gen_options(m)?;
+    let opts = gen_options(m, 0)?;
     let f = Fields(m);
     let logprobs = f.uint("logprobs", 0)?;
     if logprobs.is_some_and(|l| l > 5) {

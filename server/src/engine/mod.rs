@@ -67,7 +67,7 @@ pub struct ModelShared {
 /// A model loaded and validated but not yet serving.
 #[derive(Debug)]
 pub struct Prepared {
-    model: LoadedModel,
+    model: Arc<LoadedModel>,
     /// Shared description.
     pub shared: Arc<ModelShared>,
 }
@@ -82,11 +82,10 @@ pub fn prepare(
     threads: usize,
 ) -> Result<Prepared, PrepareError> {
     let kernels = crate::cpu::kernels();
-    let model = LoadedModel::open(gguf, kernels)?;
-    let g = model.gguf();
-    let tok = Tokenizer::from_gguf(&g)?;
+    let model = Arc::new(LoadedModel::open(gguf, kernels)?);
+    let tok = Tokenizer::new(model.clone())?;
     let template = ChatTemplate::new(
-        g.get_str("tokenizer.chat_template"),
+        model.gguf().get_str("tokenizer.chat_template"),
         &tok.bos_text(),
         &tok.eos_text(),
     )?;
@@ -294,7 +293,7 @@ impl Engine {
 }
 
 struct Worker {
-    model: LoadedModel,
+    model: Arc<LoadedModel>,
     shared: Arc<ModelShared>,
     pool: ThreadPool,
     session: Session,
@@ -466,6 +465,9 @@ impl Worker {
         let mut stop_hit = false;
         let tok = &self.shared.tok;
         let finish = loop {
+            if job.max_tokens == Some(0) {
+                break Finish::Length;
+            }
             if Self::cancelled(job) {
                 return Ok(None);
             }
