@@ -66,7 +66,9 @@ impl Rng {
             x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             x ^ (x >> 31)
         };
-        Rng { s: [next(), next(), next(), next()] }
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     /// Next 64 random bits.
@@ -101,7 +103,9 @@ pub fn apply_penalties(logits: &mut [f32], history: &[u32], cfg: &SamplerConfig)
         if recent[..i].contains(&tok) {
             continue; // each distinct token once
         }
-        let Some(l) = logits.get_mut(tok as usize) else { continue };
+        let Some(l) = logits.get_mut(tok as usize) else {
+            continue;
+        };
         let count = recent[i..].iter().filter(|&&t| t == tok).count() as f32;
         if cfg.repetition_penalty != 1.0 && cfg.repetition_penalty > 0.0 {
             if *l > 0.0 {
@@ -141,7 +145,10 @@ pub fn sample(
     let n = logits.len().min(work.len());
     let cands = &mut work[..n];
     for (i, c) in cands.iter_mut().enumerate() {
-        *c = Candidate { id: i as u32, p: logits[i] / cfg.temperature };
+        *c = Candidate {
+            id: i as u32,
+            p: logits[i] / cfg.temperature,
+        };
     }
     let desc = |a: &Candidate, b: &Candidate| b.p.total_cmp(&a.p);
     // Top-k: partition so the k best come first, then sort only those.
@@ -197,22 +204,46 @@ mod tests {
     #[test]
     fn greedy_picks_argmax_and_penalties_apply() {
         let mut l = [1.0, 3.0, 2.0];
-        let cfg = SamplerConfig { temperature: 0.0, ..Default::default() };
+        let cfg = SamplerConfig {
+            temperature: 0.0,
+            ..Default::default()
+        };
         let mut w = [Candidate::default(); 3];
         assert_eq!(sample(&mut l, &[], &cfg, &mut Rng::new(1), &mut w), 1);
-        let cfg = SamplerConfig { temperature: 0.0, repetition_penalty: 2.0, ..Default::default() };
+        let cfg = SamplerConfig {
+            temperature: 0.0,
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
         let mut l = [1.0, 3.0, 2.0];
         assert_eq!(sample(&mut l, &[1, 1], &cfg, &mut Rng::new(1), &mut w), 2);
         assert_eq!(l[1], 1.5);
         let mut l = [0.0, 0.0];
-        let cfg = SamplerConfig { frequency_penalty: 0.5, presence_penalty: 1.0, ..cfg };
-        apply_penalties(&mut l, &[0, 0, 1], &SamplerConfig { repetition_penalty: 1.0, ..cfg });
+        let cfg = SamplerConfig {
+            frequency_penalty: 0.5,
+            presence_penalty: 1.0,
+            ..cfg
+        };
+        apply_penalties(
+            &mut l,
+            &[0, 0, 1],
+            &SamplerConfig {
+                repetition_penalty: 1.0,
+                ..cfg
+            },
+        );
         assert_eq!(l, [-2.0, -1.5]);
     }
 
     #[test]
     fn same_seed_same_tokens_and_distribution_follows_probabilities() {
-        let cfg = SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        };
         let base = [0.0f32, (3.0f32).ln(), 0.0, f32::NEG_INFINITY];
         let mut w = [Candidate::default(); 4];
         let run = |seed| {
