@@ -22,7 +22,7 @@ pub enum TemplateError {
 }
 
 /// One chat message as the template sees it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     /// `system`, `user`, `assistant`, … (passed through).
     pub role: String,

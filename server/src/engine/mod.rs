@@ -541,6 +541,61 @@ impl Worker {
 mod tests {
     use super::*;
 
+    /// SmolLM2 as fetched by scripts/fetch-test-model.sh (or `TRILLIM_TEST_MODEL`).
+    fn smollm2() -> Option<PathBuf> {
+        let p = match std::env::var_os("TRILLIM_TEST_MODEL") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                let base = std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
+                    })?;
+                base.join("trillim").join("SmolLM2-135M-Instruct.Q4_1.gguf")
+            }
+        };
+        p.exists().then_some(p)
+    }
+
+    #[test]
+    fn smollm2_chat_template_and_ids_match_golden() {
+        let Some(path) = smollm2() else {
+            eprintln!("SmolLM2 not present; skipped (run scripts/fetch-test-model.sh)");
+            return;
+        };
+        let p = prepare("t", "t", &path, None, Some(256), 1).unwrap();
+        let golden = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/golden/tokenizer-smollm2.json"
+        );
+        let g: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(golden).unwrap()).unwrap();
+        assert!(!p.shared.template.is_fallback);
+        for case in g["chat"].as_array().unwrap() {
+            let msgs: Vec<crate::template::Message> =
+                serde_json::from_value(case["messages"].clone()).unwrap();
+            let text = p
+                .shared
+                .template
+                .render(&msgs, case["add_generation_prompt"].as_bool().unwrap())
+                .unwrap();
+            assert_eq!(text, case["rendered"].as_str().unwrap());
+            let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+            assert_eq!(
+                p.shared.tok.encode(&text, p.shared.template.is_fallback),
+                ids
+            );
+        }
+        for case in g["tokenize"].as_array().unwrap() {
+            let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+            assert_eq!(
+                p.shared.tok.encode(case["text"].as_str().unwrap(), true),
+                ids,
+                "{case}"
+            );
+        }
+    }
+
     #[test]
     fn logprobs_are_normalized_and_sorted() {
         let l = [0.0f32, 1.0, 2.0, -1.0];
