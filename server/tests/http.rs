@@ -18,8 +18,21 @@ fn fixture(name: &str) -> PathBuf {
 /// A server process with its own model store; killed on drop.
 struct Server {
     child: Child,
-    port: u16,
+    client: Client,
     home: PathBuf,
+}
+
+/// Talks HTTP/1.1 to a server's port.
+#[derive(Clone, Copy)]
+struct Client {
+    port: u16,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 impl Drop for Server {
@@ -67,7 +80,11 @@ fn start(tag: &str, extra: &[&str]) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start trillim");
-    let s = Server { child, port, home };
+    let s = Server {
+        child,
+        client: Client { port },
+        home,
+    };
     let t0 = Instant::now();
     loop {
         if let Ok((200, _, _)) = s.try_request("GET", "/health", None, &[]) {
@@ -83,7 +100,7 @@ fn start(tag: &str, extra: &[&str]) -> Server {
 
 type Resp = (u16, Vec<(String, String)>, String);
 
-impl Server {
+impl Client {
     fn connect(&self) -> std::io::Result<TcpStream> {
         let s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(120)))?;
@@ -389,6 +406,52 @@ fn model_load_validates_and_swaps() {
     let (st, v) = s.post("/v1/chat/completions", &chat_body(json!({})));
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["usage"]["cached_tokens"], 0);
+}
+
+#[test]
+fn swap_waits_for_in_flight_work_and_refuses_a_second_load() {
+    let s = start("swap", &[]);
+    let long = chat_body(json!({"stream": true, "max_tokens": 100000}));
+    let a = s
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(long.to_string().as_bytes()),
+            &[],
+        )
+        .unwrap();
+    let mut ra = BufReader::new(a);
+    assert_eq!(read_head(&mut ra).unwrap().0, 200);
+    // The load validates, then waits for A (still generating on the old model).
+    let c = s.client;
+    let loader =
+        std::thread::spawn(move || c.post("/v1/models/load", &json!({"model_dir": "org/other"})));
+    // Once the loader holds the swap (new requests get 503), a second load is refused.
+    let mut saw503 = false;
+    for _ in 0..1000 {
+        // (A chat request here would queue behind A; /health answers at once.)
+        let (st, _, _) = s.try_request("GET", "/health", None, &[]).unwrap();
+        if st == 503 {
+            saw503 = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(saw503, "no 503 during the swap");
+    let (st, v) = s.post("/v1/chat/completions", &chat_body(json!({})));
+    assert_error(&v, st, 503);
+    let (st, v) = s.post("/v1/models/load", &json!({"model_dir": "org/tiny"}));
+    assert_error(&v, st, 409);
+    // A still streams from the old model.
+    let mut line = String::new();
+    while !line.starts_with("data: ") {
+        line.clear();
+        assert!(ra.read_line(&mut line).unwrap() > 0, "stream ended");
+    }
+    drop(ra);
+    let (st, v) = loader.join().unwrap();
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["model"], "other");
 }
 
 #[test]
