@@ -323,6 +323,19 @@ fn routes_shapes_and_errors() {
         "The quick brown fox"
     );
 
+    // Several prompts in one request: one choice each, usage summed.
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": ["One", "Two three"], "max_tokens": 2}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let ch = v["choices"].as_array().unwrap();
+    assert_eq!(
+        (ch.len(), &ch[0]["index"], &ch[1]["index"]),
+        (2, &json!(0), &json!(1))
+    );
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() >= 3);
+
     // Errors, all in the OpenAI shape.
     let (st, v) = s.post("/v1/chat/completions", &chat_body(json!({"n": 2})));
     assert_error(&v, st, 400);

@@ -471,19 +471,20 @@ async fn generate(
         Kind::Completion => Parsed::Completion(request::completion(&m)?),
     };
     let sh = shared.clone();
-    let (parsed, prompt, echo_text) =
-        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            match &parsed {
-                Parsed::Chat(c) => {
-                    let text = sh
-                        .template
-                        .render(&c.messages, true)
-                        .map_err(|e| ApiError::invalid(e.to_string()))?;
-                    let toks = sh.tok.encode(&text, sh.template.is_fallback);
-                    Ok((parsed, toks, None))
-                }
-                Parsed::Completion(c) => {
-                    let (toks, text) = match &c.prompt {
+    // One (tokens, echo text) per prompt: chat has one, completions may have several.
+    let (parsed, prompts) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let mut prompts = Vec::new();
+        match &parsed {
+            Parsed::Chat(c) => {
+                let text = sh
+                    .template
+                    .render(&c.messages, true)
+                    .map_err(|e| ApiError::invalid(e.to_string()))?;
+                prompts.push((sh.tok.encode(&text, sh.template.is_fallback), None));
+            }
+            Parsed::Completion(c) => {
+                for p in &c.prompts {
+                    let (toks, text) = match p {
                         request::Prompt::Text(t) => (sh.tok.encode(t, true), t.clone()),
                         request::Prompt::Tokens(t) => {
                             if let Some(bad) = t.iter().find(|&&x| x as usize >= sh.tok.n_vocab()) {
@@ -495,13 +496,14 @@ async fn generate(
                             (t.clone(), sh.tok.decode(t))
                         }
                     };
-                    let echo = c.echo.then_some(text);
-                    Ok((parsed, toks, echo))
+                    prompts.push((toks, c.echo.then_some(text)));
                 }
             }
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))??;
+        }
+        Ok((parsed, prompts))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))??;
     let (opts, logprobs, param) = match &parsed {
         Parsed::Chat(c) => (
             c.opts.clone(),
@@ -511,30 +513,19 @@ async fn generate(
         Parsed::Completion(c) => (c.opts.clone(), c.logprobs, "prompt"),
     };
     let echo = matches!(&parsed, Parsed::Completion(c) if c.echo);
-    if prompt.is_empty() {
-        return Err(ApiError::invalid_param(param, "the prompt is empty"));
+    for (prompt, _) in &prompts {
+        if prompt.is_empty() {
+            return Err(ApiError::invalid_param(param, "the prompt is empty"));
+        }
+        if prompt.len() >= shared.ctx {
+            return Err(ApiError::context_length(prompt.len(), shared.ctx, param));
+        }
     }
-    if prompt.len() >= shared.ctx {
-        return Err(ApiError::context_length(prompt.len(), shared.ctx, param));
-    }
-    let max_tokens = opts.max_tokens;
-    let sampler = opts.sampler(&shared.defaults, random_u64());
-    let (tx, mut rx) = unbounded_channel();
-    let prompt_len = prompt.len();
-    let job = Job {
-        prompt,
-        sampler,
-        max_tokens,
-        stop: opts.stop.clone(),
-        logprobs,
-        echo_logprobs: echo && logprobs.is_some(),
-        request_id: rid.to_string(),
-        events: tx,
-    };
-    match engine.submit(job) {
-        Ok(()) => {}
-        Err(SubmitError::Full) => return Err(ApiError::queue_full(state.settings.max_queue)),
-        Err(SubmitError::Closed) => return Err(ApiError::swapping()),
+    if opts.stream && prompts.len() > 1 {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "streaming supports one prompt per request",
+        ));
     }
     drop(engine);
     let prefix = if kind == Kind::Chat {
@@ -542,47 +533,124 @@ async fn generate(
     } else {
         "cmpl-"
     };
+    let id = format!("{prefix}{}", state.new_id());
     let model = opts
         .model
         .clone()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| shared.name.clone());
-    let mut out = Output::new(
-        kind,
-        format!("{prefix}{}", state.new_id()),
-        model,
-        shared.clone(),
-        prompt_len,
-        logprobs,
-        opts.include_usage,
-        echo_text,
-    );
-    // Wait until the job leaves the queue: errors up to here still get a proper status.
+    let mut merged: Option<Value> = None;
+    let n_prompts = prompts.len();
+    for (index, (prompt, echo_text)) in prompts.into_iter().enumerate() {
+        let out = Output::new(
+            kind,
+            id.clone(),
+            model.clone(),
+            shared.clone(),
+            prompt.len(),
+            logprobs,
+            opts.include_usage,
+            echo_text,
+        );
+        let job = Job {
+            prompt,
+            sampler: opts.sampler(&shared.defaults, random_u64()),
+            max_tokens: opts.max_tokens,
+            stop: opts.stop.clone(),
+            logprobs,
+            echo_logprobs: echo && logprobs.is_some(),
+            request_id: rid.to_string(),
+            events: tokio::sync::mpsc::unbounded_channel().0,
+        };
+        let (out, rx) = start_job(state, job, out).await?;
+        if opts.stream {
+            return Ok(stream_response(out, rx));
+        }
+        let v = collect(out, rx).await?;
+        if n_prompts == 1 {
+            return Ok(json_response(StatusCode::OK, &v));
+        }
+        merged = Some(match merged {
+            None => v,
+            Some(mut acc) => {
+                let mut choice = v["choices"][0].clone();
+                choice["index"] = json!(index);
+                if let Some(c) = acc["choices"].as_array_mut() {
+                    c.push(choice);
+                }
+                for k in [
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "total_tokens",
+                    "cached_tokens",
+                ] {
+                    let sum =
+                        acc["usage"][k].as_u64().unwrap_or(0) + v["usage"][k].as_u64().unwrap_or(0);
+                    acc["usage"][k] = json!(sum);
+                }
+                acc["usage"]["prompt_tokens_details"]["cached_tokens"] =
+                    acc["usage"]["cached_tokens"].clone();
+                acc
+            }
+        });
+    }
+    let v = merged.ok_or_else(|| ApiError::invalid_param("prompt", "no prompt given"))?;
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+/// Queues `job` (429 when the queue is full) and waits until it leaves the queue.
+async fn start_job(
+    state: &AppState,
+    mut job: Job,
+    mut out: Output,
+) -> Result<(Output, tokio::sync::mpsc::UnboundedReceiver<Event>), ApiError> {
+    let (tx, mut rx) = unbounded_channel();
+    job.events = tx;
+    let engine = state.engine()?;
+    match engine.submit(job) {
+        Ok(()) => {}
+        Err(SubmitError::Full) => return Err(ApiError::queue_full(state.settings.max_queue)),
+        Err(SubmitError::Closed) => return Err(ApiError::swapping()),
+    }
+    drop(engine);
+    // Errors up to the start still get a proper status.
     match rx.recv().await {
         Some(Event::Started { cached_tokens }) => out.cached_tokens = cached_tokens,
         Some(Event::Error(e)) => return Err(ApiError::internal(e)),
         Some(_) => {}
         None => return Err(ApiError::swapping()),
     }
-    if opts.stream {
-        let first = out.stream_start();
-        let mut r = Response::new(Body::sse(first, rx, Box::new(out)));
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Ok(r);
-    }
-    if out.logprobs.is_none() || !echo {
+    Ok((out, rx))
+}
+
+fn stream_response(
+    mut out: Output,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> Response<Body> {
+    let first = out.stream_start();
+    let mut r = Response::new(Body::sse(first, rx, Box::new(out)));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Gathers a whole (non-streaming) answer.
+async fn collect(
+    mut out: Output,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> Result<Value, ApiError> {
+    if out.logprobs.is_none() || out.echo.is_none() {
         out.start_offsets();
     }
     while let Some(ev) = rx.recv().await {
         let done = matches!(ev, Event::Done { .. } | Event::Error(_));
         out.absorb(ev);
         if done {
-            return Ok(json_response(StatusCode::OK, &out.response()?));
+            return out.response();
         }
     }
     Err(ApiError::internal(

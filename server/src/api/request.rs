@@ -71,7 +71,8 @@ pub enum Prompt {
 /// A (legacy) completion request.
 #[derive(Debug)]
 pub struct CompletionRequest {
-    pub prompt: Prompt,
+    /// One or more prompts (several only without streaming).
+    pub prompts: Vec<Prompt>,
     pub opts: GenOptions,
     /// `logprobs` (0..=5).
     pub logprobs: Option<usize>,
@@ -382,6 +383,9 @@ pub fn chat(m: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
     })
 }
 
+/// Most prompts one completion request may carry.
+const MAX_PROMPTS: usize = 64;
+
 /// Parses a completion request.
 pub fn completion(m: &Map<String, Value>) -> Result<CompletionRequest, ApiError> {
     let bad = || {
@@ -400,24 +404,26 @@ pub fn completion(m: &Map<String, Value>) -> Result<CompletionRequest, ApiError>
             })
             .collect()
     };
-    let prompt = match m.get("prompt") {
+    let prompts = match m.get("prompt") {
         None | Some(Value::Null) => {
             return Err(ApiError::invalid_param("prompt", "prompt is required"))
         }
-        Some(Value::String(s)) => Prompt::Text(s.clone()),
-        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-            Prompt::Text(a[0].as_str().unwrap_or("").into())
-        }
-        Some(Value::Array(a)) if a.len() == 1 && a[0].is_array() => {
-            Prompt::Tokens(tokens(a[0].as_array().unwrap_or(a))?)
-        }
+        Some(Value::String(s)) => vec![Prompt::Text(s.clone())],
         Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_number) => {
-            Prompt::Tokens(tokens(a)?)
+            vec![Prompt::Tokens(tokens(a)?)]
         }
-        Some(Value::Array(a)) if a.len() > 1 => {
+        Some(Value::Array(a)) if !a.is_empty() && a.len() <= MAX_PROMPTS => a
+            .iter()
+            .map(|p| match p {
+                Value::String(s) => Ok(Prompt::Text(s.clone())),
+                Value::Array(t) if !t.is_empty() => Ok(Prompt::Tokens(tokens(t)?)),
+                _ => Err(bad()),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::Array(a)) if a.len() > MAX_PROMPTS => {
             return Err(ApiError::invalid_param(
                 "prompt",
-                "only one prompt per request is supported",
+                format!("at most {MAX_PROMPTS} prompts per request"),
             ))
         }
         Some(_) => return Err(bad()),
@@ -438,7 +444,7 @@ pub fn completion(m: &Map<String, Value>) -> Result<CompletionRequest, ApiError>
         return Err(ApiError::invalid_param("suffix", "suffix is not supported"));
     }
     Ok(CompletionRequest {
-        prompt,
+        prompts,
         opts,
         logprobs,
         echo,
@@ -544,13 +550,19 @@ mod tests {
             json!({"prompt": [1, 2, 3], "logprobs": 5, "echo": true}),
         ))
         .unwrap();
-        assert!(matches!(r.prompt, Prompt::Tokens(ref t) if t == &[1, 2, 3]));
+        assert!(matches!(r.prompts[..], [Prompt::Tokens(ref t)] if t == &[1, 2, 3]));
         assert!(r.echo && r.logprobs == Some(5));
         assert!(matches!(
-            completion(&obj(json!({"prompt": ["hi"]}))).unwrap().prompt,
-            Prompt::Text(_)
+            completion(&obj(json!({"prompt": ["hi"]}))).unwrap().prompts[..],
+            [Prompt::Text(_)]
         ));
-        assert!(completion(&obj(json!({"prompt": ["a", "b"]}))).is_err());
+        let two = completion(&obj(json!({"prompt": ["a", [1, 2]]}))).unwrap();
+        assert!(matches!(
+            two.prompts[..],
+            [Prompt::Text(_), Prompt::Tokens(_)]
+        ));
+        assert!(completion(&obj(json!({"prompt": []}))).is_err());
+        assert!(completion(&obj(json!({"prompt": [{"x": 1}]}))).is_err());
         assert!(completion(&obj(json!({"prompt": "a", "logprobs": 6}))).is_err());
         assert!(parse_object(b"{").is_err());
     }
