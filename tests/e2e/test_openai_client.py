@@ -238,6 +238,10 @@ def test_completions_echo_logprobs_score_the_prompt(server):
     diffs = [abs(lp.token_logprobs[i + 1] - p["next_logprob"]) for i, p in enumerate(golden["positions"][:-1])]
     assert sum(diffs) / len(diffs) < 0.15
     assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+    # A batch of prompts (as evaluation tools send them): one choice per prompt, in order.
+    r = server.client().completions.create(model="m", prompt=["Hello", "The sky is"], max_tokens=0, echo=True, logprobs=0)
+    assert [c.index for c in r.choices] == [0, 1]
+    assert [c.text for c in r.choices] == ["Hello", "The sky is"]
     # Generation after the echoed prompt, streamed.
     chunks = list(server.client().completions.create(model="m", prompt="Once upon a time", max_tokens=5, stream=True, logprobs=2))
     assert chunks[-1].choices[0].finish_reason == "length"
