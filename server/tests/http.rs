@@ -323,6 +323,16 @@ fn routes_shapes_and_errors() {
         "The quick brown fox"
     );
 
+    // Generation stops when prompt + completion fill the context (128 here).
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": vec![100; 120], "temperature": 0}),
+    );
+    assert_eq!(st, 200, "{v}");
+    if v["choices"][0]["finish_reason"] == "length" {
+        assert_eq!(v["usage"]["completion_tokens"], 8, "{v}");
+    }
+
     // Several prompts in one request: one choice each, usage summed.
     let (st, v) = s.post(
         "/v1/completions",

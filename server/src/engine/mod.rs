@@ -465,7 +465,9 @@ impl Worker {
         let mut stop_hit = false;
         let tok = &self.shared.tok;
         let finish = loop {
-            if job.max_tokens == Some(0) {
+            // Prompt and completion together fit the context (the session holds every
+            // token but the one about to be sampled).
+            if job.max_tokens == Some(0) || self.session.tokens().len() >= self.shared.ctx {
                 break Finish::Length;
             }
             if Self::cancelled(job) {
@@ -500,9 +502,6 @@ impl Worker {
                 break Finish::Stop;
             }
             if job.max_tokens.is_some_and(|m| generated >= m) {
-                break Finish::Length;
-            }
-            if self.session.tokens().len() >= self.shared.ctx {
                 break Finish::Length;
             }
             if Self::cancelled(job) {
