@@ -161,7 +161,11 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> anyhow::Resul
                     let state = state.clone();
                     async move { Ok::<_, std::convert::Infallible>(handle(state, req, peer).await) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                // A client gets 30 s to send its request head (slow-header clients are cut off).
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
