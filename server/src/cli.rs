@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use tokio::sync::mpsc::unbounded_channel;
 use trillim_core::sampler::SamplerConfig;
+use trillim_runtime::{LoadOptions, UnembedQuant};
 
 use crate::api::{self, AppState, Settings};
 use crate::engine::{self, Engine, Event, Job, SubmitError};
@@ -43,6 +44,13 @@ pub struct ServeArgs {
     /// Speech endpoints (reserved: this build has no speech support yet).
     #[arg(long)]
     pub voice: bool,
+    /// Re-encode the output matrix at load: q8_0 or q4_0 (less memory traffic per token).
+    #[arg(long, value_parser = parse_unembed_quant)]
+    pub unembed_quant: Option<UnembedQuant>,
+}
+
+fn parse_unembed_quant(s: &str) -> Result<UnembedQuant, String> {
+    UnembedQuant::parse(s)
 }
 
 /// Options shared by `chat` and `generate`.
@@ -129,9 +137,22 @@ fn resolve(arg: &str) -> anyhow::Result<ResolvedModel> {
         .map_err(anyhow::Error::from)
 }
 
-fn load(m: &ResolvedModel, ctx: Option<usize>, threads: usize) -> anyhow::Result<engine::Prepared> {
-    engine::prepare(&m.id, &m.name, &m.gguf, m.dir.as_deref(), ctx, threads)
-        .with_context(|| format!("cannot load {}", m.gguf.display()))
+fn load(
+    m: &ResolvedModel,
+    ctx: Option<usize>,
+    threads: usize,
+    opts: LoadOptions,
+) -> anyhow::Result<engine::Prepared> {
+    engine::prepare(
+        &m.id,
+        &m.name,
+        &m.gguf,
+        m.dir.as_deref(),
+        ctx,
+        threads,
+        opts,
+    )
+    .with_context(|| format!("cannot load {}", m.gguf.display()))
 }
 
 fn init_logging() {
@@ -185,7 +206,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .block_on(tokio::net::TcpListener::bind(&addr))
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("no local address")?;
-    let prepared = load(&resolved, args.ctx, args.threads)?;
+    let opts = LoadOptions {
+        unembed_quant: args.unembed_quant,
+    };
+    let prepared = load(&resolved, args.ctx, args.threads, opts)?;
     let engine = Engine::start(prepared, args.max_queue);
     let loopback = local.ip().is_loopback();
     if !loopback && args.api_key.is_none() {
@@ -256,7 +280,12 @@ fn run_blocking(
 /// `trillim generate`.
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let m = resolve(&args.model)?;
-    let prepared = load(&m, args.sampling.ctx, args.sampling.threads)?;
+    let prepared = load(
+        &m,
+        args.sampling.ctx,
+        args.sampling.threads,
+        LoadOptions::default(),
+    )?;
     let shared = prepared.shared.clone();
     let sampler = args.sampling.sampler(&shared.defaults)?;
     let prompt = match (&args.prompt, &args.chat) {
@@ -300,7 +329,12 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 /// `trillim chat`.
 pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let m = resolve(&args.model)?;
-    let prepared = load(&m, args.sampling.ctx, args.sampling.threads)?;
+    let prepared = load(
+        &m,
+        args.sampling.ctx,
+        args.sampling.threads,
+        LoadOptions::default(),
+    )?;
     let shared = prepared.shared.clone();
     let sampler = args.sampling.sampler(&shared.defaults)?;
     let engine = Engine::start(prepared, 1);

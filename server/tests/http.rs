@@ -429,6 +429,33 @@ fn model_load_validates_and_swaps() {
     let (st, v) = s.post("/v1/chat/completions", &chat_body(json!({})));
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["usage"]["cached_tokens"], 0);
+    // Re-encoding the output matrix is a real build step and is reported as one.
+    let (st, v) = s.post(
+        "/v1/models/load",
+        &json!({"model_dir": "org/other", "unembed_quant": "q6_k"}),
+    );
+    assert_error(&v, st, 400);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("q6_k"),
+        "{v}"
+    );
+    let (st, v) = s.post(
+        "/v1/models/load",
+        &json!({"model_dir": "org/other", "unembed_quant": "q4_0"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["recompiled"], true, "{v}");
+    let (st, v) = s.post("/v1/chat/completions", &chat_body(json!({})));
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s.post(
+        "/v1/models/load",
+        &json!({"model_dir": "org/other", "unembed_quant": "q8_0"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["recompiled"], false,
+        "the file's output matrix is already Q8_0: {v}"
+    );
 }
 
 #[test]

@@ -29,6 +29,7 @@ use openai::{Kind, Output};
 
 use crate::engine::{self, Engine, Event, Job, SubmitError};
 use crate::store::{Store, StoreError};
+use trillim_runtime::{LoadOptions, UnembedQuant};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
@@ -672,7 +673,6 @@ fn store_error(e: StoreError) -> ApiError {
 }
 
 const LORA_QUANTS: &[&str] = &["none", "bf16", "int8", "q4_0", "q5_0", "q6_k", "q8_0"];
-const UNEMBED_QUANTS: &[&str] = &["int8", "q4_0", "q5_0", "q6_k", "q8_0"];
 
 /// `POST /v1/models/load`: validate everything, load the new model while the old one keeps
 /// serving, then let the old one drain its queue (new requests get 503) and switch.
@@ -713,30 +713,24 @@ async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiE
             ))
         }
     }
-    for (field, value, allowed, what) in [
-        (
-            "lora_quant",
-            &r.lora_quant,
-            LORA_QUANTS,
-            "LoRA quantization levels",
-        ),
-        (
-            "unembed_quant",
-            &r.unembed_quant,
-            UNEMBED_QUANTS,
-            "unembedding quantization levels",
-        ),
-    ] {
-        if let Some(v) = value {
-            if !allowed.contains(&v.as_str()) {
-                return Err(ApiError::invalid_param(
-                    field,
-                    format!("Unknown {field} '{v}'. Available: {}", allowed.join(", ")),
-                ));
-            }
-            return Err(not_yet(field, what));
+    if let Some(v) = &r.lora_quant {
+        if !LORA_QUANTS.contains(&v.as_str()) {
+            return Err(ApiError::invalid_param(
+                "lora_quant",
+                format!(
+                    "Unknown lora_quant '{v}'. Available: {}",
+                    LORA_QUANTS.join(", ")
+                ),
+            ));
         }
+        return Err(not_yet("lora_quant", "LoRA quantization levels"));
     }
+    let unembed_quant = match &r.unembed_quant {
+        None => None,
+        Some(v) => Some(
+            UnembedQuant::parse(v).map_err(|msg| ApiError::invalid_param("unembed_quant", msg))?,
+        ),
+    };
     let store = state.store.clone();
     let dir = r.model_dir.clone();
     let resolved = tokio::task::spawn_blocking(move || store.resolve_api(&dir))
@@ -761,6 +755,7 @@ async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiE
             res.dir.as_deref(),
             ctx,
             threads,
+            LoadOptions { unembed_quant },
         )
     })
     .await
@@ -784,12 +779,13 @@ async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiE
             .map_err(|e| ApiError::internal(e.to_string()))?;
     }
     let name = prepared.shared.name.clone();
+    let recompiled = prepared.recompiled();
     let engine = Engine::start(prepared, state.settings.max_queue);
     state.set_slot(Slot::Running(Arc::new(engine)));
     *state.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
     tracing::info!(model = %resolved.id, "model swapped in");
     Ok(json_response(
         StatusCode::OK,
-        &json!({"status": "success", "model": name, "recompiled": false, "message": ""}),
+        &json!({"status": "success", "model": name, "recompiled": recompiled, "message": ""}),
     ))
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 use trillim_core::sampler::{sample, Candidate, Rng, SamplerConfig};
-use trillim_runtime::{LoadedModel, Session, ThreadPool};
+use trillim_runtime::{LoadOptions, LoadedModel, Session, ThreadPool};
 
 use crate::template::ChatTemplate;
 use crate::tok::{Detokenizer, Tokenizer};
@@ -72,6 +72,13 @@ pub struct Prepared {
     pub shared: Arc<ModelShared>,
 }
 
+impl Prepared {
+    /// True when loading built something new (a re-encoded output matrix).
+    pub fn recompiled(&self) -> bool {
+        self.model.recompiled
+    }
+}
+
 /// Loads and validates everything a model needs without touching any running engine.
 pub fn prepare(
     id: &str,
@@ -80,9 +87,10 @@ pub fn prepare(
     dir: Option<&Path>,
     ctx: Option<usize>,
     threads: usize,
+    opts: LoadOptions,
 ) -> Result<Prepared, PrepareError> {
     let kernels = crate::cpu::kernels();
-    let model = Arc::new(LoadedModel::open(gguf, kernels)?);
+    let model = Arc::new(LoadedModel::open_with(gguf, kernels, opts)?);
     let tok = Tokenizer::new(model.clone())?;
     let template = ChatTemplate::new(
         model.gguf().get_str("tokenizer.chat_template"),
@@ -562,7 +570,7 @@ mod tests {
             eprintln!("SmolLM2 not present; skipped (run scripts/fetch-test-model.sh)");
             return;
         };
-        let p = prepare("t", "t", &path, None, Some(256), 1).unwrap();
+        let p = prepare("t", "t", &path, None, Some(256), 1, LoadOptions::default()).unwrap();
         let golden = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../testdata/golden/tokenizer-smollm2.json"
