@@ -2,6 +2,7 @@
 //! or behind an OpenAI-compatible HTTP API.
 
 mod api;
+mod bench;
 mod cli;
 mod cpu;
 mod engine;
@@ -40,6 +41,8 @@ enum Command {
     Models(store::cli::ModelsArgs),
     /// Check this machine: version, CPU features and kernels, memory, the model store.
     Doctor(cli::DoctorArgs),
+    /// Measure prefill and decode speed, time to first token, memory and bandwidth.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -60,6 +63,7 @@ fn main() {
         Command::List(a) => store::cli::list(a),
         Command::Models(a) => store::cli::models(a),
         Command::Doctor(a) => cli::doctor(a),
+        Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
