@@ -288,3 +288,13 @@ safe! {
     dot_tq1_0 => tq1_0_dot;
     dot_q8_0 => q8_0_dot;
 }
+
+// Multi-token entries: the matrix-vector kernels once per token.
+crate::scalar::gemm_from_matvec!(pub(crate) neon_gemm_tq2_0, neon_tq2_0);
+crate::scalar::gemm_from_matvec!(pub(crate) neon_gemm_i2s, neon_i2s);
+crate::scalar::gemm_from_matvec!(pub(crate) neon_gemm_tq1_0, neon_tq1_0);
+crate::scalar::gemm_from_matvec!(pub(crate) neon_gemm_q8_0, neon_q8_0);
+crate::scalar::gemm_from_matvec!(pub(crate) dot_gemm_tq2_0, dot_tq2_0);
+crate::scalar::gemm_from_matvec!(pub(crate) dot_gemm_i2s, dot_i2s);
+crate::scalar::gemm_from_matvec!(pub(crate) dot_gemm_tq1_0, dot_tq1_0);
+crate::scalar::gemm_from_matvec!(pub(crate) dot_gemm_q8_0, dot_q8_0);

@@ -156,3 +156,62 @@ fn bench_matvec() {
         );
     }
 }
+
+/// Multi-token (prefill) kernels: a tile of rows as the forward pass hands one thread task,
+/// times a batch of 64 tokens, in giga multiply-accumulates per second of thread CPU time.
+///
+/// Run with `cargo test -p trillim-kernels --release bench_gemm -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_gemm() {
+    const TILE: usize = 256;
+    const N: usize = 64;
+    let mut rng = Rng::new(2);
+    let mut paths = vec![Kernels::scalar()];
+    paths.extend(simd_paths());
+    println!("{TILE}x{COLS} tile x {N} tokens, single thread, GMAC/s of thread CPU time");
+    let only = std::env::var("TRILLIM_BENCH").unwrap_or_default();
+    for ty in [
+        WeightType::TQ2_0,
+        WeightType::I2S,
+        WeightType::TQ1_0,
+        WeightType::Q8_0,
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+    ] {
+        if !only.is_empty() && !only.split(',').any(|t| t == ty.name()) {
+            continue;
+        }
+        let row_bytes = ty.row_bytes(COLS).unwrap();
+        let w = rand_matrix(&mut rng, ty, TILE, COLS);
+        let block = ty.act_block();
+        let nb = COLS / block;
+        let (mut qs, mut d, mut sums) =
+            (vec![0i8; N * COLS], vec![0f32; N * nb], vec![0i32; N * nb]);
+        for t in 0..N {
+            let x: Vec<f32> = (0..COLS).map(|_| rng.f32()).collect();
+            quantize_blocks(
+                &x,
+                block,
+                &mut qs[t * COLS..(t + 1) * COLS],
+                &mut d[t * nb..(t + 1) * nb],
+                &mut sums[t * nb..(t + 1) * nb],
+            );
+        }
+        let a = crate::ActBatch {
+            qs: &qs,
+            d: &d,
+            sums: &sums,
+            block,
+            cols: COLS,
+            n: N,
+        };
+        let mut out = vec![0f32; TILE * N];
+        for k in &paths {
+            let g = k.gemm_q8(ty).unwrap();
+            // Bytes-per-call is MACs per call here, so the result reads as GMAC/s.
+            let gmac = gbps(TILE * COLS * N, |_| g(&w, row_bytes, &a, &mut out));
+            println!("{:>6} {:>11}: {:7.1} GMAC/s", ty.name(), k.name, gmac);
+        }
+    }
+}

@@ -21,6 +21,9 @@ mod table;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
+#[cfg(all(target_arch = "x86_64", trillim_avx512))]
+mod x86_gemm;
+
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 

@@ -5,7 +5,7 @@
 //! starts at byte `r * row_bytes` of `w`. Ternary and I2_S results are *not* multiplied by an
 //! I2_S per-tensor scale; the caller applies it.
 
-use crate::act::{ActBatch, ActQ8};
+use crate::act::ActQ8;
 use crate::f16::{bf16_to_f32, f16_to_f32, le_f16, le_u16};
 use crate::formats::{
     tq1_0_block_ternary, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ1_0_BLOCK_BYTES,
@@ -205,26 +205,36 @@ pub fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
     }
 }
 
-/// Defines a scalar matrix × several-vectors kernel from a matrix-vector kernel: the reference
-/// for the fused multi-token (prefill) kernels. `out` is token-major: `out[t · rows + r]`.
+/// Defines a matrix × several-vectors kernel that runs a matrix-vector kernel once per token:
+/// the scalar reference for the fused multi-token (prefill) kernels, and the multi-token entry
+/// of SIMD paths without a fused one. `out` is token-major: `out[t · rows + r]`.
 macro_rules! gemm_from_matvec {
-    ($name:ident, $matvec:ident) => {
-        #[doc = concat!("Reference multi-token kernel built on [`", stringify!($matvec), "`].")]
-        pub fn $name(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    ($vis:vis $name:ident, $matvec:path) => {
+        #[doc = concat!("Multi-token kernel running `", stringify!($matvec), "` per token.")]
+        $vis fn $name(
+            w: &[u8],
+            row_bytes: usize,
+            a: &$crate::act::ActBatch<'_>,
+            out: &mut [f32],
+        ) {
             if a.n == 0 {
                 return;
             }
             let rows = out.len() / a.n;
+            if rows == 0 {
+                return;
+            }
             for (t, o) in out.chunks_exact_mut(rows).enumerate() {
                 $matvec(w, row_bytes, &a.token(t), o);
             }
         }
     };
 }
+pub(crate) use gemm_from_matvec;
 
-gemm_from_matvec!(gemm_q8_0, matvec_q8_0);
-gemm_from_matvec!(gemm_q4_0, matvec_q4_0);
-gemm_from_matvec!(gemm_q4_1, matvec_q4_1);
-gemm_from_matvec!(gemm_tq1_0, matvec_tq1_0);
-gemm_from_matvec!(gemm_tq2_0, matvec_tq2_0);
-gemm_from_matvec!(gemm_i2s, matvec_i2s);
+gemm_from_matvec!(pub gemm_q8_0, matvec_q8_0);
+gemm_from_matvec!(pub gemm_q4_0, matvec_q4_0);
+gemm_from_matvec!(pub gemm_q4_1, matvec_q4_1);
+gemm_from_matvec!(pub gemm_tq1_0, matvec_tq1_0);
+gemm_from_matvec!(pub gemm_tq2_0, matvec_tq2_0);
+gemm_from_matvec!(pub gemm_i2s, matvec_i2s);

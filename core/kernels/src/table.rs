@@ -172,7 +172,12 @@ impl Kernels {
             bf16: x86::avx2_bf16,
             dot_f16: x86::avx2_dot_f16,
             axpy_f16: x86::avx2_axpy_f16,
-            ..Kernels::scalar()
+            gemm_q8_0: x86::avx2_gemm_q8_0,
+            gemm_q4_0: x86::avx2_gemm_q4_0,
+            gemm_q4_1: x86::avx2_gemm_q4_1,
+            gemm_tq1_0: x86::avx2_gemm_tq1_0,
+            gemm_tq2_0: x86::avx2_gemm_tq2_0,
+            gemm_i2s: x86::avx2_gemm_i2s,
         }
     }
 
@@ -183,7 +188,7 @@ impl Kernels {
     /// must have enabled AVX-512 state.
     #[cfg(all(target_arch = "x86_64", trillim_avx512))]
     pub unsafe fn avx512vnni() -> Kernels {
-        use crate::x86;
+        use crate::{x86, x86_gemm};
         Kernels {
             name: "avx512vnni",
             q8_0: x86::vnni_q8_0,
@@ -192,6 +197,12 @@ impl Kernels {
             tq1_0: x86::vnni_tq1_0,
             tq2_0: x86::vnni_tq2_0,
             i2s: x86::vnni_i2s,
+            gemm_q8_0: x86_gemm::vnni_gemm_q8_0,
+            gemm_q4_0: x86_gemm::vnni_gemm_q4_0,
+            gemm_q4_1: x86_gemm::vnni_gemm_q4_1,
+            gemm_tq1_0: x86_gemm::vnni_gemm_tq1_0,
+            gemm_tq2_0: x86_gemm::vnni_gemm_tq2_0,
+            gemm_i2s: x86_gemm::vnni_gemm_i2s,
             // SAFETY: the caller's contract includes AVX2, FMA and F16C.
             ..unsafe { Kernels::avx2() }
         }
@@ -210,6 +221,10 @@ impl Kernels {
             tq1_0: aarch64::neon_tq1_0,
             tq2_0: aarch64::neon_tq2_0,
             i2s: aarch64::neon_i2s,
+            gemm_q8_0: aarch64::neon_gemm_q8_0,
+            gemm_tq1_0: aarch64::neon_gemm_tq1_0,
+            gemm_tq2_0: aarch64::neon_gemm_tq2_0,
+            gemm_i2s: aarch64::neon_gemm_i2s,
             ..Kernels::scalar()
         }
     }
@@ -227,6 +242,10 @@ impl Kernels {
             tq1_0: aarch64::dot_tq1_0,
             tq2_0: aarch64::dot_tq2_0,
             i2s: aarch64::dot_i2s,
+            gemm_q8_0: aarch64::dot_gemm_q8_0,
+            gemm_tq1_0: aarch64::dot_gemm_tq1_0,
+            gemm_tq2_0: aarch64::dot_gemm_tq2_0,
+            gemm_i2s: aarch64::dot_gemm_i2s,
             ..Kernels::scalar()
         }
     }

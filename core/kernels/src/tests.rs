@@ -5,7 +5,7 @@ extern crate std;
 use std::vec;
 use std::vec::Vec;
 
-use crate::act::{quantize_blocks, quantize_per_token, ActQ8};
+use crate::act::{quantize_blocks, quantize_per_token, ActBatch, ActQ8};
 use crate::f16::f32_to_f16;
 use crate::formats::{dequantize_row, WeightType};
 use crate::Kernels;
@@ -291,6 +291,84 @@ fn int8_kernels_match_scalar() {
                                 assert!(err <= tol, "{ctx:?}: {} vs {}", got[r], want[r]);
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `n` tokens of random activations of `cols` elements each, stored back to back.
+fn rand_batch(rng: &mut Rng, n: usize, cols: usize, block: usize, mode: u32) -> Act {
+    let mut all = Act {
+        qs: Vec::new(),
+        d: Vec::new(),
+        sums: Vec::new(),
+        block,
+    };
+    for _ in 0..n {
+        let t = rand_act(rng, cols, block, mode);
+        all.qs.extend_from_slice(&t.qs);
+        all.d.extend_from_slice(&t.d);
+        all.sums.extend_from_slice(&t.sums);
+    }
+    all
+}
+
+/// Every multi-token kernel against the scalar reference (which loops the scalar matrix-vector
+/// kernel per token): the results must be bit-identical.
+#[test]
+fn gemm_kernels_match_scalar() {
+    let scalar = Kernels::scalar();
+    let paths = simd_paths();
+    let mut rng = Rng::new(4242);
+    let mut shapes = Vec::new();
+    for &rows in &[1usize, 3, 4, 5, 17] {
+        for &blocks in &[1usize, 2, 3, 27] {
+            for &n in &[1usize, 2, 3, 5, 8, 13] {
+                shapes.push((rows, blocks, n));
+            }
+        }
+    }
+    // Several row tiles, and more tokens than one pass holds.
+    shapes.push((48, 2, 70));
+    shapes.push((33, 1, 64));
+    for ty in INT_TYPES {
+        for &(rows, blocks, n) in &shapes {
+            for mode in 0..3u32 {
+                let cols = blocks * ty.block_len();
+                let row_bytes = ty.row_bytes(cols).unwrap();
+                let mut w = Vec::new();
+                for _ in 0..rows {
+                    rand_row(&mut rng, ty, blocks, mode == 2, &mut w);
+                }
+                let act = rand_batch(&mut rng, n, cols, ty.act_block(), mode);
+                let a = ActBatch {
+                    qs: &act.qs,
+                    d: &act.d,
+                    sums: &act.sums,
+                    block: act.block,
+                    cols,
+                    n,
+                };
+                let mut want = vec![0f32; rows * n];
+                (scalar.gemm_q8(ty).unwrap())(&w, row_bytes, &a, &mut want);
+                // The reference is the matrix-vector kernel per token.
+                let mut one = vec![0f32; rows];
+                (scalar.matvec_q8(ty).unwrap())(&w, row_bytes, &a.token(n - 1), &mut one);
+                assert_eq!(one[..], want[(n - 1) * rows..]);
+                for k in &paths {
+                    let mut got = vec![f32::NAN; rows * n];
+                    (k.gemm_q8(ty).unwrap())(&w, row_bytes, &a, &mut got);
+                    for i in 0..rows * n {
+                        let ctx = (k.name, ty, rows, blocks, n, mode, i / rows, i % rows);
+                        assert_eq!(
+                            got[i].to_bits(),
+                            want[i].to_bits(),
+                            "{ctx:?}: {} vs {}",
+                            got[i],
+                            want[i]
+                        );
                     }
                 }
             }

@@ -1044,6 +1044,14 @@ wrap_q8! {
     vnni_q4_1 => q4_vnni::<true>;
 }
 
+// Multi-token entries of the AVX2 path: the matrix-vector kernels once per token.
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_tq2_0, avx2_tq2_0);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_i2s, avx2_i2s);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_tq1_0, avx2_tq1_0);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q8_0, avx2_q8_0);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q4_0, avx2_q4_0);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q4_1, avx2_q4_1);
+
 wrap_f32! {
     avx2_f32 => matvec_float_avx2::<0>;
     avx2_f16 => matvec_float_avx2::<1>;
