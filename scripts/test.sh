@@ -19,12 +19,8 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 step "Rust tests"
 cargo test --workspace --release
 
-if [ -d tests/e2e ]; then
-    step "end-to-end tests with the official openai client"
-    python3 -m pip install --quiet --disable-pip-version-check openai pytest
-    cargo build --release -p trillim
-    TRILLIM_BIN="$PWD/target/release/trillim" python3 -m pytest -q tests/e2e
-fi
+step "end-to-end tests with the official openai client"
+scripts/e2e.sh
 
 step "aarch64 kernels under qemu (Cortex-A72 and Cortex-A76)"
 if [ "$(id -u)" = 0 ] || command -v qemu-aarch64 >/dev/null 2>&1; then
