@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Benchmarks trillim on the models of BENCHMARKS.md and, when LLAMA_BENCH points at llama.cpp's
+# llama-bench, llama.cpp on the same files in the same run.
+#
+#   scripts/bench.sh [OUT_DIR]      (default: bench-results/)
+#
+# Models: SmolLM2-135M-Instruct Q4_1 (scripts/fetch-test-model.sh) and synthetic models of
+# BitNet b1.58 2B4T's shape in TQ2_0, TQ1_0 and I2_S (random weights, real tokenizer), written
+# by scripts/make_gguf.py into ~/.cache/trillim/bench/. Environment: THREADS (default "1 2"),
+# PROMPT (128), GEN (64), RUNS (3).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+out="${1:-bench-results}"
+mkdir -p "$out"
+threads="${THREADS:-1 2}"
+prompt="${PROMPT:-128}"
+gen="${GEN:-64}"
+runs="${RUNS:-3}"
+
+smollm="$(scripts/fetch-test-model.sh)"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/trillim/bench"
+mkdir -p "$cache"
+make_model() { # name arch wtype
+    local f="$cache/$1.gguf"
+    if [ ! -s "$f" ]; then
+        python3 -m pip install --quiet --disable-pip-version-check gguf numpy >&2
+        python3 scripts/make_gguf.py --donor "$smollm" --arch "$2" --shape 2b4t --wtype "$3" \
+            --embd-type q8_0 -o "$f.tmp" >&2
+        mv "$f.tmp" "$f"
+    fi
+    echo "$f"
+}
+models=(
+    "$smollm"
+    "$(make_model bitnet-2b4t-tq2_0 bitnet tq2_0)"
+    "$(make_model bitnet-2b4t-i2_s bitnet-b1.58 i2_s)"
+    "$(make_model bitnet-2b4t-tq1_0 bitnet tq1_0)"
+)
+
+cargo build --release -p trillim >&2
+results="$out/results.jsonl"
+: > "$results"
+for m in "${models[@]}"; do
+    for t in $threads; do
+        echo "== trillim $(basename "$m") threads=$t" >&2
+        line=$(target/release/trillim bench "$m" --threads "$t" --prompt-tokens "$prompt" \
+            --gen-tokens "$gen" --runs "$runs" --json)
+        echo "{\"engine\":\"trillim\",\"file\":\"$(basename "$m")\",${line:1}" >> "$results"
+        if [ -n "${LLAMA_BENCH:-}" ]; then
+            # llama.cpp has no I2_S: it is bitnet.cpp's format.
+            case "$m" in *i2_s*) continue ;; esac
+            echo "== llama.cpp $(basename "$m") threads=$t" >&2
+            "$LLAMA_BENCH" -m "$m" -t "$t" -p "$prompt" -n "$gen" -r "$runs" -o jsonl 2>/dev/null \
+                | python3 -c '
+import json, sys
+pp = tg = None
+for line in sys.stdin:
+    r = json.loads(line)
+    if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0: pp = r["avg_ts"]
+    if r.get("n_gen", 0) > 0 and r.get("n_prompt", 0) == 0: tg = r["avg_ts"]
+print(json.dumps({"engine": "llama.cpp", "file": sys.argv[1], "threads": int(sys.argv[2]),
+                  "prefill_tok_s": {"median": pp}, "decode_tok_s": {"median": tg}}))
+' "$(basename "$m")" "$t" >> "$results"
+        fi
+    done
+done
+python3 scripts/plot_bench.py "$results" "$out/bench.svg"
+echo "$results"
