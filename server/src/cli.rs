@@ -235,12 +235,22 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Runs one generation on `engine`, printing text as it comes; returns the text.
+/// What one blocking generation produced.
+struct Generated {
+    text: String,
+    tokens: usize,
+    /// Seconds from submitting the job to the first text, if any was produced.
+    first_token: Option<f64>,
+}
+
 fn run_blocking(
     engine: &Engine,
     prompt: Vec<u32>,
     sampler: SamplerConfig,
     max_tokens: Option<usize>,
-) -> anyhow::Result<(String, usize, usize)> {
+) -> anyhow::Result<Generated> {
+    let start = std::time::Instant::now();
+    let mut first_token = None;
     let (tx, mut rx) = unbounded_channel();
     let job = Job {
         prompt,
@@ -258,18 +268,24 @@ fn run_blocking(
     }
     let mut text = String::new();
     let mut out = std::io::stdout();
-    let mut cached = 0;
     while let Some(ev) = rx.blocking_recv() {
         match ev {
-            Event::Started { cached_tokens } => cached = cached_tokens,
+            Event::Started { .. } => {}
             Event::Text { text: t, .. } => {
+                first_token.get_or_insert_with(|| start.elapsed().as_secs_f64());
                 let _ = out.write_all(t.as_bytes());
                 let _ = out.flush();
                 text.push_str(&t);
             }
             Event::Done {
                 completion_tokens, ..
-            } => return Ok((text, completion_tokens, cached)),
+            } => {
+                return Ok(Generated {
+                    text,
+                    tokens: completion_tokens,
+                    first_token,
+                })
+            }
             Event::Error(e) => bail!("generation failed: {e}"),
             Event::PromptLogprobs(_) => {}
         }
@@ -312,11 +328,16 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     }
     let engine = Engine::start(prepared, 1);
     let t0 = std::time::Instant::now();
-    let (_, n, _) = run_blocking(&engine, prompt.clone(), sampler, args.sampling.max_tokens)?;
+    let g = run_blocking(&engine, prompt.clone(), sampler, args.sampling.max_tokens)?;
     let dt = t0.elapsed().as_secs_f64();
+    let n = g.tokens;
     println!();
+    let ttft = g
+        .first_token
+        .map(|s| format!("first token after {:.1} ms, ", s * 1e3))
+        .unwrap_or_default();
     eprintln!(
-        "[{} prompt tokens, {n} generated in {dt:.2} s, {:.1} tokens/s, {} threads, {} kernels]",
+        "[{} prompt tokens, {n} generated in {dt:.2} s, {ttft}{:.1} tokens/s, {} threads, {} kernels]",
         prompt.len(),
         n as f64 / dt.max(1e-9),
         shared.threads,
@@ -402,7 +423,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             seed: api::random_u64(),
             ..sampler
         };
-        let (reply, _, _) = run_blocking(&engine, prompt, s, args.sampling.max_tokens)?;
+        let reply = run_blocking(&engine, prompt, s, args.sampling.max_tokens)?.text;
         println!();
         history.push(Message {
             role: "assistant".into(),
