@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Time to first token for short prompts: through the HTTP server (streamed /v1/completions)
+against the same through `trillim generate`, on one model, in one run.
+
+    python3 scripts/ttft.py MODEL [--threads 2] [--runs 7] [--bin target/release/trillim]
+
+Each request uses a fresh prompt (a different first word), so no prefix comes from the cache.
+Prints the medians and their ratio.
+"""
+import argparse, http.client, json, re, socket, statistics, subprocess, time
+
+WORDS = ["Autumn", "Bridges", "Copper", "Deserts", "Engines", "Forests", "Glaciers", "Harbors",
+         "Islands", "Jungles", "Kettles", "Lanterns", "Meadows", "Nebulas", "Oceans", "Pianos"]
+
+def prompt(i):
+    return f"{WORDS[i % len(WORDS)]} are interesting because"
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+def via_generate(args):
+    out = []
+    for i in range(args.runs):
+        p = subprocess.run([args.bin, "generate", args.model, "--prompt", prompt(i), "--max-tokens", "1",
+                            "--temperature", "0", "--threads", str(args.threads)],
+                           capture_output=True, text=True, check=True)
+        m = re.search(r"first token after ([0-9.]+) ms", p.stderr)
+        out.append(float(m.group(1)))
+    return out
+
+def via_http(args):
+    port = free_port()
+    srv = subprocess.Popen([args.bin, "serve", args.model, "--port", str(port), "--threads", str(args.threads)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/health")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        out = []
+        for i in range(args.runs):
+            body = json.dumps({"prompt": prompt(i + 100), "max_tokens": 1, "temperature": 0, "stream": True})
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            t0 = time.perf_counter()
+            c.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+            r = c.getresponse()
+            while True:
+                line = r.fp.readline()
+                if not line:
+                    raise SystemExit("stream ended without text")
+                if line.startswith(b"data: {"):
+                    chunk = json.loads(line[6:])
+                    if chunk["choices"] and chunk["choices"][0].get("text"):
+                        out.append((time.perf_counter() - t0) * 1e3)
+                        break
+            r.read()
+            c.close()
+        return out
+    finally:
+        srv.terminate()
+        srv.wait()
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--bin", default="target/release/trillim")
+    args = ap.parse_args()
+    g = statistics.median(via_generate(args))
+    h = statistics.median(via_http(args))
+    print(json.dumps({"generate_ttft_ms": round(g, 2), "http_ttft_ms": round(h, 2), "http_over_generate": round(h / g, 3)}))
+
+if __name__ == "__main__":
+    main()
