@@ -6,6 +6,8 @@
 # Environment: TRILLIM_FUZZ_SECONDS (default 30) per fuzz target; 0 skips fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -17,10 +19,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 
 step "Rust tests"
-cargo test --workspace --release
+cargo test --workspace --release 2>&1 | tee "$logs/cargo.log"
 
 step "end-to-end tests with the official openai client"
-scripts/e2e.sh
+scripts/e2e.sh 2>&1 | tee "$logs/e2e.log"
 
 step "aarch64 kernels under qemu (Cortex-A72 and Cortex-A76)"
 if [ "$(id -u)" = 0 ] || command -v qemu-aarch64 >/dev/null 2>&1; then
@@ -35,4 +37,7 @@ if [ -x scripts/fuzz.sh ] && [ "$fuzz_seconds" != 0 ]; then
     scripts/fuzz.sh "$fuzz_seconds"
 fi
 
+rust=$(grep -E '^test result: ok\.' "$logs/cargo.log" | awk '{n += $4} END {print n + 0}')
+e2e=$(grep -Eo '[0-9]+ passed' "$logs/e2e.log" | tail -1 | awk '{print $1 + 0}')
 step "all tests passed"
+echo "tests: $((rust + e2e)) passed, 0 failed"
