@@ -11,7 +11,7 @@ use core::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::sampler::SamplerConfig;
+use crate::sampler::{SamplerConfig, SamplerOverrides};
 
 /// Most messages in a chat request.
 pub const MAX_MESSAGES: usize = 64;
@@ -440,22 +440,8 @@ struct Body<'a> {
 /// Generation options shared by both endpoints, validated.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GenParams {
-    /// `temperature` (>= 0).
-    pub temperature: Option<f32>,
-    /// `top_k` (>= 0).
-    pub top_k: Option<usize>,
-    /// `top_p` in (0, 1].
-    pub top_p: Option<f32>,
-    /// `min_p` in [0, 1].
-    pub min_p: Option<f32>,
-    /// `repetition_penalty` (>= 0).
-    pub repetition_penalty: Option<f32>,
-    /// `presence_penalty` in [-2, 2].
-    pub presence_penalty: Option<f32>,
-    /// `frequency_penalty` in [-2, 2].
-    pub frequency_penalty: Option<f32>,
-    /// `seed`.
-    pub seed: Option<u64>,
+    /// Sampling overrides (validated).
+    pub sampling: SamplerOverrides,
     /// `max_completion_tokens` or `max_tokens` (>= 1).
     pub max_tokens: Option<usize>,
     /// `stream`.
@@ -467,19 +453,7 @@ pub struct GenParams {
 impl GenParams {
     /// The sampler configuration: request values over `defaults`, `seed` when none is given.
     pub fn sampler(&self, defaults: &SamplerConfig, seed: u64) -> SamplerConfig {
-        SamplerConfig {
-            temperature: self.temperature.unwrap_or(defaults.temperature),
-            top_k: self.top_k.unwrap_or(defaults.top_k),
-            top_p: self.top_p.unwrap_or(defaults.top_p),
-            min_p: self.min_p.unwrap_or(defaults.min_p),
-            repetition_penalty: self
-                .repetition_penalty
-                .unwrap_or(defaults.repetition_penalty),
-            presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
-            frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
-            penalty_window: defaults.penalty_window,
-            seed: self.seed.unwrap_or(seed),
-        }
+        self.sampling.apply(defaults, seed)
     }
 }
 
@@ -518,13 +492,6 @@ pub struct CompletionRequest<'a> {
     pub stop: heapless::Vec<JsonStr<'a>, MAX_STOP>,
 }
 
-fn finite(v: Option<f32>, param: &'static str) -> Result<Option<f32>, RequestError> {
-    match v {
-        Some(x) if !x.is_finite() => Err(RequestError::invalid(param, "value must be finite")),
-        v => Ok(v),
-    }
-}
-
 fn check(ok: bool, param: &'static str, message: &'static str) -> Result<(), RequestError> {
     if ok {
         Ok(())
@@ -536,47 +503,24 @@ fn check(ok: bool, param: &'static str, message: &'static str) -> Result<(), Req
 type Stops<'a> = heapless::Vec<JsonStr<'a>, MAX_STOP>;
 
 fn params<'a>(b: &Body<'a>) -> Result<(GenParams, Stops<'a>), RequestError> {
-    let temperature = finite(b.temperature, "temperature")?;
-    check(
-        temperature.is_none_or(|t| t >= 0.0),
-        "temperature",
-        "temperature must be >= 0",
-    )?;
     check(
         b.top_k.is_none_or(|k| k >= 0),
         "top_k",
         "top_k must be >= 0",
     )?;
-    let top_p = finite(b.top_p, "top_p")?;
-    check(
-        top_p.is_none_or(|p| p > 0.0 && p <= 1.0),
-        "top_p",
-        "top_p must be in (0, 1]",
-    )?;
-    let min_p = finite(b.min_p, "min_p")?;
-    check(
-        min_p.is_none_or(|p| (0.0..=1.0).contains(&p)),
-        "min_p",
-        "min_p must be in [0, 1]",
-    )?;
-    let repetition_penalty = finite(b.repetition_penalty, "repetition_penalty")?;
-    check(
-        repetition_penalty.is_none_or(|p| p >= 0.0),
-        "repetition_penalty",
-        "repetition_penalty must be >= 0",
-    )?;
-    let presence_penalty = finite(b.presence_penalty, "presence_penalty")?;
-    check(
-        presence_penalty.is_none_or(|p| (-2.0..=2.0).contains(&p)),
-        "presence_penalty",
-        "presence_penalty must be between -2 and 2",
-    )?;
-    let frequency_penalty = finite(b.frequency_penalty, "frequency_penalty")?;
-    check(
-        frequency_penalty.is_none_or(|p| (-2.0..=2.0).contains(&p)),
-        "frequency_penalty",
-        "frequency_penalty must be between -2 and 2",
-    )?;
+    let sampling = SamplerOverrides {
+        temperature: b.temperature,
+        top_k: b.top_k.map(|k| k as usize),
+        top_p: b.top_p,
+        min_p: b.min_p,
+        repetition_penalty: b.repetition_penalty,
+        presence_penalty: b.presence_penalty,
+        frequency_penalty: b.frequency_penalty,
+        seed: b.seed.map(|s| s as u64),
+    };
+    sampling
+        .validate()
+        .map_err(|e| RequestError::invalid(e.param, e.message))?;
     let max_tokens = match (b.max_completion_tokens, b.max_tokens) {
         (Some(v), _) => {
             check(
@@ -607,14 +551,7 @@ fn params<'a>(b: &Body<'a>) -> Result<(GenParams, Stops<'a>), RequestError> {
     }
     Ok((
         GenParams {
-            temperature,
-            top_k: b.top_k.map(|k| k as usize),
-            top_p,
-            min_p,
-            repetition_penalty,
-            presence_penalty,
-            frequency_penalty,
-            seed: b.seed.map(|s| s as u64),
+            sampling,
             max_tokens,
             stream: b.stream.unwrap_or(false),
             include_usage: b
@@ -746,10 +683,10 @@ mod tests {
         let mut a = Arena::new(&mut buf);
         assert_eq!(a.unescape(&r.messages[0].content).unwrap(), "Be \"brief\".");
         assert_eq!(a.unescape(&r.messages[1].content).unwrap(), "Hi there");
-        assert_eq!(r.params.temperature, Some(0.5));
-        assert_eq!(r.params.top_k, Some(3));
+        assert_eq!(r.params.sampling.temperature, Some(0.5));
+        assert_eq!(r.params.sampling.top_k, Some(3));
         assert_eq!(r.params.max_tokens, Some(7));
-        assert_eq!(r.params.seed, Some(9));
+        assert_eq!(r.params.sampling.seed, Some(9));
         assert!(r.params.stream && r.params.include_usage);
         assert_eq!(r.stop.len(), 1);
         assert_eq!(a.unescape_one(r.stop[0]).unwrap(), "\n\n");

@@ -40,6 +40,112 @@ impl Default for SamplerConfig {
     }
 }
 
+/// Per-request overrides of a model's sampling defaults (`None` keeps the default), with the
+/// ranges every shell enforces in one place.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SamplerOverrides {
+    /// Temperature, `>= 0`.
+    pub temperature: Option<f32>,
+    /// Top-k (`0` = off).
+    pub top_k: Option<usize>,
+    /// Top-p in `(0, 1]`.
+    pub top_p: Option<f32>,
+    /// Min-p in `[0, 1]`.
+    pub min_p: Option<f32>,
+    /// Repetition penalty, `>= 0`.
+    pub repetition_penalty: Option<f32>,
+    /// Presence penalty in `[-2, 2]`.
+    pub presence_penalty: Option<f32>,
+    /// Frequency penalty in `[-2, 2]`.
+    pub frequency_penalty: Option<f32>,
+    /// PRNG seed.
+    pub seed: Option<u64>,
+}
+
+/// A sampling parameter outside its range: the field and what it must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidParam {
+    /// Request field name.
+    pub param: &'static str,
+    /// What the field must be.
+    pub message: &'static str,
+}
+
+impl SamplerOverrides {
+    /// Checks every given value against its range.
+    pub fn validate(&self) -> Result<(), InvalidParam> {
+        type Check = (&'static str, Option<f32>, fn(f32) -> bool, &'static str);
+        let checks: [Check; 6] = [
+            (
+                "temperature",
+                self.temperature,
+                |t| t >= 0.0,
+                "temperature must be >= 0",
+            ),
+            (
+                "top_p",
+                self.top_p,
+                |p| p > 0.0 && p <= 1.0,
+                "top_p must be in (0, 1]",
+            ),
+            (
+                "min_p",
+                self.min_p,
+                |p| (0.0..=1.0).contains(&p),
+                "min_p must be in [0, 1]",
+            ),
+            (
+                "repetition_penalty",
+                self.repetition_penalty,
+                |p| p >= 0.0,
+                "repetition_penalty must be >= 0",
+            ),
+            (
+                "presence_penalty",
+                self.presence_penalty,
+                |p| (-2.0..=2.0).contains(&p),
+                "presence_penalty must be between -2 and 2",
+            ),
+            (
+                "frequency_penalty",
+                self.frequency_penalty,
+                |p| (-2.0..=2.0).contains(&p),
+                "frequency_penalty must be between -2 and 2",
+            ),
+        ];
+        for (param, value, ok, message) in checks {
+            match value {
+                Some(v) if !v.is_finite() => {
+                    return Err(InvalidParam {
+                        param,
+                        message: "value must be a finite number",
+                    })
+                }
+                Some(v) if !ok(v) => return Err(InvalidParam { param, message }),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The sampler configuration: these values over `defaults`, `seed` when none is given.
+    pub fn apply(&self, defaults: &SamplerConfig, seed: u64) -> SamplerConfig {
+        SamplerConfig {
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            min_p: self.min_p.unwrap_or(defaults.min_p),
+            repetition_penalty: self
+                .repetition_penalty
+                .unwrap_or(defaults.repetition_penalty),
+            presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+            penalty_window: defaults.penalty_window,
+            seed: self.seed.unwrap_or(seed),
+        }
+    }
+}
+
 /// A candidate token with its (scaled) logit, used as sampler working memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Candidate {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tokio::sync::mpsc::unbounded_channel;
-use trillim_core::sampler::SamplerConfig;
+use trillim_core::sampler::{SamplerConfig, SamplerOverrides};
 use trillim_runtime::{LoadOptions, UnembedQuant};
 
 use crate::api::{self, AppState, Settings};
@@ -68,6 +68,12 @@ pub struct SamplingArgs {
     /// Nucleus sampling threshold in (0, 1].
     #[arg(long)]
     pub top_p: Option<f32>,
+    /// Drop tokens less likely than this fraction of the most likely one, in [0, 1].
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Penalize recently generated tokens (1 = off).
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
     /// Random seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -81,22 +87,22 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     fn sampler(&self, d: &SamplerConfig) -> anyhow::Result<SamplerConfig> {
-        if self.temperature.is_some_and(|t| t < 0.0 || !t.is_finite()) {
-            bail!("--temperature must be >= 0");
-        }
-        if self.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
-            bail!("--top-p must be in (0, 1]");
+        let overrides = SamplerOverrides {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            ..SamplerOverrides::default()
+        };
+        if let Err(e) = overrides.validate() {
+            bail!("--{}: {}", e.param.replace('_', "-"), e.message);
         }
         if self.max_tokens == Some(0) {
             bail!("--max-tokens must be >= 1");
         }
-        Ok(SamplerConfig {
-            temperature: self.temperature.unwrap_or(d.temperature),
-            top_k: self.top_k.unwrap_or(d.top_k),
-            top_p: self.top_p.unwrap_or(d.top_p),
-            seed: self.seed.unwrap_or_else(api::random_u64),
-            ..*d
-        })
+        Ok(overrides.apply(d, api::random_u64()))
     }
 }
 

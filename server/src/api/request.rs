@@ -2,7 +2,7 @@
 //! field so every mistake gets a 400 naming the field; unknown fields are ignored.
 
 use serde_json::{Map, Value};
-use trillim_core::sampler::SamplerConfig;
+use trillim_core::sampler::{SamplerConfig, SamplerOverrides};
 
 use super::error::ApiError;
 use crate::template::Message;
@@ -12,15 +12,8 @@ use crate::template::Message;
 pub struct GenOptions {
     /// `model` as sent (echoed back).
     pub model: Option<String>,
-    /// Sampling overrides.
-    pub temperature: Option<f32>,
-    pub top_k: Option<usize>,
-    pub top_p: Option<f32>,
-    pub min_p: Option<f32>,
-    pub repetition_penalty: Option<f32>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub seed: Option<u64>,
+    /// Sampling overrides (validated).
+    pub sampling: SamplerOverrides,
     /// `max_completion_tokens` or `max_tokens`.
     pub max_tokens: Option<usize>,
     /// Stop strings (at most 4).
@@ -34,19 +27,7 @@ pub struct GenOptions {
 impl GenOptions {
     /// The sampler configuration: request values over the model's defaults.
     pub fn sampler(&self, defaults: &SamplerConfig, random_seed: u64) -> SamplerConfig {
-        SamplerConfig {
-            temperature: self.temperature.unwrap_or(defaults.temperature),
-            top_k: self.top_k.unwrap_or(defaults.top_k),
-            top_p: self.top_p.unwrap_or(defaults.top_p),
-            min_p: self.min_p.unwrap_or(defaults.min_p),
-            repetition_penalty: self
-                .repetition_penalty
-                .unwrap_or(defaults.repetition_penalty),
-            presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
-            frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
-            penalty_window: defaults.penalty_window,
-            seed: self.seed.unwrap_or(random_seed),
-        }
+        self.sampling.apply(defaults, random_seed)
     }
 }
 
@@ -172,40 +153,19 @@ fn number(v: &Value) -> Option<f64> {
 fn gen_options(m: &Map<String, Value>, min_max_tokens: i64) -> Result<GenOptions, ApiError> {
     let f = Fields(m);
     let model = f.string("model")?;
-    let temperature = f.f32("temperature")?;
-    if temperature.is_some_and(|t| t < 0.0) {
-        return Err(ApiError::invalid_param(
-            "temperature",
-            "temperature must be >= 0",
-        ));
-    }
-    let top_k = f.uint("top_k", 0)?;
-    let top_p = f.f32("top_p")?;
-    if top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
-        return Err(ApiError::invalid_param("top_p", "top_p must be in (0, 1]"));
-    }
-    let min_p = f.f32("min_p")?;
-    if min_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
-        return Err(ApiError::invalid_param("min_p", "min_p must be in [0, 1]"));
-    }
-    let repetition_penalty = f.f32("repetition_penalty")?;
-    if repetition_penalty.is_some_and(|p| p < 0.0) {
-        return Err(ApiError::invalid_param(
-            "repetition_penalty",
-            "repetition_penalty must be >= 0",
-        ));
-    }
-    let mut pen = [None, None];
-    for (i, k) in ["presence_penalty", "frequency_penalty"].iter().enumerate() {
-        pen[i] = f.f32(k)?;
-        if pen[i].is_some_and(|p| !(-2.0..=2.0).contains(&p)) {
-            return Err(ApiError::invalid_param(
-                k,
-                format!("{k} must be between -2 and 2"),
-            ));
-        }
-    }
-    let seed = f.int("seed")?.map(|s| s as u64);
+    let sampling = SamplerOverrides {
+        temperature: f.f32("temperature")?,
+        top_k: f.uint("top_k", 0)?,
+        top_p: f.f32("top_p")?,
+        min_p: f.f32("min_p")?,
+        repetition_penalty: f.f32("repetition_penalty")?,
+        presence_penalty: f.f32("presence_penalty")?,
+        frequency_penalty: f.f32("frequency_penalty")?,
+        seed: f.int("seed")?.map(|s| s as u64),
+    };
+    sampling
+        .validate()
+        .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
     let max_tokens = match f.int("max_completion_tokens")? {
         Some(v) => Some(("max_completion_tokens", v)),
         None => f.int("max_tokens")?.map(|v| ("max_tokens", v)),
@@ -271,14 +231,7 @@ fn gen_options(m: &Map<String, Value>, min_max_tokens: i64) -> Result<GenOptions
     };
     Ok(GenOptions {
         model,
-        temperature,
-        top_k,
-        top_p,
-        min_p,
-        repetition_penalty,
-        presence_penalty: pen[0],
-        frequency_penalty: pen[1],
-        seed,
+        sampling,
         max_tokens,
         stop,
         stream,
