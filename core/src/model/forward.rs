@@ -123,6 +123,71 @@ fn silu(x: f32) -> f32 {
     x / (1.0 + libm::expf(-x))
 }
 
+/// `libm::expf` (FreeBSD's `e_expf`) for `|x| < 87` without branches: the same `f32` operations
+/// in the same order, so bit-identical to it, in a form the compiler vectorizes.
+#[inline(always)]
+fn expf_in_range(x: f32) -> f32 {
+    // libm's constants, as written there.
+    #![allow(clippy::excessive_precision)]
+    const LN2_HI: f32 = 6.9314575195e-01; // 0x3f317200
+    const LN2_LO: f32 = 1.4286067653e-06; // 0x35bfbe8e
+    const INV_LN2: f32 = 1.4426950216e+00; // 0x3fb8aa3b
+    const P1: f32 = 1.6666625440e-1; // 0x3e2aaa8f
+    const P2: f32 = -2.7667332906e-3; // 0xbb355215
+    let bits = x.to_bits();
+    let hx = bits & 0x7fff_ffff;
+    let neg = bits >> 31 != 0;
+    // Argument reduction x = k·ln2 + r (k = 0 leaves x as it is: x − 0 · LN2_HI = x).
+    let k = if hx > 0x3f85_1592 {
+        (INV_LN2 * x + if neg { -0.5 } else { 0.5 }) as i32
+    } else if hx > 0x3eb1_7218 {
+        if neg {
+            -1
+        } else {
+            1
+        }
+    } else {
+        0
+    };
+    let kf = k as f32;
+    let hi = x - kf * LN2_HI;
+    let lo = kf * LN2_LO;
+    let r = hi - lo;
+    let rr = r * r;
+    let c = r - rr * (P1 + rr * P2);
+    let y = 1.0 + (r * c / (2.0 - c) - lo + hi);
+    // |k| ≤ 126, so 2^k is a normal float and scaling is one multiplication (by 1 for k = 0).
+    let scaled = y * f32::from_bits(((0x7f + k) as u32) << 23);
+    if hx > 0x3900_0000 {
+        scaled
+    } else {
+        1.0 + x
+    }
+}
+
+/// `g[i] = silu(g[i]) · u[i]`, bit-identical to [`silu`], vectorized in groups of 16 whose
+/// inputs are all inside [`expf_in_range`]'s range.
+fn silu_mul(g: &mut [f32], u: &[f32]) {
+    const GROUP: usize = 16;
+    let mut gs = g.chunks_exact_mut(GROUP);
+    let mut us = u.chunks_exact(GROUP);
+    for (g, u) in (&mut gs).zip(&mut us) {
+        // NaN compares false and takes the general path.
+        if g.iter().fold(true, |ok, &x| ok & (x.abs() < 87.0)) {
+            for (g, u) in g.iter_mut().zip(u) {
+                *g = *g / (1.0 + expf_in_range(-*g)) * u;
+            }
+        } else {
+            for (g, u) in g.iter_mut().zip(u) {
+                *g = silu(*g) * u;
+            }
+        }
+    }
+    for (g, u) in gs.into_remainder().iter_mut().zip(us.remainder()) {
+        *g = silu(*g) * u;
+    }
+}
+
 impl Forward<'_> {
     fn act_format(&self, w: &Tensor) -> Option<ActFormat> {
         let block = w.ty.act_block();
@@ -232,11 +297,7 @@ impl Forward<'_> {
 
         for (li, l) in w.layers.iter().enumerate() {
             // Attention block.
-            for t in 0..b {
-                let xn = &mut s.xn[t * d..(t + 1) * d];
-                xn.copy_from_slice(&s.x[t * d..(t + 1) * d]);
-                rms_norm(xn, l.attn_norm.data(self.file, self.aux), c.rms_eps);
-            }
+            self.norm_rows(&s.x[..b * d], &mut s.xn[..b * d], d, &l.attn_norm, par);
             let mut fmt = None;
             let xn = &s.xn[..b * d];
             let (aq, ad, asum, tmp) =
@@ -305,13 +366,10 @@ impl Forward<'_> {
             }
             self.attention(li, pos0, b, kv, &s.q[..b * qd], &mut s.att[..b * qd], par);
             if let Some(sub) = &l.attn_sub_norm {
-                for t in 0..b {
-                    rms_norm(
-                        &mut s.att[t * qd..(t + 1) * qd],
-                        sub.data(self.file, self.aux),
-                        c.rms_eps,
-                    );
-                }
+                let w = sub.data(self.file, self.aux);
+                par.for_each_chunk(&mut s.att[..b * qd], qd, &|_, row| {
+                    rms_norm(row, w, c.rms_eps)
+                });
             }
             let mut fmt = None;
             let (aq, ad, asum, tmp) =
@@ -333,11 +391,7 @@ impl Forward<'_> {
             }
 
             // Feed-forward block.
-            for t in 0..b {
-                let xn = &mut s.xn[t * d..(t + 1) * d];
-                xn.copy_from_slice(&s.x[t * d..(t + 1) * d]);
-                rms_norm(xn, l.ffn_norm.data(self.file, self.aux), c.rms_eps);
-            }
+            self.norm_rows(&s.x[..b * d], &mut s.xn[..b * d], d, &l.ffn_norm, par);
             let mut fmt = None;
             let xn = &s.xn[..b * d];
             let (aq, ad, asum, tmp) =
@@ -366,28 +420,24 @@ impl Forward<'_> {
                 &mut fmt,
                 par,
             );
-            match c.activation {
-                Activation::Silu => {
-                    for (g, u) in s.g[..b * ff].iter_mut().zip(&s.u[..b * ff]) {
-                        *g = silu(*g) * u;
+            // Gate activation times up, then the optional sub-norm, one token row per task.
+            let sub = l.ffn_sub_norm.as_ref().map(|t| t.data(self.file, self.aux));
+            let u = &s.u[..b * ff];
+            par.for_each_chunk(&mut s.g[..b * ff], ff, &|t, g| {
+                let u = &u[t * ff..(t + 1) * ff];
+                match c.activation {
+                    Activation::Silu => silu_mul(g, u),
+                    Activation::Relu2 => {
+                        for (g, u) in g.iter_mut().zip(u) {
+                            let r = g.max(0.0);
+                            *g = r * r * u;
+                        }
                     }
                 }
-                Activation::Relu2 => {
-                    for (g, u) in s.g[..b * ff].iter_mut().zip(&s.u[..b * ff]) {
-                        let r = g.max(0.0);
-                        *g = r * r * u;
-                    }
+                if let Some(w) = sub {
+                    rms_norm(g, w, c.rms_eps);
                 }
-            }
-            if let Some(sub) = &l.ffn_sub_norm {
-                for t in 0..b {
-                    rms_norm(
-                        &mut s.g[t * ff..(t + 1) * ff],
-                        sub.data(self.file, self.aux),
-                        c.rms_eps,
-                    );
-                }
-            }
+            });
             let mut fmt = None;
             let (aq, ad, asum, tmp) =
                 (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
@@ -409,6 +459,16 @@ impl Forward<'_> {
         }
         kv.len += b;
         Ok(())
+    }
+
+    /// `dst[t] = rms_norm(src[t]) · w` for every token row of `d` elements, rows spread over
+    /// threads.
+    fn norm_rows(&self, src: &[f32], dst: &mut [f32], d: usize, w: &Tensor, par: &dyn Parallel) {
+        let (w, eps) = (w.data(self.file, self.aux), self.config.rms_eps);
+        par.for_each_chunk(dst, d, &|t, row| {
+            row.copy_from_slice(&src[t * d..(t + 1) * d]);
+            rms_norm(row, w, eps);
+        });
     }
 
     /// Fills `rope[t]` with `cos` (first half) and `sin` (second half) for position `pos0 + t`.
@@ -622,4 +682,48 @@ fn chunk_rows(rows: usize, threads: usize) -> usize {
     }
     let per = rows.div_ceil(threads * 4);
     per.div_ceil(16).max(1) * 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expf_in_range_is_libm_bit_for_bit() {
+        let limit = 87.0f32.to_bits();
+        let mut bits = 0u32;
+        while bits < limit {
+            for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
+                assert_eq!(expf_in_range(x).to_bits(), libm::expf(x).to_bits(), "{x:e}");
+            }
+            // Every value near the reduction thresholds, a stride elsewhere.
+            let near = [0x3900_0000u32, 0x3eb1_7218, 0x3f85_1592]
+                .iter()
+                .any(|&t| bits.abs_diff(t) < 4096);
+            bits += if near { 1 } else { 61 };
+        }
+    }
+
+    #[test]
+    fn silu_mul_matches_silu() {
+        let mut x = 0x1234_5678u32;
+        let mut g: [f32; 203] = core::array::from_fn(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as f32 / (1 << 20) as f32 - 8.0
+        });
+        g[40] = f32::NAN;
+        g[70] = 100.0;
+        g[71] = -100.0;
+        g[90] = f32::INFINITY;
+        g[120] = -0.0;
+        let u: [f32; 203] = core::array::from_fn(|i| 0.5 + i as f32 * 0.01);
+        let mut got = g;
+        silu_mul(&mut got, &u);
+        for i in 0..g.len() {
+            let want = silu(g[i]) * u[i];
+            assert_eq!(got[i].to_bits(), want.to_bits(), "{}", g[i]);
+        }
+    }
 }
