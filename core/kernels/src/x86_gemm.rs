@@ -412,11 +412,13 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
                 }
             }
             let nr = core::cmp::min(ROWS, rows - r);
-            for (t, v) in acc[..nt].iter().enumerate() {
-                // SAFETY: `__m512` and `[f32; 16]` have the same size and any bits are valid.
-                let v: [f32; ROWS] = unsafe { core::mem::transmute::<__m512, [f32; ROWS]>(*v) };
+            let mask = ((1u32 << nr) - 1) as u16;
+            for (t, &v) in acc[..nt].iter().enumerate() {
                 let o = (t0 + t) * rows + r;
-                out[o..o + nr].copy_from_slice(&v[..nr]);
+                let dst = &mut out[o..o + nr];
+                // SAFETY: `dst` holds `nr` floats and the store writes only the first `nr` lanes
+                // (masked-off lanes never fault).
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, v) };
             }
             t0 += nt;
         }
