@@ -19,4 +19,4 @@ pub mod parallel;
 pub mod sampler;
 pub mod tokenizer;
 
-pub use parallel::{Parallel, Sequential};
+pub use parallel::{ActRows, Parallel, Sequential};

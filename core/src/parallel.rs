@@ -13,8 +13,47 @@ pub trait Parallel {
         f: &(dyn Fn(usize, &mut [f32]) + Sync),
     );
 
+    /// Calls `f(t, qs, d, sums)` for every token `t` of quantized activations, where `qs`,
+    /// `d` and `sums` are token `t`'s pieces (`cols`, `blocks` and `blocks` long) of the three
+    /// buffers, in any order and possibly concurrently.
+    ///
+    /// The default runs every token on the calling thread.
+    fn for_each_act_row(&self, act: ActRows<'_>, cols: usize, blocks: usize, f: &ActRowFn<'_>) {
+        sequential_act_rows(act, cols, blocks, f);
+    }
+
     /// Number of threads that share the work (used to size chunks).
     fn threads(&self) -> usize;
+}
+
+/// A task over one token's quantized activations: `(token, codes, scales, code sums)`.
+pub type ActRowFn<'a> = dyn Fn(usize, &mut [i8], &mut [f32], &mut [i32]) + Sync + 'a;
+
+/// Quantized activations of several tokens, token after token: `n` tokens of `cols` codes and
+/// `blocks` scales and code sums each.
+#[derive(Debug)]
+pub struct ActRows<'a> {
+    /// Tokens to split.
+    pub n: usize,
+    /// Codes, at least `n · cols`.
+    pub qs: &'a mut [i8],
+    /// Block scales, at least `n · blocks`.
+    pub d: &'a mut [f32],
+    /// Block code sums, at least `n · blocks`.
+    pub sums: &'a mut [i32],
+}
+
+/// [`Parallel::for_each_act_row`] on the calling thread.
+pub fn sequential_act_rows(act: ActRows<'_>, cols: usize, blocks: usize, f: &ActRowFn<'_>) {
+    let rows = act
+        .qs
+        .chunks_mut(cols.max(1))
+        .zip(act.d.chunks_mut(blocks.max(1)))
+        .zip(act.sums.chunks_mut(blocks.max(1)))
+        .take(act.n);
+    for (t, ((qs, d), sums)) in rows.enumerate() {
+        f(t, qs, d, sums);
+    }
 }
 
 /// Runs everything on the calling thread.

@@ -263,7 +263,7 @@ fn int8_kernels_match_scalar() {
     let paths = simd_paths();
     let mut rng = Rng::new(42);
     for ty in INT_TYPES {
-        for &rows in &[1usize, 3, 4, 5, 17] {
+        for &rows in &[1usize, 3, 4, 5, 8, 9, 17] {
             for &blocks in &[1usize, 2, 3, 27] {
                 for mode in 0..3u32 {
                     let pow2 = mode == 2;

@@ -899,7 +899,104 @@ mod avx512 {
         }
     }
 
-    /// AVX-512 VNNI Q8_0: `Σ (w + 128) · q − 128 · Σq`, exact for every int8 pair.
+    /// Pointers to rows `r .. r + 8` of `w` (the last row repeated past `rows`), and their byte
+    /// offsets from the first as gather indices.
+    ///
+    /// # Safety
+    /// `r < rows`, `w` holds `rows * row_bytes` bytes and `8 * row_bytes` fits in an `i32`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows8(
+        w: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        r: usize,
+    ) -> ([*const u8; 8], __m256i) {
+        let row = |i: usize| core::cmp::min(r + i, rows - 1);
+        // SAFETY: row(i) < rows, so every offset stays inside `w` (caller's contract).
+        let p = core::array::from_fn(|i| unsafe { w.as_ptr().add(row(i) * row_bytes) });
+        let o = |i: usize| ((row(i) - r) * row_bytes) as i32;
+        let idx = _mm256_setr_epi32(o(0), o(1), o(2), o(3), o(4), o(5), o(6), o(7));
+        (p, idx)
+    }
+
+    /// Sums each of eight `i32x8` vectors: `[Σv0, …, Σv7]` (exact, wrapping).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn hsum8(v: [__m256i; 8]) -> __m256i {
+        let ab = _mm256_hadd_epi32(v[0], v[1]);
+        let cd = _mm256_hadd_epi32(v[2], v[3]);
+        let ef = _mm256_hadd_epi32(v[4], v[5]);
+        let gh = _mm256_hadd_epi32(v[6], v[7]);
+        // Lane-wise: the lower 128 bits hold the sums of the rows' lower halves, the upper 128
+        // bits those of their upper halves.
+        let abcd = _mm256_hadd_epi32(ab, cd);
+        let efgh = _mm256_hadd_epi32(ef, gh);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(abcd, efgh),
+            _mm256_permute2x128_si256::<0x31>(abcd, efgh),
+        )
+    }
+
+    /// The little-endian `u32` at byte `off` of each of the eight rows at `base + idx[i]`.
+    ///
+    /// # Safety
+    /// Four bytes are readable at every `base + idx[i] + off`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn gather8(base: *const u8, off: usize, idx: __m256i) -> __m256i {
+        // SAFETY: the caller's contract; the gather reads exactly those bytes.
+        unsafe { _mm256_i32gather_epi32::<1>(base.add(off) as *const i32, idx) }
+    }
+
+    /// The f16 in the low (`HI = false`) or high half of each `u32` lane, as `f32`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx2")]
+    unsafe fn f16_lanes<const HI: bool>(h: __m256i) -> __m256 {
+        let h = if HI { _mm256_srli_epi32::<16>(h) } else { h };
+        // SAFETY: the path contract includes F16C.
+        unsafe { cvtph_ps256(_mm256_cvtepi32_epi16(h)) }
+    }
+
+    /// Bytes of an eight-row group up to which the next group is prefetched into L1; larger
+    /// groups (the 2B4T output matrix has 21 KiB groups) go to L2, since the group being read
+    /// and the one being fetched would not both fit in a 32 KiB L1 beside the activations.
+    const L1_GROUP_BYTES: usize = 8 << 10;
+
+    /// Prefetches block `b` of the eight-row group after the one at row `r` (the eight rows
+    /// are contiguous, so this is a linear sweep `8 · bb` bytes per block).
+    #[inline(always)]
+    fn prefetch_ahead8(w: &[u8], row_bytes: usize, r: usize, b: usize, bb: usize) {
+        let start = (r + 8) * row_bytes + b * 8 * bb;
+        let p = w.as_ptr().wrapping_add(start);
+        let to_l1 = 8 * row_bytes <= L1_GROUP_BYTES;
+        let mut k = 0;
+        while k < 8 * bb {
+            let q = p.wrapping_add(k) as *const i8;
+            // SAFETY: prefetches have no architectural effect and never fault.
+            unsafe {
+                if to_l1 {
+                    _mm_prefetch::<_MM_HINT_T0>(q)
+                } else {
+                    _mm_prefetch::<_MM_HINT_T1>(q)
+                }
+            };
+            k += 64;
+        }
+    }
+
+    /// Stores the first `min(8, out.len() - r)` lanes of `v` at `out[r..]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl")]
+    unsafe fn store8(out: &mut [f32], r: usize, v: __m256) {
+        let n = core::cmp::min(8, out.len() - r);
+        let dst = &mut out[r..r + n];
+        // SAFETY: `dst` holds `n` floats and the masked store writes only the first `n` lanes.
+        unsafe { _mm256_mask_storeu_ps(dst.as_mut_ptr(), ((1u32 << n) - 1) as u8, v) };
+    }
+
+    /// AVX-512 VNNI Q8_0: `Σ (w + 128) · q − 128 · Σq`, exact for every int8 pair; eight rows
+    /// per pass share each activation load, and their scales arrive in one gather.
     ///
     /// # Safety
     /// The CPU supports AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
@@ -909,37 +1006,48 @@ mod avx512 {
         if rows == 0 {
             return;
         }
-        let nb = row_bytes / Q8_0_BLOCK_BYTES;
+        let bb = Q8_0_BLOCK_BYTES;
+        let nb = row_bytes / bb;
         check_q8(w, row_bytes, rows, nb, 1, a, 32);
         let x80 = _mm256_set1_epi8(-128);
         let mut r = 0;
         while r < rows {
-            // SAFETY: r < rows; all reads stay within the checked slices.
+            // SAFETY: r < rows; all reads stay within the checked slices (every block starts
+            // with its two-byte scale and holds 34 bytes, so the 4-byte gather stays inside).
             unsafe {
-                let p = row_ptrs(w, row_bytes, rows, r);
-                let mut acc = _mm_setzero_ps();
+                let (p, idx) = rows8(w, row_bytes, rows, r);
+                let mut acc = _mm256_setzero_ps();
                 for b in 0..nb {
-                    let off = b * Q8_0_BLOCK_BYTES;
-                    prefetch_ahead(w, row_bytes, r, b, Q8_0_BLOCK_BYTES);
+                    let off = b * bb;
+                    prefetch_ahead8(w, row_bytes, r, b, bb);
                     let qa = load256(a.qs.as_ptr().add(b * 32) as *const u8);
-                    let mut s = [_mm256_setzero_si256(); 4];
-                    for (rr, s) in s.iter_mut().enumerate() {
+                    let s: [__m256i; 8] = core::array::from_fn(|rr| {
                         let x = _mm256_xor_si256(load256(p[rr].add(off + 2)), x80);
-                        *s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, qa);
-                    }
-                    let dw = f16x4(p, off);
-                    let isum = hsum4(s[0], s[1], s[2], s[3]);
-                    let isum = _mm_sub_epi32(isum, _mm_set1_epi32(128 * *a.sums.get_unchecked(b)));
-                    acc = fma_block(acc, dw, *a.d.get_unchecked(b), isum);
+                        _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, qa)
+                    });
+                    let isum = _mm256_sub_epi32(
+                        hsum8(s),
+                        _mm256_set1_epi32(128 * *a.sums.get_unchecked(b)),
+                    );
+                    let dw = f16_lanes::<false>(gather8(p[0], off, idx));
+                    let d = _mm256_set1_ps(*a.d.get_unchecked(b));
+                    acc = _mm256_add_ps(
+                        acc,
+                        _mm256_mul_ps(_mm256_mul_ps(dw, d), _mm256_cvtepi32_ps(isum)),
+                    );
                 }
-                store_rows(out, r, core::mem::transmute::<__m128, [f32; 4]>(acc));
+                store8(out, r, acc);
             }
-            r += 4;
+            r += 8;
         }
     }
 
-    /// Shared Q4_0 / Q4_1 AVX-512 VNNI body.
-    #[inline]
+    /// AVX-512 VNNI Q4_0 / Q4_1 (`Q41`), eight rows per pass as [`q8_0_vnni`]: nibbles are
+    /// already unsigned, Q4_0's −8 offset is corrected by the activation block sum and Q4_1's
+    /// minimum is applied with it.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     pub(super) unsafe fn q4_vnni<const Q41: bool>(
         w: &[u8],
@@ -962,39 +1070,43 @@ mod avx512 {
         let m4 = _mm256_set1_epi8(0xf);
         let mut r = 0;
         while r < rows {
-            // SAFETY: r < rows; all reads stay within the checked slices.
+            // SAFETY: r < rows; all reads stay within the checked slices (a block holds at
+            // least 18 bytes, so the 4-byte scale gather stays inside it).
             unsafe {
-                let p = row_ptrs(w, row_bytes, rows, r);
-                let mut acc = _mm_setzero_ps();
+                let (p, idx) = rows8(w, row_bytes, rows, r);
+                let mut acc = _mm256_setzero_ps();
                 for b in 0..nb {
                     let off = b * bb;
-                    prefetch_ahead(w, row_bytes, r, b, bb);
+                    prefetch_ahead8(w, row_bytes, r, b, bb);
                     let qa = load256(a.qs.as_ptr().add(b * 32) as *const u8);
-                    let mut s = [_mm256_setzero_si256(); 4];
-                    for (rr, s) in s.iter_mut().enumerate() {
+                    let s: [__m256i; 8] = core::array::from_fn(|rr| {
                         let x = load128(p[rr].add(off + qo));
                         let x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(x), x), m4);
-                        *s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, qa);
-                    }
-                    let dw = f16x4(p, off);
-                    let isum = hsum4(s[0], s[1], s[2], s[3]);
+                        _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, qa)
+                    });
+                    let isum = hsum8(s);
+                    let h = gather8(p[0], off, idx);
+                    let dw = f16_lanes::<false>(h);
                     let ab = *a.sums.get_unchecked(b);
-                    let d = *a.d.get_unchecked(b);
+                    let d = _mm256_set1_ps(*a.d.get_unchecked(b));
                     if Q41 {
-                        let m = f16x4(p, off + 2);
-                        let t = _mm_add_ps(
-                            _mm_mul_ps(_mm_mul_ps(dw, _mm_set1_ps(d)), _mm_cvtepi32_ps(isum)),
-                            _mm_mul_ps(_mm_mul_ps(m, _mm_set1_ps(d)), _mm_set1_ps(ab as f32)),
+                        let m = f16_lanes::<true>(h);
+                        let t = _mm256_add_ps(
+                            _mm256_mul_ps(_mm256_mul_ps(dw, d), _mm256_cvtepi32_ps(isum)),
+                            _mm256_mul_ps(_mm256_mul_ps(m, d), _mm256_set1_ps(ab as f32)),
                         );
-                        acc = _mm_add_ps(acc, t);
+                        acc = _mm256_add_ps(acc, t);
                     } else {
-                        let isum = _mm_sub_epi32(isum, _mm_set1_epi32(8 * ab));
-                        acc = fma_block(acc, dw, d, isum);
+                        let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * ab));
+                        acc = _mm256_add_ps(
+                            acc,
+                            _mm256_mul_ps(_mm256_mul_ps(dw, d), _mm256_cvtepi32_ps(isum)),
+                        );
                     }
                 }
-                store_rows(out, r, core::mem::transmute::<__m128, [f32; 4]>(acc));
+                store8(out, r, acc);
             }
-            r += 4;
+            r += 8;
         }
     }
 }

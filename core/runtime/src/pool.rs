@@ -12,23 +12,41 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use trillim_core::Parallel;
+use trillim_core::parallel::ActRowFn;
+use trillim_core::{ActRows, Parallel};
 
-type ChunkFn = dyn Fn(usize, &mut [f32]) + Sync;
+type TaskFn = dyn Fn(usize) + Sync;
 
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(200);
 
 #[derive(Clone, Copy)]
 struct Job {
-    out: *mut f32,
-    len: usize,
-    chunk: usize,
-    n_chunks: usize,
-    f: *const ChunkFn,
+    n_tasks: usize,
+    f: *const TaskFn,
 }
 
-struct Shared {
+/// A raw pointer that tasks of one job share; each task touches a disjoint range of it.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+
+// SAFETY: only used to hand disjoint ranges of one `&mut [T]` to the tasks of a job, while
+// the submitting call holds that borrow.
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// `len` elements starting at element `start`.
+    ///
+    /// # Safety
+    /// The range lies inside the borrowed slice and no other live reference overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+struct PoolState {
     /// Written only by the submitting thread while every worker is idle (see `run`).
     job: UnsafeCell<Job>,
     generation: AtomicU64,
@@ -44,13 +62,13 @@ struct Shared {
 // SAFETY: `job` is only written while no worker reads it (between generations, guarded by
 // `busy_workers == 0`), and its pointers are only dereferenced while the submitting call
 // keeps the referents alive; all other fields are atomics or std sync types.
-unsafe impl Sync for Shared {}
+unsafe impl Sync for PoolState {}
 // SAFETY: as above; the raw pointers are plain data until a job makes them valid.
-unsafe impl Send for Shared {}
+unsafe impl Send for PoolState {}
 
 /// A fixed set of worker threads implementing [`Parallel`].
 pub struct ThreadPool {
-    shared: Arc<Shared>,
+    shared: Arc<PoolState>,
     workers: Vec<JoinHandle<()>>,
     submit: Mutex<()>,
     threads: usize,
@@ -75,13 +93,10 @@ impl ThreadPool {
     /// A pool where `threads` threads (the caller plus `threads − 1` workers) share each job.
     pub fn new(threads: usize) -> ThreadPool {
         let threads = threads.max(1);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(PoolState {
             job: UnsafeCell::new(Job {
-                out: std::ptr::null_mut(),
-                len: 0,
-                chunk: 1,
-                n_chunks: 0,
-                f: std::ptr::null::<fn(usize, &mut [f32])>() as *const ChunkFn,
+                n_tasks: 0,
+                f: std::ptr::null::<fn(usize)>() as *const TaskFn,
             }),
             generation: AtomicU64::new(0),
             next_chunk: AtomicUsize::new(0),
@@ -110,28 +125,18 @@ impl ThreadPool {
     }
 }
 
-fn run_chunks(s: &Shared, job: &Job) {
+fn run_tasks(s: &PoolState, job: &Job) {
     loop {
         let i = s.next_chunk.fetch_add(1, Ordering::Relaxed);
-        if i >= job.n_chunks {
+        if i >= job.n_tasks {
             break;
         }
-        let start = i * job.chunk;
-        let len = job.chunk.min(job.len - start);
-        // SAFETY: chunk `i` is claimed by exactly one thread (atomic counter), chunks are
-        // disjoint ranges inside `out[..len]`, and the submitter keeps `out` and `f` borrowed
-        // until every thread has finished this job.
-        let (chunk, f) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(job.out.add(start), len),
-                &*job.f,
-            )
-        };
-        f(i, chunk);
+        // SAFETY: the submitter keeps `f` borrowed until every thread has finished this job.
+        unsafe { (*job.f)(i) };
     }
 }
 
-fn worker(s: &Shared) {
+fn worker(s: &PoolState) {
     let mut seen = 0u64;
     loop {
         // Wait for a new generation: spin first, then park.
@@ -156,40 +161,29 @@ fn worker(s: &Shared) {
         // SAFETY: the submitter wrote `job` before bumping `generation` (SeqCst), and does not
         // write it again until `busy_workers` drops to zero, which happens after this read.
         let job = unsafe { *s.job.get() };
-        if catch_unwind(AssertUnwindSafe(|| run_chunks(s, &job))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| run_tasks(s, &job))).is_err() {
             s.panicked.store(true, Ordering::SeqCst);
         }
         s.busy_workers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-impl Parallel for ThreadPool {
-    fn for_each_chunk(
-        &self,
-        out: &mut [f32],
-        chunk_len: usize,
-        f: &(dyn Fn(usize, &mut [f32]) + Sync + '_),
-    ) {
-        let chunk = chunk_len.max(1);
-        let n_chunks = out.len().div_ceil(chunk);
-        if self.workers.is_empty() || n_chunks <= 1 {
-            for (i, c) in out.chunks_mut(chunk).enumerate() {
-                f(i, c);
-            }
+impl ThreadPool {
+    /// Runs `f(i)` for every `i < n_tasks` on the pool's threads (the caller included) and
+    /// returns when all have finished.
+    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync + '_)) {
+        if self.workers.is_empty() || n_tasks <= 1 {
+            (0..n_tasks).for_each(f);
             return;
         }
         let _guard = self.submit.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
         // SAFETY: the lifetime of `f` is erased only for the duration of this call: we wait
         // below until every worker has finished with the job before returning.
-        let f_static: *const ChunkFn = unsafe {
-            std::mem::transmute::<*const (dyn Fn(usize, &mut [f32]) + Sync + '_), *const ChunkFn>(f)
-        };
+        let f_static: *const TaskFn =
+            unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const TaskFn>(f) };
         let job = Job {
-            out: out.as_mut_ptr(),
-            len: out.len(),
-            chunk,
-            n_chunks,
+            n_tasks,
             f: f_static,
         };
         // SAFETY: no worker reads `job` now: the previous call returned only after
@@ -202,7 +196,7 @@ impl Parallel for ThreadPool {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        let mine = catch_unwind(AssertUnwindSafe(|| run_chunks(s, &job)));
+        let mine = catch_unwind(AssertUnwindSafe(|| run_tasks(s, &job)));
         let t0 = Instant::now();
         while s.busy_workers.load(Ordering::SeqCst) != 0 {
             if t0.elapsed() < SPIN {
@@ -217,6 +211,52 @@ impl Parallel for ThreadPool {
         if s.panicked.swap(false, Ordering::SeqCst) {
             panic!("a worker thread panicked while running a job");
         }
+    }
+}
+
+impl Parallel for ThreadPool {
+    fn for_each_chunk(
+        &self,
+        out: &mut [f32],
+        chunk_len: usize,
+        f: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) {
+        let chunk = chunk_len.max(1);
+        let len = out.len();
+        let base = Shared(out.as_mut_ptr());
+        self.run(len.div_ceil(chunk), &|i| {
+            let start = i * chunk;
+            // SAFETY: task `i` runs once (atomic counter) and chunks are disjoint ranges of
+            // `out`, which this call keeps borrowed until every task has finished.
+            f(i, unsafe { base.slice(start, chunk.min(len - start)) });
+        });
+    }
+
+    fn for_each_act_row(&self, act: ActRows<'_>, cols: usize, blocks: usize, f: &ActRowFn<'_>) {
+        let n = act.n;
+        assert!(act.qs.len() >= n * cols, "activation codes too short");
+        assert!(
+            act.d.len() >= n * blocks && act.sums.len() >= n * blocks,
+            "activation scales too short"
+        );
+        let (qs, d, sums) = (
+            Shared(act.qs.as_mut_ptr()),
+            Shared(act.d.as_mut_ptr()),
+            Shared(act.sums.as_mut_ptr()),
+        );
+        self.run(n, &|t| {
+            // SAFETY: token `t` runs once and its three ranges are disjoint from every other
+            // token's and inside the buffers (checked above), which stay borrowed until the
+            // job ends.
+            unsafe {
+                f(
+                    t,
+                    qs.slice(t * cols, cols),
+                    d.slice(t * blocks, blocks),
+                    sums.slice(t * blocks, blocks),
+                )
+            }
+        });
     }
 
     fn threads(&self) -> usize {
@@ -258,6 +298,42 @@ mod tests {
             }
             for (k, v) in out.iter().enumerate() {
                 assert_eq!(*v, 500.0 * k as f32);
+            }
+        }
+    }
+
+    #[test]
+    fn every_activation_row_gets_its_own_pieces() {
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            let (n, cols, blocks) = (37, 6, 2);
+            let mut qs = vec![0i8; n * cols];
+            let mut d = vec![0f32; n * blocks];
+            let mut sums = vec![0i32; n * blocks];
+            for _ in 0..50 {
+                let act = ActRows {
+                    n,
+                    qs: &mut qs,
+                    d: &mut d,
+                    sums: &mut sums,
+                };
+                pool.for_each_act_row(act, cols, blocks, &|t, q, d, s| {
+                    assert_eq!((q.len(), d.len(), s.len()), (cols, blocks, blocks));
+                    q.iter_mut().for_each(|v| *v = v.wrapping_add(t as i8));
+                    d.iter_mut().for_each(|v| *v += t as f32);
+                    s.iter_mut().for_each(|v| *v += t as i32);
+                });
+            }
+            for t in 0..n {
+                assert!(qs[t * cols..(t + 1) * cols]
+                    .iter()
+                    .all(|&v| v == (50 * t) as i8));
+                assert!(d[t * blocks..(t + 1) * blocks]
+                    .iter()
+                    .all(|&v| v == (50 * t) as f32));
+                assert!(sums[t * blocks..(t + 1) * blocks]
+                    .iter()
+                    .all(|&v| v == (50 * t) as i32));
             }
         }
     }

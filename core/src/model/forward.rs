@@ -9,7 +9,7 @@ use super::config::{ActQuant, Activation, Config, RopeStyle};
 use super::error::ModelError;
 use super::scratch::Scratch;
 use super::weights::{Tensor, Weights};
-use crate::parallel::Parallel;
+use crate::parallel::{sequential_act_rows, ActRows, Parallel};
 
 /// The KV cache: f16 keys and values for up to `capacity` positions, in a caller buffer.
 ///
@@ -108,10 +108,20 @@ struct ActFormat {
 }
 
 fn rms_norm(x: &mut [f32], w: &[u8], eps: f32) {
-    let mut ss = 0f64;
-    for &v in x.iter() {
-        ss += (v as f64) * (v as f64);
+    // Eight interleaved partial sums, combined pairwise, so the loop vectorizes (in f64 the
+    // order only moves the last bits of the sum, far below the f32 scale's rounding).
+    let mut part = [0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (p, &v) in part.iter_mut().zip(c) {
+            *p += (v as f64) * (v as f64);
+        }
     }
+    for (p, &v) in part.iter_mut().zip(chunks.remainder()) {
+        *p += (v as f64) * (v as f64);
+    }
+    let ss =
+        ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]));
     let scale = (1.0 / libm::sqrt(ss / x.len() as f64 + eps as f64)) as f32;
     for (i, v) in x.iter_mut().enumerate() {
         let b = &w[4 * i..4 * i + 4];
@@ -585,16 +595,24 @@ impl Forward<'_> {
         if let Some(f) = want {
             if *fmt != want {
                 let nb = cols / f.block;
-                for t in 0..b {
+                let act = ActRows {
+                    n: b,
+                    qs: &mut act_qs[..b * cols],
+                    d: &mut act_d[..b * nb],
+                    sums: &mut act_sums[..b * nb],
+                };
+                let quantize = |t: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]| {
                     let x = &input[t * cols..(t + 1) * cols];
-                    let qs = &mut act_qs[t * cols..(t + 1) * cols];
-                    let d = &mut act_d[t * nb..(t + 1) * nb];
-                    let sums = &mut act_sums[t * nb..(t + 1) * nb];
                     if f.per_token {
                         quantize_per_token(x, f.block, qs, d, sums);
                     } else {
                         quantize_groups(x, f.block, f.group, qs, d, sums);
                     }
+                };
+                if b == 1 {
+                    sequential_act_rows(act, cols, nb, &quantize);
+                } else {
+                    par.for_each_act_row(act, cols, nb, &quantize);
                 }
                 *fmt = want;
             }
@@ -662,16 +680,16 @@ impl Forward<'_> {
                 }
             }
         });
-        let mut first = 0;
-        while first < rows {
-            let n = chunk_rows.min(rows - first);
-            let src = &tmp[first * b..(first + n) * b];
-            for t in 0..b {
-                out[t * rows + first..t * rows + first + n]
-                    .copy_from_slice(&src[t * n..(t + 1) * n]);
+        // Scatter [tile][token][row] into [token][row], one token per task.
+        let tmp = &*tmp;
+        par.for_each_chunk(&mut out[..rows * b], rows, &|t, dst| {
+            let mut first = 0;
+            while first < rows {
+                let n = chunk_rows.min(rows - first);
+                dst[first..first + n].copy_from_slice(&tmp[first * b + t * n..][..n]);
+                first += n;
             }
-            first += n;
-        }
+        });
     }
 }
 
