@@ -1,0 +1,185 @@
+//! Kernel throughput: every weight format on every kernel path this CPU can run, for one
+//! token (matrix-vector, decode) and for 64 tokens (matrix-matrix, prefill), plus activation
+//! quantization.
+//!
+//! `cargo bench -p trillim-runtime --bench kernels` (add `-- tq2_0` to filter). Counters are
+//! bytes of weights read (decode) and multiply-accumulates (prefill).
+
+use divan::counter::{BytesCount, ItemsCount};
+use divan::{black_box, Bencher};
+use trillim_kernels::act::{quantize_blocks, quantize_groups};
+use trillim_kernels::{ActBatch, ActQ8, Kernels, WeightType};
+
+fn main() {
+    divan::main();
+}
+
+/// Columns of every matrix: the 2B4T model width.
+const COLS: usize = 2560;
+/// Rows of the decode matrices (2560 × 2560 is the 2B4T attention projection).
+const ROWS: usize = 2560;
+/// Rows and tokens of the prefill tiles.
+const GEMM_ROWS: usize = 256;
+const TOKENS: usize = 64;
+
+const TYPES: [WeightType; 6] = [
+    WeightType::TQ2_0,
+    WeightType::I2S,
+    WeightType::TQ1_0,
+    WeightType::Q8_0,
+    WeightType::Q4_0,
+    WeightType::Q4_1,
+];
+
+/// The scalar reference and each SIMD path the running CPU supports.
+fn paths() -> Vec<Kernels> {
+    let f = trillim_runtime::cpu::detect();
+    let mut v = vec![Kernels::scalar()];
+    let best = Kernels::best_for(f);
+    if f.avx2 && f.fma && f.f16c && best.name != "avx2" {
+        // SAFETY: the features this path needs were detected on this CPU.
+        v.push(unsafe { Kernels::avx2() });
+    }
+    if best.name != "scalar" {
+        v.push(best);
+    }
+    v
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A `rows × COLS` matrix of random codes with finite f16 scales (and ternary codes ≤ 2).
+fn matrix(ty: WeightType, rows: usize) -> Vec<u8> {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let bytes = ty.row_bytes(COLS).expect("whole blocks") * rows;
+    let mut w: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
+    let one = 0x2c00u16.to_le_bytes(); // 1/16 in f16
+    let bb = ty.block_bytes();
+    for blk in w.chunks_exact_mut(bb) {
+        match ty {
+            WeightType::TQ2_0 | WeightType::I2S => {
+                for b in blk.iter_mut().take(64.min(bb)) {
+                    // Turn every 2-bit code 3 into 2.
+                    *b &= !((*b & 0xaa) >> 1 & *b & 0x55);
+                }
+                if ty == WeightType::TQ2_0 {
+                    blk[64..66].copy_from_slice(&one);
+                }
+            }
+            WeightType::TQ1_0 => blk[52..54].copy_from_slice(&one),
+            WeightType::Q8_0 | WeightType::Q4_0 => blk[..2].copy_from_slice(&one),
+            WeightType::Q4_1 => {
+                blk[..2].copy_from_slice(&one);
+                blk[2..4].copy_from_slice(&one);
+            }
+            _ => {}
+        }
+    }
+    w
+}
+
+/// Quantized activations for `n` tokens in `ty`'s activation blocks.
+fn activations(ty: WeightType, n: usize) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
+    let mut rng = Rng(7);
+    let x: Vec<f32> = (0..n * COLS)
+        .map(|_| (rng.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+        .collect();
+    let block = ty.act_block();
+    let nb = n * COLS / block;
+    let (mut qs, mut d, mut sums) = (vec![0i8; n * COLS], vec![0f32; nb], vec![0i32; nb]);
+    quantize_blocks(&x, block, &mut qs, &mut d, &mut sums);
+    (qs, d, sums)
+}
+
+fn label(k: &Kernels, ty: WeightType) -> String {
+    format!("{}/{}", ty.name(), k.name)
+}
+
+/// Every (format, path) pair, as divan arguments.
+fn cases() -> Vec<String> {
+    let mut v = Vec::new();
+    for ty in TYPES {
+        for k in paths() {
+            v.push(label(&k, ty));
+        }
+    }
+    v
+}
+
+fn find(case: &str) -> (WeightType, Kernels) {
+    for ty in TYPES {
+        for k in paths() {
+            if label(&k, ty) == case {
+                return (ty, k);
+            }
+        }
+    }
+    unreachable!("unknown case {case}")
+}
+
+/// One token through a 2560 × 2560 matrix.
+#[divan::bench(args = cases())]
+fn decode_matvec(bencher: Bencher<'_, '_>, case: &str) {
+    let (ty, k) = find(case);
+    let f = k.matvec_q8(ty).expect("int8 kernel");
+    let w = matrix(ty, ROWS);
+    let (qs, d, sums) = activations(ty, 1);
+    let a = ActQ8 {
+        qs: &qs,
+        d: &d,
+        sums: &sums,
+        block: ty.act_block(),
+    };
+    let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
+    let mut out = vec![0f32; ROWS];
+    bencher
+        .counter(BytesCount::new(w.len()))
+        .bench_local(|| f(black_box(&w), row_bytes, &a, &mut out));
+}
+
+/// 64 tokens through a 256 × 2560 tile.
+#[divan::bench(args = cases())]
+fn prefill_gemm(bencher: Bencher<'_, '_>, case: &str) {
+    let (ty, k) = find(case);
+    let g = k.gemm_q8(ty).expect("int8 kernel");
+    let w = matrix(ty, GEMM_ROWS);
+    let (qs, d, sums) = activations(ty, TOKENS);
+    let a = ActBatch {
+        qs: &qs,
+        d: &d,
+        sums: &sums,
+        block: ty.act_block(),
+        cols: COLS,
+        n: TOKENS,
+    };
+    let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
+    let mut out = vec![0f32; GEMM_ROWS * TOKENS];
+    bencher
+        .counter(ItemsCount::new(GEMM_ROWS * COLS * TOKENS))
+        .bench_local(|| g(black_box(&w), row_bytes, &a, &mut out));
+}
+
+/// Quantizing one 2560-wide activation row: 32-element blocks (Q4/Q8) and 128-element blocks
+/// with 256-element groups (TQ1_0/TQ2_0).
+#[divan::bench(args = [32, 128])]
+fn quantize_activations(bencher: Bencher<'_, '_>, block: usize) {
+    let mut rng = Rng(11);
+    let x: Vec<f32> = (0..COLS)
+        .map(|_| (rng.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+        .collect();
+    let nb = COLS / block;
+    let (mut qs, mut d, mut sums) = (vec![0i8; COLS], vec![0f32; nb], vec![0i32; nb]);
+    let group = if block == 128 { 256 } else { block };
+    bencher
+        .counter(ItemsCount::new(COLS))
+        .bench_local(|| quantize_groups(black_box(&x), block, group, &mut qs, &mut d, &mut sums));
+}
