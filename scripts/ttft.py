@@ -4,13 +4,17 @@ against the same through `trillim generate`, on one model, in one run.
 
     python3 scripts/ttft.py MODEL [--threads 2] [--runs 7] [--bin target/release/trillim]
 
-Each request uses a fresh prompt (a different first word), so no prefix comes from the cache.
-Prints the medians and their ratio.
+Each request uses a fresh prompt (a different first word), so no prefix comes from the cache;
+the i-th request is sampled with seed i on both sides, so both produce the same tokens.
+Both sides time the first generated token (the server streams one chunk per token). Prints
+the medians and their ratio.
 """
 import argparse, http.client, json, re, socket, statistics, subprocess, time
 
 WORDS = ["Autumn", "Bridges", "Copper", "Deserts", "Engines", "Forests", "Glaciers", "Harbors",
          "Islands", "Jungles", "Kettles", "Lanterns", "Meadows", "Nebulas", "Oceans", "Pianos"]
+
+MAX_TOKENS = 16
 
 def prompt(i):
     return f"{WORDS[i % len(WORDS)]} are interesting because"
@@ -23,10 +27,12 @@ def free_port():
 def via_generate(args):
     out = []
     for i in range(args.runs):
-        p = subprocess.run([args.bin, "generate", args.model, "--prompt", prompt(i), "--max-tokens", "1",
-                            "--temperature", "0", "--threads", str(args.threads)],
+        p = subprocess.run([args.bin, "generate", args.model, "--prompt", prompt(i), "--max-tokens", str(MAX_TOKENS),
+                            "--temperature", "1", "--seed", str(i), "--threads", str(args.threads)],
                            capture_output=True, text=True, check=True)
         m = re.search(r"first token after ([0-9.]+) ms", p.stderr)
+        if m is None:
+            raise SystemExit(f"no token generated: {p.stderr.strip()}")
         out.append(float(m.group(1)))
     return out
 
@@ -46,18 +52,19 @@ def via_http(args):
             time.sleep(0.1)
         out = []
         for i in range(args.runs):
-            body = json.dumps({"prompt": prompt(i + 100), "max_tokens": 1, "temperature": 0, "stream": True})
+            body = json.dumps({"prompt": prompt(i), "max_tokens": MAX_TOKENS, "temperature": 1, "seed": i, "stream": True})
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             t0 = time.perf_counter()
             c.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
             r = c.getresponse()
             while True:
-                line = r.fp.readline()
+                line = r.readline()
                 if not line:
-                    raise SystemExit("stream ended without text")
+                    raise SystemExit("stream ended without a token")
                 if line.startswith(b"data: {"):
                     chunk = json.loads(line[6:])
-                    if chunk["choices"] and chunk["choices"][0].get("text"):
+                    # The first token's chunk (its text may be empty while held back).
+                    if chunk["choices"] and chunk["choices"][0].get("finish_reason") is None:
                         out.append((time.perf_counter() - t0) * 1e3)
                         break
             r.read()

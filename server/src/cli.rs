@@ -245,7 +245,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 struct Generated {
     text: String,
     tokens: usize,
-    /// Seconds from submitting the job to the first text, if any was produced.
+    /// Seconds from submitting the job to the first generated token, if any.
     first_token: Option<f64>,
 }
 

@@ -299,6 +299,16 @@ fn routes_shapes_and_errors() {
         assert!(c["choices"][0]["finish_reason"].is_null());
         assert!(c["usage"].is_null());
     }
+    // One content chunk per generated token between the role and finish chunks, plus at most
+    // one for text still held back when generation ends.
+    let (content, tokens) = (
+        (chunks.len() - 3) as u64,
+        usage["usage"]["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(
+        content == tokens || content == tokens + 1,
+        "{content} chunks, {tokens} tokens"
+    );
 
     // Completions with echo + logprobs and max_tokens 0 score the prompt.
     let (st, v) = s.post(

@@ -204,7 +204,7 @@ pub enum Event {
     },
     /// Log-probabilities of the prompt tokens (echo).
     PromptLogprobs(Vec<TokenLogprob>),
-    /// Generated text (may be empty when only logprobs are new).
+    /// One generated token's text (empty while it is held back) and log-probabilities.
     Text {
         /// Text safe to show.
         text: String,
@@ -499,12 +499,13 @@ impl Worker {
             }
             let piece = detok.push(tok, id);
             let (text, hit) = stops.push(&piece);
-            if !text.is_empty() || !pending_lps.is_empty() {
-                let _ = job.events.send(Event::Text {
-                    text,
-                    logprobs: std::mem::take(&mut pending_lps),
-                });
-            }
+            // One event per generated token, also when its text is held back (a partial
+            // character, a possible stop-string prefix, or a control token that renders as
+            // nothing): streams then tick once per token, as OpenAI's do.
+            let _ = job.events.send(Event::Text {
+                text,
+                logprobs: std::mem::take(&mut pending_lps),
+            });
             if hit {
                 stop_hit = true;
                 break Finish::Stop;
