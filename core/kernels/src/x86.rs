@@ -851,7 +851,61 @@ mod avx512 {
         }
     }
 
-    /// AVX-512 VNNI TQ1_0: the AVX2 decoder feeding `vpdpbusd`.
+    /// TQ1_0 codes (0, 1, 2) of 64 bytes already multiplied by `3^n` (mod 256):
+    /// `[q ≥ 86] + [q ≥ 171]`, with unsigned compares into mask registers.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn tq1_digit512(q: __m512i) -> __m512i {
+        let k1 = _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(86));
+        let k2 = _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(171u8 as i8));
+        let c = _mm512_maskz_mov_epi8(k1, _mm512_set1_epi8(1));
+        _mm512_mask_mov_epi8(c, k2, _mm512_set1_epi8(2))
+    }
+
+    /// [`tq1_digit512`] for 16 bytes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn tq1_digit128(q: __m128i) -> __m128i {
+        let k1 = _mm_cmpge_epu8_mask(q, _mm_set1_epi8(86));
+        let k2 = _mm_cmpge_epu8_mask(q, _mm_set1_epi8(171u8 as i8));
+        let c = _mm_maskz_mov_epi8(k1, _mm_set1_epi8(1));
+        _mm_mask_mov_epi8(c, k2, _mm_set1_epi8(2))
+    }
+
+    /// Bytewise `3q` (mod 256).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn triple512(q: __m512i) -> __m512i {
+        _mm512_add_epi8(q, _mm512_add_epi8(q, q))
+    }
+
+    /// Sums each 128-bit lane of `v` (lane `i` belongs to row `i`): `[Σ lane 0, …, Σ lane 3]`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn lane_sums(v: __m512i) -> __m128i {
+        let v = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0b01_00_11_10>(v));
+        let v = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0b10_11_00_01>(v));
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_castsi512_si128(_mm512_permutexvar_epi32(idx, v))
+    }
+
+    /// Folds two row-pair vectors (row `2k` in the lower 256 bits of `p[k]`, row `2k + 1` in
+    /// the upper) into one vector whose 128-bit lane `i` sums row `i`'s two lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pairs_to_lanes(p01: __m512i, p23: __m512i) -> __m512i {
+        _mm512_add_epi32(
+            _mm512_shuffle_i64x2::<0b10_00_10_00>(p01, p23),
+            _mm512_shuffle_i64x2::<0b11_01_11_01>(p01, p23),
+        )
+    }
+
+    /// AVX-512 VNNI TQ1_0, four rows per pass. The block's three segments are decoded with
+    /// 512-bit digit extraction: `qs[0..32]` of two rows per register (five digits: weights
+    /// `32n + m`), `qs[32..48]` of all four rows in one register (weights `160 + 16n + m`) and
+    /// `qh` of the four rows in one 128-bit register (weights `240 + 4n + m`); each digit
+    /// vector meets its activations, broadcast to every row, in one `vpdpbusd`. The two
+    /// 128-weight halves keep separate integer sums, as in the scalar reference.
     ///
     /// # Safety
     /// The CPU supports AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
@@ -863,32 +917,63 @@ mod avx512 {
         }
         let nb = row_bytes / TQ1_0_BLOCK_BYTES;
         check_q8(w, row_bytes, rows, nb, 2, a, 128);
+        let zero = _mm512_setzero_si512();
         let mut r = 0;
         while r < rows {
-            // SAFETY: r < rows; all reads stay within the checked slices.
+            // SAFETY: r < rows; all reads stay within the checked slices (a block is 54 bytes:
+            // qs at 0..48, qh at 48..52, the scale at 52..54).
             unsafe {
                 let p = row_ptrs(w, row_bytes, rows, r);
                 let mut acc = _mm_setzero_ps();
                 for b in 0..nb {
                     let off = b * TQ1_0_BLOCK_BYTES;
                     prefetch_ahead(w, row_bytes, r, b, TQ1_0_BLOCK_BYTES);
-                    let dw = f16x4(p, off + 52);
                     let q = a.qs.as_ptr().add(b * 256) as *const u8;
-                    let mut sums = [[_mm256_setzero_si256(); 4]; 2];
-                    for (rr, p) in p.iter().enumerate() {
-                        let c = tq1_decode(p.add(off));
-                        for h in 0..2 {
-                            let mut s = _mm256_setzero_si256();
-                            for k in 0..4 {
-                                let qa = load256(q.add(128 * h + 32 * k));
-                                s = _mm256_dpbusd_epi32(s, c[4 * h + k], qa);
-                            }
-                            sums[h][rr] = s;
+                    // qs[0..32], two rows per register.
+                    let act: [__m512i; 5] =
+                        core::array::from_fn(|n| _mm512_broadcast_i64x4(load256(q.add(32 * n))));
+                    let mut lo = [zero; 2];
+                    let mut hi = [zero; 2];
+                    for k in 0..2 {
+                        let mut x = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(load256(p[2 * k].add(off))),
+                            load256(p[2 * k + 1].add(off)),
+                        );
+                        for an in &act[..4] {
+                            lo[k] = _mm512_dpbusd_epi32(lo[k], tq1_digit512(x), *an);
+                            x = triple512(x);
                         }
+                        hi[k] = _mm512_dpbusd_epi32(zero, tq1_digit512(x), act[4]);
                     }
-                    for (h, s) in sums.iter().enumerate() {
+                    // qs[32..48] of the four rows, one row per 128-bit lane.
+                    let mut y = _mm512_castsi128_si512(load128(p[0].add(off + 32)));
+                    y = _mm512_inserti32x4::<1>(y, load128(p[1].add(off + 32)));
+                    y = _mm512_inserti32x4::<2>(y, load128(p[2].add(off + 32)));
+                    y = _mm512_inserti32x4::<3>(y, load128(p[3].add(off + 32)));
+                    let mut mid = zero;
+                    for n in 0..5 {
+                        let bn = _mm512_broadcast_i32x4(load128(q.add(160 + 16 * n)));
+                        mid = _mm512_dpbusd_epi32(mid, tq1_digit512(y), bn);
+                        y = triple512(y);
+                    }
+                    // qh of the four rows, one row per 32-bit lane.
+                    let qh = |i: usize| (p[i].add(off + 48) as *const i32).read_unaligned();
+                    let mut h = _mm_setr_epi32(qh(0), qh(1), qh(2), qh(3));
+                    let mut tail = _mm_setzero_si128();
+                    for n in 0..4 {
+                        let cn =
+                            _mm_set1_epi32((q.add(240 + 4 * n) as *const i32).read_unaligned());
+                        tail = _mm_dpbusd_epi32(tail, tq1_digit128(h), cn);
+                        h = triple128(h);
+                    }
+                    let s0 = lane_sums(pairs_to_lanes(lo[0], lo[1]));
+                    let s1 = _mm_add_epi32(
+                        lane_sums(_mm512_add_epi32(pairs_to_lanes(hi[0], hi[1]), mid)),
+                        tail,
+                    );
+                    let dw = f16x4(p, off + 52);
+                    for (h, s) in [s0, s1].into_iter().enumerate() {
                         let ab = 2 * b + h;
-                        let s = hsum4(s[0], s[1], s[2], s[3]);
                         let s = _mm_sub_epi32(s, _mm_set1_epi32(*a.sums.get_unchecked(ab)));
                         acc = fma_block(acc, dw, *a.d.get_unchecked(ab), s);
                     }
