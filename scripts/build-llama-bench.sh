@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds llama.cpp's llama-bench for comparisons (scripts/bench.sh reads LLAMA_BENCH), from the
+# llama.cpp sources vendored in the PyPI source package llama-cpp-python, tuned for this CPU
+# (GGML_NATIVE). Prints the binary's path.
+#
+#   scripts/build-llama-bench.sh [VERSION]    (default 0.3.36)
+#
+# Needs cmake and a C++ compiler (apt-get install cmake g++). Cached under ~/.cache/trillim/.
+set -euo pipefail
+version="${1:-0.3.36}"
+dir="${XDG_CACHE_HOME:-$HOME/.cache}/trillim/llama-cpp-$version"
+bin="$dir/src/vendor/llama.cpp/build/bin/llama-bench"
+if [ ! -x "$bin" ]; then
+    mkdir -p "$dir"
+    if [ ! -d "$dir/src" ]; then
+        python3 -m pip download --quiet --no-deps --no-binary :all: -d "$dir" \
+            "llama-cpp-python==$version" >&2
+        mkdir -p "$dir/src"
+        tar xzf "$dir/llama_cpp_python-$version.tar.gz" -C "$dir/src" --strip-components=1
+    fi
+    cd "$dir/src/vendor/llama.cpp"
+    cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+        -DBUILD_SHARED_LIBS=OFF >&2
+    cmake --build build --target llama-bench -j"$(nproc)" >&2
+fi
+echo "$bin"
