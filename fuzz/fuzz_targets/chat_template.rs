@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
             content: c.get(1).copied().unwrap_or(""),
         })
         .collect();
-    let mut big = vec![0u8; text.len() * 4 + 4096];
+    // Room for every character escaped or repeated, the templates' fixed text once, and each
+    // message's role markers (at most ~50 bytes a message in these templates; many short
+    // messages need more than the text's length suggests).
+    let mut big = vec![0u8; text.len() * 4 + 4096 + msgs.len() * 256];
     let full = t
         .render(
             &msgs,
