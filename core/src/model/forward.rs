@@ -550,19 +550,38 @@ impl Forward<'_> {
             acc.fill(0.0);
             let mut m = f32::NEG_INFINITY;
             let mut l = 0f32;
-            for p in 0..=pos0 + t {
-                let s = k_fn(&kv.data[kb + p * hd..kb + (p + 1) * hd], qh) * scale;
-                if s > m {
-                    let r = libm::expf(m - s);
+            // Positions in blocks: all scores of a block first, then one rescale of the
+            // running sum if the block raised the maximum, then the block's exponentials in
+            // one vectorizable pass, then the weighted values.
+            let mut e = [0f32; ATT_BLOCK];
+            let n = pos0 + t + 1;
+            let mut p0 = 0;
+            while p0 < n {
+                let nb = ATT_BLOCK.min(n - p0);
+                let mut bm = f32::NEG_INFINITY;
+                for (j, e) in e[..nb].iter_mut().enumerate() {
+                    let p = p0 + j;
+                    *e = k_fn(&kv.data[kb + p * hd..kb + (p + 1) * hd], qh) * scale;
+                    bm = bm.max(*e);
+                }
+                if bm > m {
+                    let r = libm::expf(m - bm);
                     for a in acc.iter_mut() {
                         *a *= r;
                     }
                     l *= r;
-                    m = s;
+                    m = bm;
                 }
-                let e = libm::expf(s - m);
-                l += e;
-                v_fn(e, &kv.data[vb + p * hd..vb + (p + 1) * hd], acc);
+                // exp(x) for x ≤ 0; below −87 it is under 2^−126, which changes no sum.
+                for e in e[..nb].iter_mut() {
+                    *e = expf_in_range((*e - m).max(-87.0));
+                }
+                for (j, &w) in e[..nb].iter().enumerate() {
+                    let p = p0 + j;
+                    l += w;
+                    v_fn(w, &kv.data[vb + p * hd..vb + (p + 1) * hd], acc);
+                }
+                p0 += nb;
             }
             let inv = 1.0 / l;
             for a in acc.iter_mut() {
@@ -692,6 +711,9 @@ impl Forward<'_> {
         });
     }
 }
+
+/// Key positions whose scores attention computes before exponentiating them together.
+const ATT_BLOCK: usize = 32;
 
 /// Rows per task: enough tasks to balance `threads`, tiles of a multiple of 16 rows.
 fn chunk_rows(rows: usize, threads: usize) -> usize {
