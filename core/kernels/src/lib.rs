@@ -29,7 +29,7 @@ pub mod aarch64;
 
 pub use act::{ActBatch, ActQ8};
 pub use formats::WeightType;
-pub use table::{CpuFeatures, GemmFn, Kernels, MatVecF32Fn, MatVecFn};
+pub use table::{CpuFeatures, GemmFn, Kernels, MatVecF32Fn, MatVecFn, MixF16Fn, ScoresF16Fn};
 
 #[cfg(test)]
 mod tests;

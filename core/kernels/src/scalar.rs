@@ -205,6 +205,34 @@ pub fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
     }
 }
 
+/// Attention scores of `g = q.len() / hd` query heads (one after another) against
+/// `n = k.len() / hd` cached f16 keys: `scores[j · n + p] = k_p · q_j`.
+pub fn scores_f16(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]) {
+    if hd == 0 {
+        return;
+    }
+    let n = k.len() / hd;
+    for (j, qj) in q.chunks_exact(hd).enumerate() {
+        for (p, kp) in k.chunks_exact(hd).enumerate() {
+            scores[j * n + p] = dot_f16(kp, qj);
+        }
+    }
+}
+
+/// Softmax-weighted values of `g = acc.len() / hd` heads over `n = v.len() / hd` cached f16
+/// values: `acc_j += Σ_p w[j · n + p] · v_p`.
+pub fn mix_f16(w: &[f32], v: &[u16], hd: usize, acc: &mut [f32]) {
+    if hd == 0 {
+        return;
+    }
+    let n = v.len() / hd;
+    for (j, aj) in acc.chunks_exact_mut(hd).enumerate() {
+        for (p, vp) in v.chunks_exact(hd).enumerate() {
+            axpy_f16(w[j * n + p], vp, aj);
+        }
+    }
+}
+
 /// Defines a matrix × several-vectors kernel that runs a matrix-vector kernel once per token:
 /// the scalar reference for the fused multi-token (prefill) kernels, and the multi-token entry
 /// of SIMD paths without a fused one. `out` is token-major: `out[t · rows + r]`.

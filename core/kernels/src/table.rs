@@ -11,6 +11,11 @@ pub type MatVecFn = fn(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32
 pub type GemmFn = fn(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]);
 /// A matrix-vector kernel over `f32` activations.
 pub type MatVecF32Fn = fn(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]);
+/// Attention scores of several query heads against a block of f16 keys (see
+/// [`scalar::scores_f16`]).
+pub type ScoresF16Fn = fn(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]);
+/// Weighted sums of a block of f16 values for several heads (see [`scalar::mix_f16`]).
+pub type MixF16Fn = fn(w: &[f32], v: &[u16], hd: usize, acc: &mut [f32]);
 
 /// CPU features the SIMD paths use, as detected at run time by the std shell.
 ///
@@ -104,6 +109,10 @@ pub struct Kernels {
     pub dot_f16: fn(&[u16], &[f32]) -> f32,
     /// `out += a · v` with f16 `v` (attention values).
     pub axpy_f16: fn(f32, &[u16], &mut [f32]),
+    /// Scores of the query heads sharing a key head, over a block of keys.
+    pub scores_f16: ScoresF16Fn,
+    /// Softmax-weighted value sums of those heads, over a block of values.
+    pub mix_f16: MixF16Fn,
     /// Q8_0 matrix × several int8 vectors.
     pub gemm_q8_0: GemmFn,
     /// Q4_0 matrix × several int8 vectors.
@@ -142,6 +151,8 @@ impl Kernels {
             bf16: scalar::matvec_bf16,
             dot_f16: scalar::dot_f16,
             axpy_f16: scalar::axpy_f16,
+            scores_f16: scalar::scores_f16,
+            mix_f16: scalar::mix_f16,
             gemm_q8_0: scalar::gemm_q8_0,
             gemm_q4_0: scalar::gemm_q4_0,
             gemm_q4_1: scalar::gemm_q4_1,
@@ -172,6 +183,8 @@ impl Kernels {
             bf16: x86::avx2_bf16,
             dot_f16: x86::avx2_dot_f16,
             axpy_f16: x86::avx2_axpy_f16,
+            scores_f16: x86::avx2_scores_f16,
+            mix_f16: x86::avx2_mix_f16,
             gemm_q8_0: x86::avx2_gemm_q8_0,
             gemm_q4_0: x86::avx2_gemm_q4_0,
             gemm_q4_1: x86::avx2_gemm_q4_1,

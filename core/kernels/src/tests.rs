@@ -475,6 +475,44 @@ fn f16_attention_kernels_match_scalar() {
 }
 
 #[test]
+fn grouped_attention_kernels_match_scalar() {
+    let scalar = Kernels::scalar();
+    let paths = simd_paths();
+    let mut rng = Rng::new(7);
+    for &hd in &[1usize, 7, 8, 16, 24, 64, 100, 128] {
+        for &g in &[1usize, 3, 4, 5, 8] {
+            for &n in &[1usize, 2, 17, 32] {
+                let k: Vec<u16> = (0..n * hd).map(|_| f32_to_f16(rng.f32())).collect();
+                let v: Vec<u16> = (0..n * hd).map(|_| f32_to_f16(rng.f32())).collect();
+                let q: Vec<f32> = (0..g * hd).map(|_| rng.f32()).collect();
+                let w: Vec<f32> = (0..g * n).map(|_| rng.f32().abs()).collect();
+                let acc0: Vec<f32> = (0..g * hd).map(|_| rng.f32()).collect();
+                let mut want_s = vec![0f32; g * n];
+                (scalar.scores_f16)(&k, &q, hd, &mut want_s);
+                let mut want_a = acc0.clone();
+                (scalar.mix_f16)(&w, &v, hd, &mut want_a);
+                for p in &paths {
+                    let ctx = (p.name, hd, g, n);
+                    let mut got_s = vec![f32::NAN; g * n];
+                    (p.scores_f16)(&k, &q, hd, &mut got_s);
+                    for (j, (got, want)) in got_s.iter().zip(&want_s).enumerate() {
+                        // |k|, |q| < 1: each product is below 1, so hd bounds the magnitude.
+                        let tol = 1e-5 * hd as f32;
+                        assert!((got - want).abs() <= tol, "{ctx:?} {j}: {got} vs {want}");
+                    }
+                    let mut got_a = acc0.clone();
+                    (p.mix_f16)(&w, &v, hd, &mut got_a);
+                    for (j, (got, want)) in got_a.iter().zip(&want_a).enumerate() {
+                        let tol = 1e-5 * (n as f32 + 1.0);
+                        assert!((got - want).abs() <= tol, "{ctx:?} {j}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn best_for_never_exceeds_the_cpu() {
     let all = crate::CpuFeatures {
         avx2: true,
