@@ -33,6 +33,3 @@ pub use table::{CpuFeatures, GemmFn, Kernels, MatVecF32Fn, MatVecFn, MixF16Fn, S
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod bench;

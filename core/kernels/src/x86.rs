@@ -1155,10 +1155,12 @@ mod avx512 {
         unsafe { cvtph_ps256(_mm256_cvtepi32_epi16(h)) }
     }
 
-    /// Bytes of an eight-row group up to which the next group is prefetched into L1; larger
-    /// groups (the 2B4T output matrix has 21 KiB groups) go to L2, since the group being read
-    /// and the one being fetched would not both fit in a 32 KiB L1 beside the activations.
-    const L1_GROUP_BYTES: usize = 8 << 10;
+    /// Bytes of an eight-row group up to which the next group is prefetched into L1: the
+    /// group being read and the one being fetched then fit in a 32 KiB L1. Larger groups (the
+    /// 2B4T output matrix has 21 KiB groups) go to L2; from memory that is 1.5× faster for
+    /// them, while 12 KiB groups (Q4 rows of 2560) run slightly faster from L1
+    /// (`decode_matvec_dram` in `cargo bench -p trillim-runtime`).
+    const L1_GROUP_BYTES: usize = 16 << 10;
 
     /// Prefetches block `b` of the eight-row group after the one at row `r` (the eight rows
     /// are contiguous, so this is a linear sweep `8 · bb` bytes per block).

@@ -1,9 +1,9 @@
 //! Kernel throughput: every weight format on every kernel path this CPU can run, for one
-//! token (matrix-vector, decode) and for 64 tokens (matrix-matrix, prefill), plus activation
-//! quantization.
+//! token (matrix-vector, decode) with the weights in cache and streamed from memory, for 64
+//! tokens (matrix-matrix, prefill), plus grouped-query attention and activation quantization.
 //!
 //! `cargo bench -p trillim-runtime --bench kernels` (add `-- tq2_0` to filter). Counters are
-//! bytes of weights read (decode) and multiply-accumulates (prefill).
+//! bytes of weights (or cached keys and values) read, and multiply-accumulates (prefill).
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{black_box, Bencher};
@@ -144,6 +144,63 @@ fn decode_matvec(bencher: Bencher<'_, '_>, case: &str) {
     bencher
         .counter(BytesCount::new(w.len()))
         .bench_local(|| f(black_box(&w), row_bytes, &a, &mut out));
+}
+
+/// One token through the 2B4T FFN shape (6912 × 2560), cycling over enough matrices that
+/// together they exceed any last-level cache: the decode rate when weights come from memory.
+#[divan::bench(args = cases(), sample_count = 20)]
+fn decode_matvec_dram(bencher: Bencher<'_, '_>, case: &str) {
+    const FFN_ROWS: usize = 6912;
+    const TOTAL: usize = 160 << 20;
+    let (ty, k) = find(case);
+    let f = k.matvec_q8(ty).expect("int8 kernel");
+    let one = matrix(ty, FFN_ROWS);
+    let mats: Vec<Vec<u8>> = (0..TOTAL.div_ceil(one.len()))
+        .map(|_| one.clone())
+        .collect();
+    let (qs, d, sums) = activations(ty, 1);
+    let a = ActQ8 {
+        qs: &qs,
+        d: &d,
+        sums: &sums,
+        block: ty.act_block(),
+    };
+    let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
+    let mut out = vec![0f32; FFN_ROWS];
+    let mut i = 0;
+    bencher.counter(BytesCount::new(one.len())).bench_local(|| {
+        f(black_box(&mats[i % mats.len()]), row_bytes, &a, &mut out);
+        i += 1;
+    });
+}
+
+/// Attention over 1024 cached positions of one 128-wide key/value head for the 4 query heads
+/// that share it (the 2B4T grouping), in blocks of 32 positions as the forward pass runs it.
+#[divan::bench(args = paths().iter().map(|k| k.name).collect::<Vec<_>>())]
+fn attention_gqa(bencher: Bencher<'_, '_>, path: &str) {
+    const HD: usize = 128;
+    const POS: usize = 1024;
+    const HEADS: usize = 4;
+    const BLOCK: usize = 32;
+    let k = paths().into_iter().find(|k| k.name == path).expect("path");
+    let mut rng = Rng(3);
+    let mut half = || trillim_kernels::f16::f32_to_f16((rng.next() >> 40) as f32 / 2e7 - 0.4);
+    let keys: Vec<u16> = (0..POS * HD).map(|_| half()).collect();
+    let values: Vec<u16> = (0..POS * HD).map(|_| half()).collect();
+    let q: Vec<f32> = (0..HEADS * HD)
+        .map(|i| (i % 7) as f32 * 0.1 - 0.3)
+        .collect();
+    let mut s = vec![0f32; HEADS * BLOCK];
+    let mut acc = vec![0f32; HEADS * HD];
+    bencher
+        .counter(BytesCount::new(2 * 2 * POS * HD))
+        .bench_local(|| {
+            for p0 in (0..POS).step_by(BLOCK) {
+                let r = p0 * HD..(p0 + BLOCK) * HD;
+                (k.scores_f16)(black_box(&keys[r.clone()]), &q, HD, &mut s);
+                (k.mix_f16)(&s, black_box(&values[r]), HD, &mut acc);
+            }
+        });
 }
 
 /// 64 tokens through a 256 × 2560 tile.
