@@ -298,3 +298,136 @@ crate::scalar::gemm_from_matvec!(pub(crate) dot_gemm_tq2_0, dot_tq2_0);
 crate::scalar::gemm_from_matvec!(pub(crate) dot_gemm_i2s, dot_i2s);
 crate::scalar::gemm_from_matvec!(pub(crate) dot_gemm_tq1_0, dot_tq1_0);
 crate::scalar::gemm_from_matvec!(pub(crate) dot_gemm_q8_0, dot_q8_0);
+
+// ------------------------------------------------------------------------------------------------
+// Attention over the f16 KV cache.
+
+/// Query heads whose accumulators one pass of the attention kernels keeps in registers.
+const HEADS: usize = 4;
+
+/// Four halves at `p` widened to `f32` with `fcvtl` (base AdvSIMD; the f16 vector types have
+/// no stable intrinsics).
+///
+/// # Safety
+/// Eight bytes are readable at `p`.
+#[inline(always)]
+unsafe fn f16x4_to_f32(p: *const u16) -> float32x4_t {
+    let r: float32x4_t;
+    // SAFETY: the caller's contract covers the load; `fcvtl` only touches registers.
+    unsafe {
+        let h = vld1_u16(p);
+        asm!(
+            "fcvtl {r:v}.4s, {h:v}.4h",
+            h = in(vreg) h,
+            r = lateout(vreg) r,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    r
+}
+
+/// NEON attention scores (see [`crate::scalar::scores_f16`]): each key row is widened once
+/// and met by up to four query heads.
+unsafe fn scores_f16_neon(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]) {
+    if hd == 0 {
+        return;
+    }
+    let n = k.len() / hd;
+    let g = q.len() / hd;
+    assert!(scores.len() >= g * n, "scores too short");
+    let mut j0 = 0;
+    while j0 < g {
+        let gj = core::cmp::min(HEADS, g - j0);
+        for p in 0..n {
+            // SAFETY: every load reads inside key row `p` or query rows `j0 .. j0 + gj`.
+            unsafe {
+                let kr = k.as_ptr().add(p * hd);
+                let mut acc = [[vdupq_n_f32(0.0); 2]; HEADS];
+                let mut c = 0;
+                while c + 8 <= hd {
+                    let k0 = f16x4_to_f32(kr.add(c));
+                    let k1 = f16x4_to_f32(kr.add(c + 4));
+                    for (jj, a) in acc.iter_mut().enumerate().take(gj) {
+                        let qr = q.as_ptr().add((j0 + jj) * hd + c);
+                        a[0] = vfmaq_f32(a[0], k0, vld1q_f32(qr));
+                        a[1] = vfmaq_f32(a[1], k1, vld1q_f32(qr.add(4)));
+                    }
+                    c += 8;
+                }
+                for (jj, a) in acc.iter().enumerate().take(gj) {
+                    let j = j0 + jj;
+                    let mut s = vaddvq_f32(vaddq_f32(a[0], a[1]));
+                    for cc in c..hd {
+                        s += crate::f16::f16_to_f32(k[p * hd + cc]) * q[j * hd + cc];
+                    }
+                    scores[j * n + p] = s;
+                }
+            }
+        }
+        j0 += gj;
+    }
+}
+
+/// NEON weighted value sums (see [`crate::scalar::mix_f16`]): for each 8 columns, up to four
+/// heads' accumulators stay in registers while every value row is widened once.
+unsafe fn mix_f16_neon(w: &[f32], v: &[u16], hd: usize, acc: &mut [f32]) {
+    if hd == 0 {
+        return;
+    }
+    let n = v.len() / hd;
+    let g = acc.len() / hd;
+    assert!(w.len() >= g * n, "weights too short");
+    let mut j0 = 0;
+    while j0 < g {
+        let gj = core::cmp::min(HEADS, g - j0);
+        let mut c = 0;
+        // SAFETY: every access is inside value rows `0 .. n` at columns below `hd`, or
+        // accumulator rows `j0 .. j0 + gj`.
+        unsafe {
+            let ap = acc.as_mut_ptr();
+            while c + 8 <= hd {
+                let mut a = [[vdupq_n_f32(0.0); 2]; HEADS];
+                for (jj, a) in a.iter_mut().enumerate().take(gj) {
+                    let r = ap.add((j0 + jj) * hd + c);
+                    *a = [vld1q_f32(r), vld1q_f32(r.add(4))];
+                }
+                for p in 0..n {
+                    let vr = v.as_ptr().add(p * hd + c);
+                    let v0 = f16x4_to_f32(vr);
+                    let v1 = f16x4_to_f32(vr.add(4));
+                    for (jj, a) in a.iter_mut().enumerate().take(gj) {
+                        let wv = vdupq_n_f32(*w.get_unchecked((j0 + jj) * n + p));
+                        a[0] = vfmaq_f32(a[0], wv, v0);
+                        a[1] = vfmaq_f32(a[1], wv, v1);
+                    }
+                }
+                for (jj, a) in a.iter().enumerate().take(gj) {
+                    let r = ap.add((j0 + jj) * hd + c);
+                    vst1q_f32(r, a[0]);
+                    vst1q_f32(r.add(4), a[1]);
+                }
+                c += 8;
+            }
+        }
+        for j in j0..j0 + gj {
+            for cc in c..hd {
+                let mut s = acc[j * hd + cc];
+                for p in 0..n {
+                    s += w[j * n + p] * crate::f16::f16_to_f32(v[p * hd + cc]);
+                }
+                acc[j * hd + cc] = s;
+            }
+        }
+        j0 += gj;
+    }
+}
+
+pub(crate) fn neon_scores_f16(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]) {
+    // SAFETY: NEON is part of the aarch64 baseline.
+    unsafe { scores_f16_neon(k, q, hd, scores) }
+}
+
+pub(crate) fn neon_mix_f16(w: &[f32], v: &[u16], hd: usize, acc: &mut [f32]) {
+    // SAFETY: NEON is part of the aarch64 baseline.
+    unsafe { mix_f16_neon(w, v, hd, acc) }
+}

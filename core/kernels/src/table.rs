@@ -238,6 +238,8 @@ impl Kernels {
             gemm_tq1_0: aarch64::neon_gemm_tq1_0,
             gemm_tq2_0: aarch64::neon_gemm_tq2_0,
             gemm_i2s: aarch64::neon_gemm_i2s,
+            scores_f16: aarch64::neon_scores_f16,
+            mix_f16: aarch64::neon_mix_f16,
             ..Kernels::scalar()
         }
     }
@@ -259,6 +261,8 @@ impl Kernels {
             gemm_tq1_0: aarch64::dot_gemm_tq1_0,
             gemm_tq2_0: aarch64::dot_gemm_tq2_0,
             gemm_i2s: aarch64::dot_gemm_i2s,
+            scores_f16: aarch64::neon_scores_f16,
+            mix_f16: aarch64::neon_mix_f16,
             ..Kernels::scalar()
         }
     }
