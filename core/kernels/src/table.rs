@@ -105,10 +105,6 @@ pub struct Kernels {
     pub f16: MatVecF32Fn,
     /// BF16 matrix × f32 vector.
     pub bf16: MatVecF32Fn,
-    /// f16 · f32 dot product (attention scores).
-    pub dot_f16: fn(&[u16], &[f32]) -> f32,
-    /// `out += a · v` with f16 `v` (attention values).
-    pub axpy_f16: fn(f32, &[u16], &mut [f32]),
     /// Scores of the query heads sharing a key head, over a block of keys.
     pub scores_f16: ScoresF16Fn,
     /// Softmax-weighted value sums of those heads, over a block of values.
@@ -149,8 +145,6 @@ impl Kernels {
             f32: scalar::matvec_f32,
             f16: scalar::matvec_f16,
             bf16: scalar::matvec_bf16,
-            dot_f16: scalar::dot_f16,
-            axpy_f16: scalar::axpy_f16,
             scores_f16: scalar::scores_f16,
             mix_f16: scalar::mix_f16,
             gemm_q8_0: scalar::gemm_q8_0,
@@ -181,8 +175,6 @@ impl Kernels {
             f32: x86::avx2_f32,
             f16: x86::avx2_f16,
             bf16: x86::avx2_bf16,
-            dot_f16: x86::avx2_dot_f16,
-            axpy_f16: x86::avx2_axpy_f16,
             scores_f16: x86::avx2_scores_f16,
             mix_f16: x86::avx2_mix_f16,
             gemm_q8_0: x86::avx2_gemm_q8_0,

@@ -433,48 +433,6 @@ fn float_kernels_match_scalar() {
 }
 
 #[test]
-fn f16_attention_kernels_match_scalar() {
-    let scalar = Kernels::scalar();
-    let paths = simd_paths();
-    let mut rng = Rng::new(99);
-    for &n in &[0usize, 1, 7, 8, 15, 16, 17, 64, 128, 129] {
-        for pow2 in [false, true] {
-            let val = |rng: &mut Rng| {
-                if pow2 {
-                    rng.below(17) as f32 - 8.0
-                } else {
-                    rng.f32()
-                }
-            };
-            let k: Vec<u16> = (0..n).map(|_| f32_to_f16(val(&mut rng))).collect();
-            let q: Vec<f32> = (0..n).map(|_| val(&mut rng)).collect();
-            let a = if pow2 { 0.5 } else { rng.f32() };
-            let want = (scalar.dot_f16)(&k, &q);
-            let mut want_y: Vec<f32> = (0..n).map(|_| val(&mut rng)).collect();
-            let y0 = want_y.clone();
-            (scalar.axpy_f16)(a, &k, &mut want_y);
-            let mag: f64 = k
-                .iter()
-                .zip(&q)
-                .map(|(a, b)| (crate::f16::f16_to_f32(*a) as f64 * *b as f64).abs())
-                .sum();
-            for p in &paths {
-                let got = (p.dot_f16)(&k, &q);
-                if pow2 {
-                    assert_eq!(got, want, "{} n={n}", p.name);
-                } else {
-                    assert!((got as f64 - want as f64).abs() <= 1e-5 * mag.max(1e-30));
-                }
-                let mut y = y0.clone();
-                (p.axpy_f16)(a, &k, &mut y);
-                // Same rounding as the reference: one multiply, one add per element.
-                assert_eq!(y, want_y, "{} n={n}", p.name);
-            }
-        }
-    }
-}
-
-#[test]
 fn grouped_attention_kernels_match_scalar() {
     let scalar = Kernels::scalar();
     let paths = simd_paths();

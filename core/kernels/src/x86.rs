@@ -618,67 +618,6 @@ unsafe fn matvec_float_avx2<const KIND: u8>(
     }
 }
 
-/// AVX2 f16 · f32 dot product.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_f16_avx2(k: &[u16], q: &[f32]) -> f32 {
-    let n = core::cmp::min(k.len(), q.len());
-    let (kp, qp) = (k.as_ptr() as *const u8, q.as_ptr());
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut j = 0;
-    // SAFETY: every load reads indices below n.
-    unsafe {
-        while j + 16 <= n {
-            a0 = _mm256_fmadd_ps(
-                cvtph_ps256(load128(kp.add(2 * j))),
-                _mm256_loadu_ps(qp.add(j)),
-                a0,
-            );
-            a1 = _mm256_fmadd_ps(
-                cvtph_ps256(load128(kp.add(2 * j + 16))),
-                _mm256_loadu_ps(qp.add(j + 8)),
-                a1,
-            );
-            j += 16;
-        }
-        if j + 8 <= n {
-            a0 = _mm256_fmadd_ps(
-                cvtph_ps256(load128(kp.add(2 * j))),
-                _mm256_loadu_ps(qp.add(j)),
-                a0,
-            );
-            j += 8;
-        }
-        let mut acc = hsum_ps(_mm256_add_ps(a0, a1));
-        while j < n {
-            acc += crate::f16::f16_to_f32(k[j]) * q[j];
-            j += 1;
-        }
-        acc
-    }
-}
-
-/// AVX2 `out += a · v` (multiply then add, rounding exactly like the scalar reference).
-#[target_feature(enable = "avx2,fma")]
-unsafe fn axpy_f16_avx2(a: f32, v: &[u16], out: &mut [f32]) {
-    let n = core::cmp::min(v.len(), out.len());
-    let (vp, op) = (v.as_ptr() as *const u8, out.as_mut_ptr());
-    let av = _mm256_set1_ps(a);
-    let mut j = 0;
-    // SAFETY: every access is below n.
-    unsafe {
-        while j + 8 <= n {
-            let x = cvtph_ps256(load128(vp.add(2 * j)));
-            let o = _mm256_add_ps(_mm256_loadu_ps(op.add(j)), _mm256_mul_ps(av, x));
-            _mm256_storeu_ps(op.add(j), o);
-            j += 8;
-        }
-    }
-    while j < n {
-        out[j] += a * crate::f16::f16_to_f32(v[j]);
-        j += 1;
-    }
-}
-
 /// Query heads whose accumulators one pass of the attention kernels keeps in registers.
 const HEADS: usize = 4;
 
@@ -1367,16 +1306,6 @@ wrap_f32! {
     avx2_f32 => matvec_float_avx2::<0>;
     avx2_f16 => matvec_float_avx2::<1>;
     avx2_bf16 => matvec_float_avx2::<2>;
-}
-
-pub(crate) fn avx2_dot_f16(k: &[u16], q: &[f32]) -> f32 {
-    // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA/F16C.
-    unsafe { dot_f16_avx2(k, q) }
-}
-
-pub(crate) fn avx2_axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
-    // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA/F16C.
-    unsafe { axpy_f16_avx2(a, v, out) }
 }
 
 pub(crate) fn avx2_scores_f16(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]) {
