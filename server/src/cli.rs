@@ -265,6 +265,7 @@ fn run_blocking(
         stop: Vec::new(),
         logprobs: None,
         echo_logprobs: false,
+        ignore_eos: false,
         request_id: "cli".into(),
         events: tx,
     };

@@ -170,6 +170,17 @@ def test_finish_reason_length(server):
     assert r.usage.completion_tokens == 2
 
 
+def test_ignore_eos_generates_to_max_tokens(server):
+    msgs = [{"role": "user", "content": "Say only the word yes."}]
+    short = server.client().chat.completions.create(model="m", messages=msgs, temperature=0, max_tokens=40)
+    assert short.choices[0].finish_reason == "stop" and short.usage.completion_tokens < 40
+    full = server.client().chat.completions.create(
+        model="m", messages=msgs, temperature=0, max_tokens=40, extra_body={"ignore_eos": True}
+    )
+    assert full.choices[0].finish_reason == "length" and full.usage.completion_tokens == 40
+    assert full.choices[0].message.content.startswith(short.choices[0].message.content)
+
+
 def test_stop_sequences(server):
     prompt = "Count from 1 to 20, one number per line."
     free = ask(server, prompt, temperature=0, max_tokens=40).choices[0].message.content

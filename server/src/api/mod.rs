@@ -564,6 +564,7 @@ async fn generate(
             stop: opts.stop.clone(),
             logprobs,
             echo_logprobs: echo && logprobs.is_some(),
+            ignore_eos: opts.ignore_eos,
             request_id: rid.to_string(),
             events: tokio::sync::mpsc::unbounded_channel().0,
         };

@@ -22,6 +22,8 @@ pub struct GenOptions {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// `ignore_eos`: generate until `max_tokens` or the context, past end-of-generation tokens.
+    pub ignore_eos: bool,
 }
 
 impl GenOptions {
@@ -229,6 +231,7 @@ fn gen_options(m: &Map<String, Value>, min_max_tokens: i64) -> Result<GenOptions
             ))
         }
     };
+    let ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
     Ok(GenOptions {
         model,
         sampling,
@@ -236,6 +239,7 @@ fn gen_options(m: &Map<String, Value>, min_max_tokens: i64) -> Result<GenOptions
         stop,
         stream,
         include_usage,
+        ignore_eos,
     })
 }
 

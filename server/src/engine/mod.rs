@@ -237,6 +237,8 @@ pub struct Job {
     pub logprobs: Option<usize>,
     /// Also report log-probabilities of the prompt tokens.
     pub echo_logprobs: bool,
+    /// Keep generating past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
     /// Request id for logs.
     pub request_id: String,
     /// Where events go; dropping the receiver cancels the job.
@@ -490,7 +492,7 @@ impl Worker {
                 &mut rng,
                 &mut self.work,
             );
-            if tok.is_eog(id) {
+            if tok.is_eog(id) && !job.ignore_eos {
                 break Finish::Stop;
             }
             generated += 1;
