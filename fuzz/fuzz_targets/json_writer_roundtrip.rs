@@ -111,9 +111,27 @@ fn same(v: &V, j: &Value) -> bool {
     }
 }
 
+/// The map key through which serde_json's `arbitrary_precision` (the oracle's exact numbers)
+/// smuggles a number: an object with this key parses back as a number, whatever wrote it.
+const SERDE_NUMBER_KEY: &str = "$serde_json::private::Number";
+
+fn has_serde_number_key(v: &V) -> bool {
+    match v {
+        V::A(a) => a.iter().any(has_serde_number_key),
+        V::O(o) => o
+            .iter()
+            .any(|(k, v)| k == SERDE_NUMBER_KEY || has_serde_number_key(v)),
+        _ => false,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     let Ok(v) = gen(&mut u, 0) else { return };
+    if has_serde_number_key(&v) {
+        // Valid JSON that the oracle cannot read back as an object.
+        return;
+    }
     let mut out: Vec<u8> = Vec::new();
     let mut w = JsonWriter::new(&mut out);
     let r = write(&mut w, &v);
