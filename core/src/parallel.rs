@@ -44,7 +44,7 @@ pub struct ActRows<'a> {
 }
 
 /// [`Parallel::for_each_act_row`] on the calling thread.
-pub fn sequential_act_rows(act: ActRows<'_>, cols: usize, blocks: usize, f: &ActRowFn<'_>) {
+fn sequential_act_rows(act: ActRows<'_>, cols: usize, blocks: usize, f: &ActRowFn<'_>) {
     let rows = act
         .qs
         .chunks_mut(cols.max(1))

@@ -9,7 +9,7 @@ use super::config::{ActQuant, Activation, Config, RopeStyle};
 use super::error::ModelError;
 use super::scratch::Scratch;
 use super::weights::{Tensor, Weights};
-use crate::parallel::{sequential_act_rows, ActRows, Parallel};
+use crate::parallel::{ActRows, Parallel};
 
 /// The KV cache: f16 keys and values for up to `capacity` positions, in a caller buffer.
 ///
@@ -643,11 +643,7 @@ impl Forward<'_> {
                         quantize_groups(x, f.block, f.group, qs, d, sums);
                     }
                 };
-                if b == 1 {
-                    sequential_act_rows(act, cols, nb, &quantize);
-                } else {
-                    par.for_each_act_row(act, cols, nb, &quantize);
-                }
+                par.for_each_act_row(act, cols, nb, &quantize);
                 *fmt = want;
             }
         }
