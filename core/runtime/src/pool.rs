@@ -2,7 +2,7 @@
 //!
 //! Workers spin briefly after each job (decode issues a few hundred short jobs per token, so
 //! waking from sleep every time would dominate), then park on a condition variable. One job
-//! runs at a time; its chunks are claimed with an atomic counter, so work is balanced without
+//! runs at a time; its indexed tasks are claimed with an atomic counter, so work is balanced without
 //! any allocation per job.
 
 use std::cell::UnsafeCell;
@@ -28,13 +28,13 @@ struct Job {
 
 /// A raw pointer that tasks of one job share; each task touches a disjoint range of it.
 #[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
+struct SharedSlice<T>(*mut T);
 
 // SAFETY: only used to hand disjoint ranges of one `&mut [T]` to the tasks of a job, while
 // the submitting call holds that borrow.
-unsafe impl<T: Send> Sync for Shared<T> {}
+unsafe impl<T: Send> Sync for SharedSlice<T> {}
 
-impl<T> Shared<T> {
+impl<T> SharedSlice<T> {
     /// `len` elements starting at element `start`.
     ///
     /// # Safety
@@ -50,7 +50,7 @@ struct PoolState {
     /// Written only by the submitting thread while every worker is idle (see `run`).
     job: UnsafeCell<Job>,
     generation: AtomicU64,
-    next_chunk: AtomicUsize,
+    next_task: AtomicUsize,
     busy_workers: AtomicUsize,
     sleepers: AtomicUsize,
     lock: Mutex<()>,
@@ -99,7 +99,7 @@ impl ThreadPool {
                 f: std::ptr::null::<fn(usize)>() as *const TaskFn,
             }),
             generation: AtomicU64::new(0),
-            next_chunk: AtomicUsize::new(0),
+            next_task: AtomicUsize::new(0),
             busy_workers: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
@@ -127,7 +127,7 @@ impl ThreadPool {
 
 fn run_tasks(s: &PoolState, job: &Job) {
     loop {
-        let i = s.next_chunk.fetch_add(1, Ordering::Relaxed);
+        let i = s.next_task.fetch_add(1, Ordering::Relaxed);
         if i >= job.n_tasks {
             break;
         }
@@ -189,7 +189,7 @@ impl ThreadPool {
         // SAFETY: no worker reads `job` now: the previous call returned only after
         // `busy_workers` reached zero, and workers read `job` only after a generation bump.
         unsafe { *s.job.get() = job };
-        s.next_chunk.store(0, Ordering::SeqCst);
+        s.next_task.store(0, Ordering::SeqCst);
         s.busy_workers.store(self.workers.len(), Ordering::SeqCst);
         s.generation.fetch_add(1, Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
@@ -223,7 +223,7 @@ impl Parallel for ThreadPool {
     ) {
         let chunk = chunk_len.max(1);
         let len = out.len();
-        let base = Shared(out.as_mut_ptr());
+        let base = SharedSlice(out.as_mut_ptr());
         self.run(len.div_ceil(chunk), &|i| {
             let start = i * chunk;
             // SAFETY: task `i` runs once (atomic counter) and chunks are disjoint ranges of
@@ -240,9 +240,9 @@ impl Parallel for ThreadPool {
             "activation scales too short"
         );
         let (qs, d, sums) = (
-            Shared(act.qs.as_mut_ptr()),
-            Shared(act.d.as_mut_ptr()),
-            Shared(act.sums.as_mut_ptr()),
+            SharedSlice(act.qs.as_mut_ptr()),
+            SharedSlice(act.d.as_mut_ptr()),
+            SharedSlice(act.sums.as_mut_ptr()),
         );
         self.run(n, &|t| {
             // SAFETY: token `t` runs once and its three ranges are disjoint from every other
