@@ -356,11 +356,9 @@ unsafe fn scores_f16_neon(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]) {
                 }
                 for (jj, a) in acc.iter().enumerate().take(gj) {
                     let j = j0 + jj;
-                    let mut s = vaddvq_f32(vaddq_f32(a[0], a[1]));
-                    for cc in c..hd {
-                        s += crate::f16::f16_to_f32(k[p * hd + cc]) * q[j * hd + cc];
-                    }
-                    scores[j * n + p] = s;
+                    let s = vaddvq_f32(vaddq_f32(a[0], a[1]));
+                    let (kt, qt) = (&k[p * hd + c..(p + 1) * hd], &q[j * hd + c..(j + 1) * hd]);
+                    scores[j * n + p] = s + crate::scalar::dot_f16(kt, qt);
                 }
             }
         }
@@ -409,17 +407,9 @@ unsafe fn mix_f16_neon(w: &[f32], v: &[u16], hd: usize, acc: &mut [f32]) {
                 c += 8;
             }
         }
-        for j in j0..j0 + gj {
-            for cc in c..hd {
-                let mut s = acc[j * hd + cc];
-                for p in 0..n {
-                    s += w[j * n + p] * crate::f16::f16_to_f32(v[p * hd + cc]);
-                }
-                acc[j * hd + cc] = s;
-            }
-        }
         j0 += gj;
     }
+    crate::scalar::mix_f16_columns(w, v, hd, acc, hd - hd % 8);
 }
 
 pub(crate) fn neon_scores_f16(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]) {

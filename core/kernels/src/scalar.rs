@@ -233,6 +233,22 @@ pub fn mix_f16(w: &[f32], v: &[u16], hd: usize, acc: &mut [f32]) {
     }
 }
 
+/// [`mix_f16`] restricted to columns `from..hd` of every head: the tail the SIMD kernels leave
+/// after their full vectors.
+pub(crate) fn mix_f16_columns(w: &[f32], v: &[u16], hd: usize, acc: &mut [f32], from: usize) {
+    if hd == 0 {
+        return;
+    }
+    let n = v.len() / hd;
+    for (j, aj) in acc.chunks_exact_mut(hd).enumerate() {
+        for (cc, a) in aj.iter_mut().enumerate().skip(from) {
+            for p in 0..n {
+                *a += w[j * n + p] * f16_to_f32(v[p * hd + cc]);
+            }
+        }
+    }
+}
+
 /// Defines a matrix × several-vectors kernel that runs a matrix-vector kernel once per token:
 /// the scalar reference for the fused multi-token (prefill) kernels, and the multi-token entry
 /// of SIMD paths without a fused one. `out` is token-major: `out[t · rows + r]`.
