@@ -129,35 +129,24 @@ fn find(case: &str) -> (WeightType, Kernels) {
 /// One token through a 2560 × 2560 matrix.
 #[divan::bench(args = cases())]
 fn decode_matvec(bencher: Bencher<'_, '_>, case: &str) {
-    let (ty, k) = find(case);
-    let f = k.matvec_q8(ty).expect("int8 kernel");
-    let w = matrix(ty, ROWS);
-    let (qs, d, sums) = activations(ty, 1);
-    let a = ActQ8 {
-        qs: &qs,
-        d: &d,
-        sums: &sums,
-        block: ty.act_block(),
-    };
-    let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
-    let mut out = vec![0f32; ROWS];
-    bencher
-        .counter(BytesCount::new(w.len()))
-        .bench_local(|| f(black_box(&w), row_bytes, &a, &mut out));
+    decode(bencher, case, ROWS, 0);
 }
 
 /// One token through the 2B4T FFN shape (6912 × 2560), cycling over enough matrices that
 /// together they exceed any last-level cache: the decode rate when weights come from memory.
 #[divan::bench(args = cases(), sample_count = 20)]
 fn decode_matvec_dram(bencher: Bencher<'_, '_>, case: &str) {
-    const FFN_ROWS: usize = 6912;
-    const TOTAL: usize = 160 << 20;
+    decode(bencher, case, 6912, 160 << 20);
+}
+
+/// Times one token through `rows × COLS` matrices, cycling over copies that add up to at
+/// least `total` bytes (one matrix when `total` is 0).
+fn decode(bencher: Bencher<'_, '_>, case: &str, rows: usize, total: usize) {
     let (ty, k) = find(case);
     let f = k.matvec_q8(ty).expect("int8 kernel");
-    let one = matrix(ty, FFN_ROWS);
-    let mats: Vec<Vec<u8>> = (0..TOTAL.div_ceil(one.len()))
-        .map(|_| one.clone())
-        .collect();
+    let one = matrix(ty, rows);
+    let copies = total.div_ceil(one.len()).max(1);
+    let mats: Vec<Vec<u8>> = (0..copies).map(|_| one.clone()).collect();
     let (qs, d, sums) = activations(ty, 1);
     let a = ActQ8 {
         qs: &qs,
@@ -166,10 +155,10 @@ fn decode_matvec_dram(bencher: Bencher<'_, '_>, case: &str) {
         block: ty.act_block(),
     };
     let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
-    let mut out = vec![0f32; FFN_ROWS];
+    let mut out = vec![0f32; rows];
     let mut i = 0;
     bencher.counter(BytesCount::new(one.len())).bench_local(|| {
-        f(black_box(&mats[i % mats.len()]), row_bytes, &a, &mut out);
+        f(black_box(&mats[i % copies]), row_bytes, &a, &mut out);
         i += 1;
     });
 }
