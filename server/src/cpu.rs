@@ -22,6 +22,7 @@ pub fn feature_names(f: &CpuFeatures) -> Vec<&'static str> {
         ("avx512bw", f.avx512bw),
         ("avx512vl", f.avx512vl),
         ("avx512vnni", f.avx512vnni),
+        ("avx512vbmi", f.avx512vbmi),
         ("neon", f.neon),
         ("dotprod", f.dotprod),
     ];

@@ -5,6 +5,7 @@
 //!
 //! * [`formats`] describes the byte layout of every supported weight type and holds the scalar
 //!   dequantizers.
+//! * [`tq1_tiles`] is a load-time re-layout of TQ1_0 weights for byte-permute kernels.
 //! * [`act`] quantizes activations to int8 blocks ([`ActQ8`]).
 //! * [`scalar`] holds the reference kernels; `x86` and `aarch64` hold SIMD kernels with the same
 //!   signatures, each tested against the reference.
@@ -17,6 +18,7 @@ pub mod f16;
 pub mod formats;
 pub mod scalar;
 mod table;
+pub mod tq1_tiles;
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -24,12 +26,17 @@ pub mod x86;
 #[cfg(all(target_arch = "x86_64", trillim_avx512))]
 mod x86_gemm;
 
+#[cfg(all(target_arch = "x86_64", trillim_avx512))]
+mod x86_tiles;
+
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 
 pub use act::{ActBatch, ActQ8};
 pub use formats::WeightType;
-pub use table::{CpuFeatures, GemmFn, Kernels, MatVecF32Fn, MatVecFn, MixF16Fn, ScoresF16Fn};
+pub use table::{
+    CpuFeatures, GemmFn, Kernels, MatVecF32Fn, MatVecFn, MixF16Fn, ScoresF16Fn, TileKernels,
+};
 
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,8 @@ pub struct CpuFeatures {
     pub avx512vl: bool,
     /// x86-64 AVX-512 VNNI (`vpdpbusd`).
     pub avx512vnni: bool,
+    /// x86-64 AVX-512 VBMI (`vpermb`).
+    pub avx512vbmi: bool,
     /// aarch64 Advanced SIMD.
     pub neon: bool,
     /// aarch64 `sdot`/`udot` (FEAT_DotProd).
@@ -54,6 +56,7 @@ impl CpuFeatures {
             avx512bw: self.avx512bw && other.avx512bw,
             avx512vl: self.avx512vl && other.avx512vl,
             avx512vnni: self.avx512vnni && other.avx512vnni,
+            avx512vbmi: self.avx512vbmi && other.avx512vbmi,
             neon: self.neon && other.neon,
             dotprod: self.dotprod && other.dotprod,
         }
@@ -77,6 +80,31 @@ impl CpuFeatures {
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             CpuFeatures::default()
+        }
+    }
+}
+
+/// Kernels over TQ1_0 weights repacked into 16-row tiles (see [`crate::tq1_tiles`]).
+#[derive(Clone, Copy)]
+pub struct TileKernels {
+    /// Tiled TQ1_0 matrix × int8 vector.
+    pub matvec: MatVecFn,
+    /// Tiled TQ1_0 matrix × several int8 vectors.
+    pub gemm: GemmFn,
+}
+
+impl core::fmt::Debug for TileKernels {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TileKernels").finish_non_exhaustive()
+    }
+}
+
+impl TileKernels {
+    /// The scalar reference kernels for the tiled layout.
+    pub fn scalar() -> TileKernels {
+        TileKernels {
+            matvec: crate::tq1_tiles::matvec,
+            gemm: crate::tq1_tiles::gemm,
         }
     }
 }
@@ -121,6 +149,9 @@ pub struct Kernels {
     pub gemm_tq2_0: GemmFn,
     /// I2_S matrix × several int8 vectors (unscaled).
     pub gemm_i2s: GemmFn,
+    /// Kernels for TQ1_0 weights repacked into tiles, on paths where they beat the plain
+    /// TQ1_0 kernels; `None` keeps TQ1_0 models in the file's layout.
+    pub tq1_0_tiles: Option<TileKernels>,
 }
 
 impl core::fmt::Debug for Kernels {
@@ -153,6 +184,7 @@ impl Kernels {
             gemm_tq1_0: scalar::gemm_tq1_0,
             gemm_tq2_0: scalar::gemm_tq2_0,
             gemm_i2s: scalar::gemm_i2s,
+            tq1_0_tiles: None,
         }
     }
 
@@ -183,6 +215,7 @@ impl Kernels {
             gemm_tq1_0: x86::avx2_gemm_tq1_0,
             gemm_tq2_0: x86::avx2_gemm_tq2_0,
             gemm_i2s: x86::avx2_gemm_i2s,
+            tq1_0_tiles: None,
         }
     }
 
@@ -210,6 +243,24 @@ impl Kernels {
             gemm_i2s: x86_gemm::vnni_gemm_i2s,
             // SAFETY: the caller's contract includes AVX2, FMA and F16C.
             ..unsafe { Kernels::avx2() }
+        }
+    }
+
+    /// The AVX-512 VNNI kernels plus `vpermb` kernels over tiled TQ1_0 weights.
+    ///
+    /// # Safety
+    /// As [`Kernels::avx512vnni`], and the CPU must also support AVX-512 VBMI.
+    #[cfg(all(target_arch = "x86_64", trillim_avx512))]
+    pub unsafe fn avx512vbmi() -> Kernels {
+        use crate::x86_tiles;
+        Kernels {
+            name: "avx512vbmi",
+            tq1_0_tiles: Some(TileKernels {
+                matvec: x86_tiles::vbmi_tq1_0_tiles,
+                gemm: x86_tiles::vbmi_gemm_tq1_0_tiles,
+            }),
+            // SAFETY: the caller's contract includes every AVX-512 VNNI path feature.
+            ..unsafe { Kernels::avx512vnni() }
         }
     }
 
@@ -287,6 +338,10 @@ impl Kernels {
         let f = features;
         #[cfg(all(target_arch = "x86_64", trillim_avx512))]
         if f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni {
+            if f.avx512vbmi {
+                // SAFETY: the caller guarantees every listed feature.
+                return unsafe { Kernels::avx512vbmi() };
+            }
             // SAFETY: the caller guarantees every listed feature.
             return unsafe { Kernels::avx512vnni() };
         }

@@ -8,7 +8,8 @@ use std::vec::Vec;
 use crate::act::{quantize_blocks, quantize_per_token, ActBatch, ActQ8};
 use crate::f16::f32_to_f16;
 use crate::formats::{dequantize_row, WeightType};
-use crate::Kernels;
+use crate::tq1_tiles;
+use crate::{Kernels, TileKernels};
 
 /// xorshift64* pseudo-random numbers.
 pub(crate) struct Rng(u64);
@@ -56,6 +57,10 @@ pub(crate) fn simd_paths() -> Vec<Kernels> {
         {
             // SAFETY: every feature the path needs was detected.
             v.push(unsafe { Kernels::avx512vnni() });
+            if std::is_x86_feature_detected!("avx512vbmi") {
+                // SAFETY: as above, and VBMI was detected.
+                v.push(unsafe { Kernels::avx512vbmi() });
+            }
         }
     }
     #[cfg(target_arch = "aarch64")]
@@ -376,6 +381,67 @@ fn gemm_kernels_match_scalar() {
     }
 }
 
+/// Every tiled TQ1_0 kernel (scalar reference included) against the plain TQ1_0 scalar
+/// reference over the same weights: the results must be bit-identical.
+#[test]
+fn tiled_tq1_0_kernels_match_plain_scalar() {
+    let scalar = Kernels::scalar();
+    let mut tiled = vec![("scalar", TileKernels::scalar())];
+    for k in simd_paths() {
+        if let Some(t) = k.tq1_0_tiles {
+            tiled.push((k.name, t));
+        }
+    }
+    let ty = WeightType::TQ1_0;
+    let mut rng = Rng::new(99);
+    // 65 blocks crosses the matrix-vector kernel's activation chunk.
+    for &(rows, blocks) in &[(16usize, 1usize), (32, 2), (48, 3), (16, 65), (32, 27)] {
+        for mode in 0..3u32 {
+            let cols = blocks * 256;
+            let rb = ty.row_bytes(cols).unwrap();
+            let mut w = Vec::new();
+            for _ in 0..rows {
+                rand_row(&mut rng, ty, blocks, mode == 2, &mut w);
+            }
+            let mut t = vec![0u8; tq1_tiles::tiled_bytes(rows, cols).unwrap()];
+            tq1_tiles::repack(&w, rows, cols, &mut t);
+            let trb = t.len() / rows;
+            let act = rand_act(&mut rng, cols, 128, mode);
+            let mut want = vec![0f32; rows];
+            (scalar.tq1_0)(&w, rb, &act.view(), &mut want);
+            for (name, k) in &tiled {
+                let mut got = vec![f32::NAN; rows];
+                (k.matvec)(&t, trb, &act.view(), &mut got);
+                for r in 0..rows {
+                    let ctx = (name, rows, blocks, mode, r);
+                    assert_eq!(got[r].to_bits(), want[r].to_bits(), "{ctx:?}");
+                }
+            }
+            for &n in &[1usize, 3, 33, 40] {
+                let act = rand_batch(&mut rng, n, cols, 128, mode);
+                let a = ActBatch {
+                    qs: &act.qs,
+                    d: &act.d,
+                    sums: &act.sums,
+                    block: 128,
+                    cols,
+                    n,
+                };
+                let mut want = vec![0f32; rows * n];
+                (scalar.gemm_tq1_0)(&w, rb, &a, &mut want);
+                for (name, k) in &tiled {
+                    let mut got = vec![f32::NAN; rows * n];
+                    (k.gemm)(&t, trb, &a, &mut got);
+                    for i in 0..rows * n {
+                        let ctx = (name, rows, blocks, n, mode, i / rows, i % rows);
+                        assert_eq!(got[i].to_bits(), want[i].to_bits(), "{ctx:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn float_kernels_match_scalar() {
     let scalar = Kernels::scalar();
@@ -480,6 +546,7 @@ fn best_for_never_exceeds_the_cpu() {
         avx512bw: true,
         avx512vl: true,
         avx512vnni: true,
+        avx512vbmi: true,
         neon: true,
         dotprod: true,
     };

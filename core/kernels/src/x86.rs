@@ -1342,6 +1342,7 @@ pub fn cpuid_features() -> crate::CpuFeatures {
     f.avx512bw = f.avx512f && l7.ebx & (1 << 30) != 0;
     f.avx512vl = f.avx512f && l7.ebx & (1 << 31) != 0;
     f.avx512vnni = f.avx512f && l7.ecx & (1 << 11) != 0;
+    f.avx512vbmi = f.avx512f && l7.ecx & (1 << 1) != 0;
     f
 }
 

@@ -4,11 +4,13 @@
 //!
 //! `cargo bench -p trillim-runtime --bench kernels` (add `-- tq2_0` to filter). Counters are
 //! bytes of weights (or cached keys and values) read, and multiply-accumulates (prefill).
+//! `tq1_0_tiles` is TQ1_0 repacked into 16-row tiles at load (see `trillim_kernels::tq1_tiles`),
+//! on the paths that have kernels for it.
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{black_box, Bencher};
 use trillim_kernels::act::{quantize_blocks, quantize_groups};
-use trillim_kernels::{ActBatch, ActQ8, Kernels, WeightType};
+use trillim_kernels::{tq1_tiles, ActBatch, ActQ8, GemmFn, Kernels, MatVecFn, WeightType};
 
 fn main() {
     divan::main();
@@ -104,22 +106,65 @@ fn label(k: &Kernels, ty: WeightType) -> String {
     format!("{}/{}", ty.name(), k.name)
 }
 
+/// Label of the tiled TQ1_0 case on path `k`.
+fn tiles_label(k: &Kernels) -> String {
+    format!("tq1_0_tiles/{}", k.name)
+}
+
+/// The tiled-TQ1_0 kernels of path `k` (the scalar reference stands in on the scalar path).
+fn tile_kernels(k: &Kernels) -> Option<trillim_kernels::TileKernels> {
+    match k.name {
+        "scalar" => Some(trillim_kernels::TileKernels::scalar()),
+        _ => k.tq1_0_tiles,
+    }
+}
+
 /// Every (format, path) pair, as divan arguments.
 fn cases() -> Vec<String> {
     let mut v = Vec::new();
     for ty in TYPES {
         for k in paths() {
             v.push(label(&k, ty));
+            if ty == WeightType::TQ1_0 && tile_kernels(&k).is_some() {
+                v.push(tiles_label(&k));
+            }
         }
     }
     v
 }
 
-fn find(case: &str) -> (WeightType, Kernels) {
+/// A case's weights (`rows × COLS`), row size and kernels.
+struct Case {
+    ty: WeightType,
+    w: Vec<u8>,
+    row_bytes: usize,
+    matvec: MatVecFn,
+    gemm: GemmFn,
+}
+
+fn find(case: &str, rows: usize) -> Case {
     for ty in TYPES {
         for k in paths() {
             if label(&k, ty) == case {
-                return (ty, k);
+                return Case {
+                    ty,
+                    w: matrix(ty, rows),
+                    row_bytes: ty.row_bytes(COLS).expect("whole blocks"),
+                    matvec: k.matvec_q8(ty).expect("int8 kernel"),
+                    gemm: k.gemm_q8(ty).expect("int8 kernel"),
+                };
+            }
+            if let Some(t) = tile_kernels(&k).filter(|_| tiles_label(&k) == case) {
+                let plain = matrix(WeightType::TQ1_0, rows);
+                let mut w = vec![0u8; tq1_tiles::tiled_bytes(rows, COLS).expect("tiles")];
+                tq1_tiles::repack(&plain, rows, COLS, &mut w);
+                return Case {
+                    ty: WeightType::TQ1_0,
+                    row_bytes: w.len() / rows,
+                    w,
+                    matvec: t.matvec,
+                    gemm: t.gemm,
+                };
             }
         }
     }
@@ -142,9 +187,13 @@ fn decode_matvec_dram(bencher: Bencher<'_, '_>, case: &str) {
 /// Times one token through `rows × COLS` matrices, cycling over copies that add up to at
 /// least `total` bytes (one matrix when `total` is 0).
 fn decode(bencher: Bencher<'_, '_>, case: &str, rows: usize, total: usize) {
-    let (ty, k) = find(case);
-    let f = k.matvec_q8(ty).expect("int8 kernel");
-    let one = matrix(ty, rows);
+    let Case {
+        ty,
+        w: one,
+        row_bytes,
+        matvec: f,
+        ..
+    } = find(case, rows);
     let copies = total.div_ceil(one.len()).max(1);
     let mats: Vec<Vec<u8>> = (0..copies).map(|_| one.clone()).collect();
     let (qs, d, sums) = activations(ty, 1);
@@ -154,7 +203,6 @@ fn decode(bencher: Bencher<'_, '_>, case: &str, rows: usize, total: usize) {
         sums: &sums,
         block: ty.act_block(),
     };
-    let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
     let mut out = vec![0f32; rows];
     let mut i = 0;
     bencher.counter(BytesCount::new(one.len())).bench_local(|| {
@@ -195,9 +243,13 @@ fn attention_gqa(bencher: Bencher<'_, '_>, path: &str) {
 /// 64 tokens through a 256 × 2560 tile.
 #[divan::bench(args = cases())]
 fn prefill_gemm(bencher: Bencher<'_, '_>, case: &str) {
-    let (ty, k) = find(case);
-    let g = k.gemm_q8(ty).expect("int8 kernel");
-    let w = matrix(ty, GEMM_ROWS);
+    let Case {
+        ty,
+        w,
+        row_bytes,
+        gemm: g,
+        ..
+    } = find(case, GEMM_ROWS);
     let (qs, d, sums) = activations(ty, TOKENS);
     let a = ActBatch {
         qs: &qs,
@@ -207,7 +259,6 @@ fn prefill_gemm(bencher: Bencher<'_, '_>, case: &str) {
         cols: COLS,
         n: TOKENS,
     };
-    let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
     let mut out = vec![0f32; GEMM_ROWS * TOKENS];
     bencher
         .counter(ItemsCount::new(GEMM_ROWS * COLS * TOKENS))

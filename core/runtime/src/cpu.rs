@@ -1,6 +1,6 @@
 //! CPU feature detection and kernel selection.
 //!
-//! `TRILLIM_KERNELS=scalar|avx2|avx512vnni|neon|dotprod` forces a kernel path; a path the CPU
+//! `TRILLIM_KERNELS=scalar|avx2|avx512vnni|avx512vbmi|neon|dotprod` forces a kernel path; a path the CPU
 //! cannot run is reported on stderr and the best supported one is used instead.
 //!
 //! AMX is never enabled: it needs an OS permission request and some CPUs advertise it in
@@ -21,6 +21,7 @@ pub fn detect() -> CpuFeatures {
         f.avx512bw = std::is_x86_feature_detected!("avx512bw");
         f.avx512vl = std::is_x86_feature_detected!("avx512vl");
         f.avx512vnni = std::is_x86_feature_detected!("avx512vnni");
+        f.avx512vbmi = std::is_x86_feature_detected!("avx512vbmi");
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -51,6 +52,10 @@ fn required(name: &str) -> Option<CpuFeatures> {
             avx512vnni: true,
             ..none
         },
+        "avx512vbmi" => CpuFeatures {
+            avx512vbmi: true,
+            ..required("avx512vnni")?
+        },
         "neon" => CpuFeatures { neon: true, ..none },
         "dotprod" => CpuFeatures {
             neon: true,
@@ -73,7 +78,7 @@ pub fn best_kernels() -> Kernels {
     let Some(need) = required(&forced) else {
         eprintln!(
             "trillim: unknown TRILLIM_KERNELS={forced:?} \
-             (expected scalar, avx2, avx512vnni, neon or dotprod); using {}",
+             (expected scalar, avx2, avx512vnni, avx512vbmi, neon or dotprod); using {}",
             best.name
         );
         return best;
@@ -102,13 +107,23 @@ mod tests {
 
     #[test]
     fn names_map_to_paths() {
-        for name in ["scalar", "avx2", "avx512vnni", "neon", "dotprod"] {
+        for name in [
+            "scalar",
+            "avx2",
+            "avx512vnni",
+            "avx512vbmi",
+            "neon",
+            "dotprod",
+        ] {
             let need = required(name).unwrap();
             if need.and(detect()) == need {
                 // SAFETY: every feature in `need` was detected.
                 let k = unsafe { Kernels::best_for_trusted(need) };
                 assert!(
-                    k.name == name || k.name == "scalar" || k.name == "avx2",
+                    k.name == name
+                        || k.name == "scalar"
+                        || k.name == "avx2"
+                        || k.name == "avx512vnni",
                     "{name}"
                 );
             }

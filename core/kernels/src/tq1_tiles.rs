@@ -1,0 +1,317 @@
+//! TQ1_0 weights repacked into 16-row tiles of base-3 triples, for byte-permute kernels.
+//!
+//! TQ1_0 stores five ternary weights per byte in base 3. Reading a weight back costs a
+//! multiply and a compare per digit, which makes the plain TQ1_0 kernels compute-bound: on a
+//! core that streams TQ2_0 at memory speed they decode TQ1_0 at a third of it. This layout
+//! keeps nearly the same size (57 bytes per 256 weights instead of 54) but stores every three
+//! consecutive weights as one 5-bit index (27 used values), which one byte permute per weight
+//! position (`vpermb`) turns into codes for 64 weights of 16 rows at once.
+//!
+//! # Layout
+//!
+//! Rows are taken sixteen at a time (a *tile*; the row count must be a multiple of 16). A tile
+//! stores its 256-weight blocks one after another, [`TILE_BLOCK_BYTES`] (16 × 57) bytes each:
+//!
+//! * bytes `0..32`: the sixteen rows' f16 block scales, in row order;
+//! * bytes `32..736`: eleven 64-byte vectors of index nibbles;
+//! * bytes `736..912`: twenty-two little-endian `u64` masks of fifth index bits.
+//!
+//! A block has two halves of 128 weights (one activation block each). A half is 43 *triples*
+//! (weights `3g, 3g + 1, 3g + 2`; the last has only weights 126 and 127) plus one padding
+//! triple, taken four at a time in 11 *steps*; the block's 22 steps are numbered half 0's
+//! first. Step `s` holds 64 indices: lane `4r + i` is row `r`'s triple `4 (s mod 11) + i`. Its
+//! low four bits are the low (`s` even) or high (`s` odd) nibble of byte `4r + i` of nibble
+//! vector `s / 2`; its fifth bit is bit `4r + i` of mask `s`.
+//!
+//! A triple whose weights have codes `c0, c1, c2` (weight + 1, so 0..=2; 1 for padding) has
+//! index `c0 + 3 c1 + 9 c2`.
+//!
+//! # Kernels
+//!
+//! Code `j` of every triple of a step meets activation `3g + j`, so a kernel first *permutes*
+//! each 128-element activation block into three planes of 44 ([`PERMUTED_HALF`] bytes): plane
+//! `j` element `g` is activation `3g + j` (0 past the block). Step `s`'s codes for position
+//! `j` then pair with the four plane-`j` activations `4 (s mod 11) ..` in every 32-bit lane,
+//! exactly as `vpdpbusd` with a broadcast operand wants. Integer block sums are exact and each
+//! row's `f32` accumulator adds the halves in order with the same products, so every kernel
+//! over this layout is bit-identical to [`crate::scalar::matvec_tq1_0`] over the original rows.
+
+use crate::act::ActQ8;
+use crate::f16::le_f16;
+use crate::formats::TQ1_0_BLOCK_BYTES;
+
+/// Rows per tile.
+pub const TILE_ROWS: usize = 16;
+/// Bytes of one 256-weight block of one tile (sixteen rows).
+pub const TILE_BLOCK_BYTES: usize = 912;
+/// Bytes per row per 256-weight block (the layout's row size is `57 · cols / 256`).
+pub const ROW_BLOCK_BYTES: usize = TILE_BLOCK_BYTES / TILE_ROWS;
+/// Offset of the nibble vectors in a tile block.
+pub const NIBBLES_OFFSET: usize = 32;
+/// Offset of the fifth-bit masks in a tile block.
+pub const BITS_OFFSET: usize = 736;
+/// Triples per half block, padding included.
+pub const TRIPLES: usize = 44;
+/// Steps per half block.
+pub const HALF_STEPS: usize = 11;
+/// Bytes of one permuted 128-element activation block (three planes of [`TRIPLES`]).
+pub const PERMUTED_HALF: usize = 3 * TRIPLES;
+
+/// Bytes the tiled layout takes for a `rows × cols` TQ1_0 matrix, or `None` when the shape
+/// cannot be tiled (`rows` not a multiple of 16, `cols` not a multiple of 256).
+pub fn tiled_bytes(rows: usize, cols: usize) -> Option<usize> {
+    if rows % TILE_ROWS != 0 || cols % 256 != 0 || rows == 0 {
+        return None;
+    }
+    (rows / TILE_ROWS)
+        .checked_mul(cols / 256)?
+        .checked_mul(TILE_BLOCK_BYTES)
+}
+
+/// Code (weight + 1) of digit `n` of every TQ1_0 byte value.
+const CODES: [[u8; 5]; 256] = codes_table();
+
+const fn codes_table() -> [[u8; 5]; 256] {
+    const POW3: [u16; 5] = [1, 3, 9, 27, 81];
+    let mut t = [[0u8; 5]; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut n = 0;
+        while n < 5 {
+            // As `tq1_digit`: (byte · 3^n mod 256) · 3 >> 8.
+            let q = (b as u16 * POW3[n]) & 0xff;
+            t[b][n] = ((q * 3) >> 8) as u8;
+            n += 1;
+        }
+        b += 1;
+    }
+    t
+}
+
+/// Writes the codes (weight + 1) of one TQ1_0 block in weight order.
+fn block_codes(block: &[u8], out: &mut [u8; 256]) {
+    let (qs, qh) = (&block[..48], &block[48..52]);
+    for (m, &b) in qs[..32].iter().enumerate() {
+        let c = &CODES[b as usize];
+        for n in 0..5 {
+            out[32 * n + m] = c[n];
+        }
+    }
+    for (m, &b) in qs[32..48].iter().enumerate() {
+        let c = &CODES[b as usize];
+        for n in 0..5 {
+            out[160 + 16 * n + m] = c[n];
+        }
+    }
+    for (m, &b) in qh.iter().enumerate() {
+        let c = &CODES[b as usize];
+        for n in 0..4 {
+            out[240 + 4 * n + m] = c[n];
+        }
+    }
+}
+
+/// Code of weight `3g + j` of half `h` in `codes`, 1 (weight 0) past the half.
+#[inline]
+fn triple_code(codes: &[u8; 256], h: usize, g: usize, j: usize) -> u8 {
+    let k = 3 * g + j;
+    if k < 128 {
+        codes[128 * h + k]
+    } else {
+        1
+    }
+}
+
+/// Repacks a TQ1_0 matrix of `rows × cols` (`src`, rows back to back) into the tiled layout
+/// (`dst`, [`tiled_bytes`] long). Any row range that starts at a multiple of 16 can be repacked
+/// on its own into the matching range of `dst`.
+///
+/// # Panics
+/// If the shape cannot be tiled or a slice has the wrong length.
+pub fn repack(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
+    let total = tiled_bytes(rows, cols).expect("shape cannot be tiled");
+    let nb = cols / 256;
+    let rb = nb * TQ1_0_BLOCK_BYTES;
+    assert_eq!(src.len(), rows * rb, "source length");
+    assert_eq!(dst.len(), total, "destination length");
+    let mut codes = [[0u8; 256]; TILE_ROWS];
+    for (t, tile) in dst.chunks_exact_mut(nb * TILE_BLOCK_BYTES).enumerate() {
+        for (b, out) in tile.chunks_exact_mut(TILE_BLOCK_BYTES).enumerate() {
+            for (r, c) in codes.iter_mut().enumerate() {
+                let blk = &src[(TILE_ROWS * t + r) * rb + b * TQ1_0_BLOCK_BYTES..][..54];
+                block_codes(blk, c);
+                out[2 * r..2 * r + 2].copy_from_slice(&blk[52..54]);
+            }
+            for s in 0..2 * HALF_STEPS {
+                let (h, st) = (s / HALF_STEPS, s % HALF_STEPS);
+                let mut bits = 0u64;
+                for (r, c) in codes.iter().enumerate() {
+                    for i in 0..4 {
+                        let g = 4 * st + i;
+                        let idx = triple_code(c, h, g, 0)
+                            + 3 * triple_code(c, h, g, 1)
+                            + 9 * triple_code(c, h, g, 2);
+                        let lane = 4 * r + i;
+                        let byte = &mut out[NIBBLES_OFFSET + 64 * (s / 2) + lane];
+                        if s % 2 == 0 {
+                            *byte = (*byte & 0xf0) | (idx & 0xf);
+                        } else {
+                            *byte = (*byte & 0x0f) | ((idx & 0xf) << 4);
+                        }
+                        bits |= ((idx >> 4) as u64 & 1) << lane;
+                    }
+                }
+                out[BITS_OFFSET + 8 * s..BITS_OFFSET + 8 * s + 8]
+                    .copy_from_slice(&bits.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Index of lane `lane` of step `s` in a tile block.
+#[inline]
+pub fn step_index(block: &[u8], s: usize, lane: usize) -> u8 {
+    let byte = block[NIBBLES_OFFSET + 64 * (s / 2) + lane];
+    let nib = if s % 2 == 0 { byte & 0xf } else { byte >> 4 };
+    let bits = &block[BITS_OFFSET + 8 * s..BITS_OFFSET + 8 * s + 8];
+    let hi = (bits[lane / 8] >> (lane % 8)) & 1;
+    nib | (hi << 4)
+}
+
+/// Code `j` (0..=2) of a triple index.
+#[inline]
+pub fn index_code(idx: u8, j: usize) -> u8 {
+    const DIV: [u8; 3] = [1, 3, 9];
+    (idx / DIV[j]) % 3
+}
+
+/// Permutes one 128-element activation block into three planes (see the module docs).
+pub fn permute_half(q: &[i8], out: &mut [i8]) {
+    for j in 0..3 {
+        for g in 0..TRIPLES {
+            let k = 3 * g + j;
+            out[TRIPLES * j + g] = if k < 128 { q[k] } else { 0 };
+        }
+    }
+}
+
+/// Tiled TQ1_0 weights × 128-blocks of int8 activations (scalar reference): `w` holds
+/// `out.len() / 16` tiles of `row_bytes = 57 · cols / 256` bytes per row.
+///
+/// # Panics
+/// If `out.len()` is not a multiple of 16 or a slice is too short.
+pub fn matvec(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    assert_eq!(out.len() % TILE_ROWS, 0, "rows must be whole tiles");
+    let nb = row_bytes / ROW_BLOCK_BYTES;
+    let tile_bytes = TILE_ROWS * row_bytes;
+    for (t, o) in out.chunks_exact_mut(TILE_ROWS).enumerate() {
+        let tile = &w[t * tile_bytes..(t + 1) * tile_bytes];
+        let mut acc = [0f32; TILE_ROWS];
+        for (b, blk) in tile.chunks_exact(TILE_BLOCK_BYTES).take(nb).enumerate() {
+            for h in 0..2 {
+                let ab = 2 * b + h;
+                let q = &a.qs[ab * 128..ab * 128 + 128];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let mut isum = 0i32;
+                    for g in 0..TRIPLES {
+                        let idx = step_index(blk, HALF_STEPS * h + g / 4, 4 * r + g % 4);
+                        for j in 0..3 {
+                            let k = 3 * g + j;
+                            if k < 128 {
+                                isum += (index_code(idx, j) as i32 - 1) * q[k] as i32;
+                            }
+                        }
+                    }
+                    *acc += (le_f16(blk, 2 * r) * a.d[ab]) * isum as f32;
+                }
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
+}
+
+crate::scalar::gemm_from_matvec!(pub gemm, matvec);
+
+/// Decodes row `r` of a tiled matrix back to ternary values (tests, debugging).
+pub fn row_ternary(w: &[u8], row_bytes: usize, r: usize, out: &mut [i8]) {
+    let tile_bytes = TILE_ROWS * row_bytes;
+    let tile = &w[(r / TILE_ROWS) * tile_bytes..][..tile_bytes];
+    let lane_row = r % TILE_ROWS;
+    for (b, blk) in tile.chunks_exact(TILE_BLOCK_BYTES).enumerate() {
+        for h in 0..2 {
+            for g in 0..TRIPLES {
+                let idx = step_index(blk, HALF_STEPS * h + g / 4, 4 * lane_row + g % 4);
+                for j in 0..3 {
+                    let k = 3 * g + j;
+                    if k < 128 {
+                        out[256 * b + 128 * h + k] = index_code(idx, j) as i8 - 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::formats::{tq1_0_block_ternary, tq1_digit};
+    use crate::tests::Rng;
+    use std::vec;
+
+    #[test]
+    fn codes_table_matches_digit_decoder() {
+        for b in 0..=255u8 {
+            for (n, &c) in CODES[b as usize].iter().enumerate() {
+                assert_eq!(c as i8 - 1, tq1_digit(b, n));
+            }
+        }
+    }
+
+    #[test]
+    fn repack_round_trips_every_weight() {
+        let mut rng = Rng::new(7);
+        let (rows, cols) = (32, 512);
+        let rb = cols / 256 * TQ1_0_BLOCK_BYTES;
+        let src: std::vec::Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
+        let mut dst = vec![0u8; tiled_bytes(rows, cols).unwrap()];
+        repack(&src, rows, cols, &mut dst);
+        let trb = cols / 256 * ROW_BLOCK_BYTES;
+        let mut want = [0i8; 256];
+        let mut got = vec![0i8; cols];
+        for r in 0..rows {
+            row_ternary(&dst, trb, r, &mut got);
+            for b in 0..cols / 256 {
+                tq1_0_block_ternary(&src[r * rb + b * 54..][..54], &mut want);
+                assert_eq!(got[256 * b..256 * b + 256], want[..], "row {r} block {b}");
+                let tile = &dst[(r / 16) * 16 * trb + b * TILE_BLOCK_BYTES..];
+                assert_eq!(
+                    tile[2 * (r % 16)..2 * (r % 16) + 2],
+                    src[r * rb + b * 54 + 52..][..2]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_that_cannot_be_tiled() {
+        assert_eq!(tiled_bytes(16, 256), Some(912));
+        assert_eq!(tiled_bytes(2560, 6912), Some(160 * 27 * 912));
+        assert_eq!(tiled_bytes(8, 256), None);
+        assert_eq!(tiled_bytes(16, 128), None);
+        assert_eq!(tiled_bytes(0, 256), None);
+    }
+
+    #[test]
+    fn permuted_planes() {
+        let q: [i8; 128] = core::array::from_fn(|i| i as i8);
+        let mut p = [0i8; PERMUTED_HALF];
+        permute_half(&q, &mut p);
+        assert_eq!(p[..4], [0, 3, 6, 9]);
+        assert_eq!(p[TRIPLES..TRIPLES + 2], [1, 4]);
+        assert_eq!(p[42], 126);
+        assert_eq!(p[TRIPLES + 42], 127);
+        assert_eq!((p[43], p[2 * TRIPLES + 42], p[2 * TRIPLES + 43]), (0, 0, 0));
+    }
+}
