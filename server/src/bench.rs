@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use trillim_runtime::bench::{self, BenchOptions, BenchReport};
-use trillim_runtime::{LoadOptions, LoadedModel, ThreadPool, UnembedQuant};
+use trillim_runtime::{LoadOptions, LoadedModel, ThreadPool, TileSource, UnembedQuant};
 
 use crate::store::Store;
 
@@ -61,13 +61,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let j = report.to_json();
         let name = serde_json::to_string(&m.id)?;
         println!(
-            "{{\"model\":{name},\"load_ms\":{load_ms:.1},\"prompt_tokens\":{},\"gen_tokens\":{},{}",
+            "{{\"model\":{name},\"load_ms\":{load_ms:.1},\"tiles\":\"{}\",\"prompt_tokens\":{},\"gen_tokens\":{},{}",
+            model.tile_source.kind(),
             opts.prompt_tokens,
             opts.gen_tokens,
             &j[1..]
         );
     } else {
-        print_table(&m.id, load_ms, &opts, &report);
+        print_table(&m.id, load_ms, &model.tile_source, &opts, &report);
     }
     Ok(())
 }
@@ -76,11 +77,14 @@ fn mib(b: usize) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn print_table(id: &str, load_ms: f64, o: &BenchOptions, r: &BenchReport) {
+fn print_table(id: &str, load_ms: f64, tiles: &TileSource, o: &BenchOptions, r: &BenchReport) {
     let s = |x: &bench::Stat| format!("{:.1} (min {:.1}, max {:.1})", x.median, x.min, x.max);
     println!("model              {id}");
     println!("kernels / threads  {} / {}", r.kernels, r.threads);
     println!("load               {load_ms:.0} ms");
+    if *tiles != TileSource::None {
+        println!("TQ1_0 tiles        {tiles}");
+    }
     println!(
         "prefill            {} tok/s, {} tokens",
         s(&r.prefill_tps),
@@ -104,7 +108,7 @@ fn print_table(id: &str, load_ms: f64, o: &BenchOptions, r: &BenchReport) {
     );
     match r.peak_rss {
         Some(rss) => println!(
-            "peak RSS           {:.1} MiB (model {:.1} MiB, KV + scratch {:.1} MiB)",
+            "peak RSS           {:.1} MiB (weights {:.1} MiB, KV + scratch {:.1} MiB)",
             mib(rss),
             mib(r.model_bytes),
             mib(r.session_bytes)

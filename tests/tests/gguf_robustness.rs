@@ -2,7 +2,9 @@
 
 use trillim_core::format::gguf::{Gguf, GgufError};
 use trillim_core::kernels::Kernels;
-use trillim_core::model::{Config, Forward, KvCache, ModelError, Scratch, ScratchSizes, Weights};
+use trillim_core::model::{
+    Buffers, Config, Forward, KvCache, ModelError, Scratch, ScratchSizes, Weights,
+};
 use trillim_core::Sequential;
 use trillim_tests::testdata;
 
@@ -29,8 +31,7 @@ fn load_and_run(bytes: &[u8]) -> Result<(), ModelError> {
     let fwd = Forward {
         config: &c,
         weights: &w,
-        file: bytes,
-        aux: &[],
+        bufs: Buffers::file(bytes),
         kernels: &k,
     };
     let mut logits = vec![0f32; c.n_vocab];

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use trillim_core::format::gguf::Gguf;
 use trillim_core::kernels::Kernels;
-use trillim_core::model::{Config, Forward, KvCache, Scratch, ScratchSizes, Weights};
+use trillim_core::model::{Buffers, Config, Forward, KvCache, Scratch, ScratchSizes, Weights};
 use trillim_core::{Parallel, Sequential};
 use trillim_runtime::ThreadPool;
 use trillim_tests::{log_softmax, smollm2_path, testdata};
@@ -39,8 +39,7 @@ fn logits_all_par(
     let fwd = Forward {
         config: &config,
         weights: &weights,
-        file: model,
-        aux: &[],
+        bufs: Buffers::file(model),
         kernels,
     };
     let mut logits = vec![0f32; tokens.len() * config.n_vocab];

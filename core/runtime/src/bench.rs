@@ -72,7 +72,7 @@ pub struct BenchReport {
     pub effective_gbps: f64,
     /// Peak resident memory of the process, bytes.
     pub peak_rss: Option<usize>,
-    /// Model file size, bytes.
+    /// Weight bytes the model holds in memory (see [`LoadedModel::weight_memory_bytes`]).
     pub model_bytes: usize,
     /// Bytes held by the benchmark session (KV cache, scratch).
     pub session_bytes: usize,
@@ -134,7 +134,7 @@ pub fn run(
         probe_gbps: read_bandwidth_gbps(pool),
         effective_gbps: bpt as f64 * decode_tps.median / 1e9,
         peak_rss,
-        model_bytes: model.bytes().len(),
+        model_bytes: model.weight_memory_bytes(),
         session_bytes: session.memory_bytes(),
         kernels: model.kernels.name,
     })

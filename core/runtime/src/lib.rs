@@ -5,7 +5,9 @@ pub mod bench;
 pub mod cpu;
 pub mod model;
 pub mod pool;
+pub mod tiles;
 pub mod tokenizer_json;
 
 pub use model::{LoadError, LoadOptions, LoadedModel, Session, UnembedQuant};
 pub use pool::ThreadPool;
+pub use tiles::TileSource;

@@ -9,9 +9,11 @@ use trillim_core::kernels::formats::{dequantize_row, quantize_row_q4_0, quantize
 use trillim_core::kernels::Kernels;
 use trillim_core::kernels::WeightType;
 use trillim_core::model::{
-    Config, Forward, KvCache, ModelError, Scratch, ScratchSizes, Tensor, Weights,
+    Buffers, Config, Forward, KvCache, ModelError, Scratch, ScratchSizes, Storage, Tensor, Weights,
 };
 use trillim_core::Parallel;
+
+use crate::tiles::{self, TileBytes, TileSource};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +93,13 @@ pub struct LoadedModel {
     pub path: PathBuf,
     /// Weights re-encoded at load (see [`LoadOptions`]).
     aux: Vec<u8>,
-    /// True when the load had to build something new (a re-encoded matrix).
+    /// TQ1_0 weights repacked into tiles (see [`crate::tiles`]).
+    tiles: TileBytes,
+    /// Where the tiled weights came from.
+    pub tile_source: TileSource,
+    /// Bytes of the file's weights that the tiles replace (never read after the load).
+    tiled_file_bytes: usize,
+    /// True when the load had to build something new (a re-encoded or tiled matrix).
     pub recompiled: bool,
 }
 
@@ -133,7 +141,7 @@ impl LoadedModel {
         // memory-mapped model loader, the file must not be truncated or rewritten while it is
         // loaded; the model store only ever replaces files by renaming new ones into place.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        Self::from_bytes(Bytes::Mapped(map), path, kernels)
+        Self::from_bytes(Bytes::Mapped(map), path, true, kernels)
     }
 
     /// Validates model bytes held in memory (tests, fuzzing, embedded use).
@@ -142,10 +150,17 @@ impl LoadedModel {
         name: &Path,
         kernels: Kernels,
     ) -> Result<LoadedModel, LoadError> {
-        Self::from_bytes(Bytes::Owned(bytes), name, kernels)
+        Self::from_bytes(Bytes::Owned(bytes), name, false, kernels)
     }
 
-    fn from_bytes(bytes: Bytes, path: &Path, kernels: Kernels) -> Result<LoadedModel, LoadError> {
+    /// Validates `bytes` and tiles its TQ1_0 weights if `kernels` has tile kernels (cached
+    /// beside other loads of `path` when `on_disk`).
+    fn from_bytes(
+        bytes: Bytes,
+        path: &Path,
+        on_disk: bool,
+        kernels: Kernels,
+    ) -> Result<LoadedModel, LoadError> {
         let err = |source| LoadError::Model {
             path: path.to_path_buf(),
             source,
@@ -156,7 +171,29 @@ impl LoadedModel {
         };
         let g = Gguf::parse(data).map_err(|e| err(e.into()))?;
         let config = Config::from_gguf(&g).map_err(err)?;
-        let weights = Box::new(Weights::from_gguf(&g, &config).map_err(err)?);
+        let mut weights = Box::new(Weights::from_gguf(&g, &config).map_err(err)?);
+        let mut tiled_file_bytes = 0;
+        let (tiles, tile_source) = if kernels.tq1_0_tiles.is_some() {
+            let sources = tiles::sources(&weights);
+            tiled_file_bytes = sources.iter().map(|s| s.1).sum();
+            let cache = tiles::cache_dir().filter(|_| on_disk);
+            let model = Some(path).filter(|_| on_disk);
+            let t = tiles::tile(data, model, &mut weights, cache.as_deref());
+            if let (TileSource::Built { .. }, Bytes::Mapped(m)) = (&t.1, &bytes) {
+                for (off, len) in sources {
+                    // SAFETY: the mapping is private and read-only, so dropping its pages only
+                    // makes a later read fault them back in from the file; nothing reads these
+                    // ranges again (their tensors now point at the tiles).
+                    let _ = unsafe {
+                        m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, len)
+                    };
+                }
+            }
+            t
+        } else {
+            (TileBytes::Empty, TileSource::None)
+        };
+        let recompiled = matches!(tile_source, TileSource::Built { .. });
         Ok(LoadedModel {
             bytes,
             config,
@@ -164,7 +201,10 @@ impl LoadedModel {
             kernels,
             path: path.to_path_buf(),
             aux: Vec::new(),
-            recompiled: false,
+            tiles,
+            tile_source,
+            tiled_file_bytes,
+            recompiled,
         })
     }
 
@@ -178,7 +218,7 @@ impl LoadedModel {
         let row_bytes = ty.row_bytes(cols).expect("output rows are whole 32-blocks");
         let mut aux = vec![0u8; row_bytes * out.rows];
         let mut row = vec![0f32; cols];
-        let src = out.data(self.bytes(), &self.aux);
+        let src = out.data(&self.buffers());
         for (r, dst) in aux.chunks_exact_mut(row_bytes).enumerate() {
             let s = &src[r * out.row_bytes()..(r + 1) * out.row_bytes()];
             dequantize_row(out.ty, s, &mut row, out.scale);
@@ -194,7 +234,7 @@ impl LoadedModel {
             rows: out.rows,
             cols,
             scale: 1.0,
-            aux: true,
+            storage: Storage::Aux,
         };
         self.aux = aux;
         self.recompiled = true;
@@ -208,6 +248,21 @@ impl LoadedModel {
         }
     }
 
+    /// Bytes of weights the model keeps in memory when every page has been read: the file,
+    /// less the tensors that were tiled, plus re-encoded and tiled weights.
+    pub fn weight_memory_bytes(&self) -> usize {
+        self.bytes().len() - self.tiled_file_bytes + self.aux.len() + self.tiles.bytes().len()
+    }
+
+    /// The buffers the weights point into.
+    pub fn buffers(&self) -> Buffers<'_> {
+        Buffers {
+            file: self.bytes(),
+            aux: &self.aux,
+            tiles: self.tiles.bytes(),
+        }
+    }
+
     /// The parsed GGUF header (re-walked on each call; cheap next to inference).
     pub fn gguf(&self) -> Gguf<'_> {
         Gguf::parse(self.bytes()).expect("validated at load")
@@ -218,8 +273,7 @@ impl LoadedModel {
         Forward {
             config: &self.config,
             weights: &self.weights,
-            file: self.bytes(),
-            aux: &self.aux,
+            bufs: self.buffers(),
             kernels: &self.kernels,
         }
     }

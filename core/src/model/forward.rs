@@ -3,12 +3,12 @@
 use trillim_kernels::act::{quantize_groups, quantize_per_token};
 use trillim_kernels::f16::f32_to_f16;
 use trillim_kernels::formats::dequantize_row;
-use trillim_kernels::{ActBatch, ActQ8, Kernels, WeightType};
+use trillim_kernels::{ActBatch, ActQ8, GemmFn, Kernels, MatVecFn, TileKernels, WeightType};
 
 use super::config::{ActQuant, Activation, Config, RopeStyle};
 use super::error::ModelError;
 use super::scratch::Scratch;
-use super::weights::{Tensor, Weights};
+use super::weights::{Buffers, Storage, Tensor, Weights};
 use crate::parallel::{ActRows, Parallel};
 
 /// The KV cache: f16 keys and values for up to `capacity` positions, in a caller buffer.
@@ -86,12 +86,10 @@ impl<'b> KvCache<'b> {
 pub struct Forward<'a> {
     /// Hyper-parameters.
     pub config: &'a Config,
-    /// Weight layout within `file`.
+    /// Weight layout within `bufs`.
     pub weights: &'a Weights,
-    /// Model bytes.
-    pub file: &'a [u8],
-    /// Weights the shell re-encoded at load (see [`Tensor::aux`]); empty if none.
-    pub aux: &'a [u8],
+    /// Model bytes and the weights the shell built at load.
+    pub bufs: Buffers<'a>,
     /// Selected kernels.
     pub kernels: &'a Kernels,
 }
@@ -263,11 +261,7 @@ impl Forward<'_> {
         let d = c.d_model;
         let xn = &mut s.xn[..d];
         xn.copy_from_slice(&s.x[t * d..(t + 1) * d]);
-        rms_norm(
-            xn,
-            self.weights.output_norm.data(self.file, self.aux),
-            c.rms_eps,
-        );
+        rms_norm(xn, self.weights.output_norm.data(&self.bufs), c.rms_eps);
         let w = self.weights.output;
         let mut fmt = None;
         self.project(
@@ -300,7 +294,7 @@ impl Forward<'_> {
         let emb = &w.token_embd;
         for (t, &tok) in tokens.iter().enumerate() {
             let rb = emb.row_bytes();
-            let row = &emb.data(self.file, self.aux)[tok as usize * rb..][..rb];
+            let row = &emb.data(&self.bufs)[tok as usize * rb..][..rb];
             dequantize_row(emb.ty, row, &mut s.x[t * d..(t + 1) * d], emb.scale);
         }
         self.rope_table(pos0, b, s.rope);
@@ -376,7 +370,7 @@ impl Forward<'_> {
             }
             self.attention(li, pos0, b, kv, &s.q[..b * qd], &mut s.att[..b * qd], par);
             if let Some(sub) = &l.attn_sub_norm {
-                let w = sub.data(self.file, self.aux);
+                let w = sub.data(&self.bufs);
                 par.for_each_chunk(&mut s.att[..b * qd], qd, &|_, row| {
                     rms_norm(row, w, c.rms_eps)
                 });
@@ -431,7 +425,7 @@ impl Forward<'_> {
                 par,
             );
             // Gate activation times up, then the optional sub-norm, one token row per task.
-            let sub = l.ffn_sub_norm.as_ref().map(|t| t.data(self.file, self.aux));
+            let sub = l.ffn_sub_norm.as_ref().map(|t| t.data(&self.bufs));
             let u = &s.u[..b * ff];
             par.for_each_chunk(&mut s.g[..b * ff], ff, &|t, g| {
                 let u = &u[t * ff..(t + 1) * ff];
@@ -474,7 +468,7 @@ impl Forward<'_> {
     /// `dst[t] = rms_norm(src[t]) · w` for every token row of `d` elements, rows spread over
     /// threads.
     fn norm_rows(&self, src: &[f32], dst: &mut [f32], d: usize, w: &Tensor, par: &dyn Parallel) {
-        let (w, eps) = (w.data(self.file, self.aux), self.config.rms_eps);
+        let (w, eps) = (w.data(&self.bufs), self.config.rms_eps);
         par.for_each_chunk(dst, d, &|t, row| {
             row.copy_from_slice(&src[t * d..(t + 1) * d]);
             rms_norm(row, w, eps);
@@ -491,7 +485,7 @@ impl Forward<'_> {
             for i in 0..half {
                 let mut freq = libm::pow(c.rope_base as f64, -2.0 * i as f64 / c.rope_dim as f64);
                 if let Some(f) = &self.weights.rope_freqs {
-                    let bytes = &f.data(self.file, self.aux)[4 * i..4 * i + 4];
+                    let bytes = &f.data(&self.bufs)[4 * i..4 * i + 4];
                     freq /= f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as f64;
                 }
                 let theta = p * freq;
@@ -606,6 +600,17 @@ impl Forward<'_> {
         par.for_each_chunk(&mut out[..b * c.q_dim()], per_task * hd, &task);
     }
 
+    /// The int8-activation kernels for `w` (none for `f32`-activation types).
+    fn int8_kernels(&self, w: &Tensor) -> (Option<MatVecFn>, Option<GemmFn>) {
+        if w.storage == Storage::Tiles {
+            // A shell tiles weights only for a table with tile kernels; the reference serves
+            // any other table it is combined with.
+            let t = self.kernels.tq1_0_tiles.unwrap_or_else(TileKernels::scalar);
+            return (Some(t.matvec), Some(t.gemm));
+        }
+        (self.kernels.matvec_q8(w.ty), self.kernels.gemm_q8(w.ty))
+    }
+
     /// `out[t] = w · input[t]` for `b` tokens; quantizes `input` unless `fmt` says it already is.
     #[allow(clippy::too_many_arguments)]
     fn project(
@@ -623,7 +628,7 @@ impl Forward<'_> {
     ) {
         let cols = w.cols;
         let rows = w.rows;
-        let data = w.data(self.file, self.aux);
+        let data = w.data(&self.bufs);
         let rb = w.row_bytes();
         let want = self.act_format(w);
         if let Some(f) = want {
@@ -648,7 +653,7 @@ impl Forward<'_> {
             }
         }
         let (qs, ds, sums) = (&*act_qs, &*act_d, &*act_sums);
-        let q8 = self.kernels.matvec_q8(w.ty);
+        let (q8, gemm) = self.int8_kernels(w);
         let f32k = self.kernels.matvec_f32(w.ty);
         let scale = w.scale;
         let chunk_rows = chunk_rows(rows, par.threads());
@@ -682,7 +687,6 @@ impl Forward<'_> {
         // Several tokens: each task takes a tile of rows for all tokens (so the tile is read
         // from memory once), laid out [tile][token][row] in `tmp`, then scattered.
         let tile = chunk_rows * b;
-        let gemm = self.kernels.gemm_q8(w.ty);
         par.for_each_chunk(&mut tmp[..rows * b], tile, &|i, dst| {
             let first = i * chunk_rows;
             let n = dst.len() / b;

@@ -10,4 +10,4 @@ pub use config::{ActQuant, Activation, Arch, Config, RopeStyle, MAX_LAYERS};
 pub use error::{ModelError, Name};
 pub use forward::{Forward, KvCache};
 pub use scratch::{Scratch, ScratchSizes};
-pub use weights::{Layer, Tensor, Weights};
+pub use weights::{Buffers, Layer, Storage, Tensor, Weights};

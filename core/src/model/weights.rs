@@ -25,20 +25,56 @@ pub struct Tensor {
     pub cols: usize,
     /// Factor applied to every output (I2_S tensor scale times an optional `.scale` tensor).
     pub scale: f32,
-    /// True when the data lives in the auxiliary buffer (weights the shell re-encoded at load)
-    /// rather than in the model file.
-    pub aux: bool,
+    /// Which buffer holds the data, and so how it is laid out.
+    pub storage: Storage,
+}
+
+/// The buffer a tensor's data lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// The model file, in the file's layout.
+    File,
+    /// Weights the shell re-encoded at load into another type (rows as in the file).
+    Aux,
+    /// TQ1_0 weights the shell repacked into 16-row tiles
+    /// (see [`trillim_kernels::tq1_tiles`]); `len / rows` is the tiled row size.
+    Tiles,
+}
+
+/// The buffers tensors point into: the model file and what the shell built at load.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Buffers<'a> {
+    /// Model bytes.
+    pub file: &'a [u8],
+    /// Re-encoded weights ([`Storage::Aux`]); empty if none.
+    pub aux: &'a [u8],
+    /// Tiled weights ([`Storage::Tiles`]); empty if none.
+    pub tiles: &'a [u8],
+}
+
+impl<'a> Buffers<'a> {
+    /// Just the model file.
+    pub fn file(file: &'a [u8]) -> Buffers<'a> {
+        Buffers {
+            file,
+            ..Buffers::default()
+        }
+    }
 }
 
 impl Tensor {
-    /// Bytes of one row.
+    /// Bytes of one row (of a tile's share of it for tiled tensors).
     pub fn row_bytes(&self) -> usize {
         self.len / self.rows
     }
 
-    /// The tensor's row data within `file` or, for re-encoded weights, `aux`.
-    pub fn data<'a>(&self, file: &'a [u8], aux: &'a [u8]) -> &'a [u8] {
-        let src = if self.aux { aux } else { file };
+    /// The tensor's data within whichever of `b` holds it.
+    pub fn data<'a>(&self, b: &Buffers<'a>) -> &'a [u8] {
+        let src = match self.storage {
+            Storage::File => b.file,
+            Storage::Aux => b.aux,
+            Storage::Tiles => b.tiles,
+        };
         &src[self.offset..self.offset + self.len]
     }
 }
@@ -103,7 +139,7 @@ fn tensor_from(g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Tensor, ModelError> {
         rows: t.n_rows(),
         cols: t.row_len(),
         scale,
-        aux: false,
+        storage: Storage::File,
     })
 }
 

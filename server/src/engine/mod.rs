@@ -91,6 +91,9 @@ pub fn prepare(
 ) -> Result<Prepared, PrepareError> {
     let kernels = crate::cpu::kernels();
     let model = Arc::new(LoadedModel::open_with(gguf, kernels, opts)?);
+    if model.tile_source != trillim_runtime::TileSource::None {
+        tracing::info!("{}: TQ1_0 tiles {}", gguf.display(), model.tile_source);
+    }
     let tok = Tokenizer::new(model.clone())?;
     let template = ChatTemplate::new(
         model.gguf().get_str("tokenizer.chat_template"),

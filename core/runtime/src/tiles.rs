@@ -1,0 +1,364 @@
+//! Tiled TQ1_0 weights: built at the first load of a model, kept in a cache file so later loads
+//! are a plain memory map.
+//!
+//! When the kernel table has tile kernels (see [`trillim_kernels::tq1_tiles`]), every TQ1_0
+//! projection whose shape tiles is repacked once. The result goes to
+//! `$TRILLIM_HOME/cache/<model>-<path hash>.tq1tiles` (default `~/.trillim/cache`), with a
+//! header naming the model file's size and modification time and the layout version; a later
+//! load that finds a matching file maps it instead of repacking. A stale, truncated or foreign
+//! file is rebuilt; a cache directory that cannot be written leaves the tiles in memory.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Instant, UNIX_EPOCH};
+
+use memmap2::Mmap;
+use trillim_core::kernels::tq1_tiles;
+use trillim_core::kernels::WeightType;
+use trillim_core::model::{Storage, Tensor, Weights};
+
+/// Layout version written into cache files; bump it when the tiled layout changes.
+const VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"TRLMTQ1T";
+const HEADER: usize = 64;
+
+/// Where a load's tiled weights came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TileSource {
+    /// Nothing was tiled: no TQ1_0 projections, or kernels without tile kernels.
+    None,
+    /// Mapped from a cache file written by an earlier load.
+    Cached(PathBuf),
+    /// Repacked at this load, in `ms` milliseconds.
+    Built {
+        /// Time the repack took.
+        ms: f64,
+        /// The cache file written, or why none could be.
+        cache: Result<PathBuf, String>,
+    },
+}
+
+impl std::fmt::Display for TileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TileSource::None => write!(f, "none"),
+            TileSource::Cached(p) => write!(f, "mapped from {}", p.display()),
+            TileSource::Built { ms, cache: Ok(p) } => {
+                write!(f, "built in {ms:.0} ms, cached at {}", p.display())
+            }
+            TileSource::Built { ms, cache: Err(e) } => {
+                write!(
+                    f,
+                    "built in {ms:.0} ms, kept in memory (cache not written: {e})"
+                )
+            }
+        }
+    }
+}
+
+impl TileSource {
+    /// One word for reports: `none`, `cached` or `built`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TileSource::None => "none",
+            TileSource::Cached(_) => "cached",
+            TileSource::Built { .. } => "built",
+        }
+    }
+}
+
+/// The bytes of the tiled weights.
+pub(crate) enum TileBytes {
+    Empty,
+    Owned(Vec<u8>),
+    Mapped(Mmap),
+}
+
+impl TileBytes {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            TileBytes::Empty => &[],
+            TileBytes::Owned(v) => v,
+            TileBytes::Mapped(m) => &m[HEADER..],
+        }
+    }
+}
+
+/// The directory tile caches go to: `$TRILLIM_HOME/cache`, else `~/.trillim/cache`.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(h) = std::env::var_os("TRILLIM_HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(h).join("cache"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".trillim").join("cache"))
+}
+
+/// The projections to tile, each with its offset in the tile buffer; and the buffer's length.
+fn plan(weights: &Weights) -> (Vec<(usize, usize, usize)>, usize) {
+    let mut list = Vec::new();
+    let mut total = 0;
+    for (li, l) in weights.layers.iter().enumerate() {
+        for (pi, t) in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+            .into_iter()
+            .enumerate()
+        {
+            if t.ty != WeightType::TQ1_0 || t.storage != Storage::File {
+                continue;
+            }
+            if let Some(n) = tq1_tiles::tiled_bytes(t.rows, t.cols) {
+                list.push((li * 7 + pi, total, n));
+                total += n;
+            }
+        }
+    }
+    (list, total)
+}
+
+/// Projection `slot % 7` (q, k, v, o, gate, up, down) of layer `slot / 7`.
+fn proj(weights: &Weights, slot: usize) -> &Tensor {
+    let l = &weights.layers[slot / 7];
+    [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down][slot % 7]
+}
+
+fn tensor_mut(weights: &mut Weights, slot: usize) -> &mut Tensor {
+    let l = &mut weights.layers[slot / 7];
+    match slot % 7 {
+        0 => &mut l.q,
+        1 => &mut l.k,
+        2 => &mut l.v,
+        3 => &mut l.o,
+        4 => &mut l.gate,
+        5 => &mut l.up,
+        _ => &mut l.down,
+    }
+}
+
+/// FNV-1a over `words`.
+fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for w in words {
+        for b in w.to_le_bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// What a cache file must record to match the model file and the plan.
+#[derive(Debug, PartialEq)]
+struct Key {
+    source_len: u64,
+    mtime_s: u64,
+    mtime_ns: u32,
+    table: u64,
+    payload: u64,
+}
+
+impl Key {
+    fn header(&self) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[16..24].copy_from_slice(&self.source_len.to_le_bytes());
+        h[24..32].copy_from_slice(&self.mtime_s.to_le_bytes());
+        h[32..36].copy_from_slice(&self.mtime_ns.to_le_bytes());
+        h[40..48].copy_from_slice(&self.table.to_le_bytes());
+        h[48..56].copy_from_slice(&self.payload.to_le_bytes());
+        h
+    }
+}
+
+/// The cache file for `model` and what it must hold, or `None` if the file's identity is
+/// unknown (no metadata).
+fn cache_key(
+    model: &Path,
+    weights: &Weights,
+    list: &[(usize, usize, usize)],
+    total: usize,
+) -> Option<(String, Key)> {
+    let meta = fs::metadata(model).ok()?;
+    let mtime = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    let canon = fs::canonicalize(model).ok()?;
+    let path_hash = fnv(canon
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .map(|&b| b as u64));
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let mut words = Vec::new();
+    for &(slot, off, len) in list {
+        let t = proj(weights, slot);
+        words.extend([
+            slot as u64,
+            t.offset as u64,
+            t.rows as u64,
+            t.cols as u64,
+            off as u64,
+            len as u64,
+        ]);
+    }
+    let key = Key {
+        source_len: meta.len(),
+        mtime_s: mtime.as_secs(),
+        mtime_ns: mtime.subsec_nanos(),
+        table: fnv(words),
+        payload: total as u64,
+    };
+    Some((format!("{stem}-{path_hash:016x}.tq1tiles"), key))
+}
+
+/// Maps `path` if it is a cache file matching `key`.
+fn open_cached(path: &Path, key: &Key) -> Option<Mmap> {
+    let f = File::open(path).ok()?;
+    if f.metadata().ok()?.len() != HEADER as u64 + key.payload {
+        return None;
+    }
+    // SAFETY: read-only private mapping of a cache file that is only ever replaced by rename,
+    // never rewritten in place; its length was just checked.
+    let map = unsafe { Mmap::map(&f) }.ok()?;
+    (map.len() == HEADER + key.payload as usize && map[..HEADER] == key.header()).then_some(map)
+}
+
+/// Writes `tiles` with `key`'s header to `path` (through a temporary file and a rename, so a
+/// concurrent load never sees a partial file), then maps it.
+fn write_cache(path: &Path, key: &Key, tiles: &[u8]) -> std::io::Result<Mmap> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&key.header())?;
+        f.write_all(tiles)?;
+        f.sync_data()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        open_cached(path, key)
+            .ok_or_else(|| std::io::Error::other("cache file changed while written"))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Repacks every planned tensor from `file` into one buffer, on all cores.
+fn build(file: &[u8], weights: &Weights, list: &[(usize, usize, usize)], total: usize) -> Vec<u8> {
+    let mut out = vec![0u8; total];
+    // Jobs of up to 64 tiles, so tensors of any size spread over the threads.
+    let mut jobs = Vec::new();
+    let mut rest: &mut [u8] = &mut out;
+    for &(slot, _, len) in list {
+        let t = proj(weights, slot);
+        let (mine, tail) = rest.split_at_mut(len);
+        rest = tail;
+        let src = t.data(&trillim_core::model::Buffers::file(file));
+        let src_tile = 16 * t.row_bytes();
+        let dst_tile = len / (t.rows / 16);
+        for (i, dst) in mine.chunks_mut(64 * dst_tile).enumerate() {
+            let first = i * 64 * src_tile;
+            let n = dst.len() / dst_tile;
+            jobs.push((&src[first..first + n * src_tile], 16 * n, t.cols, dst));
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len().max(1));
+    let jobs = std::sync::Mutex::new(jobs);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some((src, rows, cols, dst)) = job else {
+                    break;
+                };
+                tq1_tiles::repack(src, rows, cols, dst);
+            });
+        }
+    });
+    drop(jobs);
+    out
+}
+
+/// Tiles `weights`' TQ1_0 projections (pointing them at the returned buffer), from the cache
+/// for `model` when it matches. `cache` is the cache directory (`None`: keep tiles in memory).
+pub(crate) fn tile(
+    file: &[u8],
+    model: Option<&Path>,
+    weights: &mut Weights,
+    cache: Option<&Path>,
+) -> (TileBytes, TileSource) {
+    let (list, total) = plan(weights);
+    if list.is_empty() {
+        return (TileBytes::Empty, TileSource::None);
+    }
+    let key = model.zip(cache).and_then(|(m, dir)| {
+        cache_key(m, weights, &list, total).map(|(name, key)| (dir.join(name), key))
+    });
+    let point = |weights: &mut Weights| {
+        for &(slot, off, len) in &list {
+            let t = tensor_mut(weights, slot);
+            t.offset = off;
+            t.len = len;
+            t.storage = Storage::Tiles;
+        }
+    };
+    if let Some((path, key)) = &key {
+        if let Some(map) = open_cached(path, key) {
+            point(weights);
+            return (TileBytes::Mapped(map), TileSource::Cached(path.clone()));
+        }
+    }
+    let t0 = Instant::now();
+    let tiles = build(file, weights, &list, total);
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    point(weights);
+    let (bytes, cache) = match &key {
+        None => (
+            TileBytes::Owned(tiles),
+            Err("no cache directory or model path".to_string()),
+        ),
+        Some((path, key)) => match write_cache(path, key, &tiles) {
+            Ok(map) => (TileBytes::Mapped(map), Ok(path.clone())),
+            Err(e) => (
+                TileBytes::Owned(tiles),
+                Err(format!("{}: {e}", path.display())),
+            ),
+        },
+    };
+    (bytes, TileSource::Built { ms, cache })
+}
+
+/// The file ranges (offset, length) of the tensors [`tile`] would repack, to release their
+/// pages after a build.
+pub(crate) fn sources(weights: &Weights) -> Vec<(usize, usize)> {
+    let (list, _) = plan(weights);
+    list.iter()
+        .map(|&(slot, _, _)| {
+            let t = proj(weights, slot);
+            (t.offset, t.len)
+        })
+        .collect()
+}
