@@ -83,7 +83,7 @@ fn print_table(id: &str, load_ms: f64, tiles: &TileSource, o: &BenchOptions, r: 
     println!("kernels / threads  {} / {}", r.kernels, r.threads);
     println!("load               {load_ms:.0} ms");
     if *tiles != TileSource::None {
-        println!("TQ1_0 tiles        {tiles}");
+        println!("ternary tiles      {tiles}");
     }
     println!(
         "prefill            {} tok/s, {} tokens",

@@ -1,4 +1,4 @@
-//! Tiled TQ1_0 weights through whole loads: the forward pass over tiles gives the same logits,
+//! Tiled ternary weights through whole loads: the forward pass over tiles gives the same logits,
 //! bit for bit, as over the file's layout; the tile cache is written, reused and rebuilt when
 //! stale or damaged.
 
@@ -31,11 +31,11 @@ fn logits(model: &LoadedModel, threads: usize) -> Vec<u32> {
 /// running CPU's best table if it has tile kernels of its own.
 fn tables() -> Vec<Kernels> {
     let mut v = vec![Kernels {
-        tq1_0_tiles: Some(TileKernels::scalar()),
+        ternary_tiles: Some(TileKernels::scalar()),
         ..Kernels::scalar()
     }];
     let best = trillim_runtime::cpu::best_kernels();
-    if best.tq1_0_tiles.is_some() {
+    if best.ternary_tiles.is_some() {
         v.push(best);
     }
     v
@@ -48,12 +48,19 @@ fn cache_file(source: &TileSource) -> PathBuf {
     }
 }
 
-fn copy_model(dir: &Path) -> PathBuf {
+fn copy_model(dir: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("tiny-bitnet-tq1_0.gguf");
-    std::fs::copy(testdata("models/tiny-bitnet-tq1_0.gguf"), &path).unwrap();
+    let path = dir.join(name);
+    std::fs::copy(testdata(&format!("models/{name}")), &path).unwrap();
     path
 }
+
+/// The ternary fixtures: TQ1_0, TQ2_0 and I2_S projections.
+const MODELS: [&str; 3] = [
+    "tiny-bitnet-tq1_0.gguf",
+    "tiny-bitnet-tq2_0.gguf",
+    "tiny-b158-i2_s.gguf",
+];
 
 #[test]
 fn tiled_loads_match_the_file_layout_and_reuse_their_cache() {
@@ -61,17 +68,21 @@ fn tiled_loads_match_the_file_layout_and_reuse_their_cache() {
     let _ = std::fs::remove_dir_all(&home);
     // This test binary's only test sets the variable, so no other test sees it change.
     std::env::set_var("TRILLIM_HOME", &home);
-    let path = copy_model(&home.join("models"));
-    for k in tables() {
+    for (name, k) in MODELS
+        .iter()
+        .flat_map(|m| tables().into_iter().map(move |k| (m, k)))
+    {
+        let path = copy_model(&home.join("models"), name);
         let plain = LoadedModel::open(
             &path,
             Kernels {
-                tq1_0_tiles: None,
+                ternary_tiles: None,
                 ..k
             },
         )
         .unwrap();
         assert_eq!(plain.tile_source, TileSource::None);
+        assert!(!plain.recompiled);
         let want = logits(&plain, 2);
 
         let built = LoadedModel::open(&path, k).unwrap();
@@ -80,7 +91,7 @@ fn tiled_loads_match_the_file_layout_and_reuse_their_cache() {
             "{:?}",
             built.tile_source
         );
-        assert!(built.recompiled);
+        assert!(!built.recompiled, "tiles are not a requested re-encoding");
         let file = cache_file(&built.tile_source);
         assert!(file.starts_with(home.join("cache")), "{}", file.display());
         for threads in [1, 2, 3] {
@@ -95,7 +106,7 @@ fn tiled_loads_match_the_file_layout_and_reuse_their_cache() {
         let cached = LoadedModel::open(&path, k).unwrap();
         assert_eq!(cached.tile_source, TileSource::Cached(file.clone()));
         assert!(!cached.recompiled);
-        assert!(logits(&cached, 2) == want, "{} from cache", k.name);
+        assert!(logits(&cached, 2) == want, "{name} {} from cache", k.name);
         drop(cached);
 
         // A truncated cache file is rebuilt, never read.
@@ -132,6 +143,7 @@ fn tiled_loads_match_the_file_layout_and_reuse_their_cache() {
     std::fs::write(&blocked, b"not a directory").unwrap();
     std::env::set_var("TRILLIM_HOME", &blocked);
     let k = tables()[0];
+    let path = copy_model(&home.join("models"), MODELS[0]);
     let m = LoadedModel::open(&path, k).unwrap();
     assert!(
         matches!(m.tile_source, TileSource::Built { cache: Err(_), .. }),
@@ -141,7 +153,7 @@ fn tiled_loads_match_the_file_layout_and_reuse_their_cache() {
     let plain = LoadedModel::open(
         &path,
         Kernels {
-            tq1_0_tiles: None,
+            ternary_tiles: None,
             ..k
         },
     )

@@ -5,7 +5,7 @@
 //!
 //! * [`formats`] describes the byte layout of every supported weight type and holds the scalar
 //!   dequantizers.
-//! * [`tq1_tiles`] is a load-time re-layout of TQ1_0 weights for byte-permute kernels.
+//! * [`ternary_tiles`] is a load-time re-layout of TQ1_0 weights for byte-permute kernels.
 //! * [`act`] quantizes activations to int8 blocks ([`ActQ8`]).
 //! * [`scalar`] holds the reference kernels; `x86` and `aarch64` hold SIMD kernels with the same
 //!   signatures, each tested against the reference.
@@ -18,7 +18,7 @@ pub mod f16;
 pub mod formats;
 pub mod scalar;
 mod table;
-pub mod tq1_tiles;
+pub mod ternary_tiles;
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86;

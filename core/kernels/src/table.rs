@@ -84,7 +84,7 @@ impl CpuFeatures {
     }
 }
 
-/// Kernels over TQ1_0 weights repacked into 16-row tiles (see [`crate::tq1_tiles`]).
+/// Kernels over TQ1_0 weights repacked into 16-row tiles (see [`crate::ternary_tiles`]).
 #[derive(Clone, Copy)]
 pub struct TileKernels {
     /// Tiled TQ1_0 matrix × int8 vector.
@@ -103,8 +103,8 @@ impl TileKernels {
     /// The scalar reference kernels for the tiled layout.
     pub fn scalar() -> TileKernels {
         TileKernels {
-            matvec: crate::tq1_tiles::matvec,
-            gemm: crate::tq1_tiles::gemm,
+            matvec: crate::ternary_tiles::matvec,
+            gemm: crate::ternary_tiles::gemm,
         }
     }
 }
@@ -151,7 +151,7 @@ pub struct Kernels {
     pub gemm_i2s: GemmFn,
     /// Kernels for TQ1_0 weights repacked into tiles, on paths where they beat the plain
     /// TQ1_0 kernels; `None` keeps TQ1_0 models in the file's layout.
-    pub tq1_0_tiles: Option<TileKernels>,
+    pub ternary_tiles: Option<TileKernels>,
 }
 
 impl core::fmt::Debug for Kernels {
@@ -184,7 +184,7 @@ impl Kernels {
             gemm_tq1_0: scalar::gemm_tq1_0,
             gemm_tq2_0: scalar::gemm_tq2_0,
             gemm_i2s: scalar::gemm_i2s,
-            tq1_0_tiles: None,
+            ternary_tiles: None,
         }
     }
 
@@ -215,7 +215,7 @@ impl Kernels {
             gemm_tq1_0: x86::avx2_gemm_tq1_0,
             gemm_tq2_0: x86::avx2_gemm_tq2_0,
             gemm_i2s: x86::avx2_gemm_i2s,
-            tq1_0_tiles: None,
+            ternary_tiles: None,
         }
     }
 
@@ -255,9 +255,9 @@ impl Kernels {
         use crate::x86_tiles;
         Kernels {
             name: "avx512vbmi",
-            tq1_0_tiles: Some(TileKernels {
-                matvec: x86_tiles::vbmi_tq1_0_tiles,
-                gemm: x86_tiles::vbmi_gemm_tq1_0_tiles,
+            ternary_tiles: Some(TileKernels {
+                matvec: x86_tiles::vbmi_tiles,
+                gemm: x86_tiles::vbmi_gemm_tiles,
             }),
             // SAFETY: the caller's contract includes every AVX-512 VNNI path feature.
             ..unsafe { Kernels::avx512vnni() }

@@ -8,7 +8,7 @@ use std::vec::Vec;
 use crate::act::{quantize_blocks, quantize_per_token, ActBatch, ActQ8};
 use crate::f16::f32_to_f16;
 use crate::formats::{dequantize_row, WeightType};
-use crate::tq1_tiles;
+use crate::ternary_tiles;
 use crate::{Kernels, TileKernels};
 
 /// xorshift64* pseudo-random numbers.
@@ -381,39 +381,42 @@ fn gemm_kernels_match_scalar() {
     }
 }
 
-/// Every tiled TQ1_0 kernel (scalar reference included) against the plain TQ1_0 scalar
-/// reference over the same weights: the results must be bit-identical.
+/// Every tiled kernel (scalar reference included) against the plain scalar reference of the
+/// type that was tiled, over the same weights: the results must be bit-identical.
 #[test]
-fn tiled_tq1_0_kernels_match_plain_scalar() {
+fn tiled_kernels_match_plain_scalar() {
     let scalar = Kernels::scalar();
     let mut tiled = vec![("scalar", TileKernels::scalar())];
     for k in simd_paths() {
-        if let Some(t) = k.tq1_0_tiles {
+        if let Some(t) = k.ternary_tiles {
             tiled.push((k.name, t));
         }
     }
-    let ty = WeightType::TQ1_0;
     let mut rng = Rng::new(99);
     // 65 blocks crosses the matrix-vector kernel's activation chunk.
-    for &(rows, blocks) in &[(16usize, 1usize), (32, 2), (48, 3), (16, 65), (32, 27)] {
+    let shapes = [(16usize, 1usize), (32, 2), (48, 3), (16, 65), (32, 27)];
+    for (ty, &(rows, blocks)) in [WeightType::TQ1_0, WeightType::TQ2_0, WeightType::I2S]
+        .iter()
+        .flat_map(|&ty| shapes.iter().map(move |s| (ty, s)))
+    {
         for mode in 0..3u32 {
             let cols = blocks * 256;
             let rb = ty.row_bytes(cols).unwrap();
             let mut w = Vec::new();
             for _ in 0..rows {
-                rand_row(&mut rng, ty, blocks, mode == 2, &mut w);
+                rand_row(&mut rng, ty, cols / ty.block_len(), mode == 2, &mut w);
             }
-            let mut t = vec![0u8; tq1_tiles::tiled_bytes(rows, cols).unwrap()];
-            tq1_tiles::repack(&w, rows, cols, &mut t);
+            let mut t = vec![0u8; ternary_tiles::tiled_bytes(rows, cols).unwrap()];
+            ternary_tiles::repack(ty, &w, rows, cols, &mut t).unwrap();
             let trb = t.len() / rows;
             let act = rand_act(&mut rng, cols, 128, mode);
             let mut want = vec![0f32; rows];
-            (scalar.tq1_0)(&w, rb, &act.view(), &mut want);
+            (scalar.matvec_q8(ty).unwrap())(&w, rb, &act.view(), &mut want);
             for (name, k) in &tiled {
                 let mut got = vec![f32::NAN; rows];
                 (k.matvec)(&t, trb, &act.view(), &mut got);
                 for r in 0..rows {
-                    let ctx = (name, rows, blocks, mode, r);
+                    let ctx = (name, ty, rows, blocks, mode, r);
                     assert_eq!(got[r].to_bits(), want[r].to_bits(), "{ctx:?}");
                 }
             }
@@ -428,12 +431,12 @@ fn tiled_tq1_0_kernels_match_plain_scalar() {
                     n,
                 };
                 let mut want = vec![0f32; rows * n];
-                (scalar.gemm_tq1_0)(&w, rb, &a, &mut want);
+                (scalar.gemm_q8(ty).unwrap())(&w, rb, &a, &mut want);
                 for (name, k) in &tiled {
                     let mut got = vec![f32::NAN; rows * n];
                     (k.gemm)(&t, trb, &a, &mut got);
                     for i in 0..rows * n {
-                        let ctx = (name, rows, blocks, n, mode, i / rows, i % rows);
+                        let ctx = (name, ty, rows, blocks, n, mode, i / rows, i % rows);
                         assert_eq!(got[i].to_bits(), want[i].to_bits(), "{ctx:?}");
                     }
                 }

@@ -1,4 +1,4 @@
-//! AVX-512 VBMI kernels over tiled TQ1_0 weights (see [`crate::tq1_tiles`]).
+//! AVX-512 VBMI kernels over tiled TQ1_0 weights (see [`crate::ternary_tiles`]).
 //!
 //! Per step, `vpermb` turns 64 triple indices (16 rows × 4 triples) into the codes of each of
 //! the triples' three weight positions, and `vpdpbusd` adds each against four broadcast
@@ -13,7 +13,7 @@
 use core::arch::x86_64::*;
 
 use crate::act::{ActBatch, ActQ8};
-use crate::tq1_tiles::{
+use crate::ternary_tiles::{
     BITS_OFFSET, HALF_STEPS, NIBBLES_OFFSET, PERMUTED_HALF, ROW_BLOCK_BYTES, TILE_BLOCK_BYTES,
     TILE_ROWS, TRIPLES,
 };
@@ -23,7 +23,7 @@ const PERMUTED_BLOCK: usize = 2 * PERMUTED_HALF;
 /// Weight blocks whose permuted activations the matrix-vector kernel keeps on the stack.
 const CHUNK: usize = 64;
 /// Tokens whose `f32` accumulators a multi-token pass keeps on the stack.
-const TOKENS: usize = 32;
+const TOKENS: usize = 64;
 
 /// `vpermb` tables: byte `i` of table `j` is code `j` of triple index `i`.
 struct Tables([__m512i; 3]);
@@ -33,7 +33,7 @@ impl Tables {
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn new() -> Tables {
         let t: [[u8; 64]; 3] = core::array::from_fn(|j| {
-            core::array::from_fn(|i| crate::tq1_tiles::index_code((i % 27) as u8, j))
+            core::array::from_fn(|i| crate::ternary_tiles::index_code((i % 27) as u8, j))
         });
         // SAFETY: each table is 64 readable bytes.
         Tables(core::array::from_fn(|j| unsafe {
@@ -247,7 +247,7 @@ unsafe fn tokens<const T: usize>(
 
 /// Weight blocks whose permuted activations a multi-token pass prepares at once (shared by
 /// every tile).
-const PASS_BLOCKS: usize = 4;
+const PASS_BLOCKS: usize = 2;
 
 /// # Safety
 /// The CPU supports AVX-512 F/BW/VL/VNNI/VBMI and F16C.
@@ -348,13 +348,13 @@ unsafe fn gemm(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
 // contract is that the CPU supports these target features.
 
 /// Tiled TQ1_0 matrix × int8 vector.
-pub(crate) fn vbmi_tq1_0_tiles(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+pub(crate) fn vbmi_tiles(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
     // SAFETY: only reachable through `Kernels::avx512vbmi` (see above).
     unsafe { matvec(w, row_bytes, a, out) }
 }
 
 /// Tiled TQ1_0 matrix × several int8 vectors.
-pub(crate) fn vbmi_gemm_tq1_0_tiles(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+pub(crate) fn vbmi_gemm_tiles(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
     // SAFETY: only reachable through `Kernels::avx512vbmi` (see above).
     unsafe { gemm(w, row_bytes, a, out) }
 }

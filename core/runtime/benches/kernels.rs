@@ -4,13 +4,13 @@
 //!
 //! `cargo bench -p trillim-runtime --bench kernels` (add `-- tq2_0` to filter). Counters are
 //! bytes of weights (or cached keys and values) read, and multiply-accumulates (prefill).
-//! `tq1_0_tiles` is TQ1_0 repacked into 16-row tiles at load (see `trillim_kernels::tq1_tiles`),
+//! `ternary_tiles` is TQ1_0 repacked into 16-row tiles at load (see `trillim_kernels::ternary_tiles`),
 //! on the paths that have kernels for it.
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{black_box, Bencher};
 use trillim_kernels::act::{quantize_blocks, quantize_groups};
-use trillim_kernels::{tq1_tiles, ActBatch, ActQ8, GemmFn, Kernels, MatVecFn, WeightType};
+use trillim_kernels::{ternary_tiles, ActBatch, ActQ8, GemmFn, Kernels, MatVecFn, WeightType};
 
 fn main() {
     divan::main();
@@ -108,14 +108,14 @@ fn label(k: &Kernels, ty: WeightType) -> String {
 
 /// Label of the tiled TQ1_0 case on path `k`.
 fn tiles_label(k: &Kernels) -> String {
-    format!("tq1_0_tiles/{}", k.name)
+    format!("ternary_tiles/{}", k.name)
 }
 
 /// The tiled-TQ1_0 kernels of path `k` (the scalar reference stands in on the scalar path).
 fn tile_kernels(k: &Kernels) -> Option<trillim_kernels::TileKernels> {
     match k.name {
         "scalar" => Some(trillim_kernels::TileKernels::scalar()),
-        _ => k.tq1_0_tiles,
+        _ => k.ternary_tiles,
     }
 }
 
@@ -156,8 +156,9 @@ fn find(case: &str, rows: usize) -> Case {
             }
             if let Some(t) = tile_kernels(&k).filter(|_| tiles_label(&k) == case) {
                 let plain = matrix(WeightType::TQ1_0, rows);
-                let mut w = vec![0u8; tq1_tiles::tiled_bytes(rows, COLS).expect("tiles")];
-                tq1_tiles::repack(&plain, rows, COLS, &mut w);
+                let mut w = vec![0u8; ternary_tiles::tiled_bytes(rows, COLS).expect("tiles")];
+                ternary_tiles::repack(WeightType::TQ1_0, &plain, rows, COLS, &mut w)
+                    .expect("ternary");
                 return Case {
                     ty: WeightType::TQ1_0,
                     row_bytes: w.len() / rows,

@@ -93,13 +93,14 @@ pub struct LoadedModel {
     pub path: PathBuf,
     /// Weights re-encoded at load (see [`LoadOptions`]).
     aux: Vec<u8>,
-    /// TQ1_0 weights repacked into tiles (see [`crate::tiles`]).
+    /// Ternary weights repacked into tiles (see [`crate::tiles`]).
     tiles: TileBytes,
     /// Where the tiled weights came from.
     pub tile_source: TileSource,
     /// Bytes of the file's weights that the tiles replace (never read after the load).
     tiled_file_bytes: usize,
-    /// True when the load had to build something new (a re-encoded or tiled matrix).
+    /// True when the load re-encoded a matrix as its options asked (tiles, a transparent
+    /// cache of the same weights, do not count).
     pub recompiled: bool,
 }
 
@@ -153,7 +154,7 @@ impl LoadedModel {
         Self::from_bytes(Bytes::Owned(bytes), name, false, kernels)
     }
 
-    /// Validates `bytes` and tiles its TQ1_0 weights if `kernels` has tile kernels (cached
+    /// Validates `bytes` and tiles its ternary weights if `kernels` has tile kernels (cached
     /// beside other loads of `path` when `on_disk`).
     fn from_bytes(
         bytes: Bytes,
@@ -173,12 +174,14 @@ impl LoadedModel {
         let config = Config::from_gguf(&g).map_err(err)?;
         let mut weights = Box::new(Weights::from_gguf(&g, &config).map_err(err)?);
         let mut tiled_file_bytes = 0;
-        let (tiles, tile_source) = if kernels.tq1_0_tiles.is_some() {
+        let (tiles, tile_source) = if kernels.ternary_tiles.is_some() {
             let sources = tiles::sources(&weights);
-            tiled_file_bytes = sources.iter().map(|s| s.1).sum();
             let cache = tiles::cache_dir().filter(|_| on_disk);
             let model = Some(path).filter(|_| on_disk);
             let t = tiles::tile(data, model, &mut weights, cache.as_deref());
+            if matches!(t.1, TileSource::Built { .. } | TileSource::Cached(_)) {
+                tiled_file_bytes = sources.iter().map(|s| s.1).sum();
+            }
             if let (TileSource::Built { .. }, Bytes::Mapped(m)) = (&t.1, &bytes) {
                 for (off, len) in sources {
                     // SAFETY: the mapping is private and read-only, so dropping its pages only
@@ -193,7 +196,6 @@ impl LoadedModel {
         } else {
             (TileBytes::Empty, TileSource::None)
         };
-        let recompiled = matches!(tile_source, TileSource::Built { .. });
         Ok(LoadedModel {
             bytes,
             config,
@@ -204,7 +206,7 @@ impl LoadedModel {
             tiles,
             tile_source,
             tiled_file_bytes,
-            recompiled,
+            recompiled: false,
         })
     }
 

@@ -1,9 +1,9 @@
-//! Tiled TQ1_0 weights: built at the first load of a model, kept in a cache file so later loads
-//! are a plain memory map.
+//! Tiled ternary weights: built at the first load of a model, kept in a cache file so later
+//! loads are a plain memory map.
 //!
-//! When the kernel table has tile kernels (see [`trillim_kernels::tq1_tiles`]), every TQ1_0
-//! projection whose shape tiles is repacked once. The result goes to
-//! `$TRILLIM_HOME/cache/<model>-<path hash>.tq1tiles` (default `~/.trillim/cache`), with a
+//! When the kernel table has tile kernels (see [`trillim_kernels::ternary_tiles`]), every
+//! TQ1_0, TQ2_0 and I2_S projection whose shape tiles is repacked once. The result goes to
+//! `$TRILLIM_HOME/cache/<model>-<path hash>.tiles` (default `~/.trillim/cache`), with a
 //! header naming the model file's size and modification time and the layout version; a later
 //! load that finds a matching file maps it instead of repacking. A stale, truncated or foreign
 //! file is rebuilt; a cache directory that cannot be written leaves the tiles in memory.
@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, UNIX_EPOCH};
 
 use memmap2::Mmap;
-use trillim_core::kernels::tq1_tiles;
-use trillim_core::kernels::WeightType;
+use trillim_core::kernels::ternary_tiles;
 use trillim_core::model::{Storage, Tensor, Weights};
 
 /// Layout version written into cache files; bump it when the tiled layout changes.
@@ -27,8 +26,11 @@ const HEADER: usize = 64;
 /// Where a load's tiled weights came from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TileSource {
-    /// Nothing was tiled: no TQ1_0 projections, or kernels without tile kernels.
+    /// Nothing was tiled: no ternary projections, or kernels without tile kernels.
     None,
+    /// The model's ternary projections could not be tiled (e.g. a 2-bit code outside the
+    /// ternary range); it runs on the file's layout.
+    Unsupported(String),
     /// Mapped from a cache file written by an earlier load.
     Cached(PathBuf),
     /// Repacked at this load, in `ms` milliseconds.
@@ -44,6 +46,7 @@ impl std::fmt::Display for TileSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TileSource::None => write!(f, "none"),
+            TileSource::Unsupported(why) => write!(f, "not used: {why}"),
             TileSource::Cached(p) => write!(f, "mapped from {}", p.display()),
             TileSource::Built { ms, cache: Ok(p) } => {
                 write!(f, "built in {ms:.0} ms, cached at {}", p.display())
@@ -62,7 +65,7 @@ impl TileSource {
     /// One word for reports: `none`, `cached` or `built`.
     pub fn kind(&self) -> &'static str {
         match self {
-            TileSource::None => "none",
+            TileSource::None | TileSource::Unsupported(_) => "none",
             TileSource::Cached(_) => "cached",
             TileSource::Built { .. } => "built",
         }
@@ -105,10 +108,10 @@ fn plan(weights: &Weights) -> (Vec<(usize, usize, usize)>, usize) {
             .into_iter()
             .enumerate()
         {
-            if t.ty != WeightType::TQ1_0 || t.storage != Storage::File {
+            if !ternary_tiles::can_tile(t.ty) || t.storage != Storage::File {
                 continue;
             }
-            if let Some(n) = tq1_tiles::tiled_bytes(t.rows, t.cols) {
+            if let Some(n) = ternary_tiles::tiled_bytes(t.rows, t.cols) {
                 list.push((li * 7 + pi, total, n));
                 total += n;
             }
@@ -221,7 +224,7 @@ fn cache_key(
         table: fnv(words),
         payload: total as u64,
     };
-    Some((format!("{stem}-{path_hash:016x}.tq1tiles"), key))
+    Some((format!("{stem}-{path_hash:016x}.tiles"), key))
 }
 
 /// Maps `path` if it is a cache file matching `key`.
@@ -265,7 +268,12 @@ fn write_cache(path: &Path, key: &Key, tiles: &[u8]) -> std::io::Result<Mmap> {
 }
 
 /// Repacks every planned tensor from `file` into one buffer, on all cores.
-fn build(file: &[u8], weights: &Weights, list: &[(usize, usize, usize)], total: usize) -> Vec<u8> {
+fn build(
+    file: &[u8],
+    weights: &Weights,
+    list: &[(usize, usize, usize)],
+    total: usize,
+) -> Result<Vec<u8>, String> {
     let mut out = vec![0u8; total];
     // Jobs of up to 64 tiles, so tensors of any size spread over the threads.
     let mut jobs = Vec::new();
@@ -280,26 +288,33 @@ fn build(file: &[u8], weights: &Weights, list: &[(usize, usize, usize)], total: 
         for (i, dst) in mine.chunks_mut(64 * dst_tile).enumerate() {
             let first = i * 64 * src_tile;
             let n = dst.len() / dst_tile;
-            jobs.push((&src[first..first + n * src_tile], 16 * n, t.cols, dst));
+            jobs.push((t, &src[first..first + n * src_tile], 16 * n, dst));
         }
     }
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(jobs.len().max(1));
     let jobs = std::sync::Mutex::new(jobs);
+    let failed = std::sync::Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
                 let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some((src, rows, cols, dst)) = job else {
+                let Some((t, src, rows, dst)) = job else {
                     break;
                 };
-                tq1_tiles::repack(src, rows, cols, dst);
+                if let Err(e) = ternary_tiles::repack(t.ty, src, rows, t.cols, dst) {
+                    *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    break;
+                }
             });
         }
     });
     drop(jobs);
-    out
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(format!("{e:?}")),
+        None => Ok(out),
+    }
 }
 
 /// Tiles `weights`' TQ1_0 projections (pointing them at the returned buffer), from the cache
@@ -332,7 +347,10 @@ pub(crate) fn tile(
         }
     }
     let t0 = Instant::now();
-    let tiles = build(file, weights, &list, total);
+    let tiles = match build(file, weights, &list, total) {
+        Ok(t) => t,
+        Err(why) => return (TileBytes::Empty, TileSource::Unsupported(why)),
+    };
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     point(weights);
     let (bytes, cache) = match &key {

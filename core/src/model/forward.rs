@@ -605,7 +605,10 @@ impl Forward<'_> {
         if w.storage == Storage::Tiles {
             // A shell tiles weights only for a table with tile kernels; the reference serves
             // any other table it is combined with.
-            let t = self.kernels.tq1_0_tiles.unwrap_or_else(TileKernels::scalar);
+            let t = self
+                .kernels
+                .ternary_tiles
+                .unwrap_or_else(TileKernels::scalar);
             return (Some(t.matvec), Some(t.gemm));
         }
         (self.kernels.matvec_q8(w.ty), self.kernels.gemm_q8(w.ty))

@@ -37,7 +37,7 @@ pub enum Storage {
     /// Weights the shell re-encoded at load into another type (rows as in the file).
     Aux,
     /// TQ1_0 weights the shell repacked into 16-row tiles
-    /// (see [`trillim_kernels::tq1_tiles`]); `len / rows` is the tiled row size.
+    /// (see [`trillim_kernels::ternary_tiles`]); `len / rows` is the tiled row size.
     Tiles,
 }
 

@@ -92,7 +92,7 @@ pub fn prepare(
     let kernels = crate::cpu::kernels();
     let model = Arc::new(LoadedModel::open_with(gguf, kernels, opts)?);
     if model.tile_source != trillim_runtime::TileSource::None {
-        tracing::info!("{}: TQ1_0 tiles {}", gguf.display(), model.tile_source);
+        tracing::info!("{}: ternary tiles {}", gguf.display(), model.tile_source);
     }
     let tok = Tokenizer::new(model.clone())?;
     let template = ChatTemplate::new(

@@ -1,11 +1,13 @@
-//! TQ1_0 weights repacked into 16-row tiles of base-3 triples, for byte-permute kernels.
+//! Ternary weights (TQ1_0, TQ2_0, I2_S) repacked into 16-row tiles of base-3 triples, for
+//! byte-permute kernels.
 //!
 //! TQ1_0 stores five ternary weights per byte in base 3. Reading a weight back costs a
 //! multiply and a compare per digit, which makes the plain TQ1_0 kernels compute-bound: on a
 //! core that streams TQ2_0 at memory speed they decode TQ1_0 at a third of it. This layout
-//! keeps nearly the same size (57 bytes per 256 weights instead of 54) but stores every three
-//! consecutive weights as one 5-bit index (27 used values), which one byte permute per weight
-//! position (`vpermb`) turns into codes for 64 weights of 16 rows at once.
+//! stores every three consecutive weights as one 5-bit index (27 used values), which one byte
+//! permute per weight position (`vpermb`) turns into codes for 64 weights of 16 rows at once:
+//! 57 bytes per 256 weights, against 54 for TQ1_0, 66 for TQ2_0 and 64 for I2_S. Decoding is
+//! as cheap as TQ2_0's, so a memory-bound decode reads 14 % fewer bytes than with TQ2_0.
 //!
 //! # Layout
 //!
@@ -34,11 +36,12 @@
 //! `j` then pair with the four plane-`j` activations `4 (s mod 11) ..` in every 32-bit lane,
 //! exactly as `vpdpbusd` with a broadcast operand wants. Integer block sums are exact and each
 //! row's `f32` accumulator adds the halves in order with the same products, so every kernel
-//! over this layout is bit-identical to [`crate::scalar::matvec_tq1_0`] over the original rows.
+//! over this layout is bit-identical to [`crate::scalar::matvec_tq1_0`] (or `_tq2_0`, or
+//! `_i2s`, whose tiles carry the scale 1) over the original rows.
 
 use crate::act::ActQ8;
 use crate::f16::le_f16;
-use crate::formats::TQ1_0_BLOCK_BYTES;
+use crate::formats::{i2s_group_ternary, tq2_0_block_ternary, WeightType, TQ1_0_BLOCK_BYTES};
 
 /// Rows per tile.
 pub const TILE_ROWS: usize = 16;
@@ -122,25 +125,89 @@ fn triple_code(codes: &[u8; 256], h: usize, g: usize, j: usize) -> u8 {
     }
 }
 
-/// Repacks a TQ1_0 matrix of `rows × cols` (`src`, rows back to back) into the tiled layout
-/// (`dst`, [`tiled_bytes`] long). Any row range that starts at a multiple of 16 can be repacked
-/// on its own into the matching range of `dst`.
+/// Why a matrix cannot be tiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepackError {
+    /// The type has no tiled form (only TQ1_0, TQ2_0 and I2_S do).
+    Type(WeightType),
+    /// The shape is not whole tiles (rows a multiple of 16, columns of 256).
+    Shape,
+    /// A 2-bit code is 3 (weight +2): the matrix is not ternary.
+    NotTernary,
+}
+
+/// The types [`repack`] takes.
+pub fn can_tile(ty: WeightType) -> bool {
+    matches!(ty, WeightType::TQ1_0 | WeightType::TQ2_0 | WeightType::I2S)
+}
+
+/// Writes the codes (weight + 1) of 256-weight block `b` of a row of `ty` and returns its f16
+/// scale bits (1.0 for I2_S, whose scale is per tensor), or `None` if a code is 3.
+fn block_of(ty: WeightType, row: &[u8], b: usize, out: &mut [u8; 256]) -> Option<[u8; 2]> {
+    match ty {
+        WeightType::TQ1_0 => {
+            let blk = &row[b * TQ1_0_BLOCK_BYTES..][..TQ1_0_BLOCK_BYTES];
+            block_codes(blk, out);
+            Some([blk[52], blk[53]])
+        }
+        WeightType::TQ2_0 => {
+            let blk = &row[b * 66..][..66];
+            if blk[..64].iter().any(|&x| x & (x >> 1) & 0x55 != 0) {
+                return None;
+            }
+            let mut t = [0i8; 256];
+            tq2_0_block_ternary(blk, &mut t);
+            for (o, &v) in out.iter_mut().zip(&t) {
+                *o = (v + 1) as u8;
+            }
+            Some([blk[64], blk[65]])
+        }
+        _ => {
+            let blk = &row[b * 64..][..64];
+            if blk.iter().any(|&x| x & (x >> 1) & 0x55 != 0) {
+                return None;
+            }
+            let mut t = [0i8; 128];
+            for g in 0..2 {
+                i2s_group_ternary(&blk[32 * g..32 * g + 32], &mut t);
+                for (o, &v) in out[128 * g..128 * g + 128].iter_mut().zip(&t) {
+                    *o = (v + 1) as u8;
+                }
+            }
+            Some(crate::f16::f32_to_f16(1.0).to_le_bytes())
+        }
+    }
+}
+
+/// Repacks a `rows × cols` matrix of ternary type `ty` (`src`, rows back to back, without an
+/// I2_S scale tail) into the tiled layout (`dst`, [`tiled_bytes`] long). Any row range that
+/// starts at a multiple of 16 can be repacked on its own into the matching range of `dst`.
+/// On error `dst` holds unspecified bytes.
 ///
 /// # Panics
-/// If the shape cannot be tiled or a slice has the wrong length.
-pub fn repack(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
-    let total = tiled_bytes(rows, cols).expect("shape cannot be tiled");
+/// If a slice has the wrong length for the shape.
+pub fn repack(
+    ty: WeightType,
+    src: &[u8],
+    rows: usize,
+    cols: usize,
+    dst: &mut [u8],
+) -> Result<(), RepackError> {
+    if !can_tile(ty) {
+        return Err(RepackError::Type(ty));
+    }
+    let total = tiled_bytes(rows, cols).ok_or(RepackError::Shape)?;
     let nb = cols / 256;
-    let rb = nb * TQ1_0_BLOCK_BYTES;
+    let rb = ty.row_bytes(cols).ok_or(RepackError::Shape)?;
     assert_eq!(src.len(), rows * rb, "source length");
     assert_eq!(dst.len(), total, "destination length");
     let mut codes = [[0u8; 256]; TILE_ROWS];
     for (t, tile) in dst.chunks_exact_mut(nb * TILE_BLOCK_BYTES).enumerate() {
         for (b, out) in tile.chunks_exact_mut(TILE_BLOCK_BYTES).enumerate() {
             for (r, c) in codes.iter_mut().enumerate() {
-                let blk = &src[(TILE_ROWS * t + r) * rb + b * TQ1_0_BLOCK_BYTES..][..54];
-                block_codes(blk, c);
-                out[2 * r..2 * r + 2].copy_from_slice(&blk[52..54]);
+                let row = &src[(TILE_ROWS * t + r) * rb..][..rb];
+                let scale = block_of(ty, row, b, c).ok_or(RepackError::NotTernary)?;
+                out[2 * r..2 * r + 2].copy_from_slice(&scale);
             }
             for s in 0..2 * HALF_STEPS {
                 let (h, st) = (s / HALF_STEPS, s % HALF_STEPS);
@@ -166,6 +233,7 @@ pub fn repack(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
             }
         }
     }
+    Ok(())
 }
 
 /// Index of lane `lane` of step `s` in a tile block.
@@ -276,7 +344,7 @@ mod tests {
         let rb = cols / 256 * TQ1_0_BLOCK_BYTES;
         let src: std::vec::Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
         let mut dst = vec![0u8; tiled_bytes(rows, cols).unwrap()];
-        repack(&src, rows, cols, &mut dst);
+        repack(WeightType::TQ1_0, &src, rows, cols, &mut dst).unwrap();
         let trb = cols / 256 * ROW_BLOCK_BYTES;
         let mut want = [0i8; 256];
         let mut got = vec![0i8; cols];
@@ -292,6 +360,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn only_ternary_matrices_tile() {
+        let mut dst = vec![0u8; 912];
+        let tq2 = vec![0x55u8; 16 * 66];
+        assert_eq!(repack(WeightType::TQ2_0, &tq2, 16, 256, &mut dst), Ok(()));
+        let mut bad = tq2.clone();
+        bad[5 * 66 + 17] = 0x57; // one code 3
+        assert_eq!(
+            repack(WeightType::TQ2_0, &bad, 16, 256, &mut dst),
+            Err(RepackError::NotTernary)
+        );
+        let i2s = vec![0xffu8; 16 * 64];
+        assert_eq!(
+            repack(WeightType::I2S, &i2s, 16, 256, &mut dst),
+            Err(RepackError::NotTernary)
+        );
+        assert_eq!(
+            repack(WeightType::Q8_0, &[], 16, 256, &mut dst),
+            Err(RepackError::Type(WeightType::Q8_0))
+        );
+        assert_eq!(
+            repack(WeightType::TQ1_0, &[], 8, 256, &mut dst),
+            Err(RepackError::Shape)
+        );
     }
 
     #[test]
