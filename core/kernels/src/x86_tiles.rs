@@ -180,9 +180,9 @@ unsafe fn matvec(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
                 // faults.
                 unsafe {
                     let blk = w.as_ptr().add(ti * tile_bytes + b * TILE_BLOCK_BYTES);
-                    let ahead = blk.wrapping_add(4 * TILE_BLOCK_BYTES);
+                    let ahead = blk.wrapping_add(8 * TILE_BLOCK_BYTES);
                     for l in 0..TILE_BLOCK_BYTES / 64 + 1 {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * l) as *const i8);
                     }
                     let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
                     for h in 0..2 {
