@@ -304,44 +304,62 @@ impl Forward<'_> {
             self.norm_rows(&s.x[..b * d], &mut s.xn[..b * d], d, &l.attn_norm, par);
             let mut fmt = None;
             let xn = &s.xn[..b * d];
-            let (aq, ad, asum, tmp) =
-                (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
-            self.project(
-                &l.q,
-                xn,
-                b,
-                &mut s.q[..b * qd],
-                aq,
-                ad,
-                asum,
-                tmp,
-                &mut fmt,
-                par,
-            );
-            self.project(
-                &l.k,
-                xn,
-                b,
-                &mut s.k[..b * kvd],
-                aq,
-                ad,
-                asum,
-                tmp,
-                &mut fmt,
-                par,
-            );
-            self.project(
-                &l.v,
-                xn,
-                b,
-                &mut s.v[..b * kvd],
-                aq,
-                ad,
-                asum,
-                tmp,
-                &mut fmt,
-                par,
-            );
+            let act = ActRows {
+                n: 1,
+                qs: &mut *s.act_qs,
+                d: &mut *s.act_d,
+                sums: &mut *s.act_sums,
+            };
+            let together = b == 1
+                && self.project_together(
+                    &[&l.q, &l.k, &l.v],
+                    xn,
+                    &mut [&mut s.q[..qd], &mut s.k[..kvd], &mut s.v[..kvd]],
+                    act,
+                    s.tmp,
+                    &mut fmt,
+                    par,
+                );
+            if !together {
+                let (aq, ad, asum, tmp) =
+                    (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
+                self.project(
+                    &l.q,
+                    xn,
+                    b,
+                    &mut s.q[..b * qd],
+                    aq,
+                    ad,
+                    asum,
+                    tmp,
+                    &mut fmt,
+                    par,
+                );
+                self.project(
+                    &l.k,
+                    xn,
+                    b,
+                    &mut s.k[..b * kvd],
+                    aq,
+                    ad,
+                    asum,
+                    tmp,
+                    &mut fmt,
+                    par,
+                );
+                self.project(
+                    &l.v,
+                    xn,
+                    b,
+                    &mut s.v[..b * kvd],
+                    aq,
+                    ad,
+                    asum,
+                    tmp,
+                    &mut fmt,
+                    par,
+                );
+            }
             for t in 0..b {
                 let rope = &s.rope[t * c.rope_dim..(t + 1) * c.rope_dim];
                 for h in s.q[t * qd..(t + 1) * qd].chunks_exact_mut(c.head_dim) {
@@ -398,32 +416,50 @@ impl Forward<'_> {
             self.norm_rows(&s.x[..b * d], &mut s.xn[..b * d], d, &l.ffn_norm, par);
             let mut fmt = None;
             let xn = &s.xn[..b * d];
-            let (aq, ad, asum, tmp) =
-                (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
-            self.project(
-                &l.gate,
-                xn,
-                b,
-                &mut s.g[..b * ff],
-                aq,
-                ad,
-                asum,
-                tmp,
-                &mut fmt,
-                par,
-            );
-            self.project(
-                &l.up,
-                xn,
-                b,
-                &mut s.u[..b * ff],
-                aq,
-                ad,
-                asum,
-                tmp,
-                &mut fmt,
-                par,
-            );
+            let act = ActRows {
+                n: 1,
+                qs: &mut *s.act_qs,
+                d: &mut *s.act_d,
+                sums: &mut *s.act_sums,
+            };
+            let together = b == 1
+                && self.project_together(
+                    &[&l.gate, &l.up],
+                    xn,
+                    &mut [&mut s.g[..ff], &mut s.u[..ff]],
+                    act,
+                    s.tmp,
+                    &mut fmt,
+                    par,
+                );
+            if !together {
+                let (aq, ad, asum, tmp) =
+                    (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
+                self.project(
+                    &l.gate,
+                    xn,
+                    b,
+                    &mut s.g[..b * ff],
+                    aq,
+                    ad,
+                    asum,
+                    tmp,
+                    &mut fmt,
+                    par,
+                );
+                self.project(
+                    &l.up,
+                    xn,
+                    b,
+                    &mut s.u[..b * ff],
+                    aq,
+                    ad,
+                    asum,
+                    tmp,
+                    &mut fmt,
+                    par,
+                );
+            }
             // Gate activation times up, then the optional sub-norm, one token row per task.
             let sub = l.ffn_sub_norm.as_ref().map(|t| t.data(&self.bufs));
             let u = &s.u[..b * ff];
@@ -614,6 +650,110 @@ impl Forward<'_> {
         (self.kernels.matvec_q8(w.ty), self.kernels.gemm_q8(w.ty))
     }
 
+    /// Quantizes the `act.n` token rows of `input` (`cols` wide) as `want` says into `act`,
+    /// unless `fmt` says they already are.
+    fn quantize_input(
+        &self,
+        want: Option<ActFormat>,
+        input: &[f32],
+        cols: usize,
+        act: ActRows<'_>,
+        fmt: &mut Option<ActFormat>,
+        par: &dyn Parallel,
+    ) {
+        let Some(f) = want else { return };
+        if *fmt == want {
+            return;
+        }
+        let (b, nb) = (act.n, cols / f.block);
+        let act = ActRows {
+            n: b,
+            qs: &mut act.qs[..b * cols],
+            d: &mut act.d[..b * nb],
+            sums: &mut act.sums[..b * nb],
+        };
+        let quantize = |t: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]| {
+            let x = &input[t * cols..(t + 1) * cols];
+            if f.per_token {
+                quantize_per_token(x, f.block, qs, d, sums);
+            } else {
+                quantize_groups(x, f.block, f.group, qs, d, sums);
+            }
+        };
+        par.for_each_act_row(act, cols, nb, &quantize);
+        *fmt = want;
+    }
+
+    /// For one token, `outs[i] = ws[i] · input` for matrices that share their input, in one
+    /// parallel pass over all their rows (one barrier instead of one per matrix). Returns
+    /// false, doing nothing, when they cannot share a pass (different activation formats,
+    /// `f32` kernels, or a `tmp` too small for all their rows).
+    #[allow(clippy::too_many_arguments)]
+    fn project_together(
+        &self,
+        ws: &[&Tensor],
+        input: &[f32],
+        outs: &mut [&mut [f32]],
+        act: ActRows<'_>,
+        tmp: &mut [f32],
+        fmt: &mut Option<ActFormat>,
+        par: &dyn Parallel,
+    ) -> bool {
+        let want = self.act_format(ws[0]);
+        let cols = ws[0].cols;
+        let total: usize = ws.iter().map(|w| w.rows).sum();
+        let fits = ws.iter().all(|w| {
+            w.cols == cols && self.act_format(w) == want && self.int8_kernels(w).0.is_some()
+        });
+        let Some(f) = want.filter(|_| fits && tmp.len() >= total) else {
+            return false;
+        };
+        let ActRows { qs, d, sums, .. } = act;
+        let act = ActRows {
+            n: 1,
+            qs: &mut *qs,
+            d: &mut *d,
+            sums: &mut *sums,
+        };
+        self.quantize_input(want, input, cols, act, fmt, par);
+        let nb = cols / f.block;
+        let a = ActQ8 {
+            qs: &qs[..cols],
+            d: &d[..nb],
+            sums: &sums[..nb],
+            block: f.block,
+        };
+        // Whole tiles of 16 rows per task, so that no piece of a tiled matrix is cut mid-tile.
+        let chunk = chunk_rows(total, par.threads());
+        par.for_each_chunk(&mut tmp[..total], chunk, &|i, dst| {
+            let (lo, hi) = (i * chunk, i * chunk + dst.len());
+            let mut start = 0;
+            for w in ws {
+                let (a0, a1) = (lo.max(start), hi.min(start + w.rows));
+                if a0 < a1 {
+                    let rb = w.row_bytes();
+                    let rows = &w.data(&self.bufs)[(a0 - start) * rb..(a1 - start) * rb];
+                    let out = &mut dst[a0 - lo..a1 - lo];
+                    if let Some(k) = self.int8_kernels(w).0 {
+                        k(rows, rb, &a, out);
+                    }
+                    if w.scale != 1.0 {
+                        for v in out.iter_mut() {
+                            *v *= w.scale;
+                        }
+                    }
+                }
+                start += w.rows;
+            }
+        });
+        let mut start = 0;
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            out[..w.rows].copy_from_slice(&tmp[start..start + w.rows]);
+            start += w.rows;
+        }
+        true
+    }
+
     /// `out[t] = w · input[t]` for `b` tokens; quantizes `input` unless `fmt` says it already is.
     #[allow(clippy::too_many_arguments)]
     fn project(
@@ -634,27 +774,13 @@ impl Forward<'_> {
         let data = w.data(&self.bufs);
         let rb = w.row_bytes();
         let want = self.act_format(w);
-        if let Some(f) = want {
-            if *fmt != want {
-                let nb = cols / f.block;
-                let act = ActRows {
-                    n: b,
-                    qs: &mut act_qs[..b * cols],
-                    d: &mut act_d[..b * nb],
-                    sums: &mut act_sums[..b * nb],
-                };
-                let quantize = |t: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]| {
-                    let x = &input[t * cols..(t + 1) * cols];
-                    if f.per_token {
-                        quantize_per_token(x, f.block, qs, d, sums);
-                    } else {
-                        quantize_groups(x, f.block, f.group, qs, d, sums);
-                    }
-                };
-                par.for_each_act_row(act, cols, nb, &quantize);
-                *fmt = want;
-            }
-        }
+        let act = ActRows {
+            n: b,
+            qs: act_qs,
+            d: act_d,
+            sums: act_sums,
+        };
+        self.quantize_input(want, input, cols, act, fmt, par);
         let (qs, ds, sums) = (&*act_qs, &*act_d, &*act_sums);
         let (q8, gemm) = self.int8_kernels(w);
         let f32k = self.kernels.matvec_f32(w.ty);
