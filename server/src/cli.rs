@@ -486,5 +486,18 @@ pub fn doctor(_args: DoctorArgs) -> anyhow::Result<()> {
         }
         Err(e) => println!("  cannot read the store: {e}"),
     }
+    if crate::cpu::kernels().ternary_tiles.is_some() {
+        match trillim_runtime::tiles::cache_dir() {
+            Some(dir) => {
+                let (n, bytes) = trillim_runtime::tiles::cache_usage(&dir);
+                println!(
+                    "tiled-weight cache: {} ({n} files, {:.1} MiB; safe to delete)",
+                    dir.display(),
+                    bytes as f64 / (1u64 << 20) as f64
+                );
+            }
+            None => println!("tiled-weight cache: none (no home directory)"),
+        }
+    }
     Ok(())
 }

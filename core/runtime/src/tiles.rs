@@ -99,6 +99,17 @@ pub fn cache_dir() -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".trillim").join("cache"))
 }
 
+/// Number and total size of the tile cache files in `dir`.
+pub fn cache_usage(dir: &Path) -> (usize, u64) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    rd.flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "tiles"))
+        .filter_map(|e| e.metadata().ok())
+        .fold((0, 0), |(n, b), m| (n + 1, b + m.len()))
+}
+
 /// The projections to tile, each with its offset in the tile buffer; and the buffer's length.
 fn plan(weights: &Weights) -> (Vec<(usize, usize, usize)>, usize) {
     let mut list = Vec::new();
