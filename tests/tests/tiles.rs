@@ -41,6 +41,15 @@ fn tables() -> Vec<Kernels> {
     v
 }
 
+/// `path` loaded with `k` minus its tile kernels: the file's layout.
+fn open_untiled(path: &Path, k: Kernels) -> LoadedModel {
+    let k = Kernels {
+        ternary_tiles: None,
+        ..k
+    };
+    LoadedModel::open(path, k).unwrap()
+}
+
 fn cache_file(source: &TileSource) -> PathBuf {
     match source {
         TileSource::Built { cache: Ok(p), .. } | TileSource::Cached(p) => p.clone(),
@@ -73,14 +82,7 @@ fn tiled_loads_match_the_file_layout_and_reuse_their_cache() {
         .flat_map(|m| tables().into_iter().map(move |k| (m, k)))
     {
         let path = copy_model(&home.join("models"), name);
-        let plain = LoadedModel::open(
-            &path,
-            Kernels {
-                ternary_tiles: None,
-                ..k
-            },
-        )
-        .unwrap();
+        let plain = open_untiled(&path, k);
         assert_eq!(plain.tile_source, TileSource::None);
         assert!(!plain.recompiled);
         let want = logits(&plain, 2);
@@ -150,14 +152,7 @@ fn tiled_loads_match_the_file_layout_and_reuse_their_cache() {
         "{:?}",
         m.tile_source
     );
-    let plain = LoadedModel::open(
-        &path,
-        Kernels {
-            ternary_tiles: None,
-            ..k
-        },
-    )
-    .unwrap();
+    let plain = open_untiled(&path, k);
     assert!(logits(&m, 2) == logits(&plain, 2));
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -304,62 +304,15 @@ impl Forward<'_> {
             self.norm_rows(&s.x[..b * d], &mut s.xn[..b * d], d, &l.attn_norm, par);
             let mut fmt = None;
             let xn = &s.xn[..b * d];
-            let act = ActRows {
-                n: 1,
-                qs: &mut *s.act_qs,
-                d: &mut *s.act_d,
-                sums: &mut *s.act_sums,
-            };
-            let together = b == 1
-                && self.project_together(
-                    &[&l.q, &l.k, &l.v],
-                    xn,
-                    &mut [&mut s.q[..qd], &mut s.k[..kvd], &mut s.v[..kvd]],
-                    act,
-                    s.tmp,
-                    &mut fmt,
-                    par,
-                );
-            if !together {
-                let (aq, ad, asum, tmp) =
-                    (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
-                self.project(
-                    &l.q,
-                    xn,
-                    b,
-                    &mut s.q[..b * qd],
-                    aq,
-                    ad,
-                    asum,
-                    tmp,
-                    &mut fmt,
-                    par,
-                );
-                self.project(
-                    &l.k,
-                    xn,
-                    b,
-                    &mut s.k[..b * kvd],
-                    aq,
-                    ad,
-                    asum,
-                    tmp,
-                    &mut fmt,
-                    par,
-                );
-                self.project(
-                    &l.v,
-                    xn,
-                    b,
-                    &mut s.v[..b * kvd],
-                    aq,
-                    ad,
-                    asum,
-                    tmp,
-                    &mut fmt,
-                    par,
-                );
-            }
+            self.project_all(
+                &[&l.q, &l.k, &l.v],
+                xn,
+                b,
+                &mut [&mut s.q[..b * qd], &mut s.k[..b * kvd], &mut s.v[..b * kvd]],
+                (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp),
+                &mut fmt,
+                par,
+            );
             for t in 0..b {
                 let rope = &s.rope[t * c.rope_dim..(t + 1) * c.rope_dim];
                 for h in s.q[t * qd..(t + 1) * qd].chunks_exact_mut(c.head_dim) {
@@ -416,50 +369,15 @@ impl Forward<'_> {
             self.norm_rows(&s.x[..b * d], &mut s.xn[..b * d], d, &l.ffn_norm, par);
             let mut fmt = None;
             let xn = &s.xn[..b * d];
-            let act = ActRows {
-                n: 1,
-                qs: &mut *s.act_qs,
-                d: &mut *s.act_d,
-                sums: &mut *s.act_sums,
-            };
-            let together = b == 1
-                && self.project_together(
-                    &[&l.gate, &l.up],
-                    xn,
-                    &mut [&mut s.g[..ff], &mut s.u[..ff]],
-                    act,
-                    s.tmp,
-                    &mut fmt,
-                    par,
-                );
-            if !together {
-                let (aq, ad, asum, tmp) =
-                    (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp);
-                self.project(
-                    &l.gate,
-                    xn,
-                    b,
-                    &mut s.g[..b * ff],
-                    aq,
-                    ad,
-                    asum,
-                    tmp,
-                    &mut fmt,
-                    par,
-                );
-                self.project(
-                    &l.up,
-                    xn,
-                    b,
-                    &mut s.u[..b * ff],
-                    aq,
-                    ad,
-                    asum,
-                    tmp,
-                    &mut fmt,
-                    par,
-                );
-            }
+            self.project_all(
+                &[&l.gate, &l.up],
+                xn,
+                b,
+                &mut [&mut s.g[..b * ff], &mut s.u[..b * ff]],
+                (&mut *s.act_qs, &mut *s.act_d, &mut *s.act_sums, &mut *s.tmp),
+                &mut fmt,
+                par,
+            );
             // Gate activation times up, then the optional sub-norm, one token row per task.
             let sub = l.ffn_sub_norm.as_ref().map(|t| t.data(&self.bufs));
             let u = &s.u[..b * ff];
@@ -682,6 +600,36 @@ impl Forward<'_> {
         };
         par.for_each_act_row(act, cols, nb, &quantize);
         *fmt = want;
+    }
+
+    /// `outs[i][t] = ws[i] · input[t]` for `b` tokens and matrices that share their input: one
+    /// parallel pass over all their rows when decoding one token, a pass per matrix otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn project_all(
+        &self,
+        ws: &[&Tensor],
+        input: &[f32],
+        b: usize,
+        outs: &mut [&mut [f32]],
+        (act_qs, act_d, act_sums, tmp): (&mut [i8], &mut [f32], &mut [i32], &mut [f32]),
+        fmt: &mut Option<ActFormat>,
+        par: &dyn Parallel,
+    ) {
+        if b == 1 {
+            let act = ActRows {
+                n: 1,
+                qs: &mut *act_qs,
+                d: &mut *act_d,
+                sums: &mut *act_sums,
+            };
+            if self.project_together(ws, input, outs, act, &mut *tmp, fmt, par) {
+                return;
+            }
+        }
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            let (qs, d, sums, t) = (&mut *act_qs, &mut *act_d, &mut *act_sums, &mut *tmp);
+            self.project(w, input, b, out, qs, d, sums, t, fmt, par);
+        }
     }
 
     /// For one token, `outs[i] = ws[i] · input` for matrices that share their input, in one
