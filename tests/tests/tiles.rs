@@ -124,6 +124,24 @@ fn tiled_loads_match_the_file_layout_and_reuse_their_cache() {
         assert!(logits(&rebuilt, 2) == want);
         drop(rebuilt);
 
+        // A model of the same shape, size and modification time but other weights (a copy
+        // that kept its timestamp) does not match either.
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let at = plain.weights.layers[0].q.offset;
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at] = if bytes[at] == 0x55 { 0x00 } else { 0x55 };
+        std::fs::write(&path, &bytes).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        let other = LoadedModel::open(&path, k).unwrap();
+        assert!(
+            matches!(other.tile_source, TileSource::Built { .. }),
+            "{name}: {:?}",
+            other.tile_source
+        );
+        drop(other);
+
         // A model file rewritten since (new modification time) makes the cache stale.
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let now = std::time::SystemTime::now();

@@ -4,8 +4,9 @@
 //! When the kernel table has tile kernels (see [`trillim_kernels::ternary_tiles`]), every
 //! TQ1_0, TQ2_0 and I2_S projection whose shape tiles is repacked once. The result goes to
 //! `$TRILLIM_HOME/cache/<model>-<path hash>.tiles` (default `~/.trillim/cache`), with a
-//! header naming the model file's size and modification time and the layout version; a later
-//! load that finds a matching file maps it instead of repacking. A stale, truncated or foreign
+//! header naming the model file's size and modification time, the layout version and a hash
+//! of the tensor table and of bytes sampled from every tiled tensor; a later load that finds a
+//! matching file maps it instead of repacking. A stale, truncated or foreign
 //! file is rebuilt; a cache directory that cannot be written leaves the tiles in memory.
 
 use std::fs::{self, File};
@@ -22,6 +23,8 @@ use trillim_core::model::{Storage, Tensor, Weights};
 const VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"TRLMTQ1T";
 const HEADER: usize = 64;
+/// Words of each tiled tensor's bytes that the cache key samples.
+const SAMPLES: usize = 9;
 
 /// Where a load's tiled weights came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,6 +192,7 @@ impl Key {
 /// unknown (no metadata).
 fn cache_key(
     model: &Path,
+    file: &[u8],
     weights: &Weights,
     list: &[(usize, usize, usize)],
     total: usize,
@@ -227,6 +231,16 @@ fn cache_key(
             off as u64,
             len as u64,
         ]);
+        // A few bytes from across the tensor, so that a different model of the same shape,
+        // size and modification time (a copy that kept its timestamp) does not match.
+        let data = t.data(&trillim_core::model::Buffers::file(file));
+        for i in 0..SAMPLES {
+            let at = (data.len() - 8) * i / (SAMPLES - 1);
+            let b = &data[at..at + 8];
+            words.push(u64::from_le_bytes([
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+            ]));
+        }
     }
     let key = Key {
         source_len: meta.len(),
@@ -341,7 +355,7 @@ pub(crate) fn tile(
         return (TileBytes::Empty, TileSource::None);
     }
     let key = model.zip(cache).and_then(|(m, dir)| {
-        cache_key(m, weights, &list, total).map(|(name, key)| (dir.join(name), key))
+        cache_key(m, file, weights, &list, total).map(|(name, key)| (dir.join(name), key))
     });
     let point = |weights: &mut Weights| {
         for &(slot, off, len) in &list {
