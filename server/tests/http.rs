@@ -516,8 +516,10 @@ fn swap_waits_for_in_flight_work_and_refuses_a_second_load() {
 
 #[test]
 fn queue_overflow_and_disconnect_cancel() {
-    let s = start("queue", &["--max-queue", "1"]);
-    let long = chat_body(json!({"stream": true, "max_tokens": 100000}));
+    // A must outlast the retries below: no end-of-generation stop and a context it cannot
+    // fill in time (the tiny model decodes thousands of tokens per second).
+    let s = start("queue", &["--max-queue", "1", "--ctx", "65536"]);
+    let long = chat_body(json!({"stream": true, "max_tokens": 100000, "ignore_eos": true}));
     // A: running (its headers arrive once it left the queue).
     let a = s
         .send(
@@ -541,6 +543,7 @@ fn queue_overflow_and_disconnect_cancel() {
         .unwrap();
     // C: the queue (1) is full. B may not be queued yet when C arrives; retry until it is.
     let mut got429 = false;
+    let mut seen = Vec::new();
     for _ in 0..200 {
         let (st, hdrs, body) = s
             .try_request(
@@ -556,9 +559,11 @@ fn queue_overflow_and_disconnect_cancel() {
             got429 = true;
             break;
         }
+        seen.push(st);
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(got429, "no 429 with a full queue");
+    seen.dedup();
+    assert!(got429, "no 429 with a full queue; statuses seen: {seen:?}");
     // Dropping A cancels its (effectively endless) generation, so B gets served.
     drop(ra);
     let mut rb = BufReader::new(b);
