@@ -29,6 +29,8 @@ const TOKENS: usize = 64;
 struct Tables([__m512i; 3]);
 
 impl Tables {
+    /// # Safety
+    /// The CPU supports AVX-512 F/BW.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn new() -> Tables {
@@ -45,8 +47,8 @@ impl Tables {
 /// Permutes the two 128-element activation blocks at `q` into `out` (two permuted halves).
 ///
 /// # Safety
-/// `q` has 256 readable bytes and `out` [`PERMUTED_BLOCK`] + 20 writable ones; the CPU supports
-/// AVX-512 F/BW/VBMI.
+/// `q` has 256 readable bytes and `out` [`PERMUTED_BLOCK`] writable ones (the stores are
+/// masked to the planes); the CPU supports AVX-512 F/BW/VBMI.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 unsafe fn permute_block(q: *const i8, out: *mut i8) {

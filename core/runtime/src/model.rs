@@ -184,8 +184,10 @@ impl LoadedModel {
             }
             if let (TileSource::Built { .. }, Bytes::Mapped(m)) = (&t.1, &bytes) {
                 for (off, len) in sources {
-                    // SAFETY: the mapping is private and read-only, so dropping its pages only
-                    // makes a later read fault them back in from the file; nothing reads these
+                    // SAFETY: the mapping is read-only and the file is never changed in place,
+                    // so dropping its pages only makes a later read fault them back in from the
+                    // page cache (the range is widened to whole pages, which may touch a
+                    // neighbouring tensor: it faults back in the same way); nothing reads these
                     // ranges again (their tensors now point at the tiles).
                     let _ = unsafe {
                         m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, len)
@@ -253,7 +255,10 @@ impl LoadedModel {
     /// Bytes of weights the model keeps in memory when every page has been read: the file,
     /// less the tensors that were tiled, plus re-encoded and tiled weights.
     pub fn weight_memory_bytes(&self) -> usize {
-        self.bytes().len() - self.tiled_file_bytes + self.aux.len() + self.tiles.bytes().len()
+        // Saturating: a crafted file could let tensors share bytes.
+        self.bytes().len().saturating_sub(self.tiled_file_bytes)
+            + self.aux.len()
+            + self.tiles.bytes().len()
     }
 
     /// The buffers the weights point into.

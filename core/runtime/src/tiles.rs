@@ -102,13 +102,16 @@ pub fn cache_dir() -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".trillim").join("cache"))
 }
 
-/// Number and total size of the tile cache files in `dir`.
+/// Number and total size of the tile cache files in `dir` (temporary ones included).
 pub fn cache_usage(dir: &Path) -> (usize, u64) {
     let Ok(rd) = fs::read_dir(dir) else {
         return (0, 0);
     };
     rd.flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "tiles"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".tiles") || name.contains(".tmp.")
+        })
         .filter_map(|e| e.metadata().ok())
         .fold((0, 0), |(n, b), m| (n + 1, b + m.len()))
 }
@@ -264,11 +267,33 @@ fn open_cached(path: &Path, key: &Key) -> Option<Mmap> {
     (map.len() == HEADER + key.payload as usize && map[..HEADER] == key.header()).then_some(map)
 }
 
+/// Removes temporary files of `path` left by a writer that died: any older than an hour (a
+/// live writer finishes in seconds).
+fn remove_abandoned(dir: &Path, path: &Path) {
+    let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!("{stem}.tmp.");
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 3600);
+        if old && e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Writes `tiles` with `key`'s header to `path` (through a temporary file and a rename, so a
 /// concurrent load never sees a partial file), then maps it.
 fn write_cache(path: &Path, key: &Key, tiles: &[u8]) -> std::io::Result<Mmap> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
+        remove_abandoned(dir, path);
     }
     static SEQ: AtomicUsize = AtomicUsize::new(0);
     let tmp = path.with_extension(format!(

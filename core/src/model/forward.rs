@@ -650,8 +650,16 @@ impl Forward<'_> {
         let want = self.act_format(ws[0]);
         let cols = ws[0].cols;
         let total: usize = ws.iter().map(|w| w.rows).sum();
+        // Tiled matrices must start on a tile boundary of the combined rows, so that every
+        // task's piece of them is whole tiles.
+        let mut start = 0;
         let fits = ws.iter().all(|w| {
-            w.cols == cols && self.act_format(w) == want && self.int8_kernels(w).0.is_some()
+            let aligned = w.storage != Storage::Tiles || start % 16 == 0;
+            start += w.rows;
+            aligned
+                && w.cols == cols
+                && self.act_format(w) == want
+                && self.int8_kernels(w).0.is_some()
         });
         let Some(f) = want.filter(|_| fits && tmp.len() >= total) else {
             return false;
