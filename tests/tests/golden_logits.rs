@@ -217,3 +217,30 @@ fn thread_count_does_not_change_logits() {
         assert_eq!(got, reference, "{threads} threads");
     }
 }
+
+/// The same logits, bit for bit, whatever the batch a token is fed in: the server relies on
+/// it to sample the first token from the prompt's last chunk and still reproduce a seeded
+/// output whether or not the prompt's prefix came from the cache.
+#[test]
+fn batch_size_does_not_change_logits() {
+    let kernels = trillim_runtime::cpu::best_kernels();
+    let mut models: Vec<Vec<u8>> = [
+        "models/tiny-bitnet-tq2_0.gguf",
+        "models/tiny-bitnet-tq1_0.gguf",
+        "models/tiny-b158-i2_s.gguf",
+    ]
+    .iter()
+    .map(|m| std::fs::read(testdata(m)).unwrap())
+    .collect();
+    if let Some(p) = smollm2_path() {
+        models.push(std::fs::read(p).unwrap());
+    }
+    let tokens: Vec<u32> = (0..70).map(|i| (i * 7919 % 49000) as u32).collect();
+    for model in &models {
+        let reference = logits_all(model, &tokens, &kernels, 1);
+        for batch in [7, 64] {
+            let got = logits_all(model, &tokens, &kernels, batch);
+            assert!(got == reference, "batch {batch} differs from batch 1");
+        }
+    }
+}

@@ -422,11 +422,12 @@ impl Worker {
             cached_tokens: cached,
         });
 
-        // Prefill all but the last prompt token in chunks (checking for cancellation between
-        // them), then the last one alone: its logits then come from the same computation
-        // whether or not the prefix was cached, so a seed reproduces its output.
+        // Prefill in chunks, checking for cancellation between them; the last chunk also gives
+        // the logits the first token is sampled from. A token's logits do not depend on the
+        // batch it is fed in (`batch_size_does_not_change_logits` checks it bit for bit), so a
+        // seed reproduces its output whether or not the prefix came from the cache.
         let top = job.logprobs.unwrap_or(0);
-        let body = &prompt[cached..prompt.len() - 1];
+        let body = &prompt[cached..];
         let mut prompt_lps: Vec<TokenLogprob> = Vec::new();
         if job.echo_logprobs {
             prompt_lps.push(TokenLogprob {
@@ -436,11 +437,17 @@ impl Worker {
             });
         }
         let mut pos = cached;
-        for chunk in body.chunks(PREFILL_CHUNK) {
+        let n_chunks = body.len().div_ceil(PREFILL_CHUNK);
+        for (ci, chunk) in body.chunks(PREFILL_CHUNK).enumerate() {
             if Self::cancelled(job) {
                 return Ok(None);
             }
-            let want = if job.echo_logprobs { chunk.len() } else { 0 };
+            let last = ci + 1 == n_chunks;
+            let want = if job.echo_logprobs {
+                chunk.len()
+            } else {
+                usize::from(last)
+            };
             let logits = self
                 .session
                 .feed(&self.model, &self.pool, chunk, want)
@@ -448,22 +455,21 @@ impl Worker {
             if job.echo_logprobs {
                 for (k, row) in logits.chunks(n_vocab).enumerate() {
                     // Row k holds the distribution after prompt[pos + k], i.e. for prompt[pos + k + 1].
-                    let next = prompt[pos + k + 1];
-                    prompt_lps.push(logprobs_of(row, next, top));
+                    if let Some(&next) = prompt.get(pos + k + 1) {
+                        prompt_lps.push(logprobs_of(row, next, top));
+                    }
                 }
+            }
+            if last {
+                self.scratch.clear();
+                self.scratch
+                    .extend_from_slice(&logits[logits.len() - n_vocab..]);
             }
             pos += chunk.len();
         }
         if Self::cancelled(job) {
             return Ok(None);
         }
-        let last = [prompt[prompt.len() - 1]];
-        let logits = self
-            .session
-            .feed(&self.model, &self.pool, &last, 1)
-            .map_err(|e| e.to_string())?;
-        self.scratch.clear();
-        self.scratch.extend_from_slice(logits);
         if job.echo_logprobs {
             let _ = job
                 .events
