@@ -54,7 +54,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         prompt_tokens: args.prompt_tokens.max(1),
         gen_tokens: args.gen_tokens.max(1),
         runs: args.runs.max(1),
-        batch: 64,
+        // As the server's prefill chunk.
+        batch: 128,
     };
     let report = bench::run(&model, &pool, opts).context("benchmark failed")?;
     if args.json {
