@@ -178,21 +178,24 @@ impl LoadedModel {
             let sources = tiles::sources(&weights);
             let cache = tiles::cache_dir().filter(|_| on_disk);
             let model = Some(path).filter(|_| on_disk);
-            let t = tiles::tile(data, model, &mut weights, cache.as_deref());
+            let mut release = || {
+                if let Bytes::Mapped(m) = &bytes {
+                    for &(off, len) in &sources {
+                        // SAFETY: the mapping is read-only and the file is never changed in
+                        // place, so dropping its pages only makes a later read fault them back
+                        // in from the page cache (the range is widened to whole pages, which
+                        // may touch a neighbouring tensor: it faults back in the same way);
+                        // nothing reads these ranges again (their tensors now point at the
+                        // tiles).
+                        let _ = unsafe {
+                            m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, len)
+                        };
+                    }
+                }
+            };
+            let t = tiles::tile(data, model, &mut weights, cache.as_deref(), &mut release);
             if matches!(t.1, TileSource::Built { .. } | TileSource::Cached(_)) {
                 tiled_file_bytes = sources.iter().map(|s| s.1).sum();
-            }
-            if let (TileSource::Built { .. }, Bytes::Mapped(m)) = (&t.1, &bytes) {
-                for (off, len) in sources {
-                    // SAFETY: the mapping is read-only and the file is never changed in place,
-                    // so dropping its pages only makes a later read fault them back in from the
-                    // page cache (the range is widened to whole pages, which may touch a
-                    // neighbouring tensor: it faults back in the same way); nothing reads these
-                    // ranges again (their tensors now point at the tiles).
-                    let _ = unsafe {
-                        m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, len)
-                    };
-                }
             }
             t
         } else {
