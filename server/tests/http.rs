@@ -153,6 +153,22 @@ impl Client {
         Ok((status, hdrs, String::from_utf8_lossy(&body).into_owned()))
     }
 
+    /// Starts a streamed chat completion and returns the stream once its `200` head arrived
+    /// (the request has left the queue and is running).
+    fn open_stream(&self, body: &Value) -> BufReader<TcpStream> {
+        let a = self
+            .send(
+                "POST",
+                "/v1/chat/completions",
+                Some(body.to_string().as_bytes()),
+                &[],
+            )
+            .unwrap();
+        let mut r = BufReader::new(a);
+        assert_eq!(read_head(&mut r).unwrap().0, 200);
+        r
+    }
+
     fn post(&self, path: &str, v: &Value) -> (u16, Value) {
         let (st, _, body) = self
             .try_request("POST", path, Some(v.to_string().as_bytes()), &[])
@@ -472,16 +488,7 @@ fn model_load_validates_and_swaps() {
 fn swap_waits_for_in_flight_work_and_refuses_a_second_load() {
     let s = start("swap", &[]);
     let long = chat_body(json!({"stream": true, "max_tokens": 100000}));
-    let a = s
-        .send(
-            "POST",
-            "/v1/chat/completions",
-            Some(long.to_string().as_bytes()),
-            &[],
-        )
-        .unwrap();
-    let mut ra = BufReader::new(a);
-    assert_eq!(read_head(&mut ra).unwrap().0, 200);
+    let mut ra = s.open_stream(&long);
     // The load validates, then waits for A (still generating on the old model).
     let c = s.client;
     let loader =
@@ -524,18 +531,8 @@ fn queue_overflow_and_disconnect_cancel() {
     let long = chat_body(json!({"stream": true, "max_tokens": 100000, "ignore_eos": true}));
     let mut seen = Vec::new();
     for _attempt in 0..5 {
-        // A: running (its headers arrive once it left the queue).
-        let a = s
-            .send(
-                "POST",
-                "/v1/chat/completions",
-                Some(long.to_string().as_bytes()),
-                &[],
-            )
-            .unwrap();
-        let mut ra = BufReader::new(a);
-        let (st, _) = read_head(&mut ra).unwrap();
-        assert_eq!(st, 200);
+        // A: running.
+        let ra = s.open_stream(&long);
         // B: waits in the queue (its answer only comes once A is gone).
         let b = s
             .send(
