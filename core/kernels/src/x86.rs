@@ -725,6 +725,9 @@ unsafe fn mix_f16_avx2(w: &[f32], v: &[u16], hd: usize, acc: &mut [f32]) {
 
 // Compiled only when the build script found a compiler with these intrinsics (1.89+).
 #[cfg(trillim_avx512)]
+pub(crate) use avx512::{tq1_digit512, triple512};
+
+#[cfg(trillim_avx512)]
 #[allow(clippy::incompatible_msrv)]
 mod avx512 {
     use super::*;
@@ -896,7 +899,7 @@ mod avx512 {
     /// `[q ≥ 86] + [q ≥ 171]`, with unsigned compares into mask registers.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn tq1_digit512(q: __m512i) -> __m512i {
+    pub(crate) unsafe fn tq1_digit512(q: __m512i) -> __m512i {
         let k1 = _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(86));
         let k2 = _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(171u8 as i8));
         let c = _mm512_maskz_mov_epi8(k1, _mm512_set1_epi8(1));
@@ -916,7 +919,7 @@ mod avx512 {
     /// Bytewise `3q` (mod 256).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn triple512(q: __m512i) -> __m512i {
+    pub(crate) unsafe fn triple512(q: __m512i) -> __m512i {
         _mm512_add_epi8(q, _mm512_add_epi8(q, q))
     }
 

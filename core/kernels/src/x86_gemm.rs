@@ -24,6 +24,7 @@ use crate::act::ActBatch;
 use crate::formats::{
     Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
+use crate::x86::{tq1_digit512, triple512};
 
 /// Rows per tile (one per 32-bit lane of a 512-bit register).
 const ROWS: usize = 16;
@@ -161,26 +162,6 @@ unsafe fn f16x16(p: &[*const u8; ROWS], off: usize) -> __m512 {
     _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(h.as_ptr() as *const __m256i) })
 }
 
-/// Base-3 digit of each byte `q` (already multiplied by `3^n` mod 256): `(3q) >> 8`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn tq1_digit(q: __m512i) -> __m512i {
-    let one = _mm512_set1_epi8(1);
-    let m1 = _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(86));
-    let m2 = _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(171u8 as i8));
-    _mm512_add_epi8(
-        _mm512_maskz_mov_epi8(m1, one),
-        _mm512_maskz_mov_epi8(m2, one),
-    )
-}
-
-/// Bytewise `3q` mod 256.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn triple(q: __m512i) -> __m512i {
-    _mm512_add_epi8(q, _mm512_add_epi8(q, q))
-}
-
 /// Decodes the weight block at byte `off` of the 16 rows into `codes` (see the module docs):
 /// `act_blocks(F) · groups(F)` vectors, activation block `s` at `codes[s · groups(F)..]`.
 ///
@@ -222,8 +203,8 @@ unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, codes: &mut [__
                 for (j, &y) in y.iter().enumerate() {
                     let mut x = y;
                     for n in 0..5 {
-                        codes[8 * n + j] = tq1_digit(x);
-                        x = triple(x);
+                        codes[8 * n + j] = tq1_digit512(x);
+                        x = triple512(x);
                     }
                 }
                 // qs[32..48]: digit n of byte m is weight 160 + 16n + m.
@@ -231,8 +212,8 @@ unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, codes: &mut [__
                 for (j, &z) in z.iter().enumerate() {
                     let mut x = z;
                     for n in 0..5 {
-                        codes[40 + 4 * n + j] = tq1_digit(x);
-                        x = triple(x);
+                        codes[40 + 4 * n + j] = tq1_digit512(x);
+                        x = triple512(x);
                     }
                 }
                 // qh[0..4]: digit n of byte m is weight 240 + 4n + m.
@@ -240,8 +221,8 @@ unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, codes: &mut [__
                     core::array::from_fn(|i| (p[i].add(off + 48) as *const u32).read_unaligned());
                 let mut x = _mm512_loadu_si512(h.as_ptr() as *const _);
                 for n in 0..4 {
-                    codes[60 + n] = tq1_digit(x);
-                    x = triple(x);
+                    codes[60 + n] = tq1_digit512(x);
+                    x = triple512(x);
                 }
             }
             Q8 => {
