@@ -41,7 +41,7 @@
 
 use crate::act::ActQ8;
 use crate::f16::le_f16;
-use crate::formats::{i2s_group_ternary, tq2_0_block_ternary, WeightType, TQ1_0_BLOCK_BYTES};
+use crate::formats::{i2s_group_ternary, tq1_0_block_ternary, tq2_0_block_ternary, WeightType};
 
 /// Rows per tile.
 pub const TILE_ROWS: usize = 16;
@@ -69,49 +69,6 @@ pub fn tiled_bytes(rows: usize, cols: usize) -> Option<usize> {
     (rows / TILE_ROWS)
         .checked_mul(cols / 256)?
         .checked_mul(TILE_BLOCK_BYTES)
-}
-
-/// Code (weight + 1) of digit `n` of every TQ1_0 byte value.
-const CODES: [[u8; 5]; 256] = codes_table();
-
-const fn codes_table() -> [[u8; 5]; 256] {
-    const POW3: [u16; 5] = [1, 3, 9, 27, 81];
-    let mut t = [[0u8; 5]; 256];
-    let mut b = 0;
-    while b < 256 {
-        let mut n = 0;
-        while n < 5 {
-            // As `tq1_digit`: (byte · 3^n mod 256) · 3 >> 8.
-            let q = (b as u16 * POW3[n]) & 0xff;
-            t[b][n] = ((q * 3) >> 8) as u8;
-            n += 1;
-        }
-        b += 1;
-    }
-    t
-}
-
-/// Writes the codes (weight + 1) of one TQ1_0 block in weight order.
-fn block_codes(block: &[u8], out: &mut [u8; 256]) {
-    let (qs, qh) = (&block[..48], &block[48..52]);
-    for (m, &b) in qs[..32].iter().enumerate() {
-        let c = &CODES[b as usize];
-        for n in 0..5 {
-            out[32 * n + m] = c[n];
-        }
-    }
-    for (m, &b) in qs[32..48].iter().enumerate() {
-        let c = &CODES[b as usize];
-        for n in 0..5 {
-            out[160 + 16 * n + m] = c[n];
-        }
-    }
-    for (m, &b) in qh.iter().enumerate() {
-        let c = &CODES[b as usize];
-        for n in 0..4 {
-            out[240 + 4 * n + m] = c[n];
-        }
-    }
 }
 
 /// Code of weight `3g + j` of half `h` in `codes`, 1 (weight 0) past the half.
@@ -142,41 +99,45 @@ pub fn can_tile(ty: WeightType) -> bool {
 }
 
 /// Writes the codes (weight + 1) of 256-weight block `b` of a row of `ty` and returns its f16
-/// scale bits (1.0 for I2_S, whose scale is per tensor), or `None` if a code is 3.
+/// scale bits (1.0 for I2_S, whose scale is per tensor), or `None` if a 2-bit code is 3.
 fn block_of(ty: WeightType, row: &[u8], b: usize, out: &mut [u8; 256]) -> Option<[u8; 2]> {
-    match ty {
+    let bb = ty.block_bytes();
+    let mut t = [0i8; 256];
+    let scale = match ty {
         WeightType::TQ1_0 => {
-            let blk = &row[b * TQ1_0_BLOCK_BYTES..][..TQ1_0_BLOCK_BYTES];
-            block_codes(blk, out);
-            Some([blk[52], blk[53]])
+            let blk = &row[b * bb..][..bb];
+            tq1_0_block_ternary(blk, &mut t);
+            [blk[52], blk[53]]
         }
         WeightType::TQ2_0 => {
-            let blk = &row[b * 66..][..66];
-            if blk[..64].iter().any(|&x| x & (x >> 1) & 0x55 != 0) {
+            let blk = &row[b * bb..][..bb];
+            if has_code_3(&blk[..64]) {
                 return None;
             }
-            let mut t = [0i8; 256];
             tq2_0_block_ternary(blk, &mut t);
-            for (o, &v) in out.iter_mut().zip(&t) {
-                *o = (v + 1) as u8;
-            }
-            Some([blk[64], blk[65]])
+            [blk[64], blk[65]]
         }
         _ => {
-            let blk = &row[b * 64..][..64];
-            if blk.iter().any(|&x| x & (x >> 1) & 0x55 != 0) {
+            // Two 128-weight I2_S groups.
+            let blk = &row[b * 2 * bb..][..2 * bb];
+            if has_code_3(blk) {
                 return None;
             }
-            let mut t = [0i8; 128];
-            for g in 0..2 {
-                i2s_group_ternary(&blk[32 * g..32 * g + 32], &mut t);
-                for (o, &v) in out[128 * g..128 * g + 128].iter_mut().zip(&t) {
-                    *o = (v + 1) as u8;
-                }
+            for (g, t) in t.chunks_exact_mut(128).enumerate() {
+                i2s_group_ternary(&blk[32 * g..32 * g + 32], t);
             }
-            Some(crate::f16::f32_to_f16(1.0).to_le_bytes())
+            crate::f16::f32_to_f16(1.0).to_le_bytes()
         }
+    };
+    for (o, &v) in out.iter_mut().zip(&t) {
+        *o = (v + 1) as u8;
     }
+    Some(scale)
+}
+
+/// True if a byte of 2-bit codes holds a 3 (both bits of a field set).
+fn has_code_3(codes: &[u8]) -> bool {
+    codes.iter().any(|&x| x & (x >> 1) & 0x55 != 0)
 }
 
 /// Repacks a `rows × cols` matrix of ternary type `ty` (`src`, rows back to back, without an
@@ -263,7 +224,22 @@ pub fn permute_half(q: &[i8], out: &mut [i8]) {
     }
 }
 
-/// Tiled TQ1_0 weights × 128-blocks of int8 activations (scalar reference): `w` holds
+/// Decodes lane row `r` (0..16) of a tile block back to its 256 ternary weights.
+fn block_ternary(blk: &[u8], r: usize, out: &mut [i8; 256]) {
+    for h in 0..2 {
+        for g in 0..TRIPLES {
+            let idx = step_index(blk, HALF_STEPS * h + g / 4, 4 * r + g % 4);
+            for j in 0..3 {
+                let k = 3 * g + j;
+                if k < 128 {
+                    out[128 * h + k] = index_code(idx, j) as i8 - 1;
+                }
+            }
+        }
+    }
+}
+
+/// Tiled ternary weights × 128-blocks of int8 activations (scalar reference): `w` holds
 /// `out.len() / 16` tiles of `row_bytes = 57 · cols / 256` bytes per row.
 ///
 /// # Panics
@@ -272,29 +248,22 @@ pub fn matvec(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
     assert_eq!(out.len() % TILE_ROWS, 0, "rows must be whole tiles");
     let nb = row_bytes / ROW_BLOCK_BYTES;
     let tile_bytes = TILE_ROWS * row_bytes;
-    for (t, o) in out.chunks_exact_mut(TILE_ROWS).enumerate() {
-        let tile = &w[t * tile_bytes..(t + 1) * tile_bytes];
-        let mut acc = [0f32; TILE_ROWS];
-        for (b, blk) in tile.chunks_exact(TILE_BLOCK_BYTES).take(nb).enumerate() {
-            for h in 0..2 {
-                let ab = 2 * b + h;
-                let q = &a.qs[ab * 128..ab * 128 + 128];
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let mut isum = 0i32;
-                    for g in 0..TRIPLES {
-                        let idx = step_index(blk, HALF_STEPS * h + g / 4, 4 * r + g % 4);
-                        for j in 0..3 {
-                            let k = 3 * g + j;
-                            if k < 128 {
-                                isum += (index_code(idx, j) as i32 - 1) * q[k] as i32;
-                            }
-                        }
-                    }
-                    *acc += (le_f16(blk, 2 * r) * a.d[ab]) * isum as f32;
+    let mut t = [0i8; 256];
+    for (ti, o) in out.chunks_exact_mut(TILE_ROWS).enumerate() {
+        let tile = &w[ti * tile_bytes..(ti + 1) * tile_bytes];
+        for (r, o) in o.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for (b, blk) in tile.chunks_exact(TILE_BLOCK_BYTES).take(nb).enumerate() {
+                block_ternary(blk, r, &mut t);
+                for (h, th) in t.chunks_exact(128).enumerate() {
+                    let ab = 2 * b + h;
+                    let q = &a.qs[ab * 128..ab * 128 + 128];
+                    let isum: i32 = th.iter().zip(q).map(|(&w, &x)| w as i32 * x as i32).sum();
+                    acc += (le_f16(blk, 2 * r) * a.d[ab]) * isum as f32;
                 }
             }
+            *o = acc;
         }
-        o.copy_from_slice(&acc);
     }
 }
 
@@ -304,19 +273,13 @@ crate::scalar::gemm_from_matvec!(pub gemm, matvec);
 pub fn row_ternary(w: &[u8], row_bytes: usize, r: usize, out: &mut [i8]) {
     let tile_bytes = TILE_ROWS * row_bytes;
     let tile = &w[(r / TILE_ROWS) * tile_bytes..][..tile_bytes];
-    let lane_row = r % TILE_ROWS;
-    for (b, blk) in tile.chunks_exact(TILE_BLOCK_BYTES).enumerate() {
-        for h in 0..2 {
-            for g in 0..TRIPLES {
-                let idx = step_index(blk, HALF_STEPS * h + g / 4, 4 * lane_row + g % 4);
-                for j in 0..3 {
-                    let k = 3 * g + j;
-                    if k < 128 {
-                        out[256 * b + 128 * h + k] = index_code(idx, j) as i8 - 1;
-                    }
-                }
-            }
-        }
+    let mut t = [0i8; 256];
+    for (blk, o) in tile
+        .chunks_exact(TILE_BLOCK_BYTES)
+        .zip(out.chunks_exact_mut(256))
+    {
+        block_ternary(blk, r % TILE_ROWS, &mut t);
+        o.copy_from_slice(&t);
     }
 }
 
@@ -324,18 +287,9 @@ pub fn row_ternary(w: &[u8], row_bytes: usize, r: usize, out: &mut [i8]) {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::formats::{tq1_0_block_ternary, tq1_digit};
+    use crate::formats::{tq1_0_block_ternary, TQ1_0_BLOCK_BYTES};
     use crate::tests::Rng;
     use std::vec;
-
-    #[test]
-    fn codes_table_matches_digit_decoder() {
-        for b in 0..=255u8 {
-            for (n, &c) in CODES[b as usize].iter().enumerate() {
-                assert_eq!(c as i8 - 1, tq1_digit(b, n));
-            }
-        }
-    }
 
     #[test]
     fn repack_round_trips_every_weight() {
