@@ -84,12 +84,12 @@ impl CpuFeatures {
     }
 }
 
-/// Kernels over TQ1_0 weights repacked into 16-row tiles (see [`crate::ternary_tiles`]).
+/// Kernels over ternary weights repacked into 16-row tiles (see [`crate::ternary_tiles`]).
 #[derive(Clone, Copy)]
 pub struct TileKernels {
-    /// Tiled TQ1_0 matrix × int8 vector.
+    /// Tiled ternary matrix × int8 vector.
     pub matvec: MatVecFn,
-    /// Tiled TQ1_0 matrix × several int8 vectors.
+    /// Tiled ternary matrix × several int8 vectors.
     pub gemm: GemmFn,
 }
 
@@ -149,8 +149,8 @@ pub struct Kernels {
     pub gemm_tq2_0: GemmFn,
     /// I2_S matrix × several int8 vectors (unscaled).
     pub gemm_i2s: GemmFn,
-    /// Kernels for TQ1_0 weights repacked into tiles, on paths where they beat the plain
-    /// TQ1_0 kernels; `None` keeps TQ1_0 models in the file's layout.
+    /// Kernels for ternary weights repacked into tiles, on paths where they beat the file
+    /// layouts' kernels; `None` keeps ternary models in the file's layout.
     pub ternary_tiles: Option<TileKernels>,
 }
 
@@ -246,7 +246,7 @@ impl Kernels {
         }
     }
 
-    /// The AVX-512 VNNI kernels plus `vpermb` kernels over tiled TQ1_0 weights.
+    /// The AVX-512 VNNI kernels plus `vpermb` kernels over tiled ternary weights.
     ///
     /// # Safety
     /// As [`Kernels::avx512vnni`], and the CPU must also support AVX-512 VBMI.

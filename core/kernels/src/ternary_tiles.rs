@@ -209,7 +209,7 @@ pub fn step_index(block: &[u8], s: usize, lane: usize) -> u8 {
 
 /// Code `j` (0..=2) of a triple index.
 #[inline]
-pub fn index_code(idx: u8, j: usize) -> u8 {
+pub const fn index_code(idx: u8, j: usize) -> u8 {
     const DIV: [u8; 3] = [1, 3, 9];
     (idx / DIV[j]) % 3
 }

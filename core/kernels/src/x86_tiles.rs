@@ -1,4 +1,4 @@
-//! AVX-512 VBMI kernels over tiled TQ1_0 weights (see [`crate::ternary_tiles`]).
+//! AVX-512 VBMI kernels over tiled ternary weights (see [`crate::ternary_tiles`]).
 //!
 //! Per step, `vpermb` turns 64 triple indices (16 rows × 4 triples) into the codes of each of
 //! the triples' three weight positions, and `vpdpbusd` adds each against four broadcast
@@ -25,21 +25,51 @@ const CHUNK: usize = 64;
 /// Tokens whose `f32` accumulators a multi-token pass keeps on the stack.
 const TOKENS: usize = 64;
 
-/// `vpermb` tables: byte `i` of table `j` is code `j` of triple index `i`.
+/// `vpermb` tables: byte `i` of table `j` is code `j` of triple index `i` (`i mod 27`: a
+/// damaged index still reads inside the table).
+const CODE_TABLES: [[u8; 64]; 3] = {
+    let mut t = [[0u8; 64]; 3];
+    let mut i = 0;
+    while i < 64 {
+        let mut j = 0;
+        while j < 3 {
+            t[j][i] = crate::ternary_tiles::index_code((i % 27) as u8, j);
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// `vpermt2b` indices of the activation planes: lane `g` of plane `j` is activation `3g + j`
+/// (clamped; lanes past the block are masked off).
+const PLANE_INDICES: [[u8; 64]; 3] = {
+    let mut t = [[0u8; 64]; 3];
+    let mut j = 0;
+    while j < 3 {
+        let mut g = 0;
+        while g < 64 {
+            let k = 3 * g + j;
+            t[j][g] = if k < 127 { k as u8 } else { 127 };
+            g += 1;
+        }
+        j += 1;
+    }
+    t
+};
+
+/// The code tables in registers.
 struct Tables([__m512i; 3]);
 
 impl Tables {
     /// # Safety
-    /// The CPU supports AVX-512 F/BW.
+    /// The CPU supports AVX-512 F.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f")]
     unsafe fn new() -> Tables {
-        let t: [[u8; 64]; 3] = core::array::from_fn(|j| {
-            core::array::from_fn(|i| crate::ternary_tiles::index_code((i % 27) as u8, j))
-        });
         // SAFETY: each table is 64 readable bytes.
         Tables(core::array::from_fn(|j| unsafe {
-            _mm512_loadu_si512(t[j].as_ptr() as *const _)
+            _mm512_loadu_si512(CODE_TABLES[j].as_ptr() as *const _)
         }))
     }
 }
@@ -53,8 +83,6 @@ impl Tables {
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 unsafe fn permute_block(q: *const i8, out: *mut i8) {
     // Plane j, lane g: activation 3g + j, zero where that is past the block.
-    let idx: [[u8; 64]; 3] =
-        core::array::from_fn(|j| core::array::from_fn(|g| core::cmp::min(3 * g + j, 127) as u8));
     let valid = [(1u64 << 43) - 1, (1u64 << 43) - 1, (1u64 << 42) - 1];
     let store = (1u64 << TRIPLES) - 1;
     // SAFETY: the caller's contract covers every load and (masked) store.
@@ -63,7 +91,7 @@ unsafe fn permute_block(q: *const i8, out: *mut i8) {
             let lo = _mm512_loadu_si512(q.add(128 * h) as *const _);
             let hi = _mm512_loadu_si512(q.add(128 * h + 64) as *const _);
             for j in 0..3 {
-                let ix = _mm512_loadu_si512(idx[j].as_ptr() as *const _);
+                let ix = _mm512_loadu_si512(PLANE_INDICES[j].as_ptr() as *const _);
                 let v = _mm512_maskz_permutex2var_epi8(valid[j], lo, ix, hi);
                 _mm512_mask_storeu_epi8(out.add(PERMUTED_HALF * h + TRIPLES * j), store, v);
             }
@@ -120,6 +148,9 @@ unsafe fn plane_word(xp: *const i8, j: usize, st: usize) -> __m512i {
 }
 
 /// `acc + (dw · d) · (s0 + s1 + s2 − sum)` lane-wise, as the scalar reference rounds it.
+///
+/// # Safety
+/// The CPU supports AVX-512 F.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn epilogue(acc: __m512, dw: __m512, d: f32, s: &[__m512i; 3], sum: i32) -> __m512 {
@@ -349,13 +380,13 @@ unsafe fn gemm(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
 // Safe wrappers stored in the kernel table, reachable only through `Kernels::avx512vbmi`, whose
 // contract is that the CPU supports these target features.
 
-/// Tiled TQ1_0 matrix × int8 vector.
+/// Tiled ternary matrix × int8 vector.
 pub(crate) fn vbmi_tiles(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
     // SAFETY: only reachable through `Kernels::avx512vbmi` (see above).
     unsafe { matvec(w, row_bytes, a, out) }
 }
 
-/// Tiled TQ1_0 matrix × several int8 vectors.
+/// Tiled ternary matrix × several int8 vectors.
 pub(crate) fn vbmi_gemm_tiles(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
     // SAFETY: only reachable through `Kernels::avx512vbmi` (see above).
     unsafe { gemm(w, row_bytes, a, out) }
