@@ -173,14 +173,12 @@ impl LoadedModel {
         let g = Gguf::parse(data).map_err(|e| err(e.into()))?;
         let config = Config::from_gguf(&g).map_err(err)?;
         let mut weights = Box::new(Weights::from_gguf(&g, &config).map_err(err)?);
-        let mut tiled_file_bytes = 0;
-        let (tiles, tile_source) = if kernels.ternary_tiles.is_some() {
-            let sources = tiles::sources(&weights);
+        let t = if kernels.ternary_tiles.is_some() {
             let cache = tiles::cache_dir().filter(|_| on_disk);
             let model = Some(path).filter(|_| on_disk);
-            let mut release = || {
+            let mut release = |sources: &[(usize, usize)]| {
                 if let Bytes::Mapped(m) = &bytes {
-                    for &(off, len) in &sources {
+                    for &(off, len) in sources {
                         // SAFETY: the mapping is read-only and the file is never changed in
                         // place, so dropping its pages only makes a later read fault them back
                         // in from the page cache (the range is widened to whole pages, which
@@ -193,13 +191,13 @@ impl LoadedModel {
                     }
                 }
             };
-            let t = tiles::tile(data, model, &mut weights, cache.as_deref(), &mut release);
-            if matches!(t.1, TileSource::Built { .. } | TileSource::Cached(_)) {
-                tiled_file_bytes = sources.iter().map(|s| s.1).sum();
-            }
-            t
+            tiles::tile(data, model, &mut weights, cache.as_deref(), &mut release)
         } else {
-            (TileBytes::Empty, TileSource::None)
+            tiles::Tiled {
+                bytes: TileBytes::Empty,
+                source: TileSource::None,
+                replaced: 0,
+            }
         };
         Ok(LoadedModel {
             bytes,
@@ -208,9 +206,9 @@ impl LoadedModel {
             kernels,
             path: path.to_path_buf(),
             aux: Vec::new(),
-            tiles,
-            tile_source,
-            tiled_file_bytes,
+            tiles: t.bytes,
+            tile_source: t.source,
+            tiled_file_bytes: t.replaced,
             recompiled: false,
         })
     }

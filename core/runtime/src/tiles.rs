@@ -121,10 +121,7 @@ fn plan(weights: &Weights) -> (Vec<(usize, usize, usize)>, usize) {
     let mut list = Vec::new();
     let mut total = 0;
     for (li, l) in weights.layers.iter().enumerate() {
-        for (pi, t) in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
-            .into_iter()
-            .enumerate()
-        {
+        for (pi, t) in l.projections().into_iter().enumerate() {
             if !ternary_tiles::can_tile(t.ty) || t.storage != Storage::File {
                 continue;
             }
@@ -137,23 +134,11 @@ fn plan(weights: &Weights) -> (Vec<(usize, usize, usize)>, usize) {
     (list, total)
 }
 
-/// Projection `slot % 7` (q, k, v, o, gate, up, down) of layer `slot / 7`.
+/// Projection `slot % 7` (see [`Layer::projections`]) of layer `slot / 7`.
+///
+/// [`Layer::projections`]: trillim_core::model::Layer::projections
 fn proj(weights: &Weights, slot: usize) -> &Tensor {
-    let l = &weights.layers[slot / 7];
-    [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down][slot % 7]
-}
-
-fn tensor_mut(weights: &mut Weights, slot: usize) -> &mut Tensor {
-    let l = &mut weights.layers[slot / 7];
-    match slot % 7 {
-        0 => &mut l.q,
-        1 => &mut l.k,
-        2 => &mut l.v,
-        3 => &mut l.o,
-        4 => &mut l.gate,
-        5 => &mut l.up,
-        _ => &mut l.down,
-    }
+    weights.layers[slot / 7].projections()[slot % 7]
 }
 
 /// FNV-1a over `words`.
@@ -383,27 +368,56 @@ fn build(
     }
 }
 
+/// Told the file ranges (offset, length) of the tensors a build has read.
+pub(crate) type SourcesRead<'a> = dyn FnMut(&[(usize, usize)]) + 'a;
+
+/// What [`tile`] did.
+pub(crate) struct Tiled {
+    /// The tiled weights (empty if nothing was tiled).
+    pub(crate) bytes: TileBytes,
+    /// Where they came from.
+    pub(crate) source: TileSource,
+    /// Bytes of the file's tensors they replace (0 if nothing was tiled).
+    pub(crate) replaced: usize,
+}
+
 /// Tiles `weights`' ternary projections (pointing them at the returned buffer), from the cache
 /// for `model` when it matches. `cache` is the cache directory (`None`: keep tiles in memory).
-/// `built` runs once a build has read the source tensors (to release their pages before the
-/// tiles are mapped, which keeps a first load's peak memory down).
+/// `built` gets the file ranges (offset, length) of the source tensors once a build has read
+/// them, to release their pages before the tiles are mapped (keeping a first load's peak
+/// memory down).
 pub(crate) fn tile(
     file: &[u8],
     model: Option<&Path>,
     weights: &mut Weights,
     cache: Option<&Path>,
-    built: &mut dyn FnMut(),
-) -> (TileBytes, TileSource) {
+    built: &mut SourcesRead<'_>,
+) -> Tiled {
     let (list, total) = plan(weights);
+    let untiled = |source| Tiled {
+        bytes: TileBytes::Empty,
+        source,
+        replaced: 0,
+    };
     if list.is_empty() {
-        return (TileBytes::Empty, TileSource::None);
+        return untiled(TileSource::None);
     }
+    let sources: Vec<(usize, usize)> = list
+        .iter()
+        .map(|&(slot, _, _)| (proj(weights, slot).offset, proj(weights, slot).len))
+        .collect();
+    let tiled = |bytes, source| Tiled {
+        bytes,
+        source,
+        replaced: sources.iter().map(|s| s.1).sum(),
+    };
     let key = model.zip(cache).and_then(|(m, dir)| {
         cache_key(m, file, weights, &list, total).map(|(name, key)| (dir.join(name), key))
     });
     let point = |weights: &mut Weights| {
         for &(slot, off, len) in &list {
-            let t = tensor_mut(weights, slot);
+            let ps = weights.layers[slot / 7].projections_mut();
+            let t = &mut *ps[slot % 7];
             t.offset = off;
             t.len = len;
             t.storage = Storage::Tiles;
@@ -412,16 +426,16 @@ pub(crate) fn tile(
     if let Some((path, key)) = &key {
         if let Some(map) = open_cached(path, key) {
             point(weights);
-            return (TileBytes::Mapped(map), TileSource::Cached(path.clone()));
+            return tiled(TileBytes::Mapped(map), TileSource::Cached(path.clone()));
         }
     }
     let t0 = Instant::now();
     let tiles = match build(file, weights, &list, total) {
         Ok(t) => t,
-        Err(why) => return (TileBytes::Empty, TileSource::Unsupported(why)),
+        Err(why) => return untiled(TileSource::Unsupported(why)),
     };
     let ms = t0.elapsed().as_secs_f64() * 1e3;
-    built();
+    built(&sources);
     let (bytes, cache) = match &key {
         None => (
             TileBytes::Owned(tiles),
@@ -440,7 +454,7 @@ pub(crate) fn tile(
                             TileBytes::Owned(t),
                             Err(format!("{}: changed while being mapped", path.display())),
                         ),
-                        Err(why) => return (TileBytes::Empty, TileSource::Unsupported(why)),
+                        Err(why) => return untiled(TileSource::Unsupported(why)),
                     },
                 }
             }
@@ -451,17 +465,5 @@ pub(crate) fn tile(
         },
     };
     point(weights);
-    (bytes, TileSource::Built { ms, cache })
-}
-
-/// The file ranges (offset, length) of the tensors [`tile`] would repack, to release their
-/// pages after a build.
-pub(crate) fn sources(weights: &Weights) -> Vec<(usize, usize)> {
-    let (list, _) = plan(weights);
-    list.iter()
-        .map(|&(slot, _, _)| {
-            let t = proj(weights, slot);
-            (t.offset, t.len)
-        })
-        .collect()
+    tiled(bytes, TileSource::Built { ms, cache })
 }

@@ -96,6 +96,28 @@ pub struct Layer {
     pub ffn_sub_norm: Option<Tensor>,
 }
 
+impl Layer {
+    /// The seven projection matrices: q, k, v, o, gate, up, down.
+    pub fn projections(&self) -> [&Tensor; 7] {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
+
+    /// [`Layer::projections`], mutably.
+    pub fn projections_mut(&mut self) -> [&mut Tensor; 7] {
+        [
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.o,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
+        ]
+    }
+}
+
 /// Layout of all weights of a model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Weights {
@@ -260,7 +282,7 @@ impl Weights {
     pub fn bytes_per_token(&self) -> usize {
         let mut total = self.output.len + self.token_embd.row_bytes();
         for l in &self.layers {
-            for t in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
+            for t in l.projections() {
                 total += t.len;
             }
         }
