@@ -616,12 +616,7 @@ impl Forward<'_> {
         par: &dyn Parallel,
     ) {
         if b == 1 {
-            let act = ActRows {
-                n: 1,
-                qs: &mut *act_qs,
-                d: &mut *act_d,
-                sums: &mut *act_sums,
-            };
+            let act = (&mut *act_qs, &mut *act_d, &mut *act_sums);
             if self.project_together(ws, input, outs, act, &mut *tmp, fmt, par) {
                 return;
             }
@@ -642,7 +637,7 @@ impl Forward<'_> {
         ws: &[&Tensor],
         input: &[f32],
         outs: &mut [&mut [f32]],
-        act: ActRows<'_>,
+        (qs, d, sums): (&mut [i8], &mut [f32], &mut [i32]),
         tmp: &mut [f32],
         fmt: &mut Option<ActFormat>,
         par: &dyn Parallel,
@@ -664,7 +659,6 @@ impl Forward<'_> {
         let Some(f) = want.filter(|_| fits && tmp.len() >= total) else {
             return false;
         };
-        let ActRows { qs, d, sums, .. } = act;
         let act = ActRows {
             n: 1,
             qs: &mut *qs,
@@ -693,11 +687,7 @@ impl Forward<'_> {
                     if let Some(k) = self.int8_kernels(w).0 {
                         k(rows, rb, &a, out);
                     }
-                    if w.scale != 1.0 {
-                        for v in out.iter_mut() {
-                            *v *= w.scale;
-                        }
-                    }
+                    scale_rows(out, w.scale);
                 }
                 start += w.rows;
             }
@@ -757,11 +747,7 @@ impl Forward<'_> {
             } else if let Some(k) = f32k {
                 k(wrows, rb, &input[t * cols..(t + 1) * cols], dst);
             }
-            if scale != 1.0 {
-                for v in dst.iter_mut() {
-                    *v *= scale;
-                }
-            }
+            scale_rows(dst, scale);
         };
         if b == 1 {
             par.for_each_chunk(&mut out[..rows], chunk_rows, &|i, dst| {
@@ -786,11 +772,7 @@ impl Forward<'_> {
                         n: b,
                     };
                     g(&data[first * rb..(first + n) * rb], rb, &batch, dst);
-                    if scale != 1.0 {
-                        for v in dst.iter_mut() {
-                            *v *= scale;
-                        }
-                    }
+                    scale_rows(dst, scale);
                 }
                 _ => {
                     for t in 0..b {
@@ -809,6 +791,15 @@ impl Forward<'_> {
                 first += n;
             }
         });
+    }
+}
+
+/// Applies a matrix's output factor (I2_S tensor scale, `.scale` tensor) to its results.
+fn scale_rows(out: &mut [f32], scale: f32) {
+    if scale != 1.0 {
+        for v in out.iter_mut() {
+            *v *= scale;
+        }
     }
 }
 
