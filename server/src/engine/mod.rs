@@ -439,12 +439,11 @@ impl Worker {
             });
         }
         let mut pos = cached;
-        let n_chunks = body.len().div_ceil(PREFILL_CHUNK);
-        for (ci, chunk) in body.chunks(PREFILL_CHUNK).enumerate() {
+        for chunk in body.chunks(PREFILL_CHUNK) {
             if Self::cancelled(job) {
                 return Ok(None);
             }
-            let last = ci + 1 == n_chunks;
+            let last = pos + chunk.len() == prompt.len();
             let want = if job.echo_logprobs {
                 chunk.len()
             } else {
