@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod browser;
 pub mod chat;
 pub mod format;
 pub mod http;
