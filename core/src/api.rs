@@ -412,29 +412,171 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+/// Which endpoint a body is for: `logprobs` is a boolean for chat, a count for completions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Chat,
+    Completion,
+}
+
+/// An integer field, read as a JSON number: integral floats (`9.0`) count, values past the
+/// `i64` range saturate (a `max_tokens` of 1e30 means "as many as fit").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Int(i64);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Int;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Int, E> {
+                if v.is_finite() && v == libm::trunc(v) {
+                    // `as` saturates.
+                    Ok(Int(v as i64))
+                } else {
+                    Err(E::custom("not an integer"))
+                }
+            }
+        }
+        d.deserialize_f64(V)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
 struct Body<'a> {
-    #[serde(borrow)]
     model: Option<JsonStr<'a>>,
-    #[serde(borrow)]
     messages: Option<Messages<'a>>,
-    #[serde(borrow)]
     prompt: Option<Strings<'a>>,
     temperature: Option<f32>,
     top_p: Option<f32>,
-    top_k: Option<i64>,
+    top_k: Option<Int>,
     min_p: Option<f32>,
     repetition_penalty: Option<f32>,
     presence_penalty: Option<f32>,
     frequency_penalty: Option<f32>,
     seed: Option<i64>,
-    max_tokens: Option<i64>,
-    max_completion_tokens: Option<i64>,
-    n: Option<i64>,
-    #[serde(borrow)]
+    max_tokens: Option<Int>,
+    max_completion_tokens: Option<Int>,
+    n: Option<Int>,
+    best_of: Option<Int>,
     stop: Option<Strings<'a>>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    ignore_eos: Option<bool>,
+    /// Chat's `logprobs`.
+    logprobs: Option<bool>,
+    /// Completions' `logprobs`.
+    logprobs_count: Option<Int>,
+    top_logprobs: Option<Int>,
+    echo: Option<bool>,
+    suffix: Option<JsonStr<'a>>,
+}
+
+/// What each known field must be, for the 400 when it is not.
+const FIELD_TYPES: &[(&str, &str)] = &[
+    ("model", "model must be a string"),
+    (
+        "messages",
+        "messages must be an array of message objects with string roles",
+    ),
+    (
+        "prompt",
+        "prompt must be a string or an array of one string",
+    ),
+    ("temperature", "temperature must be a number"),
+    ("top_p", "top_p must be a number"),
+    ("top_k", "top_k must be an integer"),
+    ("min_p", "min_p must be a number"),
+    ("repetition_penalty", "repetition_penalty must be a number"),
+    ("presence_penalty", "presence_penalty must be a number"),
+    ("frequency_penalty", "frequency_penalty must be a number"),
+    ("seed", "seed must be an integer"),
+    ("max_tokens", "max_tokens must be an integer"),
+    (
+        "max_completion_tokens",
+        "max_completion_tokens must be an integer",
+    ),
+    ("n", "n must be an integer"),
+    ("best_of", "best_of must be an integer"),
+    ("stop", "stop must be a string or an array of strings"),
+    ("stream", "stream must be a boolean"),
+    (
+        "stream_options",
+        "stream_options must be an object with a boolean include_usage",
+    ),
+    ("ignore_eos", "ignore_eos must be a boolean"),
+    (
+        "logprobs",
+        "logprobs must be a boolean (chat) or an integer (completions)",
+    ),
+    ("top_logprobs", "top_logprobs must be an integer"),
+    ("echo", "echo must be a boolean"),
+    ("suffix", "suffix must be a string"),
+];
+
+/// Reads a body, noting in `field` which known field's value is being read, so that a value
+/// of the wrong type is reported against its field.
+struct BodySeed<'c> {
+    endpoint: Endpoint,
+    field: &'c core::cell::Cell<Option<&'static str>>,
+}
+
+impl<'de> de::DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Body<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Body<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = Body<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Body<'de>, A::Error> {
+        let mut b = Body::default();
+        while let Some(k) = m.next_key::<JsonStr<'de>>()? {
+            self.field
+                .set(FIELD_TYPES.iter().find(|(n, _)| *n == k.0).map(|(n, _)| *n));
+            match k.0 {
+                "model" => b.model = m.next_value()?,
+                "messages" => b.messages = m.next_value()?,
+                "prompt" => b.prompt = m.next_value()?,
+                "temperature" => b.temperature = m.next_value()?,
+                "top_p" => b.top_p = m.next_value()?,
+                "top_k" => b.top_k = m.next_value()?,
+                "min_p" => b.min_p = m.next_value()?,
+                "repetition_penalty" => b.repetition_penalty = m.next_value()?,
+                "presence_penalty" => b.presence_penalty = m.next_value()?,
+                "frequency_penalty" => b.frequency_penalty = m.next_value()?,
+                "seed" => b.seed = m.next_value()?,
+                "max_tokens" => b.max_tokens = m.next_value()?,
+                "max_completion_tokens" => b.max_completion_tokens = m.next_value()?,
+                "n" => b.n = m.next_value()?,
+                "best_of" => b.best_of = m.next_value()?,
+                "stop" => b.stop = m.next_value()?,
+                "stream" => b.stream = m.next_value()?,
+                "stream_options" => b.stream_options = m.next_value()?,
+                "ignore_eos" => b.ignore_eos = m.next_value()?,
+                "logprobs" if self.endpoint == Endpoint::Chat => b.logprobs = m.next_value()?,
+                "logprobs" => b.logprobs_count = m.next_value()?,
+                "top_logprobs" => b.top_logprobs = m.next_value()?,
+                "echo" => b.echo = m.next_value()?,
+                "suffix" => b.suffix = m.next_value()?,
+                _ => {
+                    m.next_value::<IgnoredAny>()?;
+                }
+            }
+            self.field.set(None);
+        }
+        Ok(b)
+    }
 }
 
 /// Generation options shared by both endpoints, validated.
@@ -448,6 +590,8 @@ pub struct GenParams {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// `ignore_eos`: keep generating past end-of-generation tokens.
+    pub ignore_eos: bool,
 }
 
 impl GenParams {
@@ -504,13 +648,13 @@ type Stops<'a> = heapless::Vec<JsonStr<'a>, MAX_STOP>;
 
 fn params<'a>(b: &Body<'a>) -> Result<(GenParams, Stops<'a>), RequestError> {
     check(
-        b.top_k.is_none_or(|k| k >= 0),
+        b.top_k.is_none_or(|k| k.0 >= 0),
         "top_k",
         "top_k must be >= 0",
     )?;
     let sampling = SamplerOverrides {
         temperature: b.temperature,
-        top_k: b.top_k.map(|k| k as usize),
+        top_k: b.top_k.map(|k| usize::try_from(k.0).unwrap_or(usize::MAX)),
         top_p: b.top_p,
         min_p: b.min_p,
         repetition_penalty: b.repetition_penalty,
@@ -521,22 +665,60 @@ fn params<'a>(b: &Body<'a>) -> Result<(GenParams, Stops<'a>), RequestError> {
     sampling
         .validate()
         .map_err(|e| RequestError::invalid(e.param, e.message))?;
-    let max_tokens = match (b.max_completion_tokens, b.max_tokens) {
+    let max_tokens = match (
+        b.max_completion_tokens.map(|v| v.0),
+        b.max_tokens.map(|v| v.0),
+    ) {
         (Some(v), _) => {
             check(
                 v >= 1,
                 "max_completion_tokens",
                 "max_completion_tokens must be >= 1",
             )?;
-            Some(v as usize)
+            Some(usize::try_from(v).unwrap_or(usize::MAX))
         }
         (None, Some(v)) => {
             check(v >= 1, "max_tokens", "max_tokens must be >= 1")?;
-            Some(v as usize)
+            Some(usize::try_from(v).unwrap_or(usize::MAX))
         }
         (None, None) => None,
     };
-    check(b.n.is_none_or(|n| n == 1), "n", "only n = 1 is supported")?;
+    check(b.n.is_none_or(|n| n.0 == 1), "n", "only n = 1 is supported")?;
+    check(
+        b.best_of.is_none_or(|n| n.0 == 1),
+        "best_of",
+        "only best_of = 1 is supported",
+    )?;
+    check(
+        b.top_logprobs.is_none_or(|t| (0..=20).contains(&t.0)),
+        "top_logprobs",
+        "top_logprobs must be between 0 and 20",
+    )?;
+    check(
+        b.top_logprobs.is_none_or(|t| t.0 == 0) || b.logprobs == Some(true),
+        "top_logprobs",
+        "top_logprobs requires logprobs to be true",
+    )?;
+    check(
+        b.logprobs_count.is_none_or(|l| (0..=5).contains(&l.0)),
+        "logprobs",
+        "logprobs must be between 0 and 5",
+    )?;
+    check(
+        b.logprobs != Some(true) && b.logprobs_count.is_none(),
+        "logprobs",
+        "logprobs are not supported by this server; use trillim serve",
+    )?;
+    check(
+        b.echo != Some(true),
+        "echo",
+        "echo is not supported by this server; use trillim serve",
+    )?;
+    check(
+        b.suffix.is_none_or(|s| s.0.is_empty()),
+        "suffix",
+        "suffix is not supported",
+    )?;
     let mut stop = Stops::new();
     if let Some(s) = &b.stop {
         check(
@@ -559,20 +741,47 @@ fn params<'a>(b: &Body<'a>) -> Result<(GenParams, Stops<'a>), RequestError> {
                 .as_ref()
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
+            ignore_eos: b.ignore_eos.unwrap_or(false),
         },
         stop,
     ))
 }
 
-fn body(json: &[u8]) -> Result<Body<'_>, RequestError> {
-    serde_json_core::from_slice::<Body<'_>>(json)
-        .map(|(b, _)| b)
-        .map_err(RequestError::Json)
+fn body(json: &[u8], endpoint: Endpoint) -> Result<Body<'_>, RequestError> {
+    use serde::de::DeserializeSeed;
+    use serde_json_core::de::Error as E;
+    let field = core::cell::Cell::new(None);
+    let mut de = serde_json_core::de::Deserializer::new(json, None);
+    let seed = BodySeed {
+        endpoint,
+        field: &field,
+    };
+    let r = seed.deserialize(&mut de);
+    let r = r.and_then(|b| de.end().map(|_| b));
+    r.map_err(|e| match (field.get(), e) {
+        // A body cut short is malformed JSON, whatever field it stopped in.
+        (
+            _,
+            E::EofWhileParsingList
+            | E::EofWhileParsingObject
+            | E::EofWhileParsingString
+            | E::EofWhileParsingNumber
+            | E::EofWhileParsingValue,
+        )
+        | (None, _) => RequestError::Json(e),
+        (Some(f), _) => {
+            let message = FIELD_TYPES
+                .iter()
+                .find(|(n, _)| *n == f)
+                .map_or("invalid value", |(_, m)| *m);
+            RequestError::invalid(f, message)
+        }
+    })
 }
 
 /// Parses and validates a `/v1/chat/completions` body.
 pub fn parse_chat(json: &[u8]) -> Result<ChatRequest<'_>, RequestError> {
-    let b = body(json)?;
+    let b = body(json, Endpoint::Chat)?;
     let msgs = b
         .messages
         .as_ref()
@@ -614,7 +823,7 @@ pub fn parse_chat(json: &[u8]) -> Result<ChatRequest<'_>, RequestError> {
 
 /// Parses and validates a `/v1/completions` body. Token-id prompts are not supported.
 pub fn parse_completion(json: &[u8]) -> Result<CompletionRequest<'_>, RequestError> {
-    let b = body(json)?;
+    let b = body(json, Endpoint::Completion)?;
     const BAD: &str = "prompt must be a string or an array of one string";
     let p = b
         .prompt
@@ -725,7 +934,35 @@ mod tests {
         assert_eq!(with(r#","n":2"#), Err(Some("n")));
         assert_eq!(with(r#","stop":["a","b","c","d","e"]"#), Err(Some("stop")));
         assert_eq!(with(r#","stop":5"#), Err(Some("stop")));
-        assert_eq!(with(r#","temperature":"hot""#), Err(None));
+        assert_eq!(with(r#","temperature":"hot""#), Err(Some("temperature")));
+        assert_eq!(with(r#","max_tokens":"9""#), Err(Some("max_tokens")));
+        assert_eq!(with(r#","max_tokens":1.5"#), Err(Some("max_tokens")));
+        assert_eq!(with(r#","stream":"true""#), Err(Some("stream")));
+        assert_eq!(with(r#","ignore_eos":1"#), Err(Some("ignore_eos")));
+        assert_eq!(with(r#","seed":"7""#), Err(Some("seed")));
+        assert_eq!(with(r#","best_of":2"#), Err(Some("best_of")));
+        assert_eq!(with(r#","top_logprobs":21"#), Err(Some("top_logprobs")));
+        assert_eq!(with(r#","top_logprobs":2"#), Err(Some("top_logprobs")));
+        assert_eq!(with(r#","logprobs":true"#), Err(Some("logprobs")));
+        assert_eq!(with(r#","logprobs":"yes""#), Err(Some("logprobs")));
+        assert_eq!(
+            with(r#","stream_options":{"include_usage":"1"}"#),
+            Err(Some("stream_options"))
+        );
+        assert_eq!(
+            with(r#","logprobs":false,"top_logprobs":0,"best_of":1"#),
+            Ok(())
+        );
+        assert_eq!(parse_chat(br#"{"temperature":"#).unwrap_err().param(), None);
+        let huge = parse_chat(
+            br#"{"messages":[{"role":"user","content":"x"}],"max_tokens":9223372036854775807,"ignore_eos":true}"#,
+        )
+        .unwrap();
+        assert!(huge.params.max_tokens.unwrap() >= usize::MAX.min(i64::MAX as usize));
+        assert!(huge.params.ignore_eos);
+        let nine = parse_chat(br#"{"messages":[{"role":"user","content":"x"}],"max_tokens":9.0}"#)
+            .unwrap();
+        assert_eq!(nine.params.max_tokens, Some(9));
         assert_eq!(with(r#","temperature":1e99"#), Err(Some("temperature")));
         assert!(parse_chat(b"[1]").is_err());
         assert!(parse_chat(b"{\"messages\":").is_err());
@@ -741,5 +978,11 @@ mod tests {
         assert_eq!(param(br#"{"prompt":["a","b"]}"#), Some("prompt"));
         assert_eq!(param(br#"{"prompt":[1,2]}"#), Some("prompt"));
         assert_eq!(param(br#"{}"#), Some("prompt"));
+        assert_eq!(param(br#"{"prompt":"a","logprobs":1}"#), Some("logprobs"));
+        assert_eq!(param(br#"{"prompt":"a","logprobs":6}"#), Some("logprobs"));
+        assert_eq!(param(br#"{"prompt":"a","echo":true}"#), Some("echo"));
+        assert_eq!(param(br#"{"prompt":"a","suffix":"z"}"#), Some("suffix"));
+        assert_eq!(param(br#"{"prompt":5}"#), Some("prompt"));
+        assert!(parse_completion(br#"{"prompt":"a","echo":false,"suffix":""}"#).is_ok());
     }
 }
