@@ -47,6 +47,43 @@ pub struct ServeArgs {
     /// Re-encode the output matrix at load: q8_0 or q4_0 (less memory traffic per token).
     #[arg(long, value_parser = parse_unembed_quant)]
     pub unembed_quant: Option<UnembedQuant>,
+    /// Web origins allowed to call the API besides loopback pages (comma-separated
+    /// `scheme://host[:port]`, `null`, or `*` for any).
+    #[arg(long, value_delimiter = ',', env = "TRILLIM_CORS_ORIGINS")]
+    pub cors_origins: Vec<String>,
+    /// Host names served besides loopback ones, checked against the `Host` header
+    /// (comma-separated `name` or `name:port`, or `*` for any).
+    #[arg(long, value_delimiter = ',', env = "TRILLIM_ALLOWED_HOSTS")]
+    pub allowed_hosts: Vec<String>,
+    /// Seconds a connection gets to send a request head (also the keep-alive idle timeout).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Longest pause, in seconds, while a request body arrives.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
+    /// Slowest average request-body rate accepted, in bytes per second.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_body_rate: u64,
+    /// Most open connections; more get 503.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// MiB that unfinished request bodies may hold in all; a body that does not fit gets 503.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(2..=4096))]
+    pub max_body_memory: u64,
+}
+
+impl ServeArgs {
+    /// The connection and body limits these flags describe.
+    pub fn limits(&self) -> api::limits::Limits {
+        use std::time::Duration;
+        api::limits::Limits {
+            header_timeout: Duration::from_secs(self.header_timeout),
+            body_timeout: Duration::from_secs(self.body_timeout),
+            min_body_rate: self.min_body_rate,
+            max_connections: self.max_connections as usize,
+            max_body_memory: (self.max_body_memory as usize) << 20,
+        }
+    }
 }
 
 fn parse_unembed_quant(s: &str) -> Result<UnembedQuant, String> {
@@ -223,10 +260,22 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "listening on {local} without --api-key: anyone who can reach this address can use the model"
         );
     }
+    let mut cors_origins = args.cors_origins.clone();
+    cors_origins.retain(|o| !o.trim().is_empty());
+    let mut allowed_hosts = args.allowed_hosts.clone();
+    allowed_hosts.retain(|h| !h.trim().is_empty());
+    let browser = api::BrowserSettings {
+        check_host: loopback || !allowed_hosts.is_empty(),
+        cors_origins,
+        allowed_hosts,
+        bound: args.host.clone(),
+    };
     let settings = Settings {
         max_queue: args.max_queue,
         ctx: args.ctx,
+        limits: args.limits(),
         api_key: args.api_key,
+        browser,
     };
     let state = Arc::new(AppState::new(Some(engine), args.threads, settings, store));
     tracing::info!(model = %resolved.id, "listening on http://{local}");

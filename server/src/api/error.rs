@@ -70,6 +70,23 @@ impl ApiError {
         }
     }
 
+    /// 403 from the browser policy: `header` named an origin or host this server does not
+    /// serve.
+    pub fn refused_by_policy(
+        header: &str,
+        value: &str,
+        flag: &str,
+        code: &'static str,
+    ) -> ApiError {
+        ApiError {
+            code: Some(code),
+            param: None,
+            ..ApiError::forbidden(format!(
+                "{header} '{value}' is not allowed; start the server with {flag} to allow it"
+            ))
+        }
+    }
+
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "permission_error", message)
@@ -111,6 +128,49 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
                 format!("request body too large (limit {limit} bytes)"),
+            )
+        }
+    }
+
+    /// 408: a request body stopped arriving, or arrived too slowly.
+    pub fn body_timeout(received: usize, limits: &super::limits::Limits) -> ApiError {
+        ApiError {
+            code: Some("request_timeout"),
+            ..ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                format!(
+                    "the request body arrived too slowly ({received} bytes received; the server \
+                     allows pauses of at most {} s and at least {} bytes/s on average)",
+                    limits.body_timeout.as_secs_f64(),
+                    limits.min_body_rate
+                ),
+            )
+        }
+    }
+
+    /// 503: unfinished request bodies already hold the memory allowed for them.
+    pub fn bodies_busy() -> ApiError {
+        ApiError {
+            code: Some("server_busy"),
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable_error",
+                "The server is busy receiving other requests. Retry shortly.",
+            )
+        }
+    }
+
+    /// 503: the server has as many connections open as it allows.
+    pub fn too_many_connections() -> ApiError {
+        ApiError {
+            code: Some("too_many_connections"),
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable_error",
+                "The server has too many open connections. Retry shortly.",
             )
         }
     }

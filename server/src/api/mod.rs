@@ -1,19 +1,17 @@
-//! The OpenAI-compatible HTTP API on hyper: routing, authentication, CORS, body limits,
-//! request ids and the handlers. Inference never runs here: handlers queue jobs on the engine
+//! The OpenAI-compatible HTTP API on hyper: routing, authentication, the browser policy
+//! (CORS and `Host`), connection and body limits ([`limits`]), request ids and the handlers. Inference never runs here: handlers queue jobs on the engine
 //! thread and relay its events.
 
 mod body;
 mod error;
+pub mod limits;
 mod openai;
 pub mod request;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -25,17 +23,13 @@ use tracing::Instrument;
 
 pub use body::Body;
 pub use error::ApiError;
+use limits::{Admission, Guards, Limits};
 use openai::{Kind, Output};
+use trillim_core::browser::{BrowserPolicy, Refusal};
 
 use crate::engine::{self, Engine, Event, Job, SubmitError};
 use crate::store::{Store, StoreError};
 use trillim_runtime::{LoadOptions, UnembedQuant};
-
-/// Largest request body accepted.
-pub const MAX_BODY: usize = 2 * 1024 * 1024;
-/// Bytes of an oversized body read (and dropped) before answering 413, so the client gets
-/// to read the answer instead of a reset connection.
-const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
 /// What the server is serving.
 #[derive(Debug, Clone)]
@@ -57,6 +51,23 @@ pub struct Settings {
     pub ctx: Option<usize>,
     /// Required bearer token.
     pub api_key: Option<String>,
+    /// Connection, time and body-memory limits.
+    pub limits: Limits,
+    /// The browser policy's lists and where the server is bound.
+    pub browser: BrowserSettings,
+}
+
+/// The browser policy as configured (see [`trillim_core::browser`]).
+#[derive(Debug, Clone, Default)]
+pub struct BrowserSettings {
+    /// `--cors-origins`: origins allowed besides loopback ones (`*`: any).
+    pub cors_origins: Vec<String>,
+    /// `--allowed-hosts`: `Host` names served besides loopback ones (`*`: any).
+    pub allowed_hosts: Vec<String>,
+    /// The address given to `--host`.
+    pub bound: String,
+    /// Whether `Host` is checked (a loopback bind, or hosts listed).
+    pub check_host: bool,
 }
 
 /// Shared server state.
@@ -72,8 +83,8 @@ pub struct AppState {
     pub settings: Settings,
     /// The model store.
     pub store: Store,
-    next_id: AtomicU64,
-    salt: u64,
+    /// Connection and body-memory counters.
+    pub guards: Guards,
 }
 
 impl AppState {
@@ -92,10 +103,9 @@ impl AppState {
             slot: RwLock::new(slot),
             swap: tokio::sync::Mutex::new(()),
             threads: Mutex::new(threads),
+            guards: Guards::new(settings.limits),
             settings,
             store,
-            next_id: AtomicU64::new(1),
-            salt: random_u64(),
         }
     }
 
@@ -111,18 +121,64 @@ impl AppState {
         *self.slot.write().unwrap_or_else(|e| e.into_inner()) = s;
     }
 
-    fn new_id(&self) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{:016x}{:016x}",
-            mix(self.salt ^ n),
-            mix(n.wrapping_add(self.salt))
-        )
+    /// Checks `Origin` and `Host` against the browser policy.
+    fn browser_check(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
+        let b = &self.settings.browser;
+        let origins: Vec<&str> = b.cors_origins.iter().map(String::as_str).collect();
+        let hosts: Vec<&str> = b.allowed_hosts.iter().map(String::as_str).collect();
+        let policy = BrowserPolicy {
+            cors_origins: &origins,
+            allowed_hosts: &hosts,
+            check_host: b.check_host,
+            bound: &b.bound,
+        };
+        let origin = req.headers().get(header::ORIGIN).map(HeaderValue::as_bytes);
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes)
+            .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()));
+        let shown = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or_default()).into_owned();
+        match policy.check(origin, host) {
+            Ok(()) => Ok(()),
+            Err(Refusal::Origin) => Err(ApiError::refused_by_policy(
+                "Origin",
+                &shown(origin),
+                "--cors-origins",
+                "origin_not_allowed",
+            )),
+            Err(Refusal::Host) => Err(ApiError::refused_by_policy(
+                "Host",
+                &shown(host),
+                "--allowed-hosts",
+                "host_not_allowed",
+            )),
+        }
     }
 }
 
-/// A random 64-bit value (from the standard library's per-process hash keys and the clock).
+/// A new response id: 128 bits from the operating system's random source, so ids can neither
+/// be guessed nor tell how many requests the server has seen.
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        b[..8].copy_from_slice(&random_u64().to_le_bytes());
+        b[8..].copy_from_slice(&random_u64().to_le_bytes());
+    }
+    let mut s = String::with_capacity(32);
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// A random 64-bit value (a sampling seed), from the operating system's random source; the
+/// standard library's per-process hash keys and the clock if it is unavailable.
 pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_ok() {
+        return u64::from_le_bytes(b);
+    }
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -134,14 +190,10 @@ pub fn random_u64() -> u64 {
     h.finish()
 }
 
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// Accepts connections until Ctrl+C or SIGTERM, then lets open connections finish (briefly).
+/// Connections past `--max-connections` are answered 503 and closed ([`limits`]).
 pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> anyhow::Result<()> {
+    let limits = state.settings.limits;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -156,22 +208,35 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> anyhow::Resul
                         continue;
                     }
                 };
+                let permit = match state.guards.admit() {
+                    Admission::Serve(p) => p,
+                    Admission::Reject(p) => {
+                        tracing::debug!(%peer, "connection limit reached: answering 503");
+                        tokio::spawn(limits::reject(stream, p));
+                        continue;
+                    }
+                    Admission::Drop => continue,
+                };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 let svc = hyper::service::service_fn(move |req| {
                     let state = state.clone();
                     async move { Ok::<_, std::convert::Infallible>(handle(state, req, peer).await) }
                 });
-                // A client gets 30 s to send its request head (slow-header clients are cut off).
+                // The head deadline runs from connection open and from the end of each
+                // response, so it is the keep-alive idle timeout too; heads (and read
+                // buffers) are capped at 64 KiB.
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
+                    .header_read_timeout(limits.header_timeout)
+                    .max_buf_size(64 * 1024)
                     .serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             _ = &mut shutdown => {
@@ -222,13 +287,22 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
 
 fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = json_response(e.status, &e.body());
+    let h = r.headers_mut();
     if let Some(s) = e.retry_after {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        h.insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
-    if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if e.status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"trillim\""),
+        );
+    }
+    // The body may not have been read whole: the connection cannot carry another request.
+    if e.status == StatusCode::PAYLOAD_TOO_LARGE
+        || e.status == StatusCode::REQUEST_TIMEOUT
+        || e.code == Some("server_busy")
+    {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     r
 }
@@ -243,16 +317,24 @@ const ROUTES: &[(&str, &[Method])] = &[
 ];
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let rid = format!("req-{}", &state.new_id()[..16]);
+    let rid = format!("req-{}", &new_id()[..16]);
     let span = tracing::info_span!("request", id = %rid);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let t0 = Instant::now();
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut resp = route(&state, req, &rid)
-        .instrument(span.clone())
-        .await
-        .unwrap_or_else(|e| error_response(&e));
+    let allowed = state.browser_check(&req);
+    // Only an allowed origin is echoed back; a refused one gets a 403 the page cannot read.
+    let origin = allowed
+        .is_ok()
+        .then(|| req.headers().get(header::ORIGIN).cloned())
+        .flatten();
+    let mut resp = match allowed {
+        Ok(()) => route(&state, req, &rid)
+            .instrument(span.clone())
+            .await
+            .unwrap_or_else(|e| error_response(&e)),
+        Err(e) => error_response(&e),
+    };
     let h = resp.headers_mut();
     h.insert(
         "x-request-id",
@@ -332,22 +414,22 @@ async fn route(
         );
         return Ok(r);
     }
-    if path.starts_with("/v1/") && path != "/v1/health" && !authorized(state, &req) {
+    if path.starts_with("/v1/") && !authorized(state, &req) {
         return Err(ApiError::unauthorized());
     }
     match path.as_str() {
         "/health" | "/v1/health" => health(state),
         "/v1/models" => models(state),
         "/v1/chat/completions" => {
-            let body = read_body(req).await?;
+            let body = limits::read_body(&state.guards, req).await?;
             generate(state, &body, Kind::Chat, rid).await
         }
         "/v1/completions" => {
-            let body = read_body(req).await?;
+            let body = limits::read_body(&state.guards, req).await?;
             generate(state, &body, Kind::Completion, rid).await
         }
         "/v1/models/load" => {
-            let body = read_body(req).await?;
+            let body = limits::read_body(&state.guards, req).await?;
             load(state, &body).await
         }
         _ => retrieve_model(state, model_retrieve.as_deref().unwrap_or("")),
@@ -376,48 +458,7 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("600"),
     );
-    if req.headers().get(header::ORIGIN).is_none() {
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-    }
     r
-}
-
-/// Reads a body of at most [`MAX_BODY`] bytes; larger ones are answered 413 (after draining a
-/// bounded amount, so the client can read the answer).
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let mut body = req.into_body();
-    let mut buf = Vec::new();
-    let mut too_large = declared.is_some_and(|n| n > MAX_BODY as u64);
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::invalid(format!("failed to read the request body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            seen += data.len();
-            if seen > MAX_BODY {
-                too_large = true;
-            }
-            if too_large {
-                if seen > DRAIN_LIMIT {
-                    break;
-                }
-            } else {
-                buf.extend_from_slice(&data);
-            }
-        }
-    }
-    if too_large {
-        return Err(ApiError::too_large(MAX_BODY));
-    }
-    Ok(Bytes::from(buf))
 }
 
 fn health(state: &AppState) -> Result<Response<Body>, ApiError> {
@@ -522,7 +563,9 @@ async fn generate(
         if prompt.is_empty() {
             return Err(ApiError::invalid_param(param, "the prompt is empty"));
         }
-        if prompt.len() >= shared.ctx {
+        // Scoring (`max_tokens: 0`) may fill the context exactly; generating needs a free cell.
+        let room = if opts.max_tokens == Some(0) { 0 } else { 1 };
+        if prompt.len() + room > shared.ctx {
             return Err(ApiError::context_length(prompt.len(), shared.ctx, param));
         }
     }
@@ -538,7 +581,7 @@ async fn generate(
     } else {
         "cmpl-"
     };
-    let id = format!("{prefix}{}", state.new_id());
+    let id = format!("{prefix}{}", new_id());
     let model = opts
         .model
         .clone()

@@ -1,5 +1,6 @@
 //! Parsing and validating request bodies. Bodies are read as JSON values and checked field by
-//! field so every mistake gets a 400 naming the field; unknown fields are ignored.
+//! field so every mistake gets a 400 naming the field; unknown fields are ignored. Types are
+//! strict: a number or boolean sent as a string (`"max_tokens": "9"`) is a mistake.
 
 use serde_json::{Map, Value};
 use trillim_core::sampler::{SamplerConfig, SamplerOverrides};
@@ -101,18 +102,25 @@ impl Fields<'_> {
         }
     }
 
+    /// An integer; integral floats (`9.0`) count, and values past the `i64` range saturate
+    /// (a `max_tokens` of 1e30 means "as many as fit").
     fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(v) => match number(v) {
-                Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
-                    Ok(Some(v.as_i64().unwrap_or(f as i64)))
-                }
-                _ => Err(ApiError::invalid_param(
-                    k,
-                    format!("{k} must be an integer"),
-                )),
-            },
+        let Some(v) = self.get(k) else {
+            return Ok(None);
+        };
+        if let Some(i) = v.as_i64() {
+            return Ok(Some(i));
+        }
+        if v.as_u64().is_some() {
+            return Ok(Some(i64::MAX));
+        }
+        match number(v) {
+            // `as` saturates.
+            Some(f) if f.is_finite() && f.fract() == 0.0 => Ok(Some(f as i64)),
+            _ => Err(ApiError::invalid_param(
+                k,
+                format!("{k} must be an integer"),
+            )),
         }
     }
 
@@ -128,7 +136,6 @@ impl Fields<'_> {
         match self.get(k) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
             Some(_) => Err(ApiError::invalid_param(k, format!("{k} must be a boolean"))),
         }
     }
@@ -142,11 +149,10 @@ impl Fields<'_> {
     }
 }
 
-/// A JSON number, or a string holding one (lenient like pydantic).
+/// A JSON number (not a string holding one).
 fn number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
@@ -494,11 +500,59 @@ mod tests {
                 json!({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}),
                 "top_logprobs",
             ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}),
+                "max_tokens",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "temperature": "0.5"}),
+                "temperature",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "stream": "true"}),
+                "stream",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "ignore_eos": 1}),
+                "ignore_eos",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "seed": "7"}),
+                "seed",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "best_of": 2}),
+                "best_of",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "logprobs": "true"}),
+                "logprobs",
+            ),
         ] {
             let e = chat(&obj(body)).unwrap_err();
             assert_eq!(e.status, 400);
             assert_eq!(e.param.as_deref(), Some(param));
         }
+    }
+
+    #[test]
+    fn huge_max_tokens_means_as_many_as_fit() {
+        for v in [
+            json!(9223372036854775807u64),
+            json!(18446744073709551615u64),
+            json!(1e30),
+        ] {
+            let r = chat(&obj(
+                json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": v}),
+            ))
+            .unwrap();
+            assert!(r.opts.max_tokens.unwrap() >= i64::MAX as usize);
+        }
+        let r = chat(&obj(
+            json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 9.0}),
+        ))
+        .unwrap();
+        assert_eq!(r.opts.max_tokens, Some(9));
     }
 
     #[test]

@@ -407,7 +407,9 @@ impl Worker {
         }
         let prompt = &job.prompt;
         let n_vocab = self.model.config.n_vocab;
-        if prompt.is_empty() || prompt.len() >= self.shared.ctx {
+        // Scoring (`max_tokens: 0`) may fill the context; generating needs a free position.
+        let room = usize::from(job.max_tokens != Some(0));
+        if prompt.is_empty() || prompt.len() + room > self.shared.ctx {
             return Err(format!(
                 "prompt of {} tokens does not fit the context ({})",
                 prompt.len(),
