@@ -1,6 +1,18 @@
-//! Adapters between `std::io` and `embedded-io`, and a fixed-buffer writer.
+//! Adapters between `std::io` and `embedded-io`, a fixed-buffer writer, and [`Peer`], the
+//! connection as the request handler sees it.
 
 use embedded_io::{ErrorType, Read, Write};
+
+/// The client side of a connection, as the request handler writes to it.
+pub trait Peer: Write {
+    /// Whether the client is still there, asked between generated tokens: false cancels the
+    /// generation. Also the moment for the connection layer to look after other clients.
+    fn alive(&mut self) -> bool {
+        true
+    }
+}
+
+impl<T: std::io::Write> Peer for StdIo<T> {}
 
 /// A `std::io` stream (a `TcpStream` on Linux) seen through the `embedded-io` traits.
 #[derive(Debug)]
@@ -52,6 +64,11 @@ impl<'b, W: Write> Buffered<'b, W> {
     /// Buffers writes to `inner` in `buf` (which must not be empty).
     pub fn new(inner: W, buf: &'b mut [u8]) -> Self {
         Buffered { inner, buf, n: 0 }
+    }
+
+    /// The stream written to.
+    pub fn inner_mut(&mut self) -> &mut W {
+        &mut self.inner
     }
 
     fn drain(&mut self) -> Result<(), W::Error> {

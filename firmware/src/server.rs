@@ -1,7 +1,8 @@
 //! The request handler. [`Firmware::new`] allocates everything the server will ever use (KV
-//! cache, scratch, logits, tokenizer tables, request/response/prompt/text buffers) from sizes
-//! derived from the model and the options; [`Firmware::serve_connection`] then serves requests
-//! on one connection without touching the heap.
+//! cache, scratch, logits, tokenizer tables, response/prompt/text buffers) from sizes derived
+//! from the model and the options; [`Firmware::handle`] then answers one complete request
+//! without touching the heap. Receiving requests is the caller's job ([`crate::net`] for
+//! sockets, [`Firmware::serve_connection`] for a blocking stream).
 
 use core::fmt;
 use std::path::Path;
@@ -9,18 +10,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use embedded_io::{Read, Write};
 use trillim_core::api::{self, Arena};
+use trillim_core::browser::{BrowserPolicy, Refusal};
 use trillim_core::chat::{ChatTemplate, Message};
-use trillim_core::http::{self, HttpError, Limits};
-use trillim_core::json::{Counter, JsonError, JsonWriter};
+use trillim_core::http::{self, Limits};
+use trillim_core::json::{JsonError, JsonWriter};
 use trillim_core::model::ModelError;
 use trillim_core::sampler::{self, Candidate, Rng, SamplerConfig};
 use trillim_core::tokenizer::{Detokenizer, Tokenizer, TokenizerError, TokenizerMeta};
 use trillim_runtime::{LoadedModel, Session, ThreadPool};
 
-use crate::io::Buffered;
+use crate::frame::{frame, Frame};
+use crate::io::{Buffered, Peer};
+use crate::reply::{self, respond, wfmt, Body, ErrorBody, Extra, JRes};
 
 /// Sizes and settings chosen at start-up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Context size in tokens (`None`: the model's, capped by [`DEFAULT_KV_BUDGET`]).
     pub ctx: Option<usize>,
@@ -32,6 +36,8 @@ pub struct Options {
     pub max_head: usize,
     /// Prompt tokens per forward step.
     pub batch: usize,
+    /// Which web pages may call the API and which `Host` names are answered.
+    pub browser: BrowserPolicy<'static>,
 }
 
 impl Default for Options {
@@ -42,6 +48,12 @@ impl Default for Options {
             max_body: crate::args::DEFAULT_MAX_BODY,
             max_head: 16 * 1024,
             batch: 32,
+            browser: BrowserPolicy {
+                cors_origins: &[],
+                allowed_hosts: &[],
+                check_host: true,
+                bound: "127.0.0.1",
+            },
         }
     }
 }
@@ -50,12 +62,15 @@ impl Default for Options {
 pub const DEFAULT_KV_BUDGET: usize = 32 << 20;
 /// Largest piece of text sent in one SSE event.
 const PIECE: usize = 512;
-/// Bytes of an oversized body read and dropped before answering 413.
-const DRAIN_LIMIT: usize = 16 << 20;
+/// Prompt tokens fed between two checks that the client is still there.
+const PREFILL_STEP: usize = 128;
+/// `Access-Control-Max-Age` of a preflight answer, in seconds.
+const PREFLIGHT_MAX_AGE: u32 = 600;
+/// Headers a preflight allows when the browser's list cannot be echoed.
+const DEFAULT_ALLOW_HEADERS: &str = "Authorization, Content-Type";
 
 /// The fixed buffers.
 struct Bufs {
-    req: Vec<u8>,
     arena: Vec<u8>,
     prompt: Vec<u8>,
     tokens: Vec<u32>,
@@ -81,6 +96,7 @@ pub struct Firmware {
     ctx: usize,
     limits: Limits,
     max_body: usize,
+    browser: BrowserPolicy<'static>,
     bufs: Bufs,
     counter: u64,
 }
@@ -98,6 +114,29 @@ impl fmt::Debug for Firmware {
 fn range_in(whole: &[u8], part: &[u8]) -> Option<(usize, usize)> {
     let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
     (start + part.len() <= whole.len()).then_some((start, start + part.len()))
+}
+
+/// What every response to one request carries.
+#[derive(Clone, Copy, Debug)]
+struct Reply<'r> {
+    keep_alive: bool,
+    /// The request's `Origin`, when it is allowed (echoed for CORS).
+    origin: Option<&'r str>,
+}
+
+impl Reply<'_> {
+    fn extra(&self) -> Extra<'_> {
+        Extra {
+            origin: self.origin,
+            ..Extra::default()
+        }
+    }
+}
+
+/// Whether a header value can be sent back verbatim (visible ASCII only).
+fn echoable(v: &[u8]) -> Option<&str> {
+    let ok = !v.is_empty() && v.len() <= 512 && v.iter().all(|c| (0x21..0x7F).contains(c));
+    ok.then(|| std::str::from_utf8(v).ok()).flatten()
 }
 
 impl Firmware {
@@ -149,7 +188,6 @@ impl Firmware {
         // Template text around the messages: role headers and a default system prompt.
         let prompt_cap = opts.max_body + api::MAX_MESSAGES * 64 + 4096;
         let bufs = Bufs {
-            req: vec![0; max_head + opts.max_body],
             arena: vec![0; opts.max_body],
             prompt: vec![0; prompt_cap],
             // `encode` may use up to `max_tokens` words (SentencePiece: 2 per byte).
@@ -185,6 +223,7 @@ impl Firmware {
                 max_headers: http::MAX_HEADERS,
             },
             max_body: opts.max_body,
+            browser: opts.browser,
             bufs,
             counter: 0,
         })
@@ -200,12 +239,27 @@ impl Firmware {
         self.ctx
     }
 
-    /// Bytes of memory held besides the mapped model file.
+    /// Limits on a request head.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Largest request body in bytes.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Bytes a buffer must have to hold any request this server accepts.
+    pub fn request_capacity(&self) -> usize {
+        self.limits.max_head + self.max_body
+    }
+
+    /// Bytes of memory held besides the mapped model file (request buffers are the
+    /// caller's).
     pub fn memory_bytes(&self) -> usize {
         let b = &self.bufs;
         self.session.memory_bytes()
             + self.tok_mem.len() * 4
-            + b.req.len()
             + b.arena.len()
             + b.prompt.len()
             + b.tokens.len() * 4
@@ -216,138 +270,153 @@ impl Firmware {
             + b.event.len()
     }
 
-    /// Serves requests on `s` until the client closes it or asks to, or an error ends it.
-    pub fn serve_connection<S: Read + Write>(&mut self, s: &mut S) -> Result<(), S::Error> {
+    /// Serves requests read from the blocking stream `s` into `buf` (at least
+    /// [`request_capacity`](Self::request_capacity) bytes) until the client closes it or asks
+    /// to, or an error ends it.
+    pub fn serve_connection<S: Read + Peer>(
+        &mut self,
+        s: &mut S,
+        buf: &mut [u8],
+    ) -> Result<(), S::Error> {
         let mut filled = 0;
-        let max_head = self.limits.max_head;
         loop {
-            // The head.
-            let (head_len, body_len, expect) = loop {
-                match http::parse(&self.bufs.req[..filled], &self.limits) {
-                    Ok(r) => break (r.head_len, r.content_length, r.expect_continue),
-                    Err(HttpError::Incomplete) if filled < max_head => {
-                        let n = s.read(&mut self.bufs.req[filled..max_head])?;
-                        if n == 0 {
-                            return Ok(());
-                        }
-                        filled += n;
-                    }
-                    Err(HttpError::Incomplete) => {
-                        let e = HttpError::HeadTooLarge;
-                        self.send_error(s, e.status(), &e, None, false)?;
+            let mut continued = false;
+            let end = loop {
+                match frame(&buf[..filled], &self.limits, self.max_body) {
+                    Frame::Complete { end } => break end,
+                    Frame::Reject(r) => {
+                        reply::error_close(s, &r.body(), &Extra::default())?;
                         return Ok(());
                     }
-                    Err(e) => {
-                        self.send_error(s, e.status(), &e, None, false)?;
-                        return Ok(());
+                    Frame::Head {
+                        expect_continue: true,
+                        ..
+                    } if !continued => {
+                        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                        s.flush()?;
+                        continued = true;
                     }
+                    _ => {}
                 }
-            };
-            if body_len > self.max_body {
-                // Read (and drop) a reasonable amount so the client sees the answer.
-                let mut left = (body_len - (filled - head_len).min(body_len)).min(DRAIN_LIMIT);
-                while left > 0 && !expect {
-                    let k = left.min(self.bufs.req.len());
-                    let n = s.read(&mut self.bufs.req[..k])?;
-                    if n == 0 {
-                        break;
-                    }
-                    left -= n;
+                if filled == buf.len() {
+                    return Ok(());
                 }
-                let msg = TooLarge(self.max_body);
-                self.send_error(s, 413, &msg, None, false)?;
-                return Ok(());
-            }
-            if expect && filled < head_len + body_len {
-                s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-                s.flush()?;
-            }
-            let end = head_len + body_len;
-            while filled < end {
-                let n = s.read(&mut self.bufs.req[filled..end])?;
+                let n = s.read(&mut buf[filled..])?;
                 if n == 0 {
                     return Ok(());
                 }
                 filled += n;
-            }
-            let reqbuf = std::mem::take(&mut self.bufs.req);
-            let keep = match http::parse(&reqbuf[..end], &self.limits) {
-                Ok(req) => self.route(s, &req, &reqbuf[head_len..end]),
-                Err(e) => self.send_error(s, e.status(), &e, None, false),
             };
-            self.bufs.req = reqbuf;
-            self.bufs.req.copy_within(end..filled, 0);
+            let keep = self.handle(s, &buf[..end])?;
+            buf.copy_within(end..filled, 0);
             filled -= end;
-            if !keep? {
+            if !keep {
                 return Ok(());
             }
         }
     }
 
-    fn route<S: Read + Write>(
+    /// Answers one complete request (`request` holds its head and body, as framed by
+    /// [`frame`](crate::frame::frame)); returns whether the connection stays open. Between
+    /// generated tokens it asks [`Peer::alive`] whether to go on.
+    pub fn handle<S: Peer>(&mut self, s: &mut S, request: &[u8]) -> Result<bool, S::Error> {
+        let req = match http::parse(request, &self.limits) {
+            Ok(r) => r,
+            Err(e) => {
+                let b = ErrorBody::new(e.status(), &e);
+                return respond(
+                    s,
+                    &mut self.bufs.out,
+                    b.status,
+                    false,
+                    &Extra::default(),
+                    &b,
+                );
+            }
+        };
+        let end = (req.head_len + req.content_length).min(request.len());
+        let body = &request[req.head_len.min(end)..end];
+        let origin = req.header("origin");
+        let refused = self.browser.check(origin, req.header("host")).err();
+        let echo = origin.and_then(echoable);
+        let refused = refused.or((origin.is_some() && echo.is_none()).then_some(Refusal::Origin));
+        let r = Reply {
+            keep_alive: req.keep_alive,
+            origin: echo,
+        };
+        if let Some(why) = refused {
+            let (header, value, flag, code) = match why {
+                Refusal::Origin => ("Origin", origin, "--cors-origins", "origin_not_allowed"),
+                Refusal::Host => (
+                    "Host",
+                    req.header("host"),
+                    "--allowed-hosts",
+                    "host_not_allowed",
+                ),
+            };
+            let msg = Refused {
+                header,
+                value: value.unwrap_or_default(),
+                flag,
+            };
+            let b = ErrorBody::new(403, &msg).code(code);
+            let extra = Extra::default();
+            return respond(s, &mut self.bufs.out, 403, r.keep_alive, &extra, &b);
+        }
+        self.route(s, &req, body, r)
+    }
+
+    fn route<S: Peer>(
         &mut self,
         s: &mut S,
         req: &http::Request<'_>,
         body: &[u8],
+        r: Reply<'_>,
     ) -> Result<bool, S::Error> {
-        let ka = req.keep_alive;
         let path = req.path.trim_end_matches('/');
         let (endpoint, allowed) = match path {
             "/v1/models" | "/models" => (Endpoint::Models, "GET"),
             "/v1/chat/completions" | "/chat/completions" => (Endpoint::Chat, "POST"),
             "/v1/completions" | "/completions" => (Endpoint::Completion, "POST"),
             _ => {
-                return self.send_error(s, 404, &NotFound(req.path), None, ka);
+                let msg = NotFound(req.path);
+                let b = ErrorBody::new(404, &msg).code("not_found");
+                return respond(s, &mut self.bufs.out, 404, r.keep_alive, &r.extra(), &b);
             }
         };
+        let methods = match allowed {
+            "GET" => "GET, OPTIONS",
+            _ => "POST, OPTIONS",
+        };
+        if req.method == "OPTIONS" {
+            return preflight(s, req, methods, r);
+        }
         if req.method != allowed {
             let msg = NotAllowed(req.method, req.path);
-            return self.send_error_with(s, 405, &msg, None, ka, allowed);
+            let b = ErrorBody::new(405, &msg).code("method_not_allowed");
+            let extra = Extra {
+                allow: Some(methods),
+                ..r.extra()
+            };
+            return respond(s, &mut self.bufs.out, 405, r.keep_alive, &extra, &b);
         }
         match endpoint {
             Endpoint::Models => {
                 let b = ModelsBody { name: &self.name };
-                respond(s, &mut self.bufs.out, 200, ka, "", &b)
+                respond(s, &mut self.bufs.out, 200, r.keep_alive, &r.extra(), &b)
             }
-            Endpoint::Chat => self.generate(s, Kind::Chat, body, ka),
-            Endpoint::Completion => self.generate(s, Kind::Completion, body, ka),
+            Endpoint::Chat => self.generate(s, Kind::Chat, body, r),
+            Endpoint::Completion => self.generate(s, Kind::Completion, body, r),
         }
     }
 
-    fn send_error<S: Write>(
-        &mut self,
-        s: &mut S,
-        status: u16,
-        msg: &dyn fmt::Display,
-        param: Option<&str>,
-        keep_alive: bool,
-    ) -> Result<bool, S::Error> {
-        let b = ErrorBody { status, msg, param };
-        respond(s, &mut self.bufs.out, status, keep_alive, "", &b)
-    }
-
-    fn send_error_with<S: Write>(
-        &mut self,
-        s: &mut S,
-        status: u16,
-        msg: &dyn fmt::Display,
-        param: Option<&str>,
-        keep_alive: bool,
-        allow: &str,
-    ) -> Result<bool, S::Error> {
-        let b = ErrorBody { status, msg, param };
-        let mut extra: heapless::String<64> = heapless::String::new();
-        let _ = fmt::Write::write_fmt(&mut extra, format_args!("Allow: {allow}\r\n"));
-        respond(s, &mut self.bufs.out, status, keep_alive, &extra, &b)
-    }
-
     /// `/v1/chat/completions` and `/v1/completions`.
-    fn generate<S: Read + Write>(
+    fn generate<S: Peer>(
         &mut self,
         s: &mut S,
         kind: Kind,
         body: &[u8],
-        ka: bool,
+        r: Reply<'_>,
     ) -> Result<bool, S::Error> {
         self.counter += 1;
         let Firmware {
@@ -376,23 +445,24 @@ impl Firmware {
             ..
         } = bufs;
         let ctx = *ctx;
+        let ka = r.keep_alive;
+        let extra = r.extra();
         let bytes = model.bytes();
-        let err = |s: &mut S, out: &mut [u8], status, msg: &dyn fmt::Display, param| {
-            respond(s, out, status, ka, "", &ErrorBody { status, msg, param })
-        };
+        let err =
+            |s: &mut S, out: &mut [u8], b: ErrorBody<'_>| respond(s, out, b.status, ka, &extra, &b);
         let tok = match Tokenizer::from_parts(*tok_meta, bytes, tok_mem) {
             Ok(t) => t,
-            Err(e) => return err(s, out, 500, &e, None),
+            Err(e) => return err(s, out, ErrorBody::new(500, &e)),
         };
         let mut arena = Arena::new(arena);
-        let bad_escape = "invalid string escape in the request body";
+        const BAD_ESCAPE: &str = "invalid string escape in the request body";
 
         // The prompt text and request options.
         let (prompt_text, add_special, params, raw_stops) = match kind {
             Kind::Chat => {
                 let req = match api::parse_chat(body) {
                     Ok(r) => r,
-                    Err(e) => return err(s, out, 400, &e, e.param()),
+                    Err(e) => return err(s, out, ErrorBody::new(400, &e).param(e.param())),
                 };
                 let mut msgs = [Message {
                     role: "",
@@ -401,29 +471,29 @@ impl Firmware {
                 for (m, raw) in msgs.iter_mut().zip(&req.messages) {
                     match (arena.unescape_one(raw.role), arena.unescape(&raw.content)) {
                         (Ok(role), Ok(content)) => *m = Message { role, content },
-                        _ => return err(s, out, 400, &bad_escape, Some("messages")),
+                        _ => return err(s, out, invalid(&BAD_ESCAPE, "messages")),
                     }
                 }
                 let ttext = template.and_then(|(a, b)| std::str::from_utf8(&bytes[a..b]).ok());
                 let t = match ChatTemplate::detect(ttext) {
                     Ok(t) => t,
-                    Err(e) => return err(s, out, 400, &e, Some("messages")),
+                    Err(e) => return err(s, out, ErrorBody::new(400, &e).param(Some("messages"))),
                 };
                 let bos = std::str::from_utf8(&bytes[bos_text.0..bos_text.1]).unwrap_or("");
                 let n = req.messages.len();
                 match t.render(&msgs[..n], true, bos, None, prompt) {
                     Ok(p) => (p, !t.bos, req.params, req.stop),
-                    Err(e) => return err(s, out, 400, &e, Some("messages")),
+                    Err(e) => return err(s, out, ErrorBody::new(400, &e).param(Some("messages"))),
                 }
             }
             Kind::Completion => {
                 let req = match api::parse_completion(body) {
                     Ok(r) => r,
-                    Err(e) => return err(s, out, 400, &e, e.param()),
+                    Err(e) => return err(s, out, ErrorBody::new(400, &e).param(e.param())),
                 };
                 match arena.unescape_one(req.prompt) {
                     Ok(p) => (p, true, req.params, req.stop),
-                    Err(_) => return err(s, out, 400, &bad_escape, Some("prompt")),
+                    Err(_) => return err(s, out, invalid(&BAD_ESCAPE, "prompt")),
                 }
             }
         };
@@ -431,7 +501,7 @@ impl Firmware {
         for (d, raw) in stops.iter_mut().zip(&raw_stops) {
             match arena.unescape_one(*raw) {
                 Ok(t) => *d = t,
-                Err(_) => return err(s, out, 400, &bad_escape, Some("stop")),
+                Err(_) => return err(s, out, invalid(&BAD_ESCAPE, "stop")),
             }
         }
         let stops = &stops[..raw_stops.len()];
@@ -444,7 +514,7 @@ impl Firmware {
         let n = match tok.encode(prompt_text, add_special, true, tokens) {
             Ok(n) => n,
             Err(TokenizerError::OutputTooSmall) => usize::MAX,
-            Err(e) => return err(s, out, 400, &e, Some(param)),
+            Err(e) => return err(s, out, ErrorBody::new(400, &e).param(Some(param))),
         };
         let n = if n == 0 {
             match tok.bos() {
@@ -452,14 +522,17 @@ impl Firmware {
                     tokens[0] = b;
                     1
                 }
-                None => return err(s, out, 400, &"the prompt is empty", Some(param)),
+                None => return err(s, out, invalid(&"the prompt is empty", param)),
             }
         } else {
             n
         };
         if n >= ctx {
             let m = ContextLength { n, ctx };
-            return err(s, out, 400, &m, Some(param));
+            let b = ErrorBody::new(400, &m)
+                .param(Some(param))
+                .code("context_length_exceeded");
+            return err(s, out, b);
         }
         let max_new = params.max_tokens.unwrap_or(usize::MAX).min(ctx - n);
         let now = SystemTime::now()
@@ -494,10 +567,18 @@ impl Firmware {
         let prompt_tokens = &tokens[..n];
 
         if !params.stream {
-            let r = gen.run(prompt_tokens, &cfg, max_new, stops, &mut |_| true);
-            let o = match r {
+            let mut sink = Quiet(&mut *s);
+            let o = match gen.run(
+                prompt_tokens,
+                &cfg,
+                max_new,
+                stops,
+                params.ignore_eos,
+                &mut sink,
+            ) {
+                Ok(o) if o.cancelled => return Ok(false),
                 Ok(o) => o,
-                Err(e) => return err(s, out, 500, &e, None),
+                Err(e) => return err(s, out, ErrorBody::new(500, &e)),
             };
             let b = FullBody {
                 head: &head,
@@ -505,7 +586,7 @@ impl Firmware {
                 finish: o.finish,
                 usage: Usage::new(n, &o),
             };
-            return respond(s, out, 200, ka, "", &b);
+            return respond(s, out, 200, ka, &extra, &b);
         }
 
         // Streaming: chunked transfer for HTTP/1.1; HTTP/1.0 gets the raw stream and a close.
@@ -514,7 +595,7 @@ impl Firmware {
         wfmt(
             &mut w,
             format_args!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n{}\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n{}",
                 if chunked {
                     "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n"
                 } else {
@@ -522,46 +603,104 @@ impl Firmware {
                 }
             ),
         )?;
-        let mut io_err = None;
-        let mut send = |w: &mut Buffered<'_, &mut S>, ev: Event<'_>| -> bool {
-            if io_err.is_some() {
-                return false;
-            }
-            match send_event(w, event, chunked, &head, ev, params.include_usage) {
-                Ok(()) => true,
-                Err(e) => {
-                    io_err = Some(e);
-                    false
-                }
-            }
+        extra.write(&mut w)?;
+        w.write_all(b"\r\n")?;
+        let mut sink = Events {
+            w,
+            buf: event,
+            chunked,
+            head: &head,
+            include_usage: params.include_usage,
+            err: None,
         };
         if kind == Kind::Chat {
-            send(&mut w, Event::Role);
+            sink.send(Event::Role);
         }
-        let r = gen.run(prompt_tokens, &cfg, max_new, stops, &mut |piece| {
-            send(&mut w, Event::Content(piece))
-        });
+        let r = gen.run(
+            prompt_tokens,
+            &cfg,
+            max_new,
+            stops,
+            params.ignore_eos,
+            &mut sink,
+        );
         match r {
+            Ok(o) if o.cancelled => {
+                return match sink.err.take() {
+                    Some(e) => Err(e),
+                    None => Ok(false),
+                }
+            }
             Ok(o) => {
-                send(&mut w, Event::Finish(o.finish));
+                sink.send(Event::Finish(o.finish));
                 if params.include_usage {
-                    send(&mut w, Event::Usage(Usage::new(n, &o)));
+                    sink.send(Event::Usage(Usage::new(n, &o)));
                 }
             }
             Err(e) => {
-                send(&mut w, Event::Error(&e));
+                sink.send(Event::Error(&e));
             }
         }
-        send(&mut w, Event::Done);
-        if let Some(e) = io_err {
+        sink.send(Event::Done);
+        if let Some(e) = sink.err {
             return Err(e);
         }
+        let mut w = sink.w;
         if chunked {
             w.write_all(b"0\r\n\r\n")?;
         }
         w.flush()?;
         Ok(chunked)
     }
+}
+
+/// Answers a CORS preflight (`OPTIONS`) for a route serving `methods`.
+fn preflight<S: Write>(
+    s: &mut S,
+    req: &http::Request<'_>,
+    methods: &str,
+    r: Reply<'_>,
+) -> Result<bool, S::Error> {
+    let conn = if r.keep_alive { "keep-alive" } else { "close" };
+    wfmt(
+        s,
+        format_args!("HTTP/1.1 204 No Content\r\nConnection: {conn}\r\n"),
+    )?;
+    match r.origin {
+        Some(o) => {
+            // The browser's own list of headers, when it is a plain list of names.
+            let asked = req
+                .header("access-control-request-headers")
+                .and_then(|h| {
+                    let names = h.iter().all(|&c| c == b',' || c == b' ' || is_tchar(c));
+                    (names && h.len() <= 512).then(|| std::str::from_utf8(h).ok())?
+                })
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or(DEFAULT_ALLOW_HEADERS);
+            wfmt(
+                s,
+                format_args!(
+                    "Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n\
+                     Access-Control-Allow-Methods: {methods}\r\n\
+                     Access-Control-Allow-Headers: {asked}\r\n\
+                     Access-Control-Max-Age: {PREFLIGHT_MAX_AGE}\r\n"
+                ),
+            )?;
+        }
+        None => wfmt(s, format_args!("Allow: {methods}\r\n"))?,
+    }
+    s.write_all(b"\r\n")?;
+    s.flush()?;
+    Ok(r.keep_alive)
+}
+
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// A 400 naming the field at fault.
+fn invalid<'a>(msg: &'a &'static str, param: &'a str) -> ErrorBody<'a> {
+    ErrorBody::new(400, msg).param(Some(param))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -619,6 +758,8 @@ struct Outcome {
     completion_tokens: usize,
     cached: usize,
     text_len: usize,
+    /// The client went away; nothing is to be sent.
+    cancelled: bool,
 }
 
 /// Borrowed state of one generation.
@@ -729,10 +870,24 @@ impl Gen<'_> {
         cfg: &SamplerConfig,
         max_new: usize,
         stops: &[&str],
-        emit: &mut dyn FnMut(&str) -> bool,
+        ignore_eos: bool,
+        sink: &mut dyn Sink,
     ) -> Result<Outcome, ModelError> {
         let cached = self.session.reuse_prefix(prompt);
-        self.feed(&prompt[cached..])?;
+        let mut o = Outcome {
+            finish: Finish::Length,
+            completion_tokens: 0,
+            cached,
+            text_len: 0,
+            cancelled: false,
+        };
+        for step in prompt[cached..].chunks(PREFILL_STEP) {
+            if !sink.alive() {
+                o.cancelled = true;
+                return Ok(o);
+            }
+            self.feed(step)?;
+        }
         let mut rng = Rng::new(cfg.seed);
         let mut detok = Detokenizer::new(false);
         let mut st = TextState {
@@ -741,11 +896,8 @@ impl Gen<'_> {
             full: false,
             stops,
         };
-        let mut n_gen = 0;
-        let mut finish = Finish::Length;
         let mut stopped = false;
-        let mut alive = true;
-        while n_gen < max_new && alive {
+        while o.completion_tokens < max_new {
             let t = sampler::sample(
                 self.logits,
                 self.session.tokens(),
@@ -753,41 +905,112 @@ impl Gen<'_> {
                 &mut rng,
                 self.cands,
             );
-            if self.tok.is_eog(t) {
-                finish = Finish::Stop;
+            if self.tok.is_eog(t) && !ignore_eos {
+                o.finish = Finish::Stop;
                 break;
             }
-            n_gen += 1;
+            o.completion_tokens += 1;
             let tok = self.tok;
             let text = &mut *self.text;
             detok.push(&tok, t, &mut |p| st.append(text, p));
             if st.full {
                 break;
             }
-            (stopped, alive) = st.advance(self.text, false, emit);
-            if stopped {
-                finish = Finish::Stop;
+            let sent;
+            (stopped, sent) = st.advance(self.text, false, &mut |p| sink.text(p));
+            if !sent {
+                o.cancelled = true;
                 break;
             }
-            if n_gen >= max_new || self.session.tokens().len() >= self.session.capacity() {
+            if stopped {
+                o.finish = Finish::Stop;
+                break;
+            }
+            if o.completion_tokens >= max_new
+                || self.session.tokens().len() >= self.session.capacity()
+            {
                 break;
             }
             self.feed(&[t])?;
-        }
-        if !stopped && alive {
-            let text = &mut *self.text;
-            detok.flush(&mut |p| st.append(text, p));
-            let (s, _) = st.advance(self.text, true, emit);
-            if s {
-                finish = Finish::Stop;
+            if !sink.alive() {
+                o.cancelled = true;
+                break;
             }
         }
-        Ok(Outcome {
-            finish,
-            completion_tokens: n_gen,
-            cached,
-            text_len: st.len,
-        })
+        if !stopped && !o.cancelled {
+            let text = &mut *self.text;
+            detok.flush(&mut |p| st.append(text, p));
+            let (s, sent) = st.advance(self.text, true, &mut |p| sink.text(p));
+            if s {
+                o.finish = Finish::Stop;
+            }
+            o.cancelled = !sent;
+        }
+        o.text_len = st.len;
+        Ok(o)
+    }
+}
+
+/// Where a generation's text goes, and whether it goes on.
+trait Sink {
+    /// Takes a piece of text; false stops the generation (the client is gone).
+    fn text(&mut self, piece: &str) -> bool;
+    /// Asked between prefill steps and tokens; false cancels the generation.
+    fn alive(&mut self) -> bool;
+}
+
+/// A non-streaming generation: the text is collected, the peer only watched.
+struct Quiet<'s, S>(&'s mut S);
+
+impl<S: Peer> Sink for Quiet<'_, S> {
+    fn text(&mut self, _: &str) -> bool {
+        true
+    }
+    fn alive(&mut self) -> bool {
+        self.0.alive()
+    }
+}
+
+/// A streaming generation: every piece of text is sent as an SSE event.
+struct Events<'a, 's, S: Write> {
+    w: Buffered<'a, &'s mut S>,
+    buf: &'a mut [u8],
+    chunked: bool,
+    head: &'a Head<'a>,
+    include_usage: bool,
+    /// The first write error; nothing more is sent after it.
+    err: Option<S::Error>,
+}
+
+impl<S: Write> Events<'_, '_, S> {
+    fn send(&mut self, ev: Event<'_>) -> bool {
+        if self.err.is_some() {
+            return false;
+        }
+        let r = send_event(
+            &mut self.w,
+            self.buf,
+            self.chunked,
+            self.head,
+            ev,
+            self.include_usage,
+        );
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.err = Some(e);
+                false
+            }
+        }
+    }
+}
+
+impl<S: Peer> Sink for Events<'_, '_, S> {
+    fn text(&mut self, piece: &str) -> bool {
+        self.send(Event::Content(piece))
+    }
+    fn alive(&mut self) -> bool {
+        self.err.is_none() && self.w.inner_mut().alive()
     }
 }
 
@@ -813,13 +1036,6 @@ struct Head<'a> {
     id: &'a str,
     created: u64,
     model: &'a str,
-}
-
-type JRes<W> = Result<(), JsonError<<W as embedded_io::ErrorType>::Error>>;
-
-/// A JSON response body, written twice: once to count its bytes, once to send them.
-trait Body {
-    fn write<W: Write>(&self, w: &mut JsonWriter<W>) -> JRes<W>;
 }
 
 fn write_head<W: Write>(w: &mut JsonWriter<W>, h: &Head<'_>, chunk: bool) -> JRes<W> {
@@ -922,103 +1138,6 @@ impl Body for ModelsBody<'_> {
     }
 }
 
-struct ErrorBody<'a> {
-    status: u16,
-    msg: &'a dyn fmt::Display,
-    param: Option<&'a str>,
-}
-
-fn write_error<W: Write>(
-    w: &mut JsonWriter<W>,
-    status: u16,
-    msg: &dyn fmt::Display,
-    param: Option<&str>,
-) -> JRes<W> {
-    w.begin_object()?;
-    w.key("error")?;
-    w.begin_object()?;
-    w.key("message")?;
-    w.string_fmt(format_args!("{msg}"))?;
-    w.key("type")?;
-    w.string(if status >= 500 {
-        "server_error"
-    } else {
-        "invalid_request_error"
-    })?;
-    w.key("param")?;
-    match param {
-        Some(p) => w.string(p)?,
-        None => w.null()?,
-    }
-    w.key("code")?;
-    w.null()?;
-    w.end_object()?;
-    w.end_object()
-}
-
-impl Body for ErrorBody<'_> {
-    fn write<W: Write>(&self, w: &mut JsonWriter<W>) -> JRes<W> {
-        write_error(w, self.status, self.msg, self.param)
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        431 => "Request Header Fields Too Large",
-        505 => "HTTP Version Not Supported",
-        _ => "Internal Server Error",
-    }
-}
-
-fn wfmt<W: Write>(w: &mut W, args: fmt::Arguments<'_>) -> Result<(), W::Error> {
-    match w.write_fmt(args) {
-        Ok(()) => Ok(()),
-        Err(embedded_io::WriteFmtError::Other(e)) => Err(e),
-        // Formatting integers and strings cannot fail by itself.
-        Err(_) => Ok(()),
-    }
-}
-
-fn json_io<E>(r: Result<(), JsonError<E>>) -> Result<(), E> {
-    match r {
-        Err(JsonError::Io(e)) => Err(e),
-        // Bodies are well-formed by construction.
-        _ => Ok(()),
-    }
-}
-
-/// Sends a whole JSON response; returns whether the connection stays open.
-fn respond<S: Write, B: Body>(
-    s: &mut S,
-    out: &mut [u8],
-    status: u16,
-    keep_alive: bool,
-    extra: &str,
-    body: &B,
-) -> Result<bool, S::Error> {
-    let mut c = Counter::default();
-    let _ = body.write(&mut JsonWriter::new(&mut c));
-    let mut w = Buffered::new(&mut *s, out);
-    wfmt(
-        &mut w,
-        format_args!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n{extra}\r\n",
-            reason(status),
-            c.n,
-            if keep_alive { "keep-alive" } else { "close" },
-        ),
-    )?;
-    json_io(body.write(&mut JsonWriter::new(&mut w)))?;
-    w.flush()?;
-    Ok(keep_alive)
-}
-
 enum Event<'a> {
     Role,
     Content(&'a str),
@@ -1047,7 +1166,7 @@ fn send_event<W: Write>(
         sl.write_all(b"data: ").map_err(JsonError::Io)?;
         let mut j = JsonWriter::new(&mut *sl);
         if let Event::Error(e) = ev {
-            write_error(&mut j, 500, e, None)?;
+            ErrorBody::new(500, e).write(&mut j)?;
         } else {
             j.begin_object()?;
             write_head(&mut j, h, true)?;
@@ -1123,13 +1242,6 @@ fn send_event<W: Write>(
     w.flush()
 }
 
-struct TooLarge(usize);
-impl fmt::Display for TooLarge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "request body too large (limit {} bytes)", self.0)
-    }
-}
-
 struct NotFound<'a>(&'a str);
 impl fmt::Display for NotFound<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1163,5 +1275,30 @@ impl fmt::Display for ContextLength {
                 self.ctx, self.n
             )
         }
+    }
+}
+
+/// The 403 of the browser policy.
+struct Refused<'a> {
+    header: &'static str,
+    value: &'a [u8],
+    flag: &'static str,
+}
+impl fmt::Display for Refused<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} '", self.header)?;
+        for &c in self.value.iter().take(200) {
+            let c = if (0x20..0x7F).contains(&c) {
+                c as char
+            } else {
+                '?'
+            };
+            fmt::Write::write_char(f, c)?;
+        }
+        write!(
+            f,
+            "' is not allowed; start the firmware with {} to allow it",
+            self.flag
+        )
     }
 }
