@@ -8,9 +8,11 @@
 //! - A body must keep coming: no gap longer than [`Limits::body_timeout`], and the whole body
 //!   within `body_timeout + bytes / min_body_rate` seconds. Otherwise `408` and the
 //!   connection is closed.
-//! - Bodies in flight share [`Limits::max_body_memory`] bytes: a body that does not fit gets
-//!   `503` with `Retry-After` (the budget is released when the body is done or its
-//!   connection dies).
+//! - Bodies larger than [`SMALL_BODY`] share [`Limits::max_body_memory`] bytes: a body that
+//!   does not fit gets `503` with `Retry-After` (the budget is released when the body is done
+//!   or its connection dies). Smaller bodies, which ordinary chat requests are, never wait
+//!   for that budget, so clients stalling large bodies cannot lock them out; they are bounded
+//!   by the connection cap instead (at most `max_connections × SMALL_BODY` bytes).
 //! - At most [`Limits::max_connections`] connections are served; the next ones get `503` with
 //!   `Retry-After`, written without reading their request, and are closed.
 
@@ -31,6 +33,8 @@ use super::ApiError;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Bodies up to this size are read without drawing on the shared body budget.
+pub const SMALL_BODY: usize = 64 * 1024;
 /// Bytes of an oversized body read (and dropped) before answering 413, so the client gets
 /// to read the answer instead of a reset connection.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
@@ -110,11 +114,20 @@ impl Guards {
         }
     }
 
-    /// Reserves `n` more bytes of body memory, merging into `held`.
-    fn reserve(&self, held: &mut Option<OwnedSemaphorePermit>, n: usize) -> Result<(), ApiError> {
-        if n == 0 {
+    /// Brings the reservation in `held` (covering `*reserved` bytes) up to a body of `total`
+    /// bytes; the first [`SMALL_BODY`] bytes are free.
+    fn reserve(
+        &self,
+        held: &mut Option<OwnedSemaphorePermit>,
+        reserved: &mut usize,
+        total: usize,
+    ) -> Result<(), ApiError> {
+        let n = total.saturating_sub(SMALL_BODY.max(*reserved));
+        if total <= *reserved || n == 0 {
+            *reserved = (*reserved).max(total);
             return Ok(());
         }
+        *reserved = total;
         let p = u32::try_from(n)
             .ok()
             .and_then(|n| self.body_memory.clone().try_acquire_many_owned(n).ok())
@@ -154,11 +167,10 @@ pub async fn read_body(guards: &Guards, req: Request<Incoming>) -> Result<Reques
     let mut too_large = declared.is_some_and(|n| n > MAX_BODY as u64);
     let mut budget = None;
     let mut buf = Vec::new();
-    // Bytes of the budget held: the declared length up front, else what has arrived.
+    // Body bytes the budget covers: the declared length up front, else what has arrived.
     let mut reserved = 0usize;
     if let Some(n) = declared.filter(|_| !too_large) {
-        guards.reserve(&mut budget, n as usize)?;
-        reserved = n as usize;
+        guards.reserve(&mut budget, &mut reserved, n as usize)?;
         buf.reserve_exact(reserved);
     }
     let mut body = req.into_body();
@@ -193,11 +205,8 @@ pub async fn read_body(guards: &Guards, req: Request<Incoming>) -> Result<Reques
             }
             continue;
         }
-        if buf.len() + data.len() > reserved {
-            // A chunked body: reserve as it arrives.
-            guards.reserve(&mut budget, buf.len() + data.len() - reserved)?;
-            reserved = buf.len() + data.len();
-        }
+        // A chunked body reserves as it arrives.
+        guards.reserve(&mut budget, &mut reserved, buf.len() + data.len())?;
         buf.extend_from_slice(&data);
     }
     if too_large {
