@@ -154,9 +154,10 @@ impl std::ops::Deref for RequestBody {
     }
 }
 
-/// Reads a body of at most [`MAX_BODY`] bytes under the deadlines and the memory budget;
-/// larger ones are answered 413 (after draining a bounded amount, so the client can read the
-/// answer).
+/// Reads a body of at most [`MAX_BODY`] bytes under the deadlines and the memory budget.
+/// A body that is too large (413) or does not fit the budget (503) is still read, up to a
+/// bounded amount and without keeping it, so that the client gets to read the answer instead
+/// of a reset connection.
 pub async fn read_body(guards: &Guards, req: Request<Incoming>) -> Result<RequestBody, ApiError> {
     let limits = &guards.limits;
     let declared = req
@@ -164,14 +165,18 @@ pub async fn read_body(guards: &Guards, req: Request<Incoming>) -> Result<Reques
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut too_large = declared.is_some_and(|n| n > MAX_BODY as u64);
+    let mut refused = declared
+        .filter(|&n| n > MAX_BODY as u64)
+        .map(|_| ApiError::too_large(MAX_BODY));
     let mut budget = None;
     let mut buf = Vec::new();
     // Body bytes the budget covers: the declared length up front, else what has arrived.
     let mut reserved = 0usize;
-    if let Some(n) = declared.filter(|_| !too_large) {
-        guards.reserve(&mut budget, &mut reserved, n as usize)?;
-        buf.reserve_exact(reserved);
+    if let (Some(n), None) = (declared, &refused) {
+        match guards.reserve(&mut budget, &mut reserved, n as usize) {
+            Ok(()) => buf.reserve_exact(reserved),
+            Err(e) => refused = Some(e),
+        }
     }
     let mut body = req.into_body();
     let start = Instant::now();
@@ -194,23 +199,26 @@ pub async fn read_body(guards: &Guards, req: Request<Incoming>) -> Result<Reques
             continue;
         };
         seen += data.len();
-        if seen > MAX_BODY {
-            too_large = true;
+        if refused.is_none() && seen > MAX_BODY {
+            refused = Some(ApiError::too_large(MAX_BODY));
         }
-        if too_large {
+        if refused.is_none() {
+            // A chunked body reserves as it arrives.
+            match guards.reserve(&mut budget, &mut reserved, buf.len() + data.len()) {
+                Ok(()) => buf.extend_from_slice(&data),
+                Err(e) => refused = Some(e),
+            }
+        }
+        if refused.is_some() {
             buf = Vec::new();
             budget = None;
             if seen > DRAIN_LIMIT {
                 break;
             }
-            continue;
         }
-        // A chunked body reserves as it arrives.
-        guards.reserve(&mut budget, &mut reserved, buf.len() + data.len())?;
-        buf.extend_from_slice(&data);
     }
-    if too_large {
-        return Err(ApiError::too_large(MAX_BODY));
+    if let Some(e) = refused {
+        return Err(e);
     }
     Ok(RequestBody {
         bytes: Bytes::from(buf),
