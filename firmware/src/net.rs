@@ -10,10 +10,12 @@
 //!   or it gets `408`; a connection waiting for a request (new or kept alive) is closed after
 //!   `keep_alive_timeout`;
 //! - a bad first line, an oversized head or body get their error as soon as that is known;
-//! - when every slot is taken, a new connection takes the slot of the client that has been
-//!   waiting for (or sending) its request the longest, if that has lasted over
-//!   `evict_grace` (a sender gets `408`); otherwise the newcomer gets `503` with `Retry-After`,
-//!   without its request being read;
+//! - when every slot is taken, a new connection waits (up to 200 ms, without a buffer) for one:
+//!   it takes the slot of the client that has been waiting for (or sending) its request the
+//!   longest, if that has lasted over `evict_grace`, or over 100 ms once the newcomer has sent
+//!   a whole request head (a client sending at full speed thus displaces a trickling one; an
+//!   evicted sender gets `408`); otherwise the newcomer gets `503` with `Retry-After`, without
+//!   its request being read;
 //! - a response that cannot be written for `request_timeout` ends its connection;
 //! - a client that closes its connection during a generation cancels it.
 //!
@@ -47,6 +49,15 @@ const SERVICE_EVERY: Duration = Duration::from_millis(2);
 const ACCEPTS_PER_PASS: usize = 64;
 /// `Retry-After` of a `503`, in seconds.
 const RETRY_AFTER: u32 = 1;
+/// Most new connections waiting for a slot at once.
+const MAX_PENDING: usize = 16;
+/// How long a new connection may wait for a slot before it gets `503`.
+const PROBATION: Duration = Duration::from_millis(200);
+/// Bytes of a waiting connection looked at to see whether it sent a whole request head.
+const PROOF_BYTES: usize = 4096;
+/// A slot must have been waiting this long before a connection that sent a whole head may
+/// take it.
+const PROVEN_GRACE: Duration = Duration::from_millis(100);
 
 /// Limits of the connection layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,11 +129,23 @@ impl Slot {
     }
 }
 
+/// A new connection waiting for a slot.
+#[derive(Debug)]
+struct Pending {
+    conn: TcpStream,
+    since: Instant,
+    /// Bytes it had sent when last looked at.
+    seen: usize,
+    /// It sent a whole request head.
+    proven: bool,
+}
+
 /// The listener and the connection slots.
 #[derive(Debug)]
 pub struct Net {
     listener: TcpListener,
     slots: Vec<Slot>,
+    pending: heapless::Deque<Pending, MAX_PENDING>,
     /// Slots holding a whole request, oldest first.
     queue: heapless::Deque<usize, MAX_SLOTS>,
     cfg: NetConfig,
@@ -143,6 +166,7 @@ impl Net {
         Ok(Net {
             listener,
             slots,
+            pending: heapless::Deque::new(),
             queue: heapless::Deque::new(),
             cfg: NetConfig {
                 max_connections: n,
@@ -198,8 +222,14 @@ impl Net {
         }
         let now = Instant::now();
         let mut until = max_wait.map(|d| now + d);
-        let mut fds: heapless::Vec<PollFd<'_>, { MAX_SLOTS + 1 }> = heapless::Vec::new();
+        let mut fds: heapless::Vec<PollFd<'_>, { MAX_SLOTS + MAX_PENDING + 1 }> =
+            heapless::Vec::new();
         let _ = fds.push(PollFd::new(&self.listener, PollFlags::IN));
+        for p in &self.pending {
+            let _ = fds.push(PollFd::new(&p.conn, PollFlags::IN));
+            let d = p.since + PROBATION;
+            until = Some(until.map_or(d, |u| u.min(d)));
+        }
         for s in &self.slots {
             if let (Some(c), Some(d)) = (&s.conn, self.deadline(s)) {
                 let _ = fds.push(PollFd::new(c, PollFlags::IN));
@@ -229,32 +259,69 @@ impl Net {
                 Ok((c, _)) => c,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // Nothing waiting, or out of descriptors: try again next pass.
-                Err(_) => return,
+                Err(_) => break,
             };
             if conn.set_nonblocking(true).is_err() {
                 continue;
             }
             let _ = conn.set_nodelay(true);
-            match self.free_slot(now) {
+            if self.pending.is_full() {
+                if let Some(p) = self.pending.pop_front() {
+                    busy(p.conn);
+                }
+            }
+            let p = Pending {
+                conn,
+                since: now,
+                seen: 0,
+                proven: false,
+            };
+            let _ = self.pending.push_back(p);
+        }
+        self.place_pending(now);
+    }
+
+    /// Gives waiting connections slots, oldest first; turns away those that waited too long.
+    fn place_pending(&mut self, now: Instant) {
+        for _ in 0..self.pending.len() {
+            let Some(mut p) = self.pending.pop_front() else {
+                return;
+            };
+            if !p.proven {
+                let mut head = [0u8; PROOF_BYTES];
+                if let Ok(n) = p.conn.peek(&mut head) {
+                    if n > p.seen {
+                        p.seen = n;
+                        p.proven = matches!(
+                            frame(&head[..n], &self.limits, self.max_body),
+                            Frame::Head { .. } | Frame::Complete { .. } | Frame::Reject(_)
+                        );
+                    }
+                }
+            }
+            match self.free_slot(now, p.proven) {
                 Some(i) => {
                     let s = &mut self.slots[i];
-                    s.conn = Some(conn);
+                    s.conn = Some(p.conn);
                     s.state = State::Idle;
                     s.since = now;
                     s.filled = 0;
                     s.continued = false;
+                    // What it already sent is read at once.
+                    self.pump(i, now);
                 }
+                None if now.duration_since(p.since) >= PROBATION => busy(p.conn),
                 None => {
-                    let e = ErrorBody::new(503, &BUSY).code("too_many_connections");
-                    refuse(conn, &e, RETRY_AFTER);
+                    let _ = self.pending.push_back(p);
                 }
             }
         }
     }
 
     /// A slot for a new connection: a free one, a closing one, or the one that has waited
-    /// for its request the longest, if that has lasted over the grace.
-    fn free_slot(&mut self, now: Instant) -> Option<usize> {
+    /// for its request the longest, if that has lasted over the grace (a shorter one for a
+    /// newcomer that has sent a whole head, which only takes slots still without one).
+    fn free_slot(&mut self, now: Instant, proven: bool) -> Option<usize> {
         if let Some(i) = self.slots.iter().position(|s| s.state == State::Free) {
             return Some(i);
         }
@@ -262,12 +329,21 @@ impl Net {
             self.drop_conn(i);
             return Some(i);
         }
+        let grace = self.cfg.evict_grace;
         let (i, _) = self
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| matches!(s.state, State::Idle | State::Reading { .. }))
-            .filter(|(_, s)| now.duration_since(s.since) >= self.cfg.evict_grace)
+            .filter(|(_, s)| {
+                let age = now.duration_since(s.since);
+                match s.state {
+                    State::Idle | State::Reading { end: None } => {
+                        age >= grace || (proven && age >= PROVEN_GRACE)
+                    }
+                    State::Reading { end: Some(_) } => age >= grace,
+                    _ => false,
+                }
+            })
             .min_by_key(|(_, s)| s.since)?;
         let s = &mut self.slots[i];
         if let (State::Reading { .. }, Some(c)) = (s.state, s.conn.take()) {
@@ -456,6 +532,12 @@ impl Net {
             _ => self.drop_conn(i),
         }
     }
+}
+
+/// Answers `503` to a connection that gets no slot, without reading its request.
+fn busy(conn: TcpStream) {
+    let e = ErrorBody::new(503, &BUSY).code("too_many_connections");
+    refuse(conn, &e, RETRY_AFTER);
 }
 
 /// Answers a connection that gets no slot, without reading its request, and closes it.
