@@ -236,3 +236,126 @@ fn ternary_formats_agree_with_f32() {
         }
     }
 }
+
+/// Logits after each prompt's last token and after each of `steps` greedy tokens, for every
+/// prompt run alone in a one-sequence session.
+fn alone(m: &LoadedModel, prompts: &[Vec<u32>], steps: usize) -> Vec<Vec<Vec<f32>>> {
+    let nv = m.config.n_vocab;
+    prompts
+        .iter()
+        .map(|p| {
+            let mut s = Session::new(m, 48, 4);
+            let mut rows = vec![s.feed(m, &Sequential, p, 1).unwrap().to_vec()];
+            for _ in 0..steps {
+                let next = trillim_tests::argmax(rows.last().unwrap()) as u32;
+                rows.push(s.feed(m, &Sequential, &[next], 1).unwrap()[..nv].to_vec());
+            }
+            rows
+        })
+        .collect()
+}
+
+/// The same, all prompts together in one session with a slot each: every step mixes decode
+/// tokens of the sequences that finished their prompt with prompt chunks of the others, in
+/// batches larger than the session's `max_batch` (so they are split across passes too).
+fn batched(
+    m: &LoadedModel,
+    prompts: &[Vec<u32>],
+    steps: usize,
+    par: &dyn trillim_core::Parallel,
+) -> Vec<Vec<Vec<f32>>> {
+    use trillim_core::model::SeqToken;
+    let nv = m.config.n_vocab;
+    let mut s = Session::with_slots(m, 48, 4, prompts.len());
+    let mut fed = vec![0usize; prompts.len()];
+    let mut rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); prompts.len()];
+    while rows.iter().any(|r| r.len() < steps + 1) {
+        let mut batch = Vec::new();
+        for (slot, p) in prompts.iter().enumerate() {
+            if fed[slot] < p.len() {
+                // A prompt chunk of up to 3 tokens (the slot's number + 1: uneven chunks).
+                let n = (slot + 1).min(p.len() - fed[slot]);
+                for k in 0..n {
+                    let last = fed[slot] + k + 1 == p.len();
+                    batch.push(SeqToken {
+                        token: p[fed[slot] + k],
+                        slot: slot as u16,
+                        logits: last,
+                    });
+                }
+                fed[slot] += n;
+            } else if rows[slot].len() < steps + 1 {
+                let next = trillim_tests::argmax(rows[slot].last().unwrap()) as u32;
+                batch.push(SeqToken {
+                    token: next,
+                    slot: slot as u16,
+                    logits: true,
+                });
+            }
+        }
+        let out = s.feed_seqs(m, par, &batch).unwrap().to_vec();
+        let mut row = 0;
+        for t in batch.iter().filter(|t| t.logits) {
+            rows[t.slot as usize].push(out[row * nv..(row + 1) * nv].to_vec());
+            row += 1;
+        }
+    }
+    rows
+}
+
+/// A sequence's logits are bit-identical whether it runs alone or batched with others, for
+/// every weight format (synthetic models), the fixture files and SmolLM2.
+#[test]
+fn batching_sequences_does_not_change_logits() {
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for ty in [
+        WeightType::F32,
+        WeightType::F16,
+        WeightType::BF16,
+        WeightType::Q8_0,
+        WeightType::Q4_0,
+    ] {
+        files.push((ty.name().to_string(), model("llama", ty, false)));
+    }
+    for ty in [WeightType::TQ2_0, WeightType::TQ1_0, WeightType::I2S] {
+        files.push((ty.name().to_string(), model("bitnet-b1.58", ty, true)));
+    }
+    for f in [
+        "models/tiny-bitnet-tq2_0.gguf",
+        "models/tiny-bitnet-tq1_0.gguf",
+        "models/tiny-b158-i2_s.gguf",
+    ] {
+        files.push((
+            f.to_string(),
+            std::fs::read(trillim_tests::testdata(f)).unwrap(),
+        ));
+    }
+    let smollm2 = trillim_tests::smollm2_path()
+        .expect("SmolLM2-135M-Instruct is missing: run scripts/fetch-test-model.sh");
+    files.push(("SmolLM2 Q4_1".into(), std::fs::read(smollm2).unwrap()));
+    let pool = trillim_runtime::ThreadPool::new(2);
+    for (name, bytes) in files {
+        let m = LoadedModel::from_vec(bytes, "test".as_ref(), trillim_runtime::cpu::best_kernels())
+            .unwrap();
+        let nv = m.config.n_vocab as u32;
+        let prompts: Vec<Vec<u32>> = [13usize, 5, 9]
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                (0..n as u32)
+                    .map(|i| (i * 37 + k as u32 * 101) % nv)
+                    .collect()
+            })
+            .collect();
+        let want = alone(&m, &prompts, 4);
+        let got = batched(&m, &prompts, 4, &pool);
+        for (slot, (w, g)) in want.iter().zip(&got).enumerate() {
+            for (step, (a, b)) in w.iter().zip(g).enumerate() {
+                assert!(
+                    a == b,
+                    "{name}: sequence {slot}, step {step} differs when batched"
+                );
+            }
+        }
+    }
+}

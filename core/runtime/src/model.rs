@@ -9,7 +9,8 @@ use trillim_core::kernels::formats::{dequantize_row, quantize_row_q4_0, quantize
 use trillim_core::kernels::Kernels;
 use trillim_core::kernels::WeightType;
 use trillim_core::model::{
-    Buffers, Config, Forward, KvCache, ModelError, Scratch, ScratchSizes, Storage, Tensor, Weights,
+    Buffers, Config, Forward, KvCache, ModelError, Scratch, ScratchSizes, SeqToken, Storage,
+    Tensor, Weights, MAX_SLOTS,
 };
 use trillim_core::Parallel;
 
@@ -308,7 +309,8 @@ pub fn available_memory() -> Option<usize> {
     Some(kb * 1024)
 }
 
-/// One sequence's state: its KV cache, working memory and the tokens it has consumed.
+/// The state of one or more sequences: a KV cache with a slot per sequence, working memory,
+/// and the tokens each sequence has consumed. The methods without a slot work on slot 0.
 #[derive(Debug)]
 pub struct Session {
     kv: Vec<u16>,
@@ -317,34 +319,51 @@ pub struct Session {
     i8s: Vec<i8>,
     i32s: Vec<i32>,
     max_batch: usize,
-    tokens: Vec<u32>,
+    tokens: Vec<Vec<u32>>,
     logits: Vec<f32>,
 }
 
 impl Session {
-    /// A session for `model` holding up to `ctx` positions, processing prompts in batches of
-    /// `max_batch` tokens. All memory is allocated here, once.
+    /// A session for `model` holding one sequence of up to `ctx` positions, processing prompts
+    /// in batches of `max_batch` tokens. All memory is allocated here, once.
     pub fn new(model: &LoadedModel, ctx: usize, max_batch: usize) -> Session {
+        Self::with_slots(model, ctx, max_batch, 1)
+    }
+
+    /// A session holding `slots` sequences (at most [`MAX_SLOTS`]) of up to `ctx` positions
+    /// each.
+    pub fn with_slots(model: &LoadedModel, ctx: usize, max_batch: usize, slots: usize) -> Session {
         let c = &model.config;
+        let slots = slots.clamp(1, MAX_SLOTS);
         let sz = ScratchSizes::new(c, max_batch);
         Session {
-            kv: vec![0; KvCache::elems(c, ctx)],
+            kv: vec![0; KvCache::elems(c, ctx) * slots],
             capacity: ctx,
             f32s: vec![0.0; sz.f32s],
             i8s: vec![0; sz.i8s],
             i32s: vec![0; sz.i32s],
             max_batch: sz.max_batch,
-            tokens: Vec::with_capacity(ctx),
+            tokens: (0..slots).map(|_| Vec::with_capacity(ctx)).collect(),
             logits: Vec::new(),
         }
     }
 
-    /// Tokens consumed so far (their keys and values are cached).
-    pub fn tokens(&self) -> &[u32] {
-        &self.tokens
+    /// Sequences held.
+    pub fn slots(&self) -> usize {
+        self.tokens.len()
     }
 
-    /// Positions the session can hold.
+    /// Tokens consumed so far by slot 0 (their keys and values are cached).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens[0]
+    }
+
+    /// Tokens consumed so far by `slot`.
+    pub fn slot_tokens(&self, slot: usize) -> &[u32] {
+        self.tokens.get(slot).map_or(&[], |t| t)
+    }
+
+    /// Positions each sequence can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -358,27 +377,59 @@ impl Session {
             + self.logits.capacity() * 4
     }
 
-    /// Forgets every token after the first `n`.
+    /// Forgets every token of slot 0 after the first `n`.
     pub fn rewind(&mut self, n: usize) {
-        self.tokens.truncate(n);
+        self.rewind_slot(0, n);
     }
 
-    /// Keeps the longest prefix shared with `prompt` (leaving at least one prompt token to
-    /// feed, so its logits can be computed) and returns its length.
+    /// Forgets every token of `slot` after the first `n`.
+    pub fn rewind_slot(&mut self, slot: usize, n: usize) {
+        if let Some(t) = self.tokens.get_mut(slot) {
+            t.truncate(n);
+        }
+    }
+
+    /// Keeps slot 0's longest prefix shared with `prompt` (see [`Session::reuse_prefix_slot`]).
     pub fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
-        let common = self
-            .tokens
+        self.reuse_prefix_slot(0, prompt)
+    }
+
+    /// Tokens `slot` shares with the start of `prompt`.
+    pub fn common_prefix(&self, slot: usize, prompt: &[u32]) -> usize {
+        self.slot_tokens(slot)
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
-            .count();
-        let keep = common.min(prompt.len().saturating_sub(1));
-        self.rewind(keep);
+            .count()
+    }
+
+    /// Keeps the longest prefix `slot` shares with `prompt` (leaving at least one prompt
+    /// token to feed, so its logits can be computed) and returns its length.
+    pub fn reuse_prefix_slot(&mut self, slot: usize, prompt: &[u32]) -> usize {
+        let keep = self
+            .common_prefix(slot, prompt)
+            .min(prompt.len().saturating_sub(1));
+        self.rewind_slot(slot, keep);
         keep
     }
 
-    /// Feeds `tokens` and returns the logits after each of the last `n_logits` of them
-    /// (row-major, `n_logits × n_vocab`). On error nothing is appended.
+    fn cache(&mut self, c: &Config) -> Result<(KvCache<'_>, Scratch<'_>), ModelError> {
+        let scratch = Scratch::new(
+            c,
+            self.max_batch,
+            &mut self.f32s,
+            &mut self.i8s,
+            &mut self.i32s,
+        )?;
+        let mut kv = KvCache::with_slots(c, &mut self.kv, self.capacity, self.tokens.len())?;
+        for (slot, t) in self.tokens.iter().enumerate() {
+            kv.set_slot_len(slot, t.len());
+        }
+        Ok((kv, scratch))
+    }
+
+    /// Feeds `tokens` to slot 0 and returns the logits after each of the last `n_logits` of
+    /// them (row-major, `n_logits × n_vocab`). On error nothing is appended.
     pub fn feed(
         &mut self,
         model: &LoadedModel,
@@ -388,19 +439,42 @@ impl Session {
     ) -> Result<&mut [f32], ModelError> {
         let c = &model.config;
         let n_logits = n_logits.min(tokens.len());
-        self.logits.resize(n_logits * c.n_vocab, 0.0);
-        let mut scratch = Scratch::new(
-            c,
-            self.max_batch,
-            &mut self.f32s,
-            &mut self.i8s,
-            &mut self.i32s,
-        )?;
-        let mut kv = KvCache::resume(c, &mut self.kv, self.capacity, self.tokens.len())?;
-        model
-            .forward()
-            .run(tokens, &mut kv, &mut scratch, par, &mut self.logits)?;
-        self.tokens.extend_from_slice(tokens);
+        let mut logits = std::mem::take(&mut self.logits);
+        logits.resize(n_logits * c.n_vocab, 0.0);
+        let r = self.cache(c).and_then(|(mut kv, mut scratch)| {
+            model
+                .forward()
+                .run(tokens, &mut kv, &mut scratch, par, &mut logits)
+        });
+        self.logits = logits;
+        r?;
+        self.tokens[0].extend_from_slice(tokens);
+        Ok(&mut self.logits)
+    }
+
+    /// Feeds a batch whose tokens extend several slots (see [`Forward::run_seqs`]) and returns
+    /// one row of logits per token that asked for them, in batch order. On error nothing is
+    /// appended.
+    pub fn feed_seqs(
+        &mut self,
+        model: &LoadedModel,
+        par: &dyn Parallel,
+        tokens: &[SeqToken],
+    ) -> Result<&mut [f32], ModelError> {
+        let c = &model.config;
+        let rows = tokens.iter().filter(|t| t.logits).count();
+        let mut logits = std::mem::take(&mut self.logits);
+        logits.resize(rows * c.n_vocab, 0.0);
+        let r = self.cache(c).and_then(|(mut kv, mut scratch)| {
+            model
+                .forward()
+                .run_seqs(tokens, &mut kv, &mut scratch, par, &mut logits)
+        });
+        self.logits = logits;
+        r?;
+        for t in tokens {
+            self.tokens[t.slot as usize].push(t.token);
+        }
         Ok(&mut self.logits)
     }
 }

@@ -11,36 +11,58 @@ use super::scratch::Scratch;
 use super::weights::{Buffers, Storage, Tensor, Weights};
 use crate::parallel::{ActRows, Parallel};
 
-/// The KV cache: f16 keys and values for up to `capacity` positions, in a caller buffer.
+/// Most sequences one [`KvCache`] holds.
+pub const MAX_SLOTS: usize = 64;
+
+/// The KV cache: f16 keys and values for `slots` sequences of up to `capacity` positions
+/// each, in one caller buffer.
 ///
-/// Layout `[layer][k|v][kv_head][position][head_dim]`, so that attention reads each head's
-/// history contiguously.
+/// Layout `[slot][layer][k|v][kv_head][position][head_dim]`, so that attention reads each
+/// head's history contiguously and a slot is a cache of its own.
 #[derive(Debug)]
 pub struct KvCache<'b> {
     data: &'b mut [u16],
     capacity: usize,
-    len: usize,
+    slots: usize,
+    lens: [usize; MAX_SLOTS],
     kv_heads: usize,
     head_dim: usize,
+    slot_elems: usize,
 }
 
 impl<'b> KvCache<'b> {
-    /// Elements (`u16`) needed for `capacity` positions of `config`.
+    /// Elements (`u16`) needed for one slot of `capacity` positions of `config`.
     pub fn elems(config: &Config, capacity: usize) -> usize {
         config.kv_elems_per_pos() * capacity
     }
 
-    /// Wraps `data` (at least [`KvCache::elems`] long) as an empty cache.
+    /// Wraps `data` (at least [`KvCache::elems`] long) as an empty one-sequence cache.
     pub fn new(config: &Config, data: &'b mut [u16], capacity: usize) -> Result<Self, ModelError> {
-        if data.len() < Self::elems(config, capacity) {
+        Self::with_slots(config, data, capacity, 1)
+    }
+
+    /// Wraps `data` (at least `slots ×` [`KvCache::elems`] long) as `slots` empty sequences.
+    pub fn with_slots(
+        config: &Config,
+        data: &'b mut [u16],
+        capacity: usize,
+        slots: usize,
+    ) -> Result<Self, ModelError> {
+        if slots == 0 || slots > MAX_SLOTS {
+            return Err(ModelError::BufferTooSmall("kv cache slots"));
+        }
+        let slot_elems = Self::elems(config, capacity);
+        if data.len() < slot_elems * slots {
             return Err(ModelError::BufferTooSmall("kv cache"));
         }
         Ok(KvCache {
             data,
             capacity,
-            len: 0,
+            slots,
+            lens: [0; MAX_SLOTS],
             kv_heads: config.n_kv_heads,
             head_dim: config.head_dim,
+            slot_elems,
         })
     }
 
@@ -52,32 +74,104 @@ impl<'b> KvCache<'b> {
         len: usize,
     ) -> Result<Self, ModelError> {
         let mut kv = Self::new(config, data, capacity)?;
-        kv.len = len.min(capacity);
+        kv.lens[0] = len.min(capacity);
         Ok(kv)
     }
 
-    /// Positions filled.
+    /// Positions filled (of the first sequence).
     pub fn len(&self) -> usize {
-        self.len
+        self.lens[0]
     }
 
-    /// True when no position is filled.
+    /// True when no position of the first sequence is filled.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.lens[0] == 0
     }
 
-    /// Positions the cache can hold.
+    /// Positions each sequence can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
-    /// Forgets every position from `len` on (keeps a reusable prefix).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+    /// Sequences held.
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
-    fn head_base(&self, layer: usize, which: usize, head: usize) -> usize {
-        ((layer * 2 + which) * self.kv_heads + head) * self.capacity * self.head_dim
+    /// Positions filled in `slot` (0 for a slot out of range).
+    pub fn slot_len(&self, slot: usize) -> usize {
+        self.lens.get(slot).copied().unwrap_or(0)
+    }
+
+    /// Declares the first `len` positions of `slot` filled, e.g. by earlier calls over the same
+    /// buffer (capped at the capacity; ignored for a slot out of range).
+    pub fn set_slot_len(&mut self, slot: usize, len: usize) {
+        if slot < self.slots {
+            self.lens[slot] = len.min(self.capacity);
+        }
+    }
+
+    /// Forgets every position from `len` on (keeps a reusable prefix) of the first sequence.
+    pub fn truncate(&mut self, len: usize) {
+        self.lens[0] = self.lens[0].min(len);
+    }
+
+    fn head_base(&self, slot: usize, layer: usize, which: usize, head: usize) -> usize {
+        slot * self.slot_elems
+            + ((layer * 2 + which) * self.kv_heads + head) * self.capacity * self.head_dim
+    }
+}
+
+/// One token of a batch over several sequences: it goes to the end of sequence `slot`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqToken {
+    /// The token id.
+    pub token: u32,
+    /// The sequence (KV cache slot) it extends.
+    pub slot: u16,
+    /// Whether logits are wanted after this token.
+    pub logits: bool,
+}
+
+/// The tokens of one batch and where each goes.
+#[derive(Clone, Copy)]
+enum Items<'t> {
+    /// One sequence (slot 0); logits after the last `n_out` tokens.
+    One { tokens: &'t [u32], n_out: usize },
+    /// Several sequences.
+    Seqs(&'t [SeqToken]),
+}
+
+impl Items<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Items::One { tokens, .. } => tokens.len(),
+            Items::Seqs(t) => t.len(),
+        }
+    }
+
+    /// (token, slot, logits wanted) of item `i`.
+    fn get(&self, i: usize) -> (u32, usize, bool) {
+        match self {
+            Items::One { tokens, n_out } => (tokens[i], 0, i + n_out >= tokens.len()),
+            Items::Seqs(t) => (t[i].token, t[i].slot as usize, t[i].logits),
+        }
+    }
+
+    fn sub(&self, start: usize, end: usize) -> Items<'_> {
+        match *self {
+            Items::One { tokens, n_out } => {
+                // Keep "the last n_out of the whole" as "the last k of this piece".
+                let first_out = tokens.len() - n_out;
+                let piece = &tokens[start..end];
+                let k = end.saturating_sub(first_out.max(start));
+                Items::One {
+                    tokens: piece,
+                    n_out: k.min(piece.len()),
+                }
+            }
+            Items::Seqs(t) => Items::Seqs(&t[start..end]),
+        }
     }
 }
 
@@ -231,27 +325,76 @@ impl Forward<'_> {
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
             return Err(ModelError::BadToken(t));
         }
-        if kv.len + tokens.len() > kv.capacity {
+        if kv.lens[0] + tokens.len() > kv.capacity {
             return Err(ModelError::ContextFull);
         }
         let n_out = logits.len() / c.n_vocab;
         if n_out > tokens.len() {
             return Err(ModelError::BufferTooSmall("logits"));
         }
-        let first_out = tokens.len() - n_out;
-        let mut done = 0;
-        for batch in tokens.chunks(s.max_batch) {
-            self.batch(batch, kv, s, par)?;
-            // Logits for the tokens of this batch that are among the last `n_out`.
-            for t in 0..batch.len() {
-                let idx = done + t;
-                if idx >= first_out {
-                    let row = idx - first_out;
-                    let out = &mut logits[row * c.n_vocab..(row + 1) * c.n_vocab];
+        self.run_items(Items::One { tokens, n_out }, kv, s, par, logits)
+    }
+
+    /// Runs a batch whose tokens extend several sequences: each token goes to the end of its
+    /// slot, in order (a slot's tokens may be a prompt chunk, another's a single decode step).
+    ///
+    /// `logits` receives one row per token with `logits: true`, in batch order. A token's
+    /// logits are the same, bit for bit, whatever else is in its batch. Fails (changing
+    /// nothing) if a token or slot is out of range or a slot would overflow.
+    pub fn run_seqs(
+        &self,
+        tokens: &[SeqToken],
+        kv: &mut KvCache<'_>,
+        s: &mut Scratch<'_>,
+        par: &dyn Parallel,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let c = self.config;
+        let mut next = kv.lens;
+        let mut rows = 0;
+        for t in tokens {
+            if t.token as usize >= c.n_vocab {
+                return Err(ModelError::BadToken(t.token));
+            }
+            let slot = t.slot as usize;
+            if slot >= kv.slots {
+                return Err(ModelError::BufferTooSmall("kv cache slots"));
+            }
+            next[slot] += 1;
+            if next[slot] > kv.capacity {
+                return Err(ModelError::ContextFull);
+            }
+            rows += usize::from(t.logits);
+        }
+        if rows * c.n_vocab > logits.len() {
+            return Err(ModelError::BufferTooSmall("logits"));
+        }
+        self.run_items(Items::Seqs(tokens), kv, s, par, logits)
+    }
+
+    fn run_items(
+        &self,
+        items: Items<'_>,
+        kv: &mut KvCache<'_>,
+        s: &mut Scratch<'_>,
+        par: &dyn Parallel,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let nv = self.config.n_vocab;
+        let mut row = 0;
+        let mut start = 0;
+        while start < items.len() {
+            let end = (start + s.max_batch).min(items.len());
+            let piece = items.sub(start, end);
+            self.batch(piece, kv, s, par)?;
+            for t in 0..piece.len() {
+                if piece.get(t).2 {
+                    let out = &mut logits[row * nv..(row + 1) * nv];
                     self.logits_for(s, t, out, par);
+                    row += 1;
                 }
             }
-            done += batch.len();
+            start = end;
         }
         Ok(())
     }
@@ -280,24 +423,29 @@ impl Forward<'_> {
 
     fn batch(
         &self,
-        tokens: &[u32],
+        items: Items<'_>,
         kv: &mut KvCache<'_>,
         s: &mut Scratch<'_>,
         par: &dyn Parallel,
     ) -> Result<(), ModelError> {
         let c = self.config;
         let (d, qd, kvd, ff) = (c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
-        let b = tokens.len();
-        let pos0 = kv.len;
+        let b = items.len();
         let w = self.weights;
 
+        // Each token's slot and position: the end of its slot, after its batch-mates.
+        let mut next = kv.lens;
         let emb = &w.token_embd;
-        for (t, &tok) in tokens.iter().enumerate() {
+        for t in 0..b {
+            let (tok, slot, _) = items.get(t);
+            s.seq_slot[t] = slot as i32;
+            s.seq_pos[t] = next[slot] as i32;
+            next[slot] += 1;
             let rb = emb.row_bytes();
             let row = &emb.data(&self.bufs)[tok as usize * rb..][..rb];
             dequantize_row(emb.ty, row, &mut s.x[t * d..(t + 1) * d], emb.scale);
         }
-        self.rope_table(pos0, b, s.rope);
+        self.rope_table(&s.seq_pos[..b], s.rope);
 
         for (li, l) in w.layers.iter().enumerate() {
             // Attention block.
@@ -321,10 +469,11 @@ impl Forward<'_> {
                 for h in s.k[t * kvd..(t + 1) * kvd].chunks_exact_mut(c.head_dim) {
                     self.apply_rope(h, rope);
                 }
+                let (slot, pos) = (s.seq_slot[t] as usize, s.seq_pos[t] as usize);
                 for kh in 0..c.n_kv_heads {
                     let src = kh * c.head_dim..(kh + 1) * c.head_dim;
-                    let kb = kv.head_base(li, 0, kh) + (pos0 + t) * c.head_dim;
-                    let vb = kv.head_base(li, 1, kh) + (pos0 + t) * c.head_dim;
+                    let kb = kv.head_base(slot, li, 0, kh) + pos * c.head_dim;
+                    let vb = kv.head_base(slot, li, 1, kh) + pos * c.head_dim;
                     for (o, &x) in kv.data[kb..kb + c.head_dim]
                         .iter_mut()
                         .zip(&s.k[t * kvd..][src.clone()])
@@ -339,7 +488,8 @@ impl Forward<'_> {
                     }
                 }
             }
-            self.attention(li, pos0, b, kv, &s.q[..b * qd], &mut s.att[..b * qd], par);
+            let seqs = (&s.seq_slot[..b], &s.seq_pos[..b]);
+            self.attention(li, seqs, kv, &s.q[..b * qd], &mut s.att[..b * qd], par);
             if let Some(sub) = &l.attn_sub_norm {
                 let w = sub.data(&self.bufs);
                 par.for_each_chunk(&mut s.att[..b * qd], qd, &|_, row| {
@@ -415,7 +565,7 @@ impl Forward<'_> {
                 *x += o;
             }
         }
-        kv.len += b;
+        kv.lens = next;
         Ok(())
     }
 
@@ -429,12 +579,12 @@ impl Forward<'_> {
         });
     }
 
-    /// Fills `rope[t]` with `cos` (first half) and `sin` (second half) for position `pos0 + t`.
-    fn rope_table(&self, pos0: usize, b: usize, rope: &mut [f32]) {
+    /// Fills `rope[t]` with `cos` (first half) and `sin` (second half) for position `pos[t]`.
+    fn rope_table(&self, pos: &[i32], rope: &mut [f32]) {
         let c = self.config;
         let half = c.rope_dim / 2;
-        for t in 0..b {
-            let p = (pos0 + t) as f64 * c.rope_linear_scale as f64;
+        for (t, &p) in pos.iter().enumerate() {
+            let p = p as f64 * c.rope_linear_scale as f64;
             let r = &mut rope[t * c.rope_dim..(t + 1) * c.rope_dim];
             for i in 0..half {
                 let mut freq = libm::pow(c.rope_base as f64, -2.0 * i as f64 / c.rope_dim as f64);
@@ -470,20 +620,19 @@ impl Forward<'_> {
         }
     }
 
-    /// Causal attention for `b` tokens at positions `pos0..pos0 + b` (keys already cached),
-    /// one (token, head) pair per task, with a single-pass (online) softmax.
-    #[allow(clippy::too_many_arguments)]
+    /// Causal attention for tokens `t` at slot `slots[t]`, position `pos[t]` (keys already
+    /// cached), one (token, head group) pair per task, with a single-pass (online) softmax.
     fn attention(
         &self,
         layer: usize,
-        pos0: usize,
-        b: usize,
+        (slots, pos): (&[i32], &[i32]),
         kv: &KvCache<'_>,
         q: &[f32],
         out: &mut [f32],
         par: &dyn Parallel,
     ) {
         let c = self.config;
+        let b = pos.len();
         let hd = c.head_dim;
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / libm::sqrtf(hd as f32);
@@ -499,9 +648,10 @@ impl Forward<'_> {
         let task = |i: usize, out: &mut [f32]| {
             let (t, h0) = (i / tasks_per_token, (i % tasks_per_token) * per_task);
             let kh = h0 / group;
-            let kb = kv.head_base(layer, 0, kh);
-            let vb = kv.head_base(layer, 1, kh);
-            let n = pos0 + t + 1;
+            let slot = slots[t] as usize;
+            let kb = kv.head_base(slot, layer, 0, kh);
+            let vb = kv.head_base(slot, layer, 1, kh);
+            let n = pos[t] as usize + 1;
             for (sub, acc) in out.chunks_mut(ATT_HEADS * hd).enumerate() {
                 let g = acc.len() / hd;
                 let h = h0 + sub * ATT_HEADS;

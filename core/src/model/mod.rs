@@ -8,6 +8,6 @@ mod weights;
 
 pub use config::{ActQuant, Activation, Arch, Config, RopeStyle, MAX_LAYERS};
 pub use error::{ModelError, Name};
-pub use forward::{Forward, KvCache};
+pub use forward::{Forward, KvCache, SeqToken, MAX_SLOTS};
 pub use scratch::{Scratch, ScratchSizes};
 pub use weights::{Buffers, Layer, Storage, Tensor, Weights};

@@ -47,7 +47,7 @@ impl ScratchSizes {
             f32s: b * (m.d + 2 * m.q.max(m.d) + m.q + 2 * m.kv + 2 * m.ff + m.max_rows + m.rope)
                 + b * blocks,
             i8s: b * m.max_in,
-            i32s: b * blocks,
+            i32s: b * blocks + 2 * b,
             max_batch: b,
         }
     }
@@ -76,6 +76,10 @@ pub struct Scratch<'s> {
     pub act_qs: &'s mut [i8],
     pub act_d: &'s mut [f32],
     pub act_sums: &'s mut [i32],
+    /// Each batch token's KV slot.
+    pub seq_slot: &'s mut [i32],
+    /// Each batch token's position in its slot.
+    pub seq_pos: &'s mut [i32],
 }
 
 fn carve<'s, T>(buf: &mut &'s mut [T], n: usize) -> &'s mut [T] {
@@ -116,6 +120,8 @@ impl<'s> Scratch<'s> {
             act_d: carve(&mut f, b * blocks),
             act_qs: carve(&mut i8s, b * m.max_in),
             act_sums: carve(&mut i32s, b * blocks),
+            seq_slot: carve(&mut i32s, b),
+            seq_pos: carve(&mut i32s, b),
         })
     }
 }
