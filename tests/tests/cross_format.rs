@@ -294,10 +294,8 @@ fn batched(
             }
         }
         let out = s.feed_seqs(m, par, &batch).unwrap().to_vec();
-        let mut row = 0;
-        for t in batch.iter().filter(|t| t.logits) {
+        for (row, t) in batch.iter().filter(|t| t.logits).enumerate() {
             rows[t.slot as usize].push(out[row * nv..(row + 1) * nv].to_vec());
-            row += 1;
         }
     }
     rows
