@@ -50,13 +50,13 @@ const ACCEPTS_PER_PASS: usize = 64;
 /// `Retry-After` of a `503`, in seconds.
 const RETRY_AFTER: u32 = 1;
 /// Most new connections waiting for a slot at once.
-const MAX_PENDING: usize = 16;
+const MAX_PENDING: usize = 64;
 /// How long a new connection may wait for a slot before it gets `503`.
 const PROBATION: Duration = Duration::from_millis(200);
-/// Bytes of a waiting connection looked at to see whether it sent a whole request head.
-const PROOF_BYTES: usize = 4096;
-/// A slot must have been waiting this long before a connection that sent a whole head may
-/// take it.
+/// Bytes of a waiting connection looked at to see how much of a request it sent.
+const PROOF_BYTES: usize = 8192;
+/// A slot must have been waiting this long before a connection that sent more of a request
+/// than its holder may take it.
 const PROVEN_GRACE: Duration = Duration::from_millis(100);
 
 /// Limits of the connection layer.
@@ -136,8 +136,38 @@ struct Pending {
     since: Instant,
     /// Bytes it had sent when last looked at.
     seen: usize,
-    /// It sent a whole request head.
-    proven: bool,
+    rank: Rank,
+}
+
+/// How much of a request a waiting connection has sent: the more, the sooner it gets a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    /// No whole head yet.
+    Nothing,
+    /// A whole head (or one that is refused at once), not its whole body.
+    Head,
+    /// A whole request.
+    Request,
+}
+
+impl Pending {
+    /// Looks at what the connection has sent so far (without reading it).
+    fn rank(&mut self, limits: &Limits, max_body: usize) -> Rank {
+        if self.rank < Rank::Request {
+            let mut head = [0u8; PROOF_BYTES];
+            if let Ok(n) = self.conn.peek(&mut head) {
+                if n > self.seen {
+                    self.seen = n;
+                    self.rank = match frame(&head[..n], limits, max_body) {
+                        Frame::Partial => Rank::Nothing,
+                        Frame::Head { .. } => Rank::Head,
+                        Frame::Complete { .. } | Frame::Reject(_) => Rank::Request,
+                    };
+                }
+            }
+        }
+        self.rank
+    }
 }
 
 /// The listener and the connection slots.
@@ -265,63 +295,86 @@ impl Net {
                 continue;
             }
             let _ = conn.set_nodelay(true);
-            if self.pending.is_full() {
-                if let Some(p) = self.pending.pop_front() {
-                    busy(p.conn);
-                }
-            }
-            let p = Pending {
+            let mut p = Pending {
                 conn,
                 since: now,
                 seen: 0,
-                proven: false,
+                rank: Rank::Nothing,
             };
+            p.rank(&self.limits, self.max_body);
+            if self.pending.is_full() {
+                // Turn away the oldest of those that have not sent a whole request (the
+                // newcomer's may still be on its way); when all have, the newcomer.
+                let (limits, max_body) = (self.limits, self.max_body);
+                for q in self.pending.iter_mut() {
+                    q.rank(&limits, max_body);
+                }
+                let low = self.pending.iter().position(|q| q.rank < Rank::Request);
+                match low.and_then(|k| self.take_pending(k)) {
+                    Some(q) => busy(q.conn),
+                    None => {
+                        busy(p.conn);
+                        continue;
+                    }
+                }
+            }
             let _ = self.pending.push_back(p);
         }
         self.place_pending(now);
     }
 
-    /// Gives waiting connections slots, oldest first; turns away those that waited too long.
-    fn place_pending(&mut self, now: Instant) {
-        for _ in 0..self.pending.len() {
-            let Some(mut p) = self.pending.pop_front() else {
-                return;
-            };
-            if !p.proven {
-                let mut head = [0u8; PROOF_BYTES];
-                if let Ok(n) = p.conn.peek(&mut head) {
-                    if n > p.seen {
-                        p.seen = n;
-                        p.proven = matches!(
-                            frame(&head[..n], &self.limits, self.max_body),
-                            Frame::Head { .. } | Frame::Complete { .. } | Frame::Reject(_)
-                        );
-                    }
-                }
+    /// Removes the `k`-th waiting connection, keeping the others' order.
+    fn take_pending(&mut self, k: usize) -> Option<Pending> {
+        let mut taken = None;
+        for j in 0..self.pending.len() {
+            let p = self.pending.pop_front()?;
+            if j == k {
+                taken = Some(p);
+            } else {
+                let _ = self.pending.push_back(p);
             }
-            match self.free_slot(now, p.proven) {
-                Some(i) => {
-                    let s = &mut self.slots[i];
-                    s.conn = Some(p.conn);
-                    s.state = State::Idle;
-                    s.since = now;
-                    s.filled = 0;
-                    s.continued = false;
-                    // What it already sent is read at once.
-                    self.pump(i, now);
-                }
-                None if now.duration_since(p.since) >= PROBATION => busy(p.conn),
-                None => {
+        }
+        taken
+    }
+
+    /// Gives waiting connections slots, those that sent the most first, then the oldest;
+    /// turns away those that waited too long.
+    fn place_pending(&mut self, now: Instant) {
+        for want in [Rank::Request, Rank::Head, Rank::Nothing] {
+            for _ in 0..self.pending.len() {
+                let Some(mut p) = self.pending.pop_front() else {
+                    return;
+                };
+                let rank = p.rank(&self.limits, self.max_body);
+                if rank != want {
                     let _ = self.pending.push_back(p);
+                    continue;
+                }
+                match self.free_slot(now, rank) {
+                    Some(i) => {
+                        let s = &mut self.slots[i];
+                        s.conn = Some(p.conn);
+                        s.state = State::Idle;
+                        s.since = now;
+                        s.filled = 0;
+                        s.continued = false;
+                        // What it already sent is read at once.
+                        self.pump(i, now);
+                    }
+                    None if now.duration_since(p.since) >= PROBATION => busy(p.conn),
+                    None => {
+                        let _ = self.pending.push_back(p);
+                    }
                 }
             }
         }
     }
 
-    /// A slot for a new connection: a free one, a closing one, or the one that has waited
-    /// for its request the longest, if that has lasted over the grace (a shorter one for a
-    /// newcomer that has sent a whole head, which only takes slots still without one).
-    fn free_slot(&mut self, now: Instant, proven: bool) -> Option<usize> {
+    /// A slot for a new connection that sent `rank` of a request: a free one, a closing one,
+    /// or the one that has waited for its request the longest, if that has lasted over the
+    /// grace, or over a shorter one when the newcomer sent more than the holder (a whole head
+    /// against none, a whole request against an unfinished one).
+    fn free_slot(&mut self, now: Instant, rank: Rank) -> Option<usize> {
         if let Some(i) = self.slots.iter().position(|s| s.state == State::Free) {
             return Some(i);
         }
@@ -336,13 +389,12 @@ impl Net {
             .enumerate()
             .filter(|(_, s)| {
                 let age = now.duration_since(s.since);
-                match s.state {
-                    State::Idle | State::Reading { end: None } => {
-                        age >= grace || (proven && age >= PROVEN_GRACE)
-                    }
-                    State::Reading { end: Some(_) } => age >= grace,
-                    _ => false,
-                }
+                let holder = match s.state {
+                    State::Idle | State::Reading { end: None } => Rank::Nothing,
+                    State::Reading { end: Some(_) } => Rank::Head,
+                    _ => return false,
+                };
+                age >= grace || (rank > holder && age >= PROVEN_GRACE)
             })
             .min_by_key(|(_, s)| s.since)?;
         let s = &mut self.slots[i];
