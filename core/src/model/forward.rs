@@ -387,11 +387,20 @@ impl Forward<'_> {
             let end = (start + s.max_batch).min(items.len());
             let piece = items.sub(start, end);
             self.batch(piece, kv, s, par)?;
+            // The output matrix is the largest one: rows wanting logits share its passes, as
+            // many at a time as the scratch holds results for.
+            let group = (s.tmp.len() / nv).clamp(1, s.max_batch);
+            let d = self.config.d_model;
+            let mut k = 0;
             for t in 0..piece.len() {
                 if piece.get(t).2 {
-                    let out = &mut logits[row * nv..(row + 1) * nv];
-                    self.logits_for(s, t, out, par);
-                    row += 1;
+                    s.xn[k * d..(k + 1) * d].copy_from_slice(&s.x[t * d..(t + 1) * d]);
+                    k += 1;
+                }
+                if k == group || (k > 0 && t + 1 == piece.len()) {
+                    self.logits_rows(s, k, &mut logits[row * nv..(row + k) * nv], par);
+                    row += k;
+                    k = 0;
                 }
             }
             start = end;
@@ -399,18 +408,20 @@ impl Forward<'_> {
         Ok(())
     }
 
-    fn logits_for(&self, s: &mut Scratch<'_>, t: usize, out: &mut [f32], par: &dyn Parallel) {
+    /// Logits for the `k` final hidden states gathered at the start of `s.xn`.
+    fn logits_rows(&self, s: &mut Scratch<'_>, k: usize, out: &mut [f32], par: &dyn Parallel) {
         let c = self.config;
         let d = c.d_model;
-        let xn = &mut s.xn[..d];
-        xn.copy_from_slice(&s.x[t * d..(t + 1) * d]);
-        rms_norm(xn, self.weights.output_norm.data(&self.bufs), c.rms_eps);
+        let w = self.weights.output_norm.data(&self.bufs);
+        for row in s.xn[..k * d].chunks_exact_mut(d) {
+            rms_norm(row, w, c.rms_eps);
+        }
         let w = self.weights.output;
         let mut fmt = None;
         self.project(
             &w,
-            &s.xn[..d],
-            1,
+            &s.xn[..k * d],
+            k,
             out,
             s.act_qs,
             s.act_d,
