@@ -12,10 +12,12 @@
 //! - a bad first line, an oversized head or body get their error as soon as that is known;
 //! - when every slot is taken, a new connection waits (up to 200 ms, without a buffer) for one:
 //!   it takes the slot of the client that has been waiting for (or sending) its request the
-//!   longest, if that has lasted over `evict_grace`, or over 100 ms once the newcomer has sent
-//!   a whole request head (a client sending at full speed thus displaces a trickling one; an
-//!   evicted sender gets `408`); otherwise the newcomer gets `503` with `Retry-After`, without
-//!   its request being read;
+//!   longest, if that has lasted over `evict_grace`, or over 100 ms when the newcomer has sent
+//!   more of a request than that client (a whole head against none, a whole request against
+//!   an unfinished body), so clients sending at full speed displace trickling ones; an evicted
+//!   sender gets `408`. Waiting connections with a whole request are placed first and kept
+//!   when the wait list is full. A newcomer that finds no slot in time gets `503` with
+//!   `Retry-After`, without its request being read;
 //! - a response that cannot be written for `request_timeout` ends its connection;
 //! - a client that closes its connection during a generation cancels it.
 //!
