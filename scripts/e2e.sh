@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-python3 -m pip install --quiet --disable-pip-version-check "openai>=1.40" pytest >&2
+python3 -m pip install --quiet --disable-pip-version-check "openai>=1.40" pytest prometheus_client >&2
 if [ -z "${TRILLIM_TEST_MODEL:-}" ]; then
   TRILLIM_TEST_MODEL="$(bash scripts/fetch-test-model.sh)"
   export TRILLIM_TEST_MODEL

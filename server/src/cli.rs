@@ -10,6 +10,7 @@ use trillim_runtime::{LoadOptions, UnembedQuant};
 
 use crate::api::{self, AppState, Settings};
 use crate::engine::{self, Engine, Event, Job, SubmitError};
+use crate::metrics::Metrics;
 use crate::store::{ResolvedModel, Store};
 use crate::template::Message;
 
@@ -35,9 +36,13 @@ pub struct ServeArgs {
     /// Context size in tokens [default: the model's, capped by available memory].
     #[arg(long)]
     pub ctx: Option<usize>,
-    /// Requests that may wait while one runs; more get 429.
+    /// Requests that may wait for a free slot; more get 429.
     #[arg(long, default_value_t = 16)]
     pub max_queue: usize,
+    /// Sequences generated at once (continuous batching); each has a KV cache of --ctx
+    /// positions.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub parallel: u64,
     /// Require `Authorization: Bearer KEY` on /v1 routes.
     #[arg(long, env = "TRILLIM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -182,20 +187,11 @@ fn resolve(arg: &str) -> anyhow::Result<ResolvedModel> {
 
 fn load(
     m: &ResolvedModel,
-    ctx: Option<usize>,
-    threads: usize,
+    shape: engine::ServeShape,
     opts: LoadOptions,
 ) -> anyhow::Result<engine::Prepared> {
-    engine::prepare(
-        &m.id,
-        &m.name,
-        &m.gguf,
-        m.dir.as_deref(),
-        ctx,
-        threads,
-        opts,
-    )
-    .with_context(|| format!("cannot load {}", m.gguf.display()))
+    engine::prepare(&m.id, &m.name, &m.gguf, m.dir.as_deref(), shape, opts)
+        .with_context(|| format!("cannot load {}", m.gguf.display()))
 }
 
 fn init_logging() {
@@ -252,8 +248,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let opts = LoadOptions {
         unembed_quant: args.unembed_quant,
     };
-    let prepared = load(&resolved, args.ctx, args.threads, opts)?;
-    let engine = Engine::start(prepared, args.max_queue);
+    let shape = engine::ServeShape {
+        ctx: args.ctx,
+        threads: args.threads,
+        slots: args.parallel as usize,
+    };
+    let t_load = std::time::Instant::now();
+    let prepared = load(&resolved, shape, opts)?;
+    let metrics = Arc::new(Metrics::default());
+    metrics.model_loaded(
+        t_load.elapsed().as_secs_f64(),
+        prepared.shared.slots,
+        prepared.shared.ctx,
+    );
+    let engine = Engine::start(prepared, args.max_queue, metrics.clone());
     let loopback = local.ip().is_loopback();
     if !loopback && args.api_key.is_none() {
         tracing::warn!(
@@ -272,12 +280,19 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let settings = Settings {
         max_queue: args.max_queue,
+        parallel: args.parallel as usize,
         ctx: args.ctx,
         limits: args.limits(),
         api_key: args.api_key,
         browser,
     };
-    let state = Arc::new(AppState::new(Some(engine), args.threads, settings, store));
+    let state = Arc::new(AppState::new(
+        Some(engine),
+        args.threads,
+        settings,
+        store,
+        metrics,
+    ));
     tracing::info!(model = %resolved.id, "listening on http://{local}");
     eprintln!(
         "trillim {} serving {} on http://{local}",
@@ -352,12 +367,12 @@ fn run_blocking(
 /// `trillim generate`.
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let m = resolve(&args.model)?;
-    let prepared = load(
-        &m,
-        args.sampling.ctx,
-        args.sampling.threads,
-        LoadOptions::default(),
-    )?;
+    let shape = engine::ServeShape {
+        ctx: args.sampling.ctx,
+        threads: args.sampling.threads,
+        slots: 1,
+    };
+    let prepared = load(&m, shape, LoadOptions::default())?;
     let shared = prepared.shared.clone();
     let sampler = args.sampling.sampler(&shared.defaults)?;
     let prompt = match (&args.prompt, &args.chat) {
@@ -382,7 +397,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
             shared.ctx
         );
     }
-    let engine = Engine::start(prepared, 1);
+    let engine = Engine::start(prepared, 1, Arc::new(Metrics::default()));
     let t0 = std::time::Instant::now();
     let g = run_blocking(&engine, prompt.clone(), sampler, args.sampling.max_tokens)?;
     let dt = t0.elapsed().as_secs_f64();
@@ -406,15 +421,15 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 /// `trillim chat`.
 pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let m = resolve(&args.model)?;
-    let prepared = load(
-        &m,
-        args.sampling.ctx,
-        args.sampling.threads,
-        LoadOptions::default(),
-    )?;
+    let shape = engine::ServeShape {
+        ctx: args.sampling.ctx,
+        threads: args.sampling.threads,
+        slots: 1,
+    };
+    let prepared = load(&m, shape, LoadOptions::default())?;
     let shared = prepared.shared.clone();
     let sampler = args.sampling.sampler(&shared.defaults)?;
-    let engine = Engine::start(prepared, 1);
+    let engine = Engine::start(prepared, 1, Arc::new(Metrics::default()));
     let mut history: Vec<Message> = Vec::new();
     let reset = |h: &mut Vec<Message>| {
         h.clear();

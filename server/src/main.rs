@@ -7,6 +7,7 @@ mod cli;
 mod cpu;
 mod engine;
 mod hub;
+mod metrics;
 mod store;
 mod template;
 mod tok;

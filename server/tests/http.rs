@@ -150,10 +150,33 @@ fn routes_shapes_and_errors() {
     );
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() >= 3);
 
+    // n choices, each its own sequence; the prompt counts once.
+    let (st, v) = s.post(
+        "/v1/chat/completions",
+        &chat_body(json!({"n": 3, "seed": 5})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let ch = v["choices"].as_array().unwrap();
+    assert_eq!(ch.len(), 3);
+    assert_eq!(ch[2]["index"], 2);
+    let (_, one) = s.post("/v1/chat/completions", &chat_body(json!({"seed": 5})));
+    assert_eq!(
+        v["usage"]["prompt_tokens"], one["usage"]["prompt_tokens"],
+        "{v}"
+    );
+
     // Errors, all in the OpenAI shape.
-    let (st, v) = s.post("/v1/chat/completions", &chat_body(json!({"n": 2})));
+    for n in [json!(5), json!(0), json!(65)] {
+        // More choices than slots (4 by default), none, or past the limit.
+        let (st, v) = s.post("/v1/chat/completions", &chat_body(json!({ "n": n })));
+        assert_error(&v, st, 400);
+        assert_eq!(v["error"]["param"], "n");
+    }
+    let (st, v) = s.post(
+        "/v1/chat/completions",
+        &chat_body(json!({"n": 2, "stream": true})),
+    );
     assert_error(&v, st, 400);
-    assert_eq!(v["error"]["param"], "n");
     let (st, _, body) = s
         .try_request("POST", "/v1/chat/completions", Some(b"{not json"), &[])
         .unwrap();
@@ -305,7 +328,7 @@ fn queue_overflow_and_disconnect_cancel() {
     // C finds the queue (1) full. A still ends once its context is full (the tiny model's
     // training context, about a second of decoding), which a loaded machine can reach before
     // B is queued; C is then served (200) and the scenario starts over.
-    let s = start("queue", &["--max-queue", "1"]);
+    let s = start("queue", &["--max-queue", "1", "--parallel", "1"]);
     let long = chat_body(json!({"stream": true, "max_tokens": 100000, "ignore_eos": true}));
     let mut seen = Vec::new();
     for _attempt in 0..5 {
@@ -425,4 +448,38 @@ fn cli_errors_exit_1() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Requests served side by side (continuous batching over 4 slots, more waiting in the queue)
+/// give the same greedy text as the same requests served one by one; cancelling one stream
+/// leaves the others going.
+#[test]
+fn concurrent_requests_match_solo_runs() {
+    let s = start("parallel", &["--parallel", "4"]);
+    let body = |i: usize| {
+        json!({"prompt": format!("Story {i}: once upon a time"), "max_tokens": 24 + 3 * i,
+               "temperature": 0, "ignore_eos": true})
+    };
+    let text = |v: &Value| v["choices"][0]["text"].as_str().unwrap_or("").to_string();
+    let alone: Vec<String> = (0..6)
+        .map(|i| text(&s.post("/v1/completions", &body(i)).1))
+        .collect();
+    let client = s.client;
+    // A stream that will be cancelled mid-way shares the batch.
+    let doomed = s.open_stream(&chat_body(
+        json!({"stream": true, "max_tokens": 100000, "ignore_eos": true}),
+    ));
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let b = body(i);
+            std::thread::spawn(move || client.post("/v1/completions", &b))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    drop(doomed);
+    for (i, h) in handles.into_iter().enumerate() {
+        let (st, v) = h.join().unwrap();
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(text(&v), alone[i], "request {i} changed when batched");
+    }
 }

@@ -212,9 +212,11 @@ def test_cached_tokens_grow_across_turns(server):
     assert r2.usage.prompt_tokens_details.cached_tokens < r2.usage.prompt_tokens
 
 
-def test_n_greater_than_one_is_400(server):
+def test_n_choices_and_too_many_is_400(server):
+    r = ask(server, "Name a colour.", n=2, seed=1)
+    assert [c.index for c in r.choices] == [0, 1]
     with pytest.raises(openai.BadRequestError) as e:
-        ask(server, "hi", n=2)
+        ask(server, "hi", n=65)
     assert e.value.status_code == 400
     assert e.value.body["param"] == "n"
 
@@ -272,6 +274,54 @@ def test_forty_concurrent_clients(server):
         results = list(ex.map(one, range(40), timeout=170))
     assert results.count(429) > 0
     assert sum(1 for r in results if r in ("stop", "length")) >= 1
+
+
+def test_batched_streams_equal_their_solo_runs(server):
+    """Greedy text is the same whether a request runs alone or batched with others."""
+    prompts = [f"Write one sentence about {t}." for t in ("rivers", "bread", "owls", "glass", "snow", "maps")]
+
+    def streamed(p):
+        stream = server.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": p}], max_tokens=32, temperature=0, stream=True
+        )
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    alone = [streamed(p) for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as ex:
+        together = list(ex.map(streamed, prompts, timeout=170))
+    assert together == alone
+
+
+def test_metrics_parse_as_prometheus_text(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ask(server, "hi", max_tokens=4)
+    status, headers, body = server.raw("GET", "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    for name in (
+        "trillim_requests",
+        "trillim_prompt_tokens",
+        "trillim_generated_tokens",
+        "trillim_time_to_first_token_seconds",
+        "trillim_inter_token_latency_seconds",
+        "trillim_queue_depth",
+        "trillim_slots_busy",
+        "trillim_kv_cells_used",
+        "trillim_model_load_seconds",
+    ):
+        assert name in families, name
+    chat = [
+        s
+        for s in families["trillim_requests"].samples
+        if s.labels.get("route") == "/v1/chat/completions" and s.labels.get("status") == "200"
+    ]
+    assert chat and chat[0].value >= 1
+    gen = families["trillim_generated_tokens"].samples[0].value
+    assert gen >= 1
+    ttft = [s for s in families["trillim_time_to_first_token_seconds"].samples if s.name.endswith("_count")]
+    assert ttft[0].value >= 1
     assert ask(server, "ok?", max_tokens=2).choices[0].finish_reason in ("stop", "length")
 
 

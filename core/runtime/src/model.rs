@@ -295,7 +295,12 @@ impl LoadedModel {
     /// The context size to use when none is given: the model's training context, capped so the
     /// KV cache takes at most a quarter of the memory available now.
     pub fn default_ctx(&self) -> usize {
-        let budget = available_memory().map(|m| m / 4).unwrap_or(1 << 30);
+        self.default_ctx_for(1)
+    }
+
+    /// The context size per sequence when `slots` sequences share that quarter of memory.
+    pub fn default_ctx_for(&self, slots: usize) -> usize {
+        let budget = available_memory().map(|m| m / 4).unwrap_or(1 << 30) / slots.max(1);
         let by_mem = (budget / self.kv_bytes_per_pos().max(1)).max(256);
         self.config.train_ctx.min(by_mem)
     }

@@ -28,6 +28,7 @@ use openai::{Kind, Output};
 use trillim_core::browser::{BrowserPolicy, Refusal};
 
 use crate::engine::{self, Engine, Event, Job, SubmitError};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use trillim_runtime::{LoadOptions, UnembedQuant};
 
@@ -45,8 +46,10 @@ pub enum Slot {
 /// Server settings fixed at startup.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Waiting requests allowed besides the running one.
+    /// Requests allowed to wait for a free slot.
     pub max_queue: usize,
+    /// Sequences generated at once.
+    pub parallel: usize,
     /// Context size (`None`: the model's default).
     pub ctx: Option<usize>,
     /// Required bearer token.
@@ -85,6 +88,8 @@ pub struct AppState {
     pub store: Store,
     /// Connection and body-memory counters.
     pub guards: Guards,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -94,6 +99,7 @@ impl AppState {
         threads: usize,
         settings: Settings,
         store: Store,
+        metrics: Arc<Metrics>,
     ) -> AppState {
         let slot = match engine {
             Some(e) => Slot::Running(Arc::new(e)),
@@ -106,6 +112,7 @@ impl AppState {
             guards: Guards::new(settings.limits),
             settings,
             store,
+            metrics,
         }
     }
 
@@ -309,6 +316,7 @@ fn error_response(e: &ApiError) -> Response<Body> {
 
 const ROUTES: &[(&str, &[Method])] = &[
     ("/health", &[Method::GET]),
+    ("/metrics", &[Method::GET]),
     ("/v1/health", &[Method::GET]),
     ("/v1/models", &[Method::GET]),
     ("/v1/chat/completions", &[Method::POST]),
@@ -348,10 +356,28 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) 
             HeaderValue::from_static("x-request-id, retry-after"),
         );
     }
+    state
+        .metrics
+        .request(route_label(&path), resp.status().as_u16());
     span.in_scope(|| {
         tracing::info!(%method, %path, status = resp.status().as_u16(), ms = t0.elapsed().as_millis() as u64, %peer, "http")
     });
     resp
+}
+
+/// The route a path is counted under in `/metrics` (unknown paths share one label, so a
+/// client cannot grow the label set).
+fn route_label(path: &str) -> &'static str {
+    let p = path.trim_end_matches('/');
+    ROUTES
+        .iter()
+        .map(|(r, _)| *r)
+        .find(|r| *r == p)
+        .unwrap_or(if p.starts_with("/v1/models/") {
+            "/v1/models/{id}"
+        } else {
+            "other"
+        })
 }
 
 fn authorized(state: &AppState, req: &Request<Incoming>) -> bool {
@@ -414,11 +440,12 @@ async fn route(
         );
         return Ok(r);
     }
-    if path.starts_with("/v1/") && !authorized(state, &req) {
+    if (path.starts_with("/v1/") || path == "/metrics") && !authorized(state, &req) {
         return Err(ApiError::unauthorized());
     }
     match path.as_str() {
         "/health" | "/v1/health" => health(state),
+        "/metrics" => Ok(metrics(state)),
         "/v1/models" => models(state),
         "/v1/chat/completions" => {
             let body = limits::read_body(&state.guards, req).await?;
@@ -457,6 +484,15 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("600"),
+    );
+    r
+}
+
+fn metrics(state: &AppState) -> Response<Body> {
+    let mut r = Response::new(Body::full(state.metrics.render()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
 }
@@ -575,6 +611,21 @@ async fn generate(
             "streaming supports one prompt per request",
         ));
     }
+    if opts.stream && opts.n > 1 {
+        return Err(ApiError::invalid_param(
+            "n",
+            "streaming supports n = 1; send n requests instead",
+        ));
+    }
+    if opts.n > shared.slots {
+        return Err(ApiError::invalid_param(
+            "n",
+            format!(
+                "n may be at most {} (the server generates that many sequences at once; see --parallel)",
+                shared.slots
+            ),
+        ));
+    }
     drop(engine);
     let prefix = if kind == Kind::Chat {
         "chatcmpl-"
@@ -587,64 +638,89 @@ async fn generate(
         .clone()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| shared.name.clone());
-    let mut merged: Option<Value> = None;
-    let n_prompts = prompts.len();
-    for (index, (prompt, echo_text)) in prompts.into_iter().enumerate() {
-        let out = Output::new(
-            kind,
-            id.clone(),
-            model.clone(),
-            shared.clone(),
-            prompt.len(),
-            logprobs,
-            opts.include_usage,
-            echo_text,
-        );
-        let job = Job {
-            prompt,
-            sampler: opts.sampler(&shared.defaults, random_u64()),
-            max_tokens: opts.max_tokens,
-            stop: opts.stop.clone(),
-            logprobs,
-            echo_logprobs: echo && logprobs.is_some(),
-            ignore_eos: opts.ignore_eos,
-            request_id: rid.to_string(),
-            events: tokio::sync::mpsc::unbounded_channel().0,
+    // Every (prompt, choice) pair is a sequence of its own; they run side by side, as many at
+    // a time as the engine has slots, and are merged in order.
+    let n = opts.n;
+    let mut pending = Vec::new();
+    for (prompt, echo_text) in prompts {
+        for k in 0..n {
+            let mut sampler = opts.sampler(&shared.defaults, random_u64());
+            // A seeded request with n > 1 still gets n different choices, reproducibly.
+            sampler.seed = sampler.seed.wrapping_add(k as u64);
+            let out = Output::new(
+                kind,
+                id.clone(),
+                model.clone(),
+                shared.clone(),
+                prompt.len(),
+                logprobs,
+                opts.include_usage,
+                echo_text.clone(),
+            );
+            let job = Job {
+                prompt: prompt.clone(),
+                sampler,
+                max_tokens: opts.max_tokens,
+                stop: opts.stop.clone(),
+                logprobs,
+                echo_logprobs: echo && logprobs.is_some(),
+                ignore_eos: opts.ignore_eos,
+                request_id: rid.to_string(),
+                events: tokio::sync::mpsc::unbounded_channel().0,
+            };
+            pending.push((k == 0, out, job));
+        }
+    }
+    if opts.stream {
+        let Some((_, out, job)) = pending.pop() else {
+            return Err(ApiError::invalid_param(param, "no prompt given"));
         };
         let (out, rx) = start_job(state, job, out).await?;
-        if opts.stream {
-            return Ok(stream_response(out, rx));
-        }
-        let v = collect(out, rx).await?;
-        if n_prompts == 1 {
-            return Ok(json_response(StatusCode::OK, &v));
-        }
-        merged = Some(match merged {
-            None => v,
-            Some(mut acc) => {
-                let mut choice = v["choices"][0].clone();
-                choice["index"] = json!(index);
-                if let Some(c) = acc["choices"].as_array_mut() {
-                    c.push(choice);
-                }
-                for k in [
-                    "prompt_tokens",
-                    "completion_tokens",
-                    "total_tokens",
-                    "cached_tokens",
-                ] {
-                    let sum =
-                        acc["usage"][k].as_u64().unwrap_or(0) + v["usage"][k].as_u64().unwrap_or(0);
-                    acc["usage"][k] = json!(sum);
-                }
-                acc["usage"]["prompt_tokens_details"]["cached_tokens"] =
-                    acc["usage"]["cached_tokens"].clone();
-                acc
-            }
-        });
+        return Ok(stream_response(out, rx));
     }
-    let v = merged.ok_or_else(|| ApiError::invalid_param("prompt", "no prompt given"))?;
+    let wave = shared.slots.max(1);
+    let mut merged: Option<Value> = None;
+    let mut index = 0;
+    let mut pending = pending.into_iter().peekable();
+    while pending.peek().is_some() {
+        let mut running = Vec::new();
+        for (first, out, job) in pending.by_ref().take(wave) {
+            running.push((first, start_job(state, job, out).await?));
+        }
+        for (first, (out, rx)) in running {
+            let v = collect(out, rx).await?;
+            merged = Some(match merged {
+                None => v,
+                Some(acc) => merge_choice(acc, v, index, first),
+            });
+            index += 1;
+        }
+    }
+    let v = merged.ok_or_else(|| ApiError::invalid_param(param, "no prompt given"))?;
     Ok(json_response(StatusCode::OK, &v))
+}
+
+/// Adds response `v`'s one choice to `acc` as choice `index`, with its usage; `first` says it
+/// is the first choice of its prompt (whose prompt tokens count once).
+fn merge_choice(mut acc: Value, v: Value, index: usize, first: bool) -> Value {
+    let mut choice = v["choices"][0].clone();
+    choice["index"] = json!(index);
+    if let Some(c) = acc["choices"].as_array_mut() {
+        c.push(choice);
+    }
+    let mut keys = vec!["completion_tokens"];
+    if first {
+        keys.extend(["prompt_tokens", "cached_tokens"]);
+    }
+    for k in keys {
+        let sum = acc["usage"][k].as_u64().unwrap_or(0) + v["usage"][k].as_u64().unwrap_or(0);
+        acc["usage"][k] = json!(sum);
+    }
+    let total = acc["usage"]["prompt_tokens"].as_u64().unwrap_or(0)
+        + acc["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+    acc["usage"]["total_tokens"] = json!(total);
+    acc["usage"]["prompt_tokens_details"]["cached_tokens"] = acc["usage"]["cached_tokens"].clone();
+    acc
 }
 
 /// Queues `job` (429 when the queue is full) and waits until it leaves the queue.
@@ -788,17 +864,21 @@ async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiE
         Some(t) => t,
         None => *state.threads.lock().unwrap_or_else(|e| e.into_inner()),
     };
-    let ctx = state.settings.ctx;
+    let shape = engine::ServeShape {
+        ctx: state.settings.ctx,
+        threads,
+        slots: state.settings.parallel,
+    };
     tracing::info!(model = %resolved.id, path = %resolved.gguf.display(), "loading model");
     let res = resolved.clone();
+    let t_load = Instant::now();
     let prepared = tokio::task::spawn_blocking(move || {
         engine::prepare(
             &res.id,
             &res.name,
             &res.gguf,
             res.dir.as_deref(),
-            ctx,
-            threads,
+            shape,
             LoadOptions { unembed_quant },
         )
     })
@@ -824,7 +904,12 @@ async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiE
     }
     let name = prepared.shared.name.clone();
     let recompiled = prepared.recompiled();
-    let engine = Engine::start(prepared, state.settings.max_queue);
+    state.metrics.model_loaded(
+        t_load.elapsed().as_secs_f64(),
+        prepared.shared.slots,
+        prepared.shared.ctx,
+    );
+    let engine = Engine::start(prepared, state.settings.max_queue, state.metrics.clone());
     state.set_slot(Slot::Running(Arc::new(engine)));
     *state.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
     tracing::info!(model = %resolved.id, "model swapped in");

@@ -25,6 +25,8 @@ pub struct GenOptions {
     pub include_usage: bool,
     /// `ignore_eos`: generate until `max_tokens` or the context, past end-of-generation tokens.
     pub ignore_eos: bool,
+    /// `n`: choices per prompt (each its own sequence).
+    pub n: usize,
 }
 
 impl GenOptions {
@@ -188,10 +190,9 @@ fn gen_options(m: &Map<String, Value>, min_max_tokens: i64) -> Result<GenOptions
             ))
         }
     };
-    if let Some(n) = f.int("n")? {
-        if n != 1 {
-            return Err(ApiError::invalid_param("n", "only n = 1 is supported"));
-        }
+    let n = f.uint("n", 1)?.unwrap_or(1);
+    if n > 64 {
+        return Err(ApiError::invalid_param("n", "n must be between 1 and 64"));
     }
     if let Some(b) = f.int("best_of")? {
         if b != 1 {
@@ -246,6 +247,7 @@ fn gen_options(m: &Map<String, Value>, min_max_tokens: i64) -> Result<GenOptions
         stream,
         include_usage,
         ignore_eos,
+        n,
     })
 }
 
@@ -469,7 +471,11 @@ mod tests {
         for (body, param) in [
             (json!({"messages": []}), "messages"),
             (
-                json!({"messages": [{"role": "user", "content": "x"}], "n": 2}),
+                json!({"messages": [{"role": "user", "content": "x"}], "n": 0}),
+                "n",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "n": 65}),
                 "n",
             ),
             (

@@ -1,28 +1,24 @@
-//! The inference engine: one OS thread per loaded model owns the weights, the session (KV
-//! cache) and the thread pool. Requests arrive over a bounded FIFO channel; events flow back
-//! over a per-request channel whose closing (the client went away) cancels the generation
-//! before its next forward pass.
+//! The inference engine: one OS thread per loaded model owns the weights, the session (a KV
+//! cache slot per sequence) and the thread pool, and serves several sequences at once
+//! ([`scheduler`]). Requests arrive over a bounded FIFO channel; events flow back over a
+//! per-request channel whose closing (the client went away) cancels the generation before its
+//! next forward step.
 
+pub mod scheduler;
 pub mod stop;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
-use trillim_core::sampler::{sample, Candidate, Rng, SamplerConfig};
-use trillim_runtime::{LoadOptions, LoadedModel, Session, ThreadPool};
+use trillim_core::sampler::SamplerConfig;
+use trillim_runtime::{LoadOptions, LoadedModel};
 
+use crate::metrics::Metrics;
 use crate::template::ChatTemplate;
-use crate::tok::{Detokenizer, Tokenizer};
-use stop::StopMatcher;
-
-/// Prompt tokens processed per forward pass during prefill (and between cancellation checks:
-/// about a second for a 2B-parameter model on two cores). 128 rather than 64 reads the weights
-/// half as often: +8-10 % prefill on 2B4T.
-const PREFILL_CHUNK: usize = 128;
+use crate::tok::Tokenizer;
 
 /// Why a model could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +46,10 @@ pub struct ModelShared {
     pub name: String,
     /// The GGUF file.
     pub path: PathBuf,
-    /// Context size of the session (positions).
+    /// Context size of each sequence (positions).
     pub ctx: usize,
+    /// Sequences served at once.
+    pub slots: usize,
     /// Sampling defaults (from the model's `generation_config.json`, else built-in defaults).
     pub defaults: SamplerConfig,
     /// Tokenizer.
@@ -81,16 +79,32 @@ impl Prepared {
     }
 }
 
+/// Where and how a model is to be served.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeShape {
+    /// Context size per sequence (`None`: the model's, capped by memory).
+    pub ctx: Option<usize>,
+    /// Inference threads (0: all cores).
+    pub threads: usize,
+    /// Sequences served at once.
+    pub slots: usize,
+}
+
 /// Loads and validates everything a model needs without touching any running engine.
 pub fn prepare(
     id: &str,
     name: &str,
     gguf: &Path,
     dir: Option<&Path>,
-    ctx: Option<usize>,
-    threads: usize,
+    shape: ServeShape,
     opts: LoadOptions,
 ) -> Result<Prepared, PrepareError> {
+    let ServeShape {
+        ctx,
+        threads,
+        slots,
+    } = shape;
+    let slots = slots.clamp(1, trillim_core::model::MAX_SLOTS);
     let kernels = crate::cpu::kernels();
     let model = Arc::new(LoadedModel::open_with(gguf, kernels, opts)?);
     if model.tile_source != trillim_runtime::TileSource::None {
@@ -105,7 +119,7 @@ pub fn prepare(
     let ctx = match ctx {
         Some(c) if c < 16 => return Err(PrepareError::Ctx(c)),
         Some(c) => c.min(model.config.train_ctx.max(16)),
-        None => model.default_ctx(),
+        None => model.default_ctx_for(slots),
     };
     let defaults = generation_defaults(dir);
     let shared = Arc::new(ModelShared {
@@ -113,6 +127,7 @@ pub fn prepare(
         name: name.to_string(),
         path: gguf.to_path_buf(),
         ctx,
+        slots,
         defaults,
         tok,
         template,
@@ -250,7 +265,7 @@ pub struct Job {
     pub events: UnboundedSender<Event>,
 }
 
-enum Msg {
+pub(crate) enum Msg {
     Job(Box<Job>),
     Shutdown,
 }
@@ -271,28 +286,36 @@ pub struct Engine {
     pub shared: Arc<ModelShared>,
     tx: SyncSender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Engine {
-    /// Starts the worker thread for a prepared model with a queue of `max_queue` waiting jobs.
-    pub fn start(prepared: Prepared, max_queue: usize) -> Engine {
+    /// Starts the worker thread for a prepared model with a queue of `max_queue` jobs waiting
+    /// for a slot.
+    pub fn start(prepared: Prepared, max_queue: usize, metrics: Arc<Metrics>) -> Engine {
         let (tx, rx) = sync_channel(max_queue);
         let shared = prepared.shared.clone();
+        let m = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("trillim-engine".into())
-            .spawn(move || worker(prepared, rx))
+            .spawn(move || scheduler::run(prepared, rx, m))
             .expect("spawn engine thread");
         Engine {
             shared,
             tx,
             thread: Mutex::new(Some(thread)),
+            metrics,
         }
     }
 
     /// Queues a job without blocking.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        let prompt = job.prompt.len();
         match self.tx.try_send(Msg::Job(Box::new(job))) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.metrics.queued(prompt);
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => Err(SubmitError::Full),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
         }
@@ -307,65 +330,8 @@ impl Engine {
     }
 }
 
-struct Worker {
-    model: Arc<LoadedModel>,
-    shared: Arc<ModelShared>,
-    pool: ThreadPool,
-    session: Session,
-    work: Vec<Candidate>,
-    scratch: Vec<f32>,
-}
-
-fn worker(prepared: Prepared, rx: Receiver<Msg>) {
-    let Prepared { model, shared } = prepared;
-    let pool = ThreadPool::new(shared.threads);
-    let session = Session::new(&model, shared.ctx, PREFILL_CHUNK);
-    let n_vocab = model.config.n_vocab;
-    tracing::info!(
-        model = %shared.id, path = %shared.path.display(), ctx = shared.ctx, threads = shared.threads, kernels = shared.kernels,
-        session_mib = session.memory_bytes() >> 20, "engine ready"
-    );
-    let mut w = Worker {
-        model,
-        shared,
-        pool,
-        session,
-        work: vec![Candidate::default(); n_vocab],
-        scratch: Vec::new(),
-    };
-    while let Ok(Msg::Job(job)) = rx.recv() {
-        let t0 = Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run(&job)));
-        match result {
-            Ok(Ok(Some((finish, n, cached)))) => {
-                let dt = t0.elapsed().as_secs_f64();
-                tracing::info!(
-                    request_id = %job.request_id, prompt_tokens = job.prompt.len(), cached_tokens = cached,
-                    completion_tokens = n, finish = finish.as_str(), seconds = format!("{dt:.3}"), "generation done"
-                );
-            }
-            Ok(Ok(None)) => {
-                tracing::info!(request_id = %job.request_id, "generation cancelled: client went away");
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(request_id = %job.request_id, error = %e, "generation failed");
-                w.session.rewind(0);
-                let _ = job.events.send(Event::Error(e));
-            }
-            Err(_) => {
-                tracing::error!(request_id = %job.request_id, "generation panicked");
-                w.session.rewind(0);
-                let _ = job
-                    .events
-                    .send(Event::Error("internal error during generation".into()));
-            }
-        }
-    }
-    tracing::info!(model = %w.shared.id, "engine stopped");
-}
-
 /// `log_softmax(logits)` entries for `ids` and the `top` best, in f64.
-fn logprobs_of(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
+pub(crate) fn logprobs_of(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let lse = logits
         .iter()
@@ -395,170 +361,6 @@ fn logprobs_of(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
     }
 }
 
-impl Worker {
-    fn cancelled(job: &Job) -> bool {
-        job.events.is_closed()
-    }
-
-    /// Runs one job. `Ok(None)` = cancelled; `Ok(Some((finish, completion_tokens, cached)))`.
-    fn run(&mut self, job: &Job) -> Result<Option<(Finish, usize, usize)>, String> {
-        if Self::cancelled(job) {
-            return Ok(None);
-        }
-        let prompt = &job.prompt;
-        let n_vocab = self.model.config.n_vocab;
-        // Scoring (`max_tokens: 0`) may fill the context; generating needs a free position.
-        let room = usize::from(job.max_tokens != Some(0));
-        if prompt.is_empty() || prompt.len() + room > self.shared.ctx {
-            return Err(format!(
-                "prompt of {} tokens does not fit the context ({})",
-                prompt.len(),
-                self.shared.ctx
-            ));
-        }
-        let cached = if job.echo_logprobs {
-            self.session.rewind(0);
-            0
-        } else {
-            self.session.reuse_prefix(prompt)
-        };
-        let _ = job.events.send(Event::Started {
-            cached_tokens: cached,
-        });
-
-        // Prefill in chunks, checking for cancellation between them; the last chunk also gives
-        // the logits the first token is sampled from. A token's logits do not depend on the
-        // batch it is fed in (`batch_size_does_not_change_logits` checks it bit for bit), so a
-        // seed reproduces its output whether or not the prefix came from the cache.
-        let top = job.logprobs.unwrap_or(0);
-        let body = &prompt[cached..];
-        let mut prompt_lps: Vec<TokenLogprob> = Vec::new();
-        if job.echo_logprobs {
-            prompt_lps.push(TokenLogprob {
-                id: prompt[0],
-                logprob: None,
-                top: Vec::new(),
-            });
-        }
-        let mut pos = cached;
-        for chunk in body.chunks(PREFILL_CHUNK) {
-            if Self::cancelled(job) {
-                return Ok(None);
-            }
-            let last = pos + chunk.len() == prompt.len();
-            let want = if job.echo_logprobs {
-                chunk.len()
-            } else {
-                usize::from(last)
-            };
-            let logits = self
-                .session
-                .feed(&self.model, &self.pool, chunk, want)
-                .map_err(|e| e.to_string())?;
-            if job.echo_logprobs {
-                for (k, row) in logits.chunks(n_vocab).enumerate() {
-                    // Row k holds the distribution after prompt[pos + k], i.e. for prompt[pos + k + 1].
-                    if let Some(&next) = prompt.get(pos + k + 1) {
-                        prompt_lps.push(logprobs_of(row, next, top));
-                    }
-                }
-            }
-            if last {
-                self.scratch.clear();
-                self.scratch
-                    .extend_from_slice(&logits[logits.len() - n_vocab..]);
-            }
-            pos += chunk.len();
-        }
-        if Self::cancelled(job) {
-            return Ok(None);
-        }
-        if job.echo_logprobs {
-            let _ = job
-                .events
-                .send(Event::PromptLogprobs(std::mem::take(&mut prompt_lps)));
-        }
-
-        let mut rng = Rng::new(job.sampler.seed);
-        let mut detok = Detokenizer::default();
-        let mut stops = StopMatcher::new(&job.stop);
-        let mut generated = 0usize;
-        let mut pending_lps: Vec<TokenLogprob> = Vec::new();
-        let mut stop_hit = false;
-        let tok = &self.shared.tok;
-        let finish = loop {
-            // Prompt and completion together fit the context (the session holds every
-            // token but the one about to be sampled).
-            if job.max_tokens == Some(0) || self.session.tokens().len() >= self.shared.ctx {
-                break Finish::Length;
-            }
-            if Self::cancelled(job) {
-                return Ok(None);
-            }
-            let history = self.session.tokens();
-            let raw_lp = job.logprobs.map(|_| self.scratch.clone());
-            let id = sample(
-                &mut self.scratch,
-                history,
-                &job.sampler,
-                &mut rng,
-                &mut self.work,
-            );
-            if tok.is_eog(id) && !job.ignore_eos {
-                break Finish::Stop;
-            }
-            generated += 1;
-            if let Some(raw) = raw_lp {
-                pending_lps.push(logprobs_of(&raw, id, top));
-            }
-            let piece = detok.push(tok, id);
-            let (text, hit) = stops.push(&piece);
-            // One event per generated token, also when its text is held back (a partial
-            // character, a possible stop-string prefix, or a control token that renders as
-            // nothing): streams then tick once per token, as OpenAI's do.
-            let _ = job.events.send(Event::Text {
-                text,
-                logprobs: std::mem::take(&mut pending_lps),
-            });
-            if hit {
-                stop_hit = true;
-                break Finish::Stop;
-            }
-            if job.max_tokens.is_some_and(|m| generated >= m) {
-                break Finish::Length;
-            }
-            if Self::cancelled(job) {
-                return Ok(None);
-            }
-            let logits = self
-                .session
-                .feed(&self.model, &self.pool, &[id], 1)
-                .map_err(|e| e.to_string())?;
-            self.scratch.clear();
-            self.scratch.extend_from_slice(logits);
-        };
-        // Whatever the detokenizer and the stop matcher still hold is real text.
-        if !stop_hit {
-            let tail = detok.flush();
-            let (mut text, hit) = stops.push(&tail);
-            if !hit {
-                text.push_str(&stops.flush());
-            }
-            if !text.is_empty() {
-                let _ = job.events.send(Event::Text {
-                    text,
-                    logprobs: Vec::new(),
-                });
-            }
-        }
-        let _ = job.events.send(Event::Done {
-            finish,
-            completion_tokens: generated,
-        });
-        Ok(Some((finish, generated, cached)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,7 +387,12 @@ mod tests {
             eprintln!("SmolLM2 not present; skipped (run scripts/fetch-test-model.sh)");
             return;
         };
-        let p = prepare("t", "t", &path, None, Some(256), 1, LoadOptions::default()).unwrap();
+        let shape = ServeShape {
+            ctx: Some(256),
+            threads: 1,
+            slots: 1,
+        };
+        let p = prepare("t", "t", &path, None, shape, LoadOptions::default()).unwrap();
         let golden = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../testdata/golden/tokenizer-smollm2.json"

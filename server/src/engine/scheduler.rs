@@ -1,0 +1,407 @@
+//! Continuous batching: the engine thread serves up to `slots` sequences at once, each in its
+//! own KV-cache slot, and advances all of them with one forward pass per step.
+//!
+//! A step holds one decode token of every sequence that is generating and, in the tokens left
+//! of [`STEP_TOKENS`], prompt chunks of the sequences still reading their prompt (oldest
+//! first), so a long prompt never stalls running streams for more than one chunk. A new
+//! request joins at the next step when a slot is free (the one whose cached tokens share the
+//! longest prefix with its prompt); a finished or cancelled one leaves at once. Waiting
+//! requests stay in the engine's bounded FIFO until a slot frees up.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use trillim_core::model::SeqToken;
+use trillim_core::sampler::{sample, Candidate, Rng};
+use trillim_runtime::{LoadedModel, Session, ThreadPool};
+
+use super::stop::StopMatcher;
+use super::{logprobs_of, Event, Finish, Job, ModelShared, Msg, Prepared, TokenLogprob};
+use crate::metrics::Metrics;
+use crate::tok::Detokenizer;
+
+/// Tokens one forward step processes at most: decode tokens first, prompt chunks in the rest.
+/// 128 reads the weights once per 128 prompt tokens (+8-10 % prefill on 2B4T against 64) and
+/// bounds a step to about a second for a 2B-parameter model on two cores.
+pub const STEP_TOKENS: usize = 128;
+
+/// One request being served.
+struct Seq {
+    job: Box<Job>,
+    slot: usize,
+    cached: usize,
+    /// Prompt tokens in the KV cache (cached ones included).
+    fed: usize,
+    /// Sampled and not yet fed (a decoding sequence has one).
+    next: Option<u32>,
+    rng: Rng,
+    detok: Detokenizer,
+    stops: StopMatcher,
+    generated: usize,
+    /// A stop string ended it (its text and what the detokenizer holds are not shown).
+    stop_hit: bool,
+    prompt_lps: Vec<TokenLogprob>,
+    started: Instant,
+    last_token: Option<Instant>,
+}
+
+/// How a sequence ended.
+enum End {
+    Finished(Finish),
+    Cancelled,
+    Failed(String),
+}
+
+struct Worker {
+    model: Arc<LoadedModel>,
+    shared: Arc<ModelShared>,
+    pool: ThreadPool,
+    session: Session,
+    work: Vec<Candidate>,
+    logits: Vec<f32>,
+    /// When each slot was last given to a sequence (least recently used first on ties).
+    used: Vec<u64>,
+    clock: u64,
+    metrics: Arc<Metrics>,
+}
+
+/// The engine thread: admits jobs into free slots and steps every running sequence.
+pub(super) fn run(prepared: Prepared, rx: Receiver<Msg>, metrics: Arc<Metrics>) {
+    let Prepared { model, shared } = prepared;
+    let slots = shared.slots;
+    let pool = ThreadPool::new(shared.threads);
+    let session = Session::with_slots(&model, shared.ctx, STEP_TOKENS, slots);
+    let n_vocab = model.config.n_vocab;
+    tracing::info!(
+        model = %shared.id, path = %shared.path.display(), ctx = shared.ctx, slots, threads = shared.threads,
+        kernels = shared.kernels, session_mib = session.memory_bytes() >> 20, "engine ready"
+    );
+    let mut w = Worker {
+        model,
+        shared,
+        pool,
+        session,
+        work: vec![Candidate::default(); n_vocab],
+        logits: Vec::new(),
+        used: vec![0; slots],
+        clock: 0,
+        metrics,
+    };
+    let mut running: VecDeque<Seq> = VecDeque::new();
+    let mut closing = false;
+    loop {
+        // Admit waiting jobs while slots are free (block only when nothing runs).
+        while !closing && running.len() < slots {
+            let msg = if running.is_empty() {
+                rx.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                rx.try_recv()
+            };
+            match msg {
+                Ok(Msg::Job(job)) => {
+                    w.metrics.queue_left();
+                    if let Some(seq) = w.admit(job, &running) {
+                        running.push_back(seq);
+                    }
+                }
+                Ok(Msg::Shutdown) | Err(TryRecvError::Disconnected) => closing = true,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        if running.is_empty() {
+            if closing {
+                break;
+            }
+            continue;
+        }
+        w.metrics.set_busy(running.len(), w.kv_cells(&running));
+        let ended =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.step(&mut running))) {
+                Ok(ended) => ended,
+                Err(_) => {
+                    tracing::error!("generation step panicked");
+                    (0..running.len())
+                        .map(|i| (i, End::Failed("internal error during generation".into())))
+                        .collect()
+                }
+            };
+        // Remove ended sequences, highest index first so the others keep their places.
+        let mut ended = ended;
+        ended.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        for (i, end) in ended {
+            if let Some(seq) = running.remove(i) {
+                w.finish(seq, end);
+            }
+        }
+    }
+    w.metrics.set_busy(0, 0);
+    tracing::info!(model = %w.shared.id, "engine stopped");
+}
+
+impl Worker {
+    fn kv_cells(&self, running: &VecDeque<Seq>) -> usize {
+        running
+            .iter()
+            .map(|s| self.session.slot_tokens(s.slot).len())
+            .sum()
+    }
+
+    /// Starts `job` in the free slot that shares the longest prefix with its prompt.
+    fn admit(&mut self, job: Box<Job>, running: &VecDeque<Seq>) -> Option<Seq> {
+        if job.events.is_closed() {
+            tracing::info!(request_id = %job.request_id, "generation cancelled: client went away");
+            return None;
+        }
+        let prompt = &job.prompt;
+        let room = usize::from(job.max_tokens != Some(0));
+        if prompt.is_empty() || prompt.len() + room > self.shared.ctx {
+            let _ = job.events.send(Event::Error(format!(
+                "prompt of {} tokens does not fit the context ({})",
+                prompt.len(),
+                self.shared.ctx
+            )));
+            return None;
+        }
+        let busy = |slot: usize| running.iter().any(|s| s.slot == slot);
+        let slot = (0..self.session.slots())
+            .filter(|&s| !busy(s))
+            .max_by_key(|&s| {
+                (
+                    self.session.common_prefix(s, prompt),
+                    std::cmp::Reverse(self.used[s]),
+                )
+            })?;
+        self.clock += 1;
+        self.used[slot] = self.clock;
+        // Scoring a prompt recomputes it all: every position's distribution is reported.
+        let cached = if job.echo_logprobs {
+            self.session.rewind_slot(slot, 0);
+            0
+        } else {
+            self.session.reuse_prefix_slot(slot, prompt)
+        };
+        self.metrics.cached(cached);
+        let _ = job.events.send(Event::Started {
+            cached_tokens: cached,
+        });
+        let mut prompt_lps = Vec::new();
+        if job.echo_logprobs {
+            prompt_lps.push(TokenLogprob {
+                id: prompt[0],
+                logprob: None,
+                top: Vec::new(),
+            });
+        }
+        Some(Seq {
+            rng: Rng::new(job.sampler.seed),
+            stops: StopMatcher::new(&job.stop),
+            job,
+            slot,
+            cached,
+            fed: cached,
+            next: None,
+            detok: Detokenizer::default(),
+            generated: 0,
+            stop_hit: false,
+            prompt_lps,
+            started: Instant::now(),
+            last_token: None,
+        })
+    }
+
+    /// One forward pass over every running sequence; returns the sequences that ended, by
+    /// index in `running`.
+    fn step(&mut self, running: &mut VecDeque<Seq>) -> Vec<(usize, End)> {
+        let mut ended = Vec::new();
+        for (i, seq) in running.iter().enumerate() {
+            if seq.job.events.is_closed() {
+                ended.push((i, End::Cancelled));
+            }
+        }
+        let live = |i: usize, ended: &[(usize, End)]| !ended.iter().any(|(j, _)| *j == i);
+        // Decode tokens first, then prompt chunks oldest first in what is left of the step.
+        let mut batch: Vec<SeqToken> = Vec::with_capacity(STEP_TOKENS + running.len());
+        let mut owner: Vec<usize> = Vec::with_capacity(STEP_TOKENS + running.len());
+        for (i, seq) in running.iter().enumerate() {
+            if let (Some(id), true) = (seq.next, live(i, &ended)) {
+                batch.push(SeqToken {
+                    token: id,
+                    slot: seq.slot as u16,
+                    logits: true,
+                });
+                owner.push(i);
+            }
+        }
+        let mut budget = STEP_TOKENS.saturating_sub(batch.len()).max(1);
+        let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, seq) in running.iter().enumerate() {
+            let left = seq.job.prompt.len() - seq.fed;
+            if seq.next.is_some() || left == 0 || budget == 0 || !live(i, &ended) {
+                continue;
+            }
+            let n = left.min(budget);
+            budget -= n;
+            let (a, b) = (seq.fed, seq.fed + n);
+            for p in a..b {
+                let last = p + 1 == seq.job.prompt.len();
+                batch.push(SeqToken {
+                    token: seq.job.prompt[p],
+                    slot: seq.slot as u16,
+                    logits: last || seq.job.echo_logprobs,
+                });
+                owner.push(i);
+            }
+            chunks.push((i, a, b));
+        }
+        if batch.is_empty() {
+            return ended;
+        }
+        let t0 = Instant::now();
+        let n_vocab = self.model.config.n_vocab;
+        let logits = match self.session.feed_seqs(&self.model, &self.pool, &batch) {
+            Ok(l) => l,
+            Err(e) => {
+                // Nothing was appended; the sequences in this batch fail, the others go on.
+                let msg = e.to_string();
+                let mut failed: Vec<usize> = owner.clone();
+                failed.dedup();
+                for i in failed {
+                    if live(i, &ended) {
+                        ended.push((i, End::Failed(msg.clone())));
+                    }
+                }
+                return ended;
+            }
+        };
+        self.logits.clear();
+        self.logits.extend_from_slice(logits);
+        self.metrics.step(batch.len(), t0.elapsed());
+        for &(i, _, b) in &chunks {
+            running[i].fed = b;
+        }
+        // Hand each row of logits to its sequence, in batch order.
+        let mut row = 0;
+        for (k, t) in batch.iter().enumerate() {
+            if !t.logits {
+                continue;
+            }
+            let i = owner[k];
+            let r = &self.logits[row * n_vocab..(row + 1) * n_vocab];
+            row += 1;
+            let seq = &mut running[i];
+            if seq.next.take().is_none() {
+                // A prompt token: its row is the distribution of the next prompt token (echo),
+                // or, after the last one, of the first generated token.
+                let pos = chunk_pos(&chunks, i, k, &owner);
+                let top = seq.job.logprobs.unwrap_or(0);
+                if let Some(&next) = seq.job.prompt.get(pos + 1) {
+                    if seq.job.echo_logprobs {
+                        seq.prompt_lps.push(logprobs_of(r, next, top));
+                    }
+                    continue;
+                }
+                if seq.job.echo_logprobs {
+                    let lps = std::mem::take(&mut seq.prompt_lps);
+                    let _ = seq.job.events.send(Event::PromptLogprobs(lps));
+                }
+                self.metrics.first_token(seq.started.elapsed());
+            }
+            let mut dist = r.to_vec();
+            if let Some(end) = self.sample_next(seq, &mut dist) {
+                ended.push((i, end));
+            }
+        }
+        ended
+    }
+
+    /// Samples the sequence's next token from `logits` and reports it; `Some` when the
+    /// sequence is done.
+    fn sample_next(&mut self, seq: &mut Seq, logits: &mut [f32]) -> Option<End> {
+        let job = &seq.job;
+        let history = self.session.slot_tokens(seq.slot);
+        // Prompt and completion together fit the context (the slot holds every token but the
+        // one about to be sampled).
+        if job.max_tokens == Some(0) || history.len() >= self.shared.ctx {
+            return Some(End::Finished(Finish::Length));
+        }
+        let raw = job.logprobs.map(|_| logits.to_vec());
+        let id = sample(logits, history, &job.sampler, &mut seq.rng, &mut self.work);
+        let tok = &self.shared.tok;
+        if tok.is_eog(id) && !job.ignore_eos {
+            return Some(End::Finished(Finish::Stop));
+        }
+        seq.generated += 1;
+        let now = Instant::now();
+        if let Some(prev) = seq.last_token.replace(now) {
+            self.metrics.inter_token(now - prev);
+        }
+        self.metrics.generated(1);
+        let logprobs = raw
+            .map(|raw| vec![logprobs_of(&raw, id, job.logprobs.unwrap_or(0))])
+            .unwrap_or_default();
+        let piece = seq.detok.push(tok, id);
+        let (text, hit) = seq.stops.push(&piece);
+        // One event per generated token, also when its text is held back (a partial
+        // character, a possible stop-string prefix, or a control token that renders as
+        // nothing): streams then tick once per token, as OpenAI's do.
+        let _ = job.events.send(Event::Text { text, logprobs });
+        if hit {
+            seq.stop_hit = true;
+            return Some(End::Finished(Finish::Stop));
+        }
+        if job.max_tokens.is_some_and(|m| seq.generated >= m) {
+            return Some(End::Finished(Finish::Length));
+        }
+        seq.next = Some(id);
+        None
+    }
+
+    fn finish(&mut self, mut seq: Seq, end: End) {
+        let job = &seq.job;
+        match end {
+            End::Finished(finish) => {
+                // Whatever the detokenizer and the stop matcher still hold is real text.
+                if !seq.stop_hit {
+                    let tail = seq.detok.flush();
+                    let (mut text, hit) = seq.stops.push(&tail);
+                    if !hit {
+                        text.push_str(&seq.stops.flush());
+                    }
+                    if !text.is_empty() {
+                        let _ = job.events.send(Event::Text {
+                            text,
+                            logprobs: Vec::new(),
+                        });
+                    }
+                }
+                let _ = job.events.send(Event::Done {
+                    finish,
+                    completion_tokens: seq.generated,
+                });
+                tracing::info!(
+                    request_id = %job.request_id, prompt_tokens = job.prompt.len(), cached_tokens = seq.cached,
+                    completion_tokens = seq.generated, finish = finish.as_str(),
+                    seconds = format!("{:.3}", seq.started.elapsed().as_secs_f64()), "generation done"
+                );
+            }
+            End::Cancelled => {
+                tracing::info!(request_id = %job.request_id, "generation cancelled: client went away");
+            }
+            End::Failed(e) => {
+                tracing::warn!(request_id = %job.request_id, error = %e, "generation failed");
+                self.session.rewind_slot(seq.slot, 0);
+                let _ = job.events.send(Event::Error(e));
+            }
+        }
+        // The slot keeps its tokens (their keys and values are valid) for prefix reuse.
+    }
+}
+
+/// The prompt position of batch token `k`, which belongs to sequence `i`'s chunk.
+fn chunk_pos(chunks: &[(usize, usize, usize)], i: usize, k: usize, owner: &[usize]) -> usize {
+    let first = owner.iter().position(|&o| o == i).unwrap_or(k);
+    let start = chunks.iter().find(|(j, _, _)| *j == i).map_or(0, |c| c.1);
+    start + (k - first)
+}
