@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's llama-bench for comparisons (scripts/bench.sh reads LLAMA_BENCH), from the
 # llama.cpp sources vendored in the PyPI source package llama-cpp-python, tuned for this CPU
-# (GGML_NATIVE). Prints the binary's path.
+# (GGML_NATIVE). Prints the binary's path. With TARGET=llama-server it builds and prints
+# llama-server instead (scripts/concurrency.py compares against it).
 #
 #   scripts/build-llama-bench.sh [VERSION]    (default 0.3.36)
 #
@@ -9,7 +10,8 @@
 set -euo pipefail
 version="${1:-0.3.36}"
 dir="${XDG_CACHE_HOME:-$HOME/.cache}/trillim/llama-cpp-$version"
-bin="$dir/src/vendor/llama.cpp/build/bin/llama-bench"
+target="${TARGET:-llama-bench}"
+bin="$dir/src/vendor/llama.cpp/build/bin/$target"
 if [ ! -x "$bin" ]; then
     mkdir -p "$dir"
     if [ ! -d "$dir/src" ]; then
@@ -19,9 +21,11 @@ if [ ! -x "$bin" ]; then
         tar xzf "$dir/llama_cpp_python-$version.tar.gz" -C "$dir/src" --strip-components=1
     fi
     cd "$dir/src/vendor/llama.cpp"
+    server=OFF
+    [ "$target" = llama-server ] && server=ON
     cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER="$server" \
         -DBUILD_SHARED_LIBS=OFF >&2
-    cmake --build build --target llama-bench -j"$(nproc)" >&2
+    cmake --build build --target "$target" -j"$(nproc)" >&2
 fi
 echo "$bin"
