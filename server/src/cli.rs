@@ -191,7 +191,8 @@ fn load(
     opts: LoadOptions,
 ) -> anyhow::Result<engine::Prepared> {
     engine::prepare(&m.id, &m.name, &m.gguf, m.dir.as_deref(), shape, opts)
-        .with_context(|| format!("cannot load {}", m.gguf.display()))
+        // The error names the file and the cause; the context adds what the user asked for.
+        .with_context(|| format!("cannot load {}", m.id))
 }
 
 fn init_logging() {

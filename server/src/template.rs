@@ -14,8 +14,8 @@ pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + messa
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     /// The template source is not valid Jinja.
-    #[error("the model's chat template does not compile: {0}")]
-    Compile(String),
+    #[error("the model's chat template does not compile: {0:#}")]
+    Compile(Error),
     /// Rendering failed (including `raise_exception` in the template).
     #[error("chat template error: {0}")]
     Render(String),
@@ -53,7 +53,7 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source)
-            .map_err(|e| TemplateError::Compile(format!("{e:#}")))?;
+            .map_err(TemplateError::Compile)?;
         Ok(ChatTemplate {
             env,
             is_fallback,

@@ -10,7 +10,7 @@ use trillim_runtime::LoadedModel;
 /// Why a model's tokenizer could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("the model file has no usable tokenizer: {0}")]
-pub struct TokError(String);
+pub struct TokError(TokenizerError);
 
 /// A model's tokenizer (cheap to share behind an `Arc`).
 pub struct Tokenizer {
@@ -30,7 +30,7 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Builds the tokenizer described by a model file's metadata.
     pub fn new(model: Arc<LoadedModel>) -> Result<Tokenizer, TokError> {
-        let err = |e: TokenizerError| TokError(e.to_string());
+        let err = TokError;
         let g = model.gguf();
         let words = core_tok::Tokenizer::mem_words_for_gguf(&g).map_err(err)?;
         let mut mem = vec![0u32; words];

@@ -17,23 +17,27 @@ use trillim_core::Parallel;
 use crate::tiles::{self, TileBytes, TileSource};
 
 /// Why a model could not be loaded.
+///
+/// The message names the file and the cause, once each. The cause is part of the message and
+/// deliberately not also returned by `source()`, so printing the error chain (anyhow's `{:#}`)
+/// does not repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be opened or mapped.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a model this build can run.
-    #[error("{path}: {source}")]
+    #[error("{}: {cause}", path.display())]
     Model {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: ModelError,
+        cause: ModelError,
     },
 }
 
@@ -134,9 +138,9 @@ impl LoadedModel {
     }
 
     fn open_plain(path: &Path, kernels: Kernels) -> Result<LoadedModel, LoadError> {
-        let io = |source| LoadError::Io {
+        let io = |cause| LoadError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let file = File::open(path).map_err(io)?;
         // SAFETY: the mapping is read-only and private to this process. As with every
@@ -163,9 +167,9 @@ impl LoadedModel {
         on_disk: bool,
         kernels: Kernels,
     ) -> Result<LoadedModel, LoadError> {
-        let err = |source| LoadError::Model {
+        let err = |cause| LoadError::Model {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let data: &[u8] = match &bytes {
             Bytes::Mapped(m) => m,

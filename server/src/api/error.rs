@@ -4,6 +4,8 @@
 use hyper::StatusCode;
 use serde_json::json;
 
+use crate::engine::GenerationError;
+
 /// An error answered to a client.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -214,6 +216,20 @@ impl ApiError {
         }
     }
 
+    /// The answer to a job the engine refused or could not finish; `param` is the request
+    /// field that holds the prompt (`messages` or `prompt`).
+    pub fn generation(e: &GenerationError, param: &str) -> ApiError {
+        match e {
+            GenerationError::PromptTooLong { prompt, ctx } => {
+                ApiError::context_length(*prompt, *ctx, param)
+            }
+            GenerationError::EmptyPrompt => ApiError::invalid_param(param, e.to_string()),
+            GenerationError::Model(_) | GenerationError::Internal(_) => {
+                ApiError::internal(e.to_string())
+            }
+        }
+    }
+
     /// 500.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
@@ -222,5 +238,34 @@ impl ApiError {
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_errors_map_to_their_statuses() {
+        let e = ApiError::generation(
+            &GenerationError::PromptTooLong { prompt: 9, ctx: 8 },
+            "prompt",
+        );
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.code, Some("context_length_exceeded"));
+        assert_eq!(e.param.as_deref(), Some("prompt"));
+        let e = ApiError::generation(&GenerationError::EmptyPrompt, "messages");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        let model = trillim_core::model::ModelError::ContextFull;
+        for g in [
+            GenerationError::Model(model),
+            GenerationError::Internal("a step panicked"),
+        ] {
+            let e = ApiError::generation(&g, "prompt");
+            assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(e.kind, "server_error");
+            assert_eq!(e.message, g.to_string());
+        }
     }
 }

@@ -741,7 +741,7 @@ async fn start_job(
     // Errors up to the start still get a proper status.
     match rx.recv().await {
         Some(Event::Started { cached_tokens }) => out.cached_tokens = cached_tokens,
-        Some(Event::Error(e)) => return Err(ApiError::internal(e)),
+        Some(Event::Error(e)) => return Err(ApiError::generation(&e, out.kind.prompt_param())),
         Some(_) => {}
         None => return Err(ApiError::swapping()),
     }
@@ -888,6 +888,7 @@ async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiE
         engine::PrepareError::Load(trillim_runtime::LoadError::Io { .. }) => {
             ApiError::internal(e.to_string())
         }
+        // The error names the file and the cause once; say which model was asked for.
         other => {
             ApiError::invalid_param("model_dir", format!("cannot load {}: {other}", resolved.id))
         }

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::EventFormatter;
 use super::error::ApiError;
-use crate::engine::{Event, Finish, ModelShared, TokenLogprob};
+use crate::engine::{Event, Finish, GenerationError, ModelShared, TokenLogprob};
 
 /// Which endpoint a generation answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +15,16 @@ pub enum Kind {
     Chat,
     /// `/v1/completions`.
     Completion,
+}
+
+impl Kind {
+    /// The request field that holds the prompt (named by errors about it).
+    pub fn prompt_param(self) -> &'static str {
+        match self {
+            Kind::Chat => "messages",
+            Kind::Completion => "prompt",
+        }
+    }
 }
 
 /// The state of one generation's response, fed with engine events.
@@ -38,7 +48,7 @@ pub struct Output {
     legacy: Legacy,
     finish: Option<Finish>,
     completion_tokens: usize,
-    error: Option<String>,
+    error: Option<GenerationError>,
 }
 
 #[derive(Default)]
@@ -193,7 +203,7 @@ impl Output {
     /// The whole (non-streaming) response, or the error that ended generation.
     pub fn response(&self) -> Result<Value, ApiError> {
         if let Some(e) = &self.error {
-            return Err(ApiError::internal(e.clone()));
+            return Err(ApiError::generation(e, self.kind.prompt_param()));
         }
         let finish = self.finish.map(Finish::as_str);
         Ok(match self.kind {
@@ -327,7 +337,10 @@ impl EventFormatter for Output {
                 s.push_str("data: [DONE]\n\n");
                 (s, true)
             }
-            Event::Error(e) => (sse(&ApiError::internal(e).body()), true),
+            Event::Error(e) => (
+                sse(&ApiError::generation(&e, self.kind.prompt_param()).body()),
+                true,
+            ),
         }
     }
 

@@ -21,16 +21,20 @@ use crate::template::ChatTemplate;
 use crate::tok::Tokenizer;
 
 /// Why a model could not be prepared.
+///
+/// Every variant's message is complete on its own (it names the file and the cause once), so
+/// the wrapped errors are not also reported as `source()`: a chain printer such as anyhow's
+/// `{:#}` would otherwise repeat the cause once per level.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
     /// Loading or validating the weights failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] trillim_runtime::LoadError),
     /// The tokenizer could not be built.
-    #[error("{0}")]
+    #[error(transparent)]
     Tokenizer(#[from] crate::tok::TokError),
     /// The chat template does not compile.
-    #[error("{0}")]
+    #[error(transparent)]
     Template(#[from] crate::template::TemplateError),
     /// The requested context is unusable.
     #[error("context size {0} is invalid (must be at least 16)")]
@@ -238,8 +242,33 @@ pub enum Event {
         /// Tokens generated (end-of-generation token excluded).
         completion_tokens: usize,
     },
-    /// Generation failed.
-    Error(String),
+    /// Generation failed; nothing more follows.
+    Error(GenerationError),
+}
+
+/// Why the engine could not serve a job (sent as [`Event::Error`]); the HTTP side maps each
+/// variant to its status and OpenAI error code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GenerationError {
+    /// The prompt (plus one free position when generating) does not fit a sequence's context.
+    /// The HTTP side checks this before queueing, but a model swap between that check and the
+    /// job's admission can shrink the context under it.
+    #[error("the prompt of {prompt} tokens does not fit the context of {ctx} tokens")]
+    PromptTooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// Context size of a sequence.
+        ctx: usize,
+    },
+    /// The prompt has no tokens.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// The forward pass refused the batch (a token outside the vocabulary, a full KV cache).
+    #[error("the forward pass failed: {0}")]
+    Model(trillim_core::model::ModelError),
+    /// A bug: a generation step panicked.
+    #[error("internal error during generation: {0}")]
+    Internal(&'static str),
 }
 
 /// One generation request.
@@ -365,28 +394,115 @@ pub(crate) fn logprobs_of(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
 mod tests {
     use super::*;
 
-    /// SmolLM2 as fetched by scripts/fetch-test-model.sh (or `TRILLIM_TEST_MODEL`).
-    fn smollm2() -> Option<PathBuf> {
+    /// SmolLM2 as fetched by scripts/fetch-test-model.sh (or `TRILLIM_TEST_MODEL`); a test
+    /// that needs it fails when it is missing rather than passing without checking anything.
+    fn smollm2() -> PathBuf {
         let p = match std::env::var_os("TRILLIM_TEST_MODEL") {
             Some(p) => PathBuf::from(p),
-            None => {
-                let base = std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| {
-                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
-                    })?;
-                base.join("trillim").join("SmolLM2-135M-Instruct.Q4_1.gguf")
-            }
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .expect("neither XDG_CACHE_HOME nor HOME is set")
+                .join("trillim")
+                .join("SmolLM2-135M-Instruct.Q4_1.gguf"),
         };
-        p.exists().then_some(p)
+        assert!(
+            p.exists(),
+            "the test model {} is missing: run scripts/fetch-test-model.sh (or set TRILLIM_TEST_MODEL)",
+            p.display()
+        );
+        p
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/models")
+            .join(name)
+    }
+
+    /// Submits `prompt` to an engine over the tiny TQ2_0 fixture with a 16-token context and
+    /// returns the first event.
+    fn first_event(prompt: Vec<u32>, max_tokens: Option<usize>) -> Event {
+        let shape = ServeShape {
+            ctx: Some(16),
+            threads: 1,
+            slots: 1,
+        };
+        let p = prepare(
+            "t",
+            "t",
+            &fixture("tiny-bitnet-tq2_0.gguf"),
+            None,
+            shape,
+            LoadOptions::default(),
+        )
+        .unwrap();
+        let engine = Engine::start(p, 4, Arc::new(Metrics::default()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        engine
+            .submit(Job {
+                prompt,
+                sampler: SamplerConfig::default(),
+                max_tokens,
+                stop: Vec::new(),
+                logprobs: None,
+                echo_logprobs: false,
+                ignore_eos: false,
+                request_id: "test".into(),
+                events: tx,
+            })
+            .unwrap();
+        let ev = rx.blocking_recv().expect("an event");
+        drop(rx);
+        engine.shutdown();
+        ev
+    }
+
+    #[test]
+    fn engine_refuses_prompts_that_do_not_fit_with_typed_errors() {
+        match first_event(vec![1; 16], None) {
+            Event::Error(GenerationError::PromptTooLong {
+                prompt: 16,
+                ctx: 16,
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        // Scoring may fill the context exactly.
+        assert!(matches!(
+            first_event(vec![1; 16], Some(0)),
+            Event::Started { .. }
+        ));
+        match first_event(Vec::new(), None) {
+            Event::Error(GenerationError::EmptyPrompt) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn prepare_errors_name_the_file_and_the_cause_once() {
+        let dir = std::env::temp_dir().join(format!("trillim-prepare-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gemma.gguf");
+        std::fs::write(&path, crate::store::tests::gguf_bytes("gemma3", &[])).unwrap();
+        let shape = ServeShape {
+            ctx: None,
+            threads: 1,
+            slots: 1,
+        };
+        let e = prepare("t", "t", &path, None, shape, LoadOptions::default()).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert_eq!(
+            chain.matches("unsupported architecture").count(),
+            1,
+            "{chain}"
+        );
+        assert_eq!(chain.matches("gemma.gguf").count(), 1, "{chain}");
     }
 
     #[test]
     fn smollm2_chat_template_and_ids_match_golden() {
-        let Some(path) = smollm2() else {
-            eprintln!("SmolLM2 not present; skipped (run scripts/fetch-test-model.sh)");
-            return;
-        };
+        let path = smollm2();
         let shape = ServeShape {
             ctx: Some(256),
             threads: 1,

@@ -18,7 +18,9 @@ use trillim_core::sampler::{sample, Candidate, Rng};
 use trillim_runtime::{LoadedModel, Session, ThreadPool};
 
 use super::stop::StopMatcher;
-use super::{logprobs_of, Event, Finish, Job, ModelShared, Msg, Prepared, TokenLogprob};
+use super::{
+    logprobs_of, Event, Finish, GenerationError, Job, ModelShared, Msg, Prepared, TokenLogprob,
+};
 use crate::metrics::Metrics;
 use crate::tok::Detokenizer;
 
@@ -51,7 +53,7 @@ struct Seq {
 enum End {
     Finished(Finish),
     Cancelled,
-    Failed(String),
+    Failed(GenerationError),
 }
 
 struct Worker {
@@ -123,7 +125,7 @@ pub(super) fn run(prepared: Prepared, rx: Receiver<Msg>, metrics: Arc<Metrics>) 
                 Err(_) => {
                     tracing::error!("generation step panicked");
                     (0..running.len())
-                        .map(|i| (i, End::Failed("internal error during generation".into())))
+                        .map(|i| (i, End::Failed(GenerationError::Internal("a step panicked"))))
                         .collect()
                 }
             };
@@ -156,12 +158,19 @@ impl Worker {
         }
         let prompt = &job.prompt;
         let room = usize::from(job.max_tokens != Some(0));
-        if prompt.is_empty() || prompt.len() + room > self.shared.ctx {
-            let _ = job.events.send(Event::Error(format!(
-                "prompt of {} tokens does not fit the context ({})",
-                prompt.len(),
-                self.shared.ctx
-            )));
+        let refused = if prompt.is_empty() {
+            Some(GenerationError::EmptyPrompt)
+        } else if prompt.len() + room > self.shared.ctx {
+            Some(GenerationError::PromptTooLong {
+                prompt: prompt.len(),
+                ctx: self.shared.ctx,
+            })
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            tracing::info!(request_id = %job.request_id, error = %e, "generation refused");
+            let _ = job.events.send(Event::Error(e));
             return None;
         }
         let busy = |slot: usize| running.iter().any(|s| s.slot == slot);
@@ -264,12 +273,12 @@ impl Worker {
             Ok(l) => l,
             Err(e) => {
                 // Nothing was appended; the sequences in this batch fail, the others go on.
-                let msg = e.to_string();
+                let err = GenerationError::Model(e);
                 let mut failed: Vec<usize> = owner.clone();
                 failed.dedup();
                 for i in failed {
                     if live(i, &ended) {
-                        ended.push((i, End::Failed(msg.clone())));
+                        ended.push((i, End::Failed(err.clone())));
                     }
                 }
                 return ended;

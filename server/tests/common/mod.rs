@@ -16,6 +16,23 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A GGUF v3 file with only `general.architecture` set: a well-formed header this build
+/// refuses to load when `arch` is not one it runs.
+pub fn gguf_with_architecture(arch: &str) -> Vec<u8> {
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    let mut out = b"GGUF".to_vec();
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&1u64.to_le_bytes());
+    string(&mut out, "general.architecture");
+    out.extend_from_slice(&8u32.to_le_bytes());
+    string(&mut out, arch);
+    out
+}
+
 /// A server process with its own model store; killed on drop.
 pub struct Server {
     pub child: Child,
