@@ -15,19 +15,29 @@ pub fn testdata(rel: &str) -> PathBuf {
     repo_root().join("testdata").join(rel)
 }
 
-/// Path of the SmolLM2-135M-Instruct Q4_1 model fetched by `scripts/fetch-test-model.sh`,
-/// or `None` when it has not been fetched.
-pub fn smollm2_path() -> Option<PathBuf> {
+/// Path of the SmolLM2-135M-Instruct Q4_1 model fetched by `scripts/fetch-test-model.sh`
+/// (or named by `TRILLIM_TEST_MODEL`).
+///
+/// # Panics
+///
+/// When the file is missing: a test that needs the model fails instead of passing without
+/// checking anything (`scripts/test.sh` fetches it before the tests run).
+pub fn smollm2_path() -> PathBuf {
     let p = match std::env::var_os("TRILLIM_TEST_MODEL") {
         Some(p) => PathBuf::from(p),
-        None => {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-            base.join("trillim").join("SmolLM2-135M-Instruct.Q4_1.gguf")
-        }
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .expect("neither XDG_CACHE_HOME nor HOME is set: set TRILLIM_TEST_MODEL")
+            .join("trillim")
+            .join("SmolLM2-135M-Instruct.Q4_1.gguf"),
     };
-    p.exists().then_some(p)
+    assert!(
+        p.exists(),
+        "the test model {} is missing: run scripts/fetch-test-model.sh (or set TRILLIM_TEST_MODEL)",
+        p.display()
+    );
+    p
 }
 
 /// `log_softmax(logits)[i]` for every `i`, computed in f64.

@@ -142,9 +142,7 @@ fn tiny_b158_i2_s_matches_golden() {
 
 #[test]
 fn smollm2_q4_1_matches_golden() {
-    let Some(p) = smollm2_path() else {
-        panic!("SmolLM2 test model missing: run scripts/fetch-test-model.sh");
-    };
+    let p = smollm2_path();
     let m = std::fs::read(p).unwrap();
     check(&m, "golden/logits-SmolLM2-135M-Instruct.Q4_1.json");
 }
@@ -154,9 +152,7 @@ fn smollm2_q4_1_matches_golden() {
 /// within 0.4 nats of llama.cpp's.
 #[test]
 fn smollm2_greedy_teacher_forced_matches_golden() {
-    let Some(p) = smollm2_path() else {
-        panic!("SmolLM2 test model missing: run scripts/fetch-test-model.sh");
-    };
+    let p = smollm2_path();
     let model = std::fs::read(p).unwrap();
     let golden: Value = serde_json::from_slice(
         &std::fs::read(testdata("golden/logits-SmolLM2-135M-Instruct.Q4_1.json")).unwrap(),
@@ -232,9 +228,7 @@ fn batch_size_does_not_change_logits() {
     .iter()
     .map(|m| std::fs::read(testdata(m)).unwrap())
     .collect();
-    if let Some(p) = smollm2_path() {
-        models.push(std::fs::read(p).unwrap());
-    }
+    models.push(std::fs::read(smollm2_path()).unwrap());
     let tokens: Vec<u32> = (0..70).map(|i| (i * 7919 % 49000) as u32).collect();
     for model in &models {
         let reference = logits_all(model, &tokens, &kernels, 1);

@@ -87,11 +87,7 @@ fn golden_ids_tiny_model() {
 
 #[test]
 fn golden_ids_real_model() {
-    let Some(p) = smollm2_path() else {
-        eprintln!("SmolLM2 model not fetched; skipping");
-        return;
-    };
-    let bytes = std::fs::read(p).unwrap();
+    let bytes = std::fs::read(smollm2_path()).unwrap();
     with_tokenizer(&bytes, check_golden);
 }
 
