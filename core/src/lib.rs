@@ -5,6 +5,7 @@
 //! whose sizes are computed from the model's configuration, and parallelism enters through
 //! the [`Parallel`] trait that the shells implement with their own thread pools.
 #![no_std]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;

@@ -6,6 +6,7 @@
 //! ends or why it is refused early). [`server::Firmware`] holds the model, the session and every
 //! other buffer and answers complete requests one at a time over any `embedded-io` stream, so
 //! the same code serves a TCP socket or an in-memory stream in tests.
+#![forbid(unsafe_code)]
 
 pub mod args;
 pub mod frame;

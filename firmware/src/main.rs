@@ -1,5 +1,6 @@
 //! `trillim-firmware --model PATH.gguf [--host 127.0.0.1] [--port 8000] [options]`; see
 //! [`trillim_firmware::args::USAGE`].
+#![forbid(unsafe_code)]
 
 use std::net::TcpListener;
 use std::process::ExitCode;

@@ -5,6 +5,7 @@
 //! Assertions are about behaviour (which status, whether a connection was closed); time
 //! bounds are generous, far above what a loaded machine needs and far below what the old
 //! failure modes took.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,5 +1,6 @@
 //! `trillim`: run ternary (BitNet) and Llama-family GGUF models on CPUs, from the command line
 //! or behind an OpenAI-compatible HTTP API.
+#![forbid(unsafe_code)]
 
 mod api;
 mod bench;

@@ -2,6 +2,7 @@
 //! slow heads, idle keep-alive connections, too many connections, too much body memory,
 //! cross-origin and DNS-rebinding requests, and request typing. Every scenario is bounded in
 //! connections and time; assertions are about what was answered, never about how fast.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! End-to-end tests of `trillim serve`: the real binary on a loopback port, driven with raw
 //! HTTP/1.1 over std sockets, against the tiny fixture models (random weights, real tokenizer).
+#![forbid(unsafe_code)]
 
 mod common;
 

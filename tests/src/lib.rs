@@ -1,4 +1,5 @@
 //! Shared helpers for trillim's end-to-end tests: locating test data and scoring logits.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

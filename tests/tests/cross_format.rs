@@ -1,6 +1,7 @@
 //! One model stored in every weight format gives the same logits as its F32 form (within each
 //! format's quantization error): checks each format's decoding at the model level, including
 //! the float-activation path that no fixture model uses.
+#![forbid(unsafe_code)]
 
 use trillim_core::kernels::f16::f32_to_f16;
 use trillim_core::kernels::formats::{quantize_row_q4_0, quantize_row_q8_0};

@@ -1,4 +1,5 @@
 //! The GGUF reader on hand-built files: every value type, nesting, alignment, versions.
+#![forbid(unsafe_code)]
 
 use trillim_core::format::gguf::{Gguf, GgufError, Value};
 use trillim_tests::{GgufBuilder, Meta};

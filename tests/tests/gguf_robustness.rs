@@ -1,4 +1,5 @@
 //! Malformed model files give errors, never panics or out-of-bounds reads.
+#![forbid(unsafe_code)]
 
 use trillim_core::format::gguf::{Gguf, GgufError};
 use trillim_core::kernels::Kernels;

@@ -1,5 +1,6 @@
 //! Teacher-forced log-probabilities against llama.cpp / float64 goldens, with the tolerances
 //! of testdata/golden/README.md.
+#![forbid(unsafe_code)]
 
 use serde_json::Value;
 use trillim_core::format::gguf::Gguf;

@@ -1,4 +1,5 @@
 //! Load options: re-encoding the output matrix (`unembed_quant`).
+#![forbid(unsafe_code)]
 
 use serde_json::Value;
 use trillim_core::Sequential;

@@ -1,6 +1,7 @@
 //! Tiled ternary weights through whole loads: the forward pass over tiles gives the same logits,
 //! bit for bit, as over the file's layout; the tile cache is written, reused and rebuilt when
 //! stale or damaged.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 

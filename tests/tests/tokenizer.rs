@@ -1,5 +1,6 @@
 //! Tokenizer against llama.cpp's token ids for SmolLM2 (testdata/golden/tokenizer-smollm2.json),
 //! round trips, the incremental detokenizer, random text, and the tokenizer.json loader.
+#![forbid(unsafe_code)]
 
 use trillim_core::format::gguf::Gguf;
 use trillim_core::tokenizer::{Detokenizer, PreTokenizer, Tokenizer};

@@ -8,6 +8,7 @@ pub mod pool;
 pub mod tiles;
 pub mod tokenizer_json;
 
-pub use model::{LoadError, LoadOptions, LoadedModel, Session, UnembedQuant};
+pub use memmap2::Mmap;
+pub use model::{map_file, LoadError, LoadOptions, LoadedModel, Session, UnembedQuant};
 pub use pool::ThreadPool;
 pub use tiles::TileSource;

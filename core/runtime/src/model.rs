@@ -41,6 +41,18 @@ pub enum LoadError {
     },
 }
 
+/// Maps a model file read-only: the one place the shells map files, so they need no `unsafe`.
+///
+/// As with every memory-mapped model loader, the file must not be truncated or rewritten
+/// while it is mapped; the model store only ever replaces files by renaming new ones into
+/// place. A file changed underneath anyway can at worst show the GGUF reader inconsistent
+/// bytes, which it bounds-checks.
+pub fn map_file(file: &File) -> std::io::Result<Mmap> {
+    // SAFETY: the mapping is read-only and private to this process; the file is not modified
+    // while mapped (see above).
+    unsafe { Mmap::map(file) }
+}
+
 /// Re-encodings of the output (unembedding) matrix that a load can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnembedQuant {
@@ -143,10 +155,7 @@ impl LoadedModel {
             cause,
         };
         let file = File::open(path).map_err(io)?;
-        // SAFETY: the mapping is read-only and private to this process. As with every
-        // memory-mapped model loader, the file must not be truncated or rewritten while it is
-        // loaded; the model store only ever replaces files by renaming new ones into place.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let map = map_file(&file).map_err(io)?;
         Self::from_bytes(Bytes::Mapped(map), path, true, kernels)
     }
 

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use trillim_core::format::gguf::{ggml_type_name, Gguf};
 use trillim_core::model::{Config, Weights};
+use trillim_runtime::{map_file as map_read_only, Mmap};
 
 /// A model file's architecture and weight types, or why it cannot be used.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,9 +77,6 @@ fn map_file(path: &Path) -> Result<Mmap, String> {
     if len == 0 {
         return Err(format!("{} is empty", path.display()));
     }
-    // SAFETY: the mapping is read-only and private, and lives only while this module reads
-    // the header. The store replaces files only by renaming complete downloads into place, so
-    // a mapped file is not truncated underneath us; a file changed by someone else could at
-    // worst make the reader see inconsistent bytes, which it bounds-checks.
-    unsafe { Mmap::map(&file) }.map_err(|e| format!("cannot map {}: {e}", path.display()))
+    // Read-only and private, and kept only while this module reads the header.
+    map_read_only(&file).map_err(|e| format!("cannot map {}: {e}", path.display()))
 }
