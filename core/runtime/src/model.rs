@@ -41,7 +41,7 @@ pub enum LoadError {
     },
 }
 
-/// Maps a model file read-only: the one place the shells map files, so they need no `unsafe`.
+/// Maps a model file read-only, so the shells that inspect model files need no `unsafe`.
 ///
 /// As with every memory-mapped model loader, the file must not be truncated or rewritten
 /// while it is mapped; the model store only ever replaces files by renaming new ones into
