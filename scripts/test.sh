@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# trillim's test suite: lint, every Rust test (golden outputs, kernels, tokenizer, server,
-# firmware), the end-to-end suite through the official openai client, the aarch64 kernel
-# tests under emulation, and a short fuzzing pass over every parser.
+# trillim's test suite: lint, the dependency policy, every Rust test (golden outputs, kernels,
+# tokenizer, server, firmware), the end-to-end suite through the official openai client, the
+# aarch64 kernel tests under emulation, and a short fuzzing pass over every parser.
 #
 # Environment: TRILLIM_FUZZ_SECONDS (default 30) per fuzz target; 0 skips fuzzing.
 set -euo pipefail
@@ -17,6 +17,15 @@ scripts/fetch-test-model.sh
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
+
+step "dependency policy (deny.toml: licenses, duplicate versions, sources)"
+# Offline: checks the locked dependency tree only; advisories would need the network database.
+# The first run installs cargo-deny from crates.io, which compiles for a few minutes on two
+# cores (later runs reuse the installed binary).
+if ! command -v cargo-deny >/dev/null 2>&1; then
+    cargo install --locked cargo-deny
+fi
+cargo deny --offline check licenses bans sources
 
 step "Rust tests"
 cargo test --workspace --release 2>&1 | tee "$logs/cargo.log"
