@@ -420,8 +420,8 @@ fn tiled_kernels_match_plain_scalar() {
                     assert_eq!(got[r].to_bits(), want[r].to_bits(), "{ctx:?}");
                 }
             }
-            // 65 tokens cross the multi-token pass (64).
-            for &n in &[1usize, 3, 33, 40, 65] {
+            // 2-8 tokens take the few-token kernel; 65 cross the multi-token pass (64).
+            for &n in &[1usize, 2, 3, 4, 5, 7, 8, 9, 33, 40, 65] {
                 let act = rand_batch(&mut rng, n, cols, 128, mode);
                 let a = ActBatch {
                     qs: &act.qs,

@@ -24,6 +24,11 @@ const PERMUTED_BLOCK: usize = 2 * PERMUTED_HALF;
 const CHUNK: usize = 64;
 /// Tokens whose `f32` accumulators a multi-token pass keeps on the stack.
 const TOKENS: usize = 64;
+/// Batches up to this many tokens (decode steps of several sequences) stream the matrix once,
+/// tile after tile with prefetching, like the matrix-vector kernel.
+const FEW_TOKENS: usize = 8;
+/// Weight blocks whose permuted activations the few-token kernel prepares at once.
+const FEW_CHUNK: usize = 16;
 
 /// `vpermb` tables: byte `i` of table `j` is code `j` of triple index `i` (`i mod 27`: a
 /// damaged index still reads inside the table).
@@ -290,6 +295,10 @@ unsafe fn gemm(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
     if n == 0 || out.is_empty() {
         return;
     }
+    if n <= FEW_TOKENS {
+        // SAFETY: same features as this function.
+        return unsafe { gemm_few(w, row_bytes, a, out) };
+    }
     let rows = out.len() / n;
     let na = a.cols / a.block.max(1);
     let nb = check(w, row_bytes, rows, a.block, na);
@@ -374,6 +383,101 @@ unsafe fn gemm(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
             c0 += cn;
         }
         t0 += nt;
+    }
+}
+
+/// A few tokens (at most [`FEW_TOKENS`]) × a tiled matrix in one streaming pass: tile after
+/// tile, every block of a tile in order, prefetched ahead, each block decoded once for all the
+/// tokens. The multi-token pass instead sweeps every tile for two blocks at a time, which
+/// suits compute-bound prefill but not memory-bound decode. Same arithmetic, in the same order,
+/// as both.
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW/VL/VNNI/VBMI and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,f16c")]
+unsafe fn gemm_few(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    let n = a.n;
+    assert!(n <= FEW_TOKENS, "too many tokens for the few-token kernel");
+    let rows = out.len() / n;
+    let na = a.cols / a.block.max(1);
+    let nb = check(w, row_bytes, rows, a.block, na);
+    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
+    assert!(
+        a.d.len() >= n * na && a.sums.len() >= n * na,
+        "activation scales too short"
+    );
+    // SAFETY: this function's features include the tables' AVX-512 F/BW.
+    let t = unsafe { Tables::new() };
+    let tile_bytes = TILE_ROWS * row_bytes;
+    let mut codes = [[_mm512_setzero_si512(); 3]; 2 * HALF_STEPS];
+    // Token k's permuted block b (of this chunk) at PERMUTED_BLOCK · (FEW_CHUNK k + b).
+    let mut xp = [0i8; FEW_TOKENS * FEW_CHUNK * PERMUTED_BLOCK];
+    let stride = PERMUTED_BLOCK * FEW_CHUNK;
+    let mut acc = [_mm512_setzero_ps(); FEW_TOKENS];
+    let mut c0 = 0;
+    while c0 < nb {
+        let cn = core::cmp::min(FEW_CHUNK, nb - c0);
+        for k in 0..n {
+            for b in 0..cn {
+                // SAFETY: token k holds block c0 + b (checked above); the slot is inside `xp`.
+                unsafe {
+                    permute_block(
+                        a.qs.as_ptr().add(k * a.cols + 256 * (c0 + b)),
+                        xp.as_mut_ptr().add(PERMUTED_BLOCK * (FEW_CHUNK * k + b)),
+                    )
+                };
+            }
+        }
+        for ti in 0..rows / TILE_ROWS {
+            for (k, acc) in acc[..n].iter_mut().enumerate() {
+                let o = k * rows + ti * TILE_ROWS;
+                *acc = if c0 == 0 {
+                    _mm512_setzero_ps()
+                } else {
+                    // SAFETY: `out[o .. o + 16]` is inside `out` (rows are whole tiles).
+                    unsafe { _mm512_loadu_ps(out[o..o + TILE_ROWS].as_ptr()) }
+                };
+            }
+            for b in c0..c0 + cn {
+                // SAFETY: tile `ti` holds `nb` blocks (checked above); every permuted block read
+                // is one this chunk wrote; the prefetch never faults.
+                unsafe {
+                    let blk = w.as_ptr().add(ti * tile_bytes + b * TILE_BLOCK_BYTES);
+                    let ahead = blk.wrapping_add(8 * TILE_BLOCK_BYTES);
+                    for l in 0..TILE_BLOCK_BYTES / 64 + 1 {
+                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * l) as *const i8);
+                    }
+                    for (s, c) in codes.iter_mut().enumerate() {
+                        *c = step_codes(&t, blk, s);
+                    }
+                    let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+                    let scale = |k: usize| {
+                        let i = k * na + 2 * b;
+                        (a.d.as_ptr().add(i), a.sums.as_ptr().add(i), na)
+                    };
+                    let xb = |k: usize| xp.as_ptr().add(PERMUTED_BLOCK * (FEW_CHUNK * k + b - c0));
+                    let mut k = 0;
+                    while k + 4 <= n {
+                        tokens::<4>(&codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 4]);
+                        k += 4;
+                    }
+                    while k + 2 <= n {
+                        tokens::<2>(&codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 2]);
+                        k += 2;
+                    }
+                    while k < n {
+                        tokens::<1>(&codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 1]);
+                        k += 1;
+                    }
+                }
+            }
+            for (k, &v) in acc[..n].iter().enumerate() {
+                let o = k * rows + ti * TILE_ROWS;
+                // SAFETY: `out[o .. o + 16]` is inside `out` (rows are whole tiles).
+                unsafe { _mm512_storeu_ps(out[o..o + TILE_ROWS].as_mut_ptr(), v) };
+            }
+        }
+        c0 += cn;
     }
 }
 
