@@ -23,6 +23,8 @@ server when done.
 
 import argparse
 import http.client
+import os
+import signal
 import json
 import socket
 import subprocess
@@ -126,7 +128,7 @@ def summarize(outs):
     }
 
 
-def ttft(port, words, busy):
+def ttft(port, words, busy, which):
     """TTFT of one request, alone or while `busy` long streams decode."""
     long_outs = [dict() for _ in range(busy)]
     threads = []
@@ -142,7 +144,7 @@ def ttft(port, words, busy):
             break
         time.sleep(0.01)
     out = {}
-    stream(port, {"prompt": prompt(7, words), "max_tokens": 2, "temperature": 0, "ignore_eos": True, "stream": True}, out)
+    stream(port, {"prompt": prompt(which, words), "max_tokens": 2, "temperature": 0, "ignore_eos": True, "stream": True}, out)
     return (out["times"][0] - out["start"]) * 1000 if out.get("times") else None, threads
 
 
@@ -160,7 +162,8 @@ def main():
         ap.error("give the server command after --")
     port = free_port()
     cmd = [c.replace("{port}", str(port)) for c in cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(os.environ.get("SERVER_LOG", os.devnull), "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         t0 = time.monotonic()
         while True:
@@ -185,8 +188,9 @@ def main():
         for n, s in rounds.items():
             if s and base.get("aggregate_tok_s"):
                 s["vs_one_stream"] = s["aggregate_tok_s"] / base["aggregate_tok_s"]
-        alone, _ = ttft(port, a.ttft_words, 0)
-        busy, _ = ttft(port, a.ttft_words, 3)
+        # Different prompts, so that the second cannot reuse the first's cached prefix.
+        alone, _ = ttft(port, a.ttft_words, 0, 1000)
+        busy, _ = ttft(port, a.ttft_words, 3, 2000)
         out = {"server": " ".join(cmd), "rounds": rounds, "ttft_ms": {"alone": alone, "while_3_decode": busy}}
         if a.json:
             print(json.dumps(out))
@@ -204,9 +208,6 @@ def main():
                 )
             print(f"TTFT ({a.ttft_words}-word prompt): alone {fmt(alone)} ms, while 3 streams decode {fmt(busy)} ms")
     finally:
-        import os
-        import signal
-
         try:
             os.killpg(proc.pid, signal.SIGTERM)
         except OSError:
