@@ -375,6 +375,7 @@ impl Firmware {
     ) -> Result<bool, S::Error> {
         let path = req.path.trim_end_matches('/');
         let (endpoint, allowed) = match path {
+            "/health" | "/v1/health" => (Endpoint::Health, "GET"),
             "/v1/models" | "/models" => (Endpoint::Models, "GET"),
             "/v1/chat/completions" | "/chat/completions" => (Endpoint::Chat, "POST"),
             "/v1/completions" | "/completions" => (Endpoint::Completion, "POST"),
@@ -401,6 +402,10 @@ impl Firmware {
             return respond(s, &mut self.bufs.out, 405, r.keep_alive, &extra, &b);
         }
         match endpoint {
+            Endpoint::Health => {
+                let b = HealthBody { name: &self.name };
+                respond(s, &mut self.bufs.out, 200, r.keep_alive, &r.extra(), &b)
+            }
             Endpoint::Models => {
                 let b = ModelsBody { name: &self.name };
                 respond(s, &mut self.bufs.out, 200, r.keep_alive, &r.extra(), &b)
@@ -705,6 +710,7 @@ fn invalid<'a>(msg: &'a &'static str, param: &'a str) -> ErrorBody<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Endpoint {
+    Health,
     Models,
     Chat,
     Completion,
@@ -1108,6 +1114,22 @@ impl Body for FullBody<'_> {
         w.end_object()?;
         w.end_array()?;
         write_usage(w, &self.usage)?;
+        w.end_object()
+    }
+}
+
+/// `{"status":"ok","model":NAME}`, as the desktop server answers `/health`.
+struct HealthBody<'a> {
+    name: &'a str,
+}
+
+impl Body for HealthBody<'_> {
+    fn write<W: Write>(&self, w: &mut JsonWriter<W>) -> JRes<W> {
+        w.begin_object()?;
+        w.key("status")?;
+        w.string("ok")?;
+        w.key("model")?;
+        w.string(self.name)?;
         w.end_object()
     }
 }

@@ -286,6 +286,12 @@ fn survives_slow_idle_garbage_and_leaving_clients() {
 fn browser_policy() {
     let fw = start(&[]);
     let addr = fw.addr;
+    // The same liveness route as the desktop server.
+    for path in ["/health", "/v1/health"] {
+        let r = request(addr, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1"), "");
+        assert_eq!(status(&r), 200, "{r}");
+        assert!(r.contains("\"status\":\"ok\""), "{r}");
+    }
     let get = |extra: &str| request(addr, &format!("GET /v1/models HTTP/1.1\r\n{extra}"), "");
     let r = get("Host: 127.0.0.1\r\nOrigin: http://localhost:3000");
     assert_eq!(status(&r), 200, "{r}");
