@@ -333,15 +333,9 @@ unsafe fn gemm(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
                 }
             }
             for ti in 0..rows / TILE_ROWS {
-                for (k, acc) in acc[..nt].iter_mut().enumerate() {
-                    let o = (t0 + k) * rows + ti * TILE_ROWS;
-                    *acc = if c0 == 0 {
-                        _mm512_setzero_ps()
-                    } else {
-                        // SAFETY: `out[o .. o + 16]` is inside `out` (rows are whole tiles).
-                        unsafe { _mm512_loadu_ps(out[o..o + TILE_ROWS].as_ptr()) }
-                    };
-                }
+                let at = |k: usize| (t0 + k) * rows + ti * TILE_ROWS;
+                // SAFETY: rows are whole tiles, so every token's 16 rows of this tile are in `out`.
+                unsafe { load_acc(out, &mut acc[..nt], c0 == 0, at) };
                 for b in c0..c0 + cn {
                     // SAFETY: tile `ti` holds `nb` blocks (checked above); every permuted
                     // block read is one this pass wrote.
@@ -359,30 +353,87 @@ unsafe fn gemm(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
                         };
                         let xb =
                             |k: usize| xp.as_ptr().add(PERMUTED_BLOCK * (PASS_BLOCKS * k + b - c0));
-                        let mut k = 0;
-                        while k + 8 <= nt {
-                            tokens::<8>(&codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 8]);
-                            k += 8;
-                        }
-                        while k + 4 <= nt {
-                            tokens::<4>(&codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 4]);
-                            k += 4;
-                        }
-                        while k < nt {
-                            tokens::<1>(&codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 1]);
-                            k += 1;
-                        }
+                        block_tokens(&codes, xb, stride, dw, scale, &mut acc[..nt]);
                     }
                 }
-                for (k, &v) in acc[..nt].iter().enumerate() {
-                    let o = (t0 + k) * rows + ti * TILE_ROWS;
-                    // SAFETY: `out[o .. o + 16]` is inside `out` (rows are whole tiles).
-                    unsafe { _mm512_storeu_ps(out[o..o + TILE_ROWS].as_mut_ptr(), v) };
-                }
+                // SAFETY: rows are whole tiles, so every token's 16 rows of this tile are in `out`.
+                unsafe { store_acc(out, &acc[..nt], at) };
             }
             c0 += cn;
         }
         t0 += nt;
+    }
+}
+
+/// Token `k`'s accumulator for a tile: zero on the first pass over a row's blocks, else what
+/// the earlier passes left at `out[at(k)..]`.
+///
+/// # Safety
+/// The CPU supports AVX-512 F; `at(k) + 16 <= out.len()` for every token.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load_acc(out: &[f32], acc: &mut [__m512], fresh: bool, at: impl Fn(usize) -> usize) {
+    for (k, acc) in acc.iter_mut().enumerate() {
+        let o = at(k);
+        *acc = if fresh {
+            _mm512_setzero_ps()
+        } else {
+            // SAFETY: `out[o .. o + 16]` is inside `out` (rows are whole tiles).
+            unsafe { _mm512_loadu_ps(out[o..o + TILE_ROWS].as_ptr()) }
+        };
+    }
+}
+
+/// Stores token `k`'s accumulator at `out[at(k)..]`.
+///
+/// # Safety
+/// The CPU supports AVX-512 F; `at(k) + 16 <= out.len()` for every token.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_acc(out: &mut [f32], acc: &[__m512], at: impl Fn(usize) -> usize) {
+    for (k, &v) in acc.iter().enumerate() {
+        let o = at(k);
+        // SAFETY: `out[o .. o + 16]` is inside `out` (rows are whole tiles).
+        unsafe { _mm512_storeu_ps(out[o..o + TILE_ROWS].as_mut_ptr(), v) };
+    }
+}
+
+/// Adds one decoded block times every token's activations to the tokens' accumulators, in
+/// groups of eight, four, two and one.
+///
+/// # Safety
+/// As [`tokens`], for every token `k < acc.len()` at `xb(k)` with scales at `scale(k)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn block_tokens(
+    codes: &[[__m512i; 3]; 2 * HALF_STEPS],
+    xb: impl Fn(usize) -> *const i8,
+    stride: usize,
+    dw: __m512,
+    scale: impl Fn(usize) -> (*const f32, *const i32, usize),
+    acc: &mut [__m512],
+) {
+    let n = acc.len();
+    let mut k = 0;
+    while k + 8 <= n {
+        // SAFETY: the caller's contract covers every token below `n`.
+        unsafe { tokens::<8>(codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 8]) };
+        k += 8;
+    }
+    while k + 4 <= n {
+        // SAFETY: the caller's contract covers every token below `n`.
+        unsafe { tokens::<4>(codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 4]) };
+        k += 4;
+    }
+    while k + 2 <= n {
+        // SAFETY: the caller's contract covers every token below `n`.
+        unsafe { tokens::<2>(codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 2]) };
+        k += 2;
+    }
+    while k < n {
+        // SAFETY: the caller's contract covers every token below `n`.
+        unsafe { tokens::<1>(codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 1]) };
+        k += 1;
     }
 }
 
@@ -429,15 +480,9 @@ unsafe fn gemm_few(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]
             }
         }
         for ti in 0..rows / TILE_ROWS {
-            for (k, acc) in acc[..n].iter_mut().enumerate() {
-                let o = k * rows + ti * TILE_ROWS;
-                *acc = if c0 == 0 {
-                    _mm512_setzero_ps()
-                } else {
-                    // SAFETY: `out[o .. o + 16]` is inside `out` (rows are whole tiles).
-                    unsafe { _mm512_loadu_ps(out[o..o + TILE_ROWS].as_ptr()) }
-                };
-            }
+            let at = |k: usize| k * rows + ti * TILE_ROWS;
+            // SAFETY: rows are whole tiles, so every token's 16 rows of this tile are in `out`.
+            unsafe { load_acc(out, &mut acc[..n], c0 == 0, at) };
             for b in c0..c0 + cn {
                 // SAFETY: tile `ti` holds `nb` blocks (checked above); every permuted block read
                 // is one this chunk wrote; the prefetch never faults.
@@ -456,26 +501,11 @@ unsafe fn gemm_few(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]
                         (a.d.as_ptr().add(i), a.sums.as_ptr().add(i), na)
                     };
                     let xb = |k: usize| xp.as_ptr().add(PERMUTED_BLOCK * (FEW_CHUNK * k + b - c0));
-                    let mut k = 0;
-                    while k + 4 <= n {
-                        tokens::<4>(&codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 4]);
-                        k += 4;
-                    }
-                    while k + 2 <= n {
-                        tokens::<2>(&codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 2]);
-                        k += 2;
-                    }
-                    while k < n {
-                        tokens::<1>(&codes, xb(k), stride, dw, scale(k), &mut acc[k..k + 1]);
-                        k += 1;
-                    }
+                    block_tokens(&codes, xb, stride, dw, scale, &mut acc[..n]);
                 }
             }
-            for (k, &v) in acc[..n].iter().enumerate() {
-                let o = k * rows + ti * TILE_ROWS;
-                // SAFETY: `out[o .. o + 16]` is inside `out` (rows are whole tiles).
-                unsafe { _mm512_storeu_ps(out[o..o + TILE_ROWS].as_mut_ptr(), v) };
-            }
+            // SAFETY: rows are whole tiles, so every token's 16 rows of this tile are in `out`.
+            unsafe { store_acc(out, &acc[..n], at) };
         }
         c0 += cn;
     }
