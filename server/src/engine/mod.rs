@@ -394,24 +394,8 @@ pub(crate) fn logprobs_of(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
 mod tests {
     use super::*;
 
-    /// SmolLM2 as fetched by scripts/fetch-test-model.sh (or `TRILLIM_TEST_MODEL`); a test
-    /// that needs it fails when it is missing rather than passing without checking anything.
     fn smollm2() -> PathBuf {
-        let p = match std::env::var_os("TRILLIM_TEST_MODEL") {
-            Some(p) => PathBuf::from(p),
-            None => std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .expect("neither XDG_CACHE_HOME nor HOME is set")
-                .join("trillim")
-                .join("SmolLM2-135M-Instruct.Q4_1.gguf"),
-        };
-        assert!(
-            p.exists(),
-            "the test model {} is missing: run scripts/fetch-test-model.sh (or set TRILLIM_TEST_MODEL)",
-            p.display()
-        );
-        p
+        trillim_tests::smollm2_path()
     }
 
     fn fixture(name: &str) -> PathBuf {
