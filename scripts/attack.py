@@ -21,19 +21,12 @@ the server when done.
 
 import argparse
 import json
-import os
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serverproc import ServerProcess
 
 
 def rss_kib(pid):
@@ -83,6 +76,18 @@ class Counters:
                 setattr(self, k, getattr(self, k) + v)
 
 
+def connect(port, counters):
+    """A new attack connection, or None (counted) when the server does not take it."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError:
+        counters.add(refused=1)
+        time.sleep(0.2)
+        return None
+    counters.add(opened=1)
+    return s
+
+
 def slow_body(port, deadline, body_bytes, counters):
     head = (
         "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -90,13 +95,9 @@ def slow_body(port, deadline, body_bytes, counters):
     ).encode()
     filler = b" " * 65536
     while time.monotonic() < deadline:
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        except OSError:
-            counters.add(refused=1)
-            time.sleep(0.2)
+        s = connect(port, counters)
+        if s is None:
             continue
-        counters.add(opened=1)
         try:
             s.sendall(head)
             left = body_bytes - 1024
@@ -121,13 +122,9 @@ def slow_body(port, deadline, body_bytes, counters):
 def trickle(port, deadline, interval, counters):
     req = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n{}        "
     while time.monotonic() < deadline:
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        except OSError:
-            counters.add(refused=1)
-            time.sleep(0.2)
+        s = connect(port, counters)
+        if s is None:
             continue
-        counters.add(opened=1)
         s.setblocking(False)
         try:
             i = 0
@@ -167,18 +164,11 @@ def main():
     cmd = [c for c in a.cmd if c != "--"]
     if not cmd:
         ap.error("give the server command after --")
-    port = free_port()
-    cmd = [c.replace("{port}", str(port)) for c in cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        t0 = time.monotonic()
-        while request(port, "GET", "/v1/models", timeout=2)[0] != 200:
-            if proc.poll() is not None or time.monotonic() - t0 > 120:
-                sys.exit("the server did not come up")
-            time.sleep(0.2)
+    with ServerProcess(cmd, ready_path="/v1/models") as srv:
+        port, cmd = srv.port, srv.cmd
         chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
         request(port, "POST", "/v1/chat/completions", chat)
-        base_rss = rss_kib(proc.pid)
+        base_rss = rss_kib(srv.pid)
         deadline = time.monotonic() + a.seconds
         counters = Counters()
         threads = [
@@ -198,7 +188,7 @@ def main():
         def sample_rss():
             nonlocal peak
             while not stop.is_set():
-                peak = max(peak, rss_kib(proc.pid))
+                peak = max(peak, rss_kib(srv.pid))
                 time.sleep(0.1)
 
         sampler = threading.Thread(target=sample_rss, daemon=True)
@@ -220,7 +210,7 @@ def main():
         for t in threads:
             t.join(timeout=10)
         time.sleep(1.0)
-        after_rss = rss_kib(proc.pid)
+        after_rss = rss_kib(srv.pid)
         stop.set()
         sampler.join()
         ok = samples["models"] + samples["chat"]
@@ -262,12 +252,6 @@ def main():
                 f"attack connections: {c['opened']} opened, {c['cut_off_by_server']} cut off by the server, "
                 f"{c['connect_failed']} failed to connect"
             )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 if __name__ == "__main__":

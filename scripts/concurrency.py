@@ -23,20 +23,11 @@ server when done.
 
 import argparse
 import http.client
-import os
-import signal
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serverproc import ServerProcess
 
 
 WORDS = "the river ran past old stone walls where children played and merchants sold bread".split()
@@ -160,25 +151,8 @@ def main():
     cmd = [c for c in a.cmd if c != "--"]
     if not cmd:
         ap.error("give the server command after --")
-    port = free_port()
-    cmd = [c.replace("{port}", str(port)) for c in cmd]
-    log = open(os.environ.get("SERVER_LOG", os.devnull), "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        t0 = time.monotonic()
-        while True:
-            if proc.poll() is not None:
-                sys.exit("the server exited")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/health")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() - t0 > 300:
-                sys.exit("the server did not come up")
-            time.sleep(0.2)
+    with ServerProcess(cmd) as srv:
+        port, cmd = srv.port, srv.cmd
         run_round(port, 1, 8, a.prompt_words)  # warm-up
         rounds = {}
         for n in a.streams:
@@ -207,16 +181,6 @@ def main():
                     f"ITL p50 {fmt(s['itl_p50_ms'])} ms p99 {fmt(s['itl_p99_ms'])} ms"
                 )
             print(f"TTFT ({a.ttft_words}-word prompt): alone {fmt(alone)} ms, while 3 streams decode {fmt(busy)} ms")
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except OSError:
-            pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,9 @@ the i-th request is sampled with seed i on both sides, so both produce the same 
 Both sides time the first generated token (the server streams one chunk per token). Prints
 the medians and their ratio.
 """
-import argparse, http.client, json, re, socket, statistics, subprocess, time
+import argparse, http.client, json, re, statistics, subprocess, time
+
+from serverproc import ServerProcess
 
 WORDS = ["Autumn", "Bridges", "Copper", "Deserts", "Engines", "Forests", "Glaciers", "Harbors",
          "Islands", "Jungles", "Kettles", "Lanterns", "Meadows", "Nebulas", "Oceans", "Pianos"]
@@ -18,11 +20,6 @@ MAX_TOKENS = 16
 
 def prompt(i):
     return f"{WORDS[i % len(WORDS)]} are interesting because"
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 def via_generate(args):
     out = []
@@ -37,23 +34,12 @@ def via_generate(args):
     return out
 
 def via_http(args):
-    port = free_port()
-    srv = subprocess.Popen([args.bin, "serve", args.model, "--port", str(port), "--threads", str(args.threads)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/health")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
+    cmd = [args.bin, "serve", args.model, "--port", "{port}", "--threads", str(args.threads)]
+    with ServerProcess(cmd) as srv:
         out = []
         for i in range(args.runs):
             body = json.dumps({"prompt": prompt(i), "max_tokens": MAX_TOKENS, "temperature": 1, "seed": i, "stream": True})
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
             t0 = time.perf_counter()
             c.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
             r = c.getresponse()
@@ -70,9 +56,6 @@ def via_http(args):
             r.read()
             c.close()
         return out
-    finally:
-        srv.terminate()
-        srv.wait()
 
 def main():
     ap = argparse.ArgumentParser()
