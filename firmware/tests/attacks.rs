@@ -7,6 +7,9 @@
 //! failure modes took.
 #![forbid(unsafe_code)]
 
+mod common;
+
+use common::{read_response, status};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -82,34 +85,6 @@ fn read_to_close(s: &mut TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&all).into_owned()
-}
-
-/// Reads one response framed by `Content-Length` (or up to a close).
-fn read_response(s: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&all).into_owned();
-        if let Some(h) = text.find("\r\n\r\n") {
-            let len = text[..h]
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            if let Some(len) = len {
-                if all.len() >= h + 4 + len {
-                    return text;
-                }
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return text,
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-fn status(r: &str) -> u16 {
-    r.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// One request on a fresh connection (`Connection: close`); the whole response.

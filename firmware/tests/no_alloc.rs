@@ -7,6 +7,9 @@
 //! Runs without the test harness so no other thread allocates while counting; the loopback
 //! client's thread is exempt from the count.
 
+mod common;
+
+use common::{read_response, status};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -412,38 +415,10 @@ fn read_to_close(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&all).into_owned()
 }
 
-/// Reads one response framed by `Content-Length`.
-fn read_response(s: &mut TcpStream) -> String {
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&all).into_owned();
-        if let Some(h) = text.find("\r\n\r\n") {
-            let len = text[..h]
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if all.len() >= h + 4 + len {
-                return text;
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return text,
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-fn status_of(r: &str) -> u16 {
-    r.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
 /// The loopback scenarios; returns (what, status, response) for each answer.
 fn loopback_client(addr: SocketAddr) -> Vec<(&'static str, u16, String)> {
     let mut got = Vec::new();
-    let mut note = |what, r: String| got.push((what, status_of(&r), r));
+    let mut note = |what, r: String| got.push((what, status(&r), r));
     let models_close = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     let connect = || TcpStream::connect(addr).expect("connecting");
 

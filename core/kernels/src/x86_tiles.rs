@@ -182,6 +182,26 @@ fn check(w: &[u8], row_bytes: usize, rows: usize, block: usize, blocks: usize) -
     nb
 }
 
+/// The multi-token kernels' checks: returns rows, activation blocks per token and weight
+/// blocks per row.
+fn check_batch(
+    w: &[u8],
+    row_bytes: usize,
+    a: &ActBatch<'_>,
+    out_len: usize,
+) -> (usize, usize, usize) {
+    let n = a.n.max(1);
+    let rows = out_len / n;
+    let na = a.cols / a.block.max(1);
+    let nb = check(w, row_bytes, rows, a.block, na);
+    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
+    assert!(
+        a.d.len() >= n * na && a.sums.len() >= n * na,
+        "activation scales too short"
+    );
+    (rows, na, nb)
+}
+
 /// # Safety
 /// The CPU supports AVX-512 F/BW/VL/VNNI/VBMI and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,f16c")]
@@ -299,14 +319,7 @@ unsafe fn gemm(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
         // SAFETY: same features as this function.
         return unsafe { gemm_few(w, row_bytes, a, out) };
     }
-    let rows = out.len() / n;
-    let na = a.cols / a.block.max(1);
-    let nb = check(w, row_bytes, rows, a.block, na);
-    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
-    assert!(
-        a.d.len() >= n * na && a.sums.len() >= n * na,
-        "activation scales too short"
-    );
+    let (rows, na, nb) = check_batch(w, row_bytes, a, out.len());
     // SAFETY: this function's features include the tables' AVX-512 F/BW.
     let t = unsafe { Tables::new() };
     let tile_bytes = TILE_ROWS * row_bytes;
@@ -449,14 +462,7 @@ unsafe fn block_tokens(
 unsafe fn gemm_few(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
     let n = a.n;
     assert!(n <= FEW_TOKENS, "too many tokens for the few-token kernel");
-    let rows = out.len() / n;
-    let na = a.cols / a.block.max(1);
-    let nb = check(w, row_bytes, rows, a.block, na);
-    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
-    assert!(
-        a.d.len() >= n * na && a.sums.len() >= n * na,
-        "activation scales too short"
-    );
+    let (rows, na, nb) = check_batch(w, row_bytes, a, out.len());
     // SAFETY: this function's features include the tables' AVX-512 F/BW.
     let t = unsafe { Tables::new() };
     let tile_bytes = TILE_ROWS * row_bytes;
