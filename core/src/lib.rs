@@ -12,6 +12,7 @@ pub mod api;
 pub mod browser;
 pub mod chat;
 pub mod format;
+pub mod generate;
 pub mod http;
 pub mod json;
 

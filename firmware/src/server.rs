@@ -739,23 +739,8 @@ impl Kind {
     }
 }
 
-/// Why generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Finish {
-    /// End-of-generation token or stop sequence.
-    Stop,
-    /// `max_tokens`, the context or the text buffer is full.
-    Length,
-}
-
-impl Finish {
-    fn as_str(self) -> &'static str {
-        match self {
-            Finish::Stop => "stop",
-            Finish::Length => "length",
-        }
-    }
-}
+pub use trillim_core::generate::Finish;
+use trillim_core::generate::{after_token, scan_stops, TokenFate};
 
 /// The result of one generation.
 #[derive(Clone, Copy, Debug)]
@@ -777,13 +762,6 @@ struct Gen<'a> {
     text: &'a mut [u8],
     logits: &'a mut [f32],
     cands: &'a mut [Candidate],
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || needle.len() > hay.len() {
-        return None;
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Generated text and how much of it went out.
@@ -813,27 +791,8 @@ impl TextState<'_> {
         last: bool,
         emit: &mut dyn FnMut(&str) -> bool,
     ) -> (bool, bool) {
-        let hay = &text[self.sent..self.len];
-        let hit = self
-            .stops
-            .iter()
-            .filter_map(|s| find(hay, s.as_bytes()))
-            .min();
-        let (until, stopped) = match hit {
-            Some(p) => (self.sent + p, true),
-            None if last => (self.len, false),
-            None => {
-                let held = self
-                    .stops
-                    .iter()
-                    .flat_map(|s| (1..s.len()).map(move |k| &s.as_bytes()[..k]))
-                    .filter(|pre| pre.len() <= hay.len() && hay.ends_with(pre))
-                    .map(|pre| pre.len())
-                    .max()
-                    .unwrap_or(0);
-                (self.len - held, false)
-            }
-        };
+        let scan = scan_stops(&text[self.sent..self.len], self.stops, last);
+        let (until, stopped) = (self.sent + scan.emit, scan.stopped);
         let ok = emit_pieces(&text[self.sent..until], emit);
         self.sent = until;
         if stopped {
@@ -911,10 +870,18 @@ impl Gen<'_> {
                 &mut rng,
                 self.cands,
             );
-            if self.tok.is_eog(t) && !ignore_eos {
-                o.finish = Finish::Stop;
-                break;
-            }
+            let last = match after_token(
+                self.tok.is_eog(t),
+                ignore_eos,
+                o.completion_tokens,
+                Some(max_new),
+            ) {
+                TokenFate::EndOfGeneration => {
+                    o.finish = Finish::Stop;
+                    break;
+                }
+                TokenFate::Emit(end) => end.is_some(),
+            };
             o.completion_tokens += 1;
             let tok = self.tok;
             let text = &mut *self.text;
@@ -932,9 +899,7 @@ impl Gen<'_> {
                 o.finish = Finish::Stop;
                 break;
             }
-            if o.completion_tokens >= max_new
-                || self.session.tokens().len() >= self.session.capacity()
-            {
+            if last || self.session.tokens().len() >= self.session.capacity() {
                 break;
             }
             self.feed(&[t])?;

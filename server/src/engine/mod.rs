@@ -199,24 +199,8 @@ pub struct TokenLogprob {
     pub top: Vec<(u32, f64)>,
 }
 
-/// Why generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Finish {
-    /// End-of-generation token or stop string.
-    Stop,
-    /// `max_tokens` or the context ran out.
-    Length,
-}
-
-impl Finish {
-    /// The OpenAI `finish_reason`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Finish::Stop => "stop",
-            Finish::Length => "length",
-        }
-    }
-}
+/// Why generation ended (shared with the firmware).
+pub use trillim_core::generate::Finish;
 
 /// What the worker tells a request.
 #[derive(Debug)]

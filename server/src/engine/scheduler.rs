@@ -13,6 +13,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
+use trillim_core::generate::{after_token, TokenFate};
 use trillim_core::model::SeqToken;
 use trillim_core::sampler::{sample, Candidate, Rng};
 use trillim_runtime::{LoadedModel, Session, ThreadPool};
@@ -338,9 +339,15 @@ impl Worker {
         let raw = job.logprobs.map(|_| logits.to_vec());
         let id = sample(logits, history, &job.sampler, &mut seq.rng, &mut self.work);
         let tok = &self.shared.tok;
-        if tok.is_eog(id) && !job.ignore_eos {
-            return Some(End::Finished(Finish::Stop));
-        }
+        let ends = match after_token(
+            tok.is_eog(id),
+            job.ignore_eos,
+            seq.generated,
+            job.max_tokens,
+        ) {
+            TokenFate::EndOfGeneration => return Some(End::Finished(Finish::Stop)),
+            TokenFate::Emit(ends) => ends,
+        };
         seq.generated += 1;
         let now = Instant::now();
         if let Some(prev) = seq.last_token.replace(now) {
@@ -360,8 +367,8 @@ impl Worker {
             seq.stop_hit = true;
             return Some(End::Finished(Finish::Stop));
         }
-        if job.max_tokens.is_some_and(|m| seq.generated >= m) {
-            return Some(End::Finished(Finish::Length));
+        if let Some(finish) = ends {
+            return Some(End::Finished(finish));
         }
         seq.next = Some(id);
         None

@@ -1,6 +1,8 @@
 //! Stop strings over streamed text: text that could still turn out to be the start of a stop
 //! string is held back until it is decided.
 
+use trillim_core::generate::scan_stops;
+
 /// Matches stop strings against generated text as it streams.
 #[derive(Debug, Default)]
 pub struct StopMatcher {
@@ -18,38 +20,22 @@ impl StopMatcher {
     }
 
     /// Adds `piece`. Returns the text that is safe to emit and whether a stop string matched
-    /// (then the returned text ends right before it and generation must stop).
+    /// (then the returned text ends right before it and generation must stop). The decision
+    /// is [`scan_stops`], the same as the firmware's.
     pub fn push(&mut self, piece: &str) -> (String, bool) {
         if self.stops.is_empty() {
             return (piece.to_string(), false);
         }
         self.held.push_str(piece);
-        if let Some(pos) = self
-            .stops
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
-            let out = self.held[..pos].to_string();
+        let stops: Vec<&str> = self.stops.iter().map(String::as_str).collect();
+        let scan = scan_stops(self.held.as_bytes(), &stops, false);
+        let out = self.held[..scan.emit].to_string();
+        if scan.stopped {
             self.held.clear();
-            return (out, true);
+        } else {
+            self.held.drain(..scan.emit);
         }
-        // Hold back the longest suffix that is a proper prefix of some stop string.
-        let mut keep = 0;
-        for s in &self.stops {
-            let max = s.len().saturating_sub(1).min(self.held.len());
-            for k in (keep + 1..=max).rev() {
-                let start = self.held.len() - k;
-                if self.held.is_char_boundary(start) && s.starts_with(&self.held[start..]) {
-                    keep = k;
-                    break;
-                }
-            }
-        }
-        let cut = self.held.len() - keep;
-        let out = self.held[..cut].to_string();
-        self.held.drain(..cut);
-        (out, false)
+        (out, scan.stopped)
     }
 
     /// Text held back at the end of generation (it did not become a stop string).
