@@ -8,9 +8,9 @@ use tokio::sync::mpsc::unbounded_channel;
 use trillim_core::sampler::{SamplerConfig, SamplerOverrides};
 use trillim_runtime::{LoadOptions, UnembedQuant};
 
-use crate::api::{self, AppState, Settings};
-use crate::engine::{self, Engine, Event, Job, SubmitError};
+use crate::engines::llm::{self as engine, Engine, Event, Job, SubmitError};
 use crate::metrics::Metrics;
+use crate::state::{self, AppState, BrowserSettings, Settings};
 use crate::store::{ResolvedModel, Store};
 use crate::template::Message;
 
@@ -79,9 +79,9 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The connection and body limits these flags describe.
-    pub fn limits(&self) -> api::limits::Limits {
+    pub fn limits(&self) -> crate::http::limits::Limits {
         use std::time::Duration;
-        api::limits::Limits {
+        crate::http::limits::Limits {
             header_timeout: Duration::from_secs(self.header_timeout),
             body_timeout: Duration::from_secs(self.body_timeout),
             min_body_rate: self.min_body_rate,
@@ -144,7 +144,7 @@ impl SamplingArgs {
         if self.max_tokens == Some(0) {
             bail!("--max-tokens must be >= 1");
         }
-        Ok(overrides.apply(d, api::random_u64()))
+        Ok(overrides.apply(d, state::random_u64()))
     }
 }
 
@@ -273,7 +273,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cors_origins.retain(|o| !o.trim().is_empty());
     let mut allowed_hosts = args.allowed_hosts.clone();
     allowed_hosts.retain(|h| !h.trim().is_empty());
-    let browser = api::BrowserSettings {
+    let browser = BrowserSettings {
         check_host: loopback || !allowed_hosts.is_empty(),
         cors_origins,
         allowed_hosts,
@@ -300,7 +300,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         resolved.id
     );
-    rt.block_on(api::serve(state, listener))?;
+    rt.block_on(crate::http::serve(state, listener))?;
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(())
 }
@@ -492,7 +492,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             }
         }
         let s = SamplerConfig {
-            seed: api::random_u64(),
+            seed: state::random_u64(),
             ..sampler
         };
         let reply = run_blocking(&engine, prompt, s, args.sampling.max_tokens)?.text;

@@ -2,13 +2,16 @@
 //! or behind an OpenAI-compatible HTTP API.
 #![forbid(unsafe_code)]
 
-mod api;
 mod bench;
 mod cli;
 mod cpu;
-mod engine;
+mod engines;
+mod http;
 mod hub;
 mod metrics;
+mod openai;
+mod registry;
+mod state;
 mod store;
 mod template;
 mod tok;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::engine::Event;
+use crate::engines::llm::Event;
 
 /// Turns engine events into SSE text; returns the text to send and whether the stream ends.
 pub trait EventFormatter: Send {

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout_at, Instant};
 
-use super::ApiError;
+use crate::openai::ApiError;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::body::EventFormatter;
 use super::error::ApiError;
-use crate::engine::{Event, Finish, GenerationError, ModelShared, TokenLogprob};
+use crate::engines::llm::{Event, Finish, GenerationError, ModelShared, TokenLogprob};
+use crate::http::body::EventFormatter;
 
 /// Which endpoint a generation answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +87,7 @@ impl Output {
         Output {
             kind,
             id,
-            created: crate::engine::unix_now(),
+            created: crate::engines::llm::unix_now(),
             model,
             shared,
             prompt_tokens,

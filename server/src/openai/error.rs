@@ -4,7 +4,7 @@
 use hyper::StatusCode;
 use serde_json::json;
 
-use crate::engine::GenerationError;
+use crate::engines::llm::GenerationError;
 
 /// An error answered to a client.
 #[derive(Debug, Clone)]
@@ -135,7 +135,7 @@ impl ApiError {
     }
 
     /// 408: a request body stopped arriving, or arrived too slowly.
-    pub fn body_timeout(received: usize, limits: &super::limits::Limits) -> ApiError {
+    pub fn body_timeout(received: usize, limits: &crate::http::limits::Limits) -> ApiError {
         ApiError {
             code: Some("request_timeout"),
             ..ApiError::new(

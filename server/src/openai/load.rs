@@ -1,0 +1,79 @@
+//! `POST /v1/models/load`: the request's checks; the swap itself is the registry's.
+
+use std::sync::Arc;
+
+use hyper::{Response, StatusCode};
+use serde_json::json;
+use trillim_runtime::UnembedQuant;
+
+use super::{request, ApiError};
+use crate::http::body::Body;
+use crate::http::router::json_response;
+use crate::registry;
+use crate::state::AppState;
+
+const LORA_QUANTS: &[&str] = &["none", "bf16", "int8", "q4_0", "q5_0", "q6_k", "q8_0"];
+
+/// `POST /v1/models/load`: validate everything, load the new model while the old one keeps
+/// serving, then let the old one drain its queue (new requests get 503) and switch.
+pub(crate) async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let m = request::parse_object(body)?;
+    let r = request::load(&m)?;
+    let not_yet = |field: &str, what: &str| {
+        ApiError::invalid_param(
+            field,
+            format!("{what} are not available in this build yet; omit {field} or set it to null"),
+        )
+    };
+    if r.adapter_dir.as_deref().is_some_and(|a| !a.is_empty()) {
+        return Err(not_yet("adapter_dir", "LoRA adapters"));
+    }
+    match r.harness.as_deref().map(|h| h.trim().to_ascii_lowercase()) {
+        None => {}
+        Some(h) if h == "default" => {}
+        Some(h) if h == "search" => {
+            if let Some(p) = &r.search_provider {
+                let p = p.trim().to_ascii_lowercase();
+                if p != "ddgs" && p != "brave" {
+                    return Err(ApiError::invalid_param(
+                        "search_provider",
+                        format!("Unknown search provider '{p}'. Available: brave, ddgs"),
+                    ));
+                }
+            }
+            return Err(ApiError::invalid_param(
+                "harness",
+                "the search harness is not available in this build yet; use harness \"default\"",
+            ));
+        }
+        Some(h) => {
+            return Err(ApiError::invalid_param(
+                "harness",
+                format!("Unknown harness '{h}'. Available: default, search"),
+            ))
+        }
+    }
+    if let Some(v) = &r.lora_quant {
+        if !LORA_QUANTS.contains(&v.as_str()) {
+            return Err(ApiError::invalid_param(
+                "lora_quant",
+                format!(
+                    "Unknown lora_quant '{v}'. Available: {}",
+                    LORA_QUANTS.join(", ")
+                ),
+            ));
+        }
+        return Err(not_yet("lora_quant", "LoRA quantization levels"));
+    }
+    let unembed_quant = match &r.unembed_quant {
+        None => None,
+        Some(v) => Some(
+            UnembedQuant::parse(v).map_err(|msg| ApiError::invalid_param("unembed_quant", msg))?,
+        ),
+    };
+    let done = registry::swap(state, &r.model_dir, r.threads, unembed_quant).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"status": "success", "model": done.name, "recompiled": done.recompiled, "message": ""}),
+    ))
+}

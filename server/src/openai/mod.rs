@@ -1,0 +1,13 @@
+//! The OpenAI-compatible routes: one module per route family, the request parsing and
+//! validation they share, the error type every answer uses, and the response and stream
+//! formatting. Inference never runs here: handlers queue jobs on an engine and relay its
+//! events.
+
+mod error;
+pub mod generate;
+pub mod load;
+pub mod models;
+pub mod output;
+pub mod request;
+
+pub use error::ApiError;

@@ -1,0 +1,117 @@
+//! The state every request handler shares: settings fixed at start-up, the model registry, the
+//! store, the limits' counters and the metrics; and the server's random ids.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::engines::llm::Engine;
+use crate::http::limits::{Guards, Limits};
+use crate::metrics::Metrics;
+use crate::registry::Slot;
+use crate::store::Store;
+
+/// Server settings fixed at startup.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Requests allowed to wait for a free slot.
+    pub max_queue: usize,
+    /// Sequences generated at once.
+    pub parallel: usize,
+    /// Context size (`None`: the model's default).
+    pub ctx: Option<usize>,
+    /// Required bearer token.
+    pub api_key: Option<String>,
+    /// Connection, time and body-memory limits.
+    pub limits: Limits,
+    /// The browser policy's lists and where the server is bound.
+    pub browser: BrowserSettings,
+}
+
+/// The browser policy as configured (see [`trillim_core::browser`]).
+#[derive(Debug, Clone, Default)]
+pub struct BrowserSettings {
+    /// `--cors-origins`: origins allowed besides loopback ones (`*`: any).
+    pub cors_origins: Vec<String>,
+    /// `--allowed-hosts`: `Host` names served besides loopback ones (`*`: any).
+    pub allowed_hosts: Vec<String>,
+    /// The address given to `--host`.
+    pub bound: String,
+    /// Whether `Host` is checked (a loopback bind, or hosts listed).
+    pub check_host: bool,
+}
+
+/// Shared server state.
+#[derive(Debug)]
+pub struct AppState {
+    /// The model slot.
+    pub slot: RwLock<Slot>,
+    /// Held for the whole of a model swap.
+    pub(crate) swap: tokio::sync::Mutex<()>,
+    /// Threads for the next load (`threads: null` keeps this).
+    pub threads: Mutex<usize>,
+    /// Settings.
+    pub settings: Settings,
+    /// The model store.
+    pub store: Store,
+    /// Connection and body-memory counters.
+    pub guards: Guards,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State serving `engine` (if any).
+    pub fn new(
+        engine: Option<Engine>,
+        threads: usize,
+        settings: Settings,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
+        let slot = match engine {
+            Some(e) => Slot::Running(Arc::new(e)),
+            None => Slot::NoModel,
+        };
+        AppState {
+            slot: RwLock::new(slot),
+            swap: tokio::sync::Mutex::new(()),
+            threads: Mutex::new(threads),
+            guards: Guards::new(settings.limits),
+            settings,
+            store,
+            metrics,
+        }
+    }
+}
+
+/// A new response id: 128 bits from the operating system's random source, so ids can neither
+/// be guessed nor tell how many requests the server has seen.
+pub(crate) fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        b[..8].copy_from_slice(&random_u64().to_le_bytes());
+        b[8..].copy_from_slice(&random_u64().to_le_bytes());
+    }
+    let mut s = String::with_capacity(32);
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// A random 64-bit value (a sampling seed), from the operating system's random source; the
+/// standard library's per-process hash keys and the clock if it is unavailable.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_ok() {
+        return u64::from_le_bytes(b);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
