@@ -1,0 +1,108 @@
+//! AVX2 kernels of the 32-weight block formats: Q8_0, Q4_0 and Q4_1.
+
+use core::arch::x86_64::*;
+
+use super::*;
+
+/// AVX2 Q8_0 (int8 × int8 through exact 16-bit products).
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn q8_0_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    let rows = out.len();
+    if rows == 0 {
+        return;
+    }
+    let nb = row_bytes / Q8_0_BLOCK_BYTES;
+    check_q8(w, row_bytes, rows, nb, 1, a, 32);
+    let mut r = 0;
+    while r < rows {
+        // SAFETY: r < rows; all reads stay within the checked slices.
+        unsafe {
+            let p = row_ptrs(w, row_bytes, rows, r);
+            let mut acc = _mm_setzero_ps();
+            for b in 0..nb {
+                let off = b * Q8_0_BLOCK_BYTES;
+                prefetch_ahead(w, row_bytes, r, b, Q8_0_BLOCK_BYTES);
+                let q = a.qs.as_ptr().add(b * 32) as *const u8;
+                let qa0 = _mm256_cvtepi8_epi16(load128(q));
+                let qa1 = _mm256_cvtepi8_epi16(load128(q.add(16)));
+                let mut s = [_mm256_setzero_si256(); 4];
+                for (rr, s) in s.iter_mut().enumerate() {
+                    let w0 = _mm256_cvtepi8_epi16(load128(p[rr].add(off + 2)));
+                    let w1 = _mm256_cvtepi8_epi16(load128(p[rr].add(off + 18)));
+                    *s = _mm256_add_epi32(_mm256_madd_epi16(w0, qa0), _mm256_madd_epi16(w1, qa1));
+                }
+                let dw = f16x4(p, off);
+                let s = hsum4(s[0], s[1], s[2], s[3]);
+                acc = fma_block(acc, dw, *a.d.get_unchecked(b), s);
+            }
+            store_rows(out, r, core::mem::transmute::<__m128, [f32; 4]>(acc));
+        }
+        r += 4;
+    }
+}
+
+/// Shared Q4_0 / Q4_1 AVX2 body: `Σ nibble · q` per row and block, then the format's epilogue.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn q4_avx2<const Q41: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &ActQ8<'_>,
+    out: &mut [f32],
+) {
+    let rows = out.len();
+    if rows == 0 {
+        return;
+    }
+    let bb = if Q41 {
+        Q4_1_BLOCK_BYTES
+    } else {
+        Q4_0_BLOCK_BYTES
+    };
+    let qo = if Q41 { 4 } else { 2 };
+    let nb = row_bytes / bb;
+    check_q8(w, row_bytes, rows, nb, 1, a, 32);
+    let m4 = _mm256_set1_epi8(0xf);
+    let ones = _mm256_set1_epi16(1);
+    let mut r = 0;
+    while r < rows {
+        // SAFETY: r < rows; all reads stay within the checked slices.
+        unsafe {
+            let p = row_ptrs(w, row_bytes, rows, r);
+            let mut acc = _mm_setzero_ps();
+            for b in 0..nb {
+                let off = b * bb;
+                prefetch_ahead(w, row_bytes, r, b, bb);
+                let qa = load256(a.qs.as_ptr().add(b * 32) as *const u8);
+                let mut s = [_mm256_setzero_si256(); 4];
+                for (rr, s) in s.iter_mut().enumerate() {
+                    let x = load128(p[rr].add(off + qo));
+                    // Low nibbles are weights 0..16, high nibbles 16..32.
+                    let x = _mm256_set_m128i(_mm_srli_epi16::<4>(x), x);
+                    let x = _mm256_and_si256(x, m4);
+                    *s = _mm256_madd_epi16(_mm256_maddubs_epi16(x, qa), ones);
+                }
+                let dw = f16x4(p, off);
+                let isum = hsum4(s[0], s[1], s[2], s[3]);
+                let ab = *a.sums.get_unchecked(b);
+                let d = *a.d.get_unchecked(b);
+                if Q41 {
+                    let m = f16x4(p, off + 2);
+                    let t = _mm_add_ps(
+                        _mm_mul_ps(_mm_mul_ps(dw, _mm_set1_ps(d)), _mm_cvtepi32_ps(isum)),
+                        _mm_mul_ps(_mm_mul_ps(m, _mm_set1_ps(d)), _mm_set1_ps(ab as f32)),
+                    );
+                    acc = _mm_add_ps(acc, t);
+                } else {
+                    let isum = _mm_sub_epi32(isum, _mm_set1_epi32(8 * ab));
+                    acc = fma_block(acc, dw, d, isum);
+                }
+            }
+            store_rows(out, r, core::mem::transmute::<__m128, [f32; 4]>(acc));
+        }
+        r += 4;
+    }
+}

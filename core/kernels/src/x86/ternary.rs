@@ -1,0 +1,237 @@
+//! AVX2 kernels of the ternary formats: TQ2_0, I2_S and TQ1_0.
+
+use core::arch::x86_64::*;
+
+use super::*;
+
+/// Dot products of one 128-weight block of 2-bit codes (32 bytes per row, code `l` of byte `m`
+/// in bits `2l` or, with `REV`, bits `6 - 2l`, for weight `32l + m`) with 128 activations.
+/// Returns the four rows' `Σ code · q` (without the −1 offset).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn tern2_block_avx2<const REV: bool>(
+    p: [*const u8; 4],
+    off: usize,
+    q: *const i8,
+) -> __m128i {
+    let m3 = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: 128 activations at `q` and 32 code bytes at `p[i] + off` (caller's contract).
+    unsafe {
+        let q = q as *const u8;
+        let a = [
+            load256(q),
+            load256(q.add(32)),
+            load256(q.add(64)),
+            load256(q.add(96)),
+        ];
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let w = load256(p[r].add(off));
+            let c0 = _mm256_and_si256(w, m3);
+            let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(w), m3);
+            let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(w), m3);
+            let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(w), m3);
+            let (c0, c1, c2, c3) = if REV {
+                (c3, c2, c1, c0)
+            } else {
+                (c0, c1, c2, c3)
+            };
+            // Each i16 lane: at most 4 · 2 · 2 · 128 = 2048 in magnitude.
+            let s01 = _mm256_add_epi16(
+                _mm256_maddubs_epi16(c0, a[0]),
+                _mm256_maddubs_epi16(c1, a[1]),
+            );
+            let s23 = _mm256_add_epi16(
+                _mm256_maddubs_epi16(c2, a[2]),
+                _mm256_maddubs_epi16(c3, a[3]),
+            );
+            *acc = _mm256_madd_epi16(_mm256_add_epi16(s01, s23), ones);
+        }
+        hsum4(acc[0], acc[1], acc[2], acc[3])
+    }
+}
+
+/// AVX2 TQ2_0.
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn tq2_0_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    let rows = out.len();
+    if rows == 0 {
+        return;
+    }
+    let nb = row_bytes / TQ2_0_BLOCK_BYTES;
+    check_q8(w, row_bytes, rows, nb, 2, a, 128);
+    let mut r = 0;
+    while r < rows {
+        // SAFETY: r < rows; all reads stay within the checked slices.
+        unsafe {
+            let p = row_ptrs(w, row_bytes, rows, r);
+            let mut acc = _mm_setzero_ps();
+            for b in 0..nb {
+                let off = b * TQ2_0_BLOCK_BYTES;
+                prefetch_ahead(w, row_bytes, r, b, TQ2_0_BLOCK_BYTES);
+                let dw = f16x4(p, off + 64);
+                for h in 0..2 {
+                    let ab = 2 * b + h;
+                    let s = tern2_block_avx2::<false>(p, off + 32 * h, a.qs.as_ptr().add(ab * 128));
+                    let s = _mm_sub_epi32(s, _mm_set1_epi32(*a.sums.get_unchecked(ab)));
+                    acc = fma_block(acc, dw, *a.d.get_unchecked(ab), s);
+                }
+            }
+            store_rows(out, r, core::mem::transmute::<__m128, [f32; 4]>(acc));
+        }
+        r += 4;
+    }
+}
+
+/// AVX2 I2_S.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn i2s_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    let rows = out.len();
+    if rows == 0 {
+        return;
+    }
+    let ng = row_bytes / 32;
+    check_q8(w, row_bytes, rows, ng, 1, a, 128);
+    let mut r = 0;
+    while r < rows {
+        // SAFETY: r < rows; all reads stay within the checked slices.
+        unsafe {
+            let p = row_ptrs(w, row_bytes, rows, r);
+            let mut acc = _mm_setzero_ps();
+            for g in 0..ng {
+                prefetch_ahead(w, row_bytes, r, g, 32);
+                let s = tern2_block_avx2::<true>(p, 32 * g, a.qs.as_ptr().add(g * 128));
+                let s = _mm_sub_epi32(s, _mm_set1_epi32(*a.sums.get_unchecked(g)));
+                acc = _mm_add_ps(
+                    acc,
+                    _mm_mul_ps(_mm_set1_ps(*a.d.get_unchecked(g)), _mm_cvtepi32_ps(s)),
+                );
+            }
+            store_rows(out, r, core::mem::transmute::<__m128, [f32; 4]>(acc));
+        }
+        r += 4;
+    }
+}
+
+/// Ternary digit (0, 1, 2) of each byte of `x`, where `x` holds `q ^ 0x80` and `q` is the
+/// TQ1_0 byte already multiplied by `3^n` (mod 256): `digit = (3q) >> 8 = [q ≥ 86] + [q ≥ 171]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn tq1_digit256(x: __m256i) -> __m256i {
+    // SAFETY: only called from AVX2 functions.
+    unsafe {
+        let m1 = _mm256_cmpgt_epi8(x, _mm256_set1_epi8(-43));
+        let m2 = _mm256_cmpgt_epi8(x, _mm256_set1_epi8(42));
+        _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), m1), m2)
+    }
+}
+
+/// Bytewise `3x` (mod 256). With `x = q ^ 0x80`, `3x ≡ (3q) ^ 0x80`, so the offset form is kept.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn triple256(x: __m256i) -> __m256i {
+    // SAFETY: only called from AVX2 functions.
+    unsafe { _mm256_add_epi8(x, _mm256_add_epi8(x, x)) }
+}
+
+#[inline(always)]
+pub(super) unsafe fn triple128(x: __m128i) -> __m128i {
+    // SAFETY: SSE2 is part of the x86-64 baseline.
+    unsafe { _mm_add_epi8(x, _mm_add_epi8(x, x)) }
+}
+
+/// Decodes a TQ1_0 block into eight vectors of codes (0, 1, 2 for −1, 0, +1), vector `k`
+/// holding weights `32k .. 32k + 32` in order.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn tq1_decode(blk: *const u8) -> [__m256i; 8] {
+    let x80 = _mm256_set1_epi8(-128);
+    // SAFETY: 52 readable bytes at `blk` (caller's contract).
+    unsafe {
+        // qs[0..32]: digit n of byte m is weight 32n + m.
+        let mut x = _mm256_xor_si256(load256(blk), x80);
+        let c0 = tq1_digit256(x);
+        x = triple256(x);
+        let c1 = tq1_digit256(x);
+        x = triple256(x);
+        let c2 = tq1_digit256(x);
+        x = triple256(x);
+        let c3 = tq1_digit256(x);
+        x = triple256(x);
+        let c4 = tq1_digit256(x);
+        // qs[32..48]: digit n of byte m is weight 160 + 16n + m, so [y, 3y] covers 160..192.
+        let y = _mm_xor_si128(load128(blk.add(32)), _mm256_castsi256_si128(x80));
+        let y = _mm256_set_m128i(triple128(y), y);
+        let c5 = tq1_digit256(y);
+        let y = triple256(triple256(y));
+        let c6 = tq1_digit256(y);
+        let y = triple256(triple256(y));
+        // qh[0..4]: digit n of byte m is weight 240 + 4n + m.
+        let qh = (blk.add(48) as *const i32).read_unaligned();
+        let h0 = _mm_xor_si128(_mm_set1_epi32(qh), _mm256_castsi256_si128(x80));
+        let h1 = triple128(h0);
+        let h2 = triple128(h1);
+        let h3 = triple128(h2);
+        let h = _mm_blend_epi32::<0b0010>(h0, h1);
+        let h = _mm_blend_epi32::<0b0100>(h, h2);
+        let h = _mm_blend_epi32::<0b1000>(h, h3);
+        let c7 = tq1_digit256(_mm256_set_m128i(h, _mm256_castsi256_si128(y)));
+        [c0, c1, c2, c3, c4, c5, c6, c7]
+    }
+}
+
+/// AVX2 TQ1_0.
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn tq1_0_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    let rows = out.len();
+    if rows == 0 {
+        return;
+    }
+    let nb = row_bytes / TQ1_0_BLOCK_BYTES;
+    check_q8(w, row_bytes, rows, nb, 2, a, 128);
+    let ones = _mm256_set1_epi16(1);
+    let mut r = 0;
+    while r < rows {
+        // SAFETY: r < rows; all reads stay within the checked slices.
+        unsafe {
+            let p = row_ptrs(w, row_bytes, rows, r);
+            let mut acc = _mm_setzero_ps();
+            for b in 0..nb {
+                let off = b * TQ1_0_BLOCK_BYTES;
+                prefetch_ahead(w, row_bytes, r, b, TQ1_0_BLOCK_BYTES);
+                let dw = f16x4(p, off + 52);
+                let q = a.qs.as_ptr().add(b * 256) as *const u8;
+                let mut sums = [[_mm256_setzero_si256(); 4]; 2];
+                for (rr, p) in p.iter().enumerate() {
+                    let c = tq1_decode(p.add(off));
+                    for h in 0..2 {
+                        let mut s = _mm256_setzero_si256();
+                        for k in 0..4 {
+                            let qa = load256(q.add(128 * h + 32 * k));
+                            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c[4 * h + k], qa));
+                        }
+                        sums[h][rr] = _mm256_madd_epi16(s, ones);
+                    }
+                }
+                for (h, s) in sums.iter().enumerate() {
+                    let ab = 2 * b + h;
+                    let s = hsum4(s[0], s[1], s[2], s[3]);
+                    let s = _mm_sub_epi32(s, _mm_set1_epi32(*a.sums.get_unchecked(ab)));
+                    acc = fma_block(acc, dw, *a.d.get_unchecked(ab), s);
+                }
+            }
+            store_rows(out, r, core::mem::transmute::<__m128, [f32; 4]>(acc));
+        }
+        r += 4;
+    }
+}
