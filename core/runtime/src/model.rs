@@ -479,20 +479,34 @@ impl Session {
         par: &dyn Parallel,
         tokens: &[SeqToken],
     ) -> Result<&mut [f32], ModelError> {
-        let c = &model.config;
-        let rows = tokens.iter().filter(|t| t.logits).count();
         let mut logits = std::mem::take(&mut self.logits);
-        logits.resize(rows * c.n_vocab, 0.0);
-        let r = self.cache(c).and_then(|(mut kv, mut scratch)| {
-            model
-                .forward()
-                .run_seqs(tokens, &mut kv, &mut scratch, par, &mut logits)
-        });
+        let r = self.feed_seqs_into(model, par, tokens, &mut logits);
         self.logits = logits;
         r?;
+        Ok(&mut self.logits)
+    }
+
+    /// [`Session::feed_seqs`] writing the logits into the caller's buffer (resized to one row
+    /// per token that asked for them), so the caller can read them while it reads the slots'
+    /// tokens.
+    pub fn feed_seqs_into(
+        &mut self,
+        model: &LoadedModel,
+        par: &dyn Parallel,
+        tokens: &[SeqToken],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        let c = &model.config;
+        let rows = tokens.iter().filter(|t| t.logits).count();
+        logits.resize(rows * c.n_vocab, 0.0);
+        self.cache(c).and_then(|(mut kv, mut scratch)| {
+            model
+                .forward()
+                .run_seqs(tokens, &mut kv, &mut scratch, par, logits)
+        })?;
         for t in tokens {
             self.tokens[t.slot as usize].push(t.token);
         }
-        Ok(&mut self.logits)
+        Ok(())
     }
 }

@@ -232,8 +232,9 @@ impl Worker {
         }
         let live = |i: usize, ended: &[(usize, End)]| !ended.iter().any(|(j, _)| *j == i);
         // Decode tokens first, then prompt chunks oldest first in what is left of the step.
+        // `owner[k]`: the sequence of batch token k and, for a prompt token, its position.
         let mut batch: Vec<SeqToken> = Vec::with_capacity(STEP_TOKENS + running.len());
-        let mut owner: Vec<usize> = Vec::with_capacity(STEP_TOKENS + running.len());
+        let mut owner: Vec<(usize, Option<usize>)> = Vec::with_capacity(batch.capacity());
         for (i, seq) in running.iter().enumerate() {
             if let (Some(id), true) = (seq.next, live(i, &ended)) {
                 batch.push(SeqToken {
@@ -241,11 +242,11 @@ impl Worker {
                     slot: seq.slot as u16,
                     logits: true,
                 });
-                owner.push(i);
+                owner.push((i, None));
             }
         }
         let mut budget = STEP_TOKENS.saturating_sub(batch.len()).max(1);
-        let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
+        let mut fed: Vec<(usize, usize)> = Vec::new();
         for (i, seq) in running.iter().enumerate() {
             let left = seq.job.prompt.len() - seq.fed;
             if seq.next.is_some() || left == 0 || budget == 0 || !live(i, &ended) {
@@ -253,58 +254,54 @@ impl Worker {
             }
             let n = left.min(budget);
             budget -= n;
-            let (a, b) = (seq.fed, seq.fed + n);
-            for p in a..b {
+            for p in seq.fed..seq.fed + n {
                 let last = p + 1 == seq.job.prompt.len();
                 batch.push(SeqToken {
                     token: seq.job.prompt[p],
                     slot: seq.slot as u16,
                     logits: last || seq.job.echo_logprobs,
                 });
-                owner.push(i);
+                owner.push((i, Some(p)));
             }
-            chunks.push((i, a, b));
+            fed.push((i, seq.fed + n));
         }
         if batch.is_empty() {
             return ended;
         }
         let t0 = Instant::now();
         let n_vocab = self.model.config.n_vocab;
-        let logits = match self.session.feed_seqs(&self.model, &self.pool, &batch) {
-            Ok(l) => l,
-            Err(e) => {
-                // Nothing was appended; the sequences in this batch fail, the others go on.
-                let err = GenerationError::Model(e);
-                let mut failed: Vec<usize> = owner.clone();
-                failed.dedup();
-                for i in failed {
-                    if live(i, &ended) {
-                        ended.push((i, End::Failed(err.clone())));
-                    }
+        let mut logits = std::mem::take(&mut self.logits);
+        if let Err(e) = self
+            .session
+            .feed_seqs_into(&self.model, &self.pool, &batch, &mut logits)
+        {
+            // Nothing was appended; the sequences in this batch fail, the others go on.
+            self.logits = logits;
+            let err = GenerationError::Model(e);
+            let mut failed: Vec<usize> = owner.iter().map(|o| o.0).collect();
+            failed.dedup();
+            for i in failed {
+                if live(i, &ended) {
+                    ended.push((i, End::Failed(err.clone())));
                 }
-                return ended;
             }
-        };
-        self.logits.clear();
-        self.logits.extend_from_slice(logits);
-        self.metrics.step(batch.len(), t0.elapsed());
-        for &(i, _, b) in &chunks {
-            running[i].fed = b;
+            return ended;
         }
-        // Hand each row of logits to its sequence, in batch order.
-        let mut row = 0;
-        for (k, t) in batch.iter().enumerate() {
-            if !t.logits {
-                continue;
-            }
-            let i = owner[k];
-            let r = &self.logits[row * n_vocab..(row + 1) * n_vocab];
-            row += 1;
+        self.metrics.step(batch.len(), t0.elapsed());
+        for &(i, n) in &fed {
+            running[i].fed = n;
+        }
+        // Hand each row of logits to its sequence, in batch order (sampling works in place).
+        let wanted = owner
+            .iter()
+            .zip(&batch)
+            .filter_map(|(o, t)| t.logits.then_some(*o));
+        for (r, (i, pos)) in logits.chunks_exact_mut(n_vocab).zip(wanted) {
             let seq = &mut running[i];
-            if seq.next.take().is_none() {
+            seq.next = None;
+            if let Some(pos) = pos {
                 // A prompt token: its row is the distribution of the next prompt token (echo),
                 // or, after the last one, of the first generated token.
-                let pos = chunk_pos(&chunks, i, k, &owner);
                 let top = seq.job.logprobs.unwrap_or(0);
                 if let Some(&next) = seq.job.prompt.get(pos + 1) {
                     if seq.job.echo_logprobs {
@@ -318,11 +315,11 @@ impl Worker {
                 }
                 self.metrics.first_token(seq.started.elapsed());
             }
-            let mut dist = r.to_vec();
-            if let Some(end) = self.sample_next(seq, &mut dist) {
+            if let Some(end) = self.sample_next(seq, r) {
                 ended.push((i, end));
             }
         }
+        self.logits = logits;
         ended
     }
 
@@ -413,11 +410,4 @@ impl Worker {
         }
         // The slot keeps its tokens (their keys and values are valid) for prefix reuse.
     }
-}
-
-/// The prompt position of batch token `k`, which belongs to sequence `i`'s chunk.
-fn chunk_pos(chunks: &[(usize, usize, usize)], i: usize, k: usize, owner: &[usize]) -> usize {
-    let first = owner.iter().position(|&o| o == i).unwrap_or(k);
-    let start = chunks.iter().find(|(j, _, _)| *j == i).map_or(0, |c| c.1);
-    start + (k - first)
 }
