@@ -42,7 +42,7 @@ const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 /// this they are closed without an answer.
 const MAX_REJECTING: usize = 256;
 
-/// The limits, as configured.
+/// The limits, as configured (`trillim serve`'s flags hold the defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Time to deliver a request head, from connection open or the previous response.
@@ -55,18 +55,6 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most bytes held by unfinished request bodies, all connections together.
     pub max_body_memory: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(10),
-            min_body_rate: 64 * 1024,
-            max_connections: 512,
-            max_body_memory: 64 * 1024 * 1024,
-        }
-    }
 }
 
 /// The shared counters behind [`Limits`].
@@ -123,11 +111,10 @@ impl Guards {
         total: usize,
     ) -> Result<(), ApiError> {
         let n = total.saturating_sub(SMALL_BODY.max(*reserved));
-        if total <= *reserved || n == 0 {
-            *reserved = (*reserved).max(total);
+        *reserved = (*reserved).max(total);
+        if n == 0 {
             return Ok(());
         }
-        *reserved = total;
         let p = u32::try_from(n)
             .ok()
             .and_then(|n| self.body_memory.clone().try_acquire_many_owned(n).ok())
