@@ -1,5 +1,6 @@
-//! The parts of a generation step both servers share: why a generation ends ([`Finish`]), when
-//! a sampled token ends it ([`after_token`]), and how much generated text may be sent while
+//! The parts of a generation step both servers share: whether a prompt fits
+//! ([`prompt_fits`]), why a generation ends ([`Finish`]), when a sampled token ends it
+//! ([`after_token`]), and how much generated text may be sent while
 //! stop strings could still match ([`scan_stops`]). The shells keep their own buffers (the
 //! server a `String` per stream, the firmware one fixed buffer) and ask these functions.
 
@@ -20,6 +21,14 @@ impl Finish {
             Finish::Length => "length",
         }
     }
+}
+
+/// Whether a prompt of `prompt` tokens may run in a context of `ctx` positions: generating
+/// needs one free position after it; scoring a prompt (`max_tokens: Some(0)`) may fill the
+/// context exactly.
+pub fn prompt_fits(prompt: usize, max_tokens: Option<usize>, ctx: usize) -> bool {
+    let room = usize::from(max_tokens != Some(0));
+    prompt + room <= ctx
 }
 
 /// What a sampled token does to its generation.
@@ -130,6 +139,13 @@ mod tests {
         let s = scan_stops(text, &["\u{e9}a"], false);
         assert_eq!(s.emit, 3);
         assert!(core::str::from_utf8(&text[..s.emit]).is_ok());
+    }
+
+    #[test]
+    fn prompts_leave_room_for_one_token_unless_scored() {
+        assert!(prompt_fits(63, None, 64) && prompt_fits(63, Some(1), 64));
+        assert!(!prompt_fits(64, None, 64) && !prompt_fits(64, Some(5), 64));
+        assert!(prompt_fits(64, Some(0), 64) && !prompt_fits(65, Some(0), 64));
     }
 
     #[test]

@@ -532,7 +532,7 @@ impl Firmware {
         } else {
             n
         };
-        if n >= ctx {
+        if !prompt_fits(n, params.max_tokens, ctx) {
             let m = ContextLength { n, ctx };
             let b = ErrorBody::new(400, &m)
                 .param(Some(param))
@@ -740,7 +740,7 @@ impl Kind {
 }
 
 pub use trillim_core::generate::Finish;
-use trillim_core::generate::{after_token, scan_stops, TokenFate};
+use trillim_core::generate::{after_token, prompt_fits, scan_stops, TokenFate};
 
 /// The result of one generation.
 #[derive(Clone, Copy, Debug)]

@@ -7,6 +7,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::unbounded_channel;
+use trillim_core::generate::prompt_fits;
 
 use super::output::{Kind, Output};
 use super::{request, ApiError};
@@ -81,9 +82,7 @@ pub(crate) async fn generate(
         if prompt.is_empty() {
             return Err(ApiError::invalid_param(param, "the prompt is empty"));
         }
-        // Scoring (`max_tokens: 0`) may fill the context exactly; generating needs a free cell.
-        let room = if opts.max_tokens == Some(0) { 0 } else { 1 };
-        if prompt.len() + room > shared.ctx {
+        if !prompt_fits(prompt.len(), opts.max_tokens, shared.ctx) {
             return Err(ApiError::context_length(prompt.len(), shared.ctx, param));
         }
     }

@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use trillim_core::generate::{after_token, TokenFate};
+use trillim_core::generate::{after_token, prompt_fits, TokenFate};
 use trillim_core::model::SeqToken;
 use trillim_core::sampler::{sample, Candidate, Rng};
 use trillim_runtime::{LoadedModel, Session, ThreadPool};
@@ -158,10 +158,9 @@ impl Worker {
             return None;
         }
         let prompt = &job.prompt;
-        let room = usize::from(job.max_tokens != Some(0));
         let refused = if prompt.is_empty() {
             Some(GenerationError::EmptyPrompt)
-        } else if prompt.len() + room > self.shared.ctx {
+        } else if !prompt_fits(prompt.len(), job.max_tokens, self.shared.ctx) {
             Some(GenerationError::PromptTooLong {
                 prompt: prompt.len(),
                 ctx: self.shared.ctx,
