@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{read_response, status};
+use common::{read_response, read_to_close, status};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -74,18 +74,6 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Reads until the server closes (or resets) the connection.
-fn read_to_close(s: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&all).into_owned()
-}
 
 /// One request on a fresh connection (`Connection: close`); the whole response.
 fn request(addr: SocketAddr, head: &str, body: &str) -> String {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{read_response, status};
+use common::{read_response, read_to_close, status};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -401,19 +401,6 @@ fn main() {
     );
 }
 
-/// Reads until the server closes (or resets) the connection.
-fn read_to_close(s: &mut TcpStream) -> String {
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&all).into_owned()
-}
 
 /// The loopback scenarios; returns (what, status, response) for each answer.
 fn loopback_client(addr: SocketAddr) -> Vec<(&'static str, u16, String)> {

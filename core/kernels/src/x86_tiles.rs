@@ -333,18 +333,9 @@ unsafe fn gemm(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
         let mut c0 = 0;
         while c0 < nb {
             let cn = core::cmp::min(PASS_BLOCKS, nb - c0);
-            for k in 0..nt {
-                for b in 0..cn {
-                    // SAFETY: token t0 + k holds block c0 + b (checked above); the slot is
-                    // inside `xp`.
-                    unsafe {
-                        permute_block(
-                            a.qs.as_ptr().add((t0 + k) * a.cols + 256 * (c0 + b)),
-                            xp.as_mut_ptr().add(PERMUTED_BLOCK * (PASS_BLOCKS * k + b)),
-                        )
-                    };
-                }
-            }
+            // SAFETY: tokens t0.. hold blocks c0.. (checked above); `xp` holds `nt` tokens of
+            // `PASS_BLOCKS` permuted blocks.
+            unsafe { permute_tokens(a, t0..t0 + nt, c0..c0 + cn, PASS_BLOCKS, &mut xp) };
             for ti in 0..rows / TILE_ROWS {
                 let at = |k: usize| (t0 + k) * rows + ti * TILE_ROWS;
                 // SAFETY: rows are whole tiles, so every token's 16 rows of this tile are in `out`.
@@ -375,6 +366,36 @@ unsafe fn gemm(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
             c0 += cn;
         }
         t0 += nt;
+    }
+}
+
+/// Permutes blocks `blocks` of tokens `tokens` into `xp`: token `k` (counted from the first),
+/// block `b` (from the first) at `PERMUTED_BLOCK · (per_token · k + b)`.
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW/VBMI; every token holds those blocks and `xp` has room for
+/// `tokens.len()` tokens of `per_token` permuted blocks (`blocks.len() <= per_token`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn permute_tokens(
+    a: &ActBatch<'_>,
+    tokens: core::ops::Range<usize>,
+    blocks: core::ops::Range<usize>,
+    per_token: usize,
+    xp: &mut [i8],
+) {
+    debug_assert!(blocks.len() <= per_token);
+    debug_assert!(xp.len() >= tokens.len() * per_token * PERMUTED_BLOCK);
+    for (k, t) in tokens.enumerate() {
+        for (b, c) in blocks.clone().enumerate() {
+            // SAFETY: token `t` holds block `c` and the slot is inside `xp` (caller's contract).
+            unsafe {
+                permute_block(
+                    a.qs.as_ptr().add(t * a.cols + 256 * c),
+                    xp.as_mut_ptr().add(PERMUTED_BLOCK * (per_token * k + b)),
+                )
+            };
+        }
     }
 }
 
@@ -474,17 +495,9 @@ unsafe fn gemm_few(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]
     let mut c0 = 0;
     while c0 < nb {
         let cn = core::cmp::min(FEW_CHUNK, nb - c0);
-        for k in 0..n {
-            for b in 0..cn {
-                // SAFETY: token k holds block c0 + b (checked above); the slot is inside `xp`.
-                unsafe {
-                    permute_block(
-                        a.qs.as_ptr().add(k * a.cols + 256 * (c0 + b)),
-                        xp.as_mut_ptr().add(PERMUTED_BLOCK * (FEW_CHUNK * k + b)),
-                    )
-                };
-            }
-        }
+        // SAFETY: every token holds blocks c0.. (checked above); `xp` holds `n` tokens of
+        // `FEW_CHUNK` permuted blocks.
+        unsafe { permute_tokens(a, 0..n, c0..c0 + cn, FEW_CHUNK, &mut xp) };
         for ti in 0..rows / TILE_ROWS {
             let at = |k: usize| k * rows + ti * TILE_ROWS;
             // SAFETY: rows are whole tiles, so every token's 16 rows of this tile are in `out`.
