@@ -95,11 +95,9 @@ fn stalled_and_trickling_bodies_get_408_while_others_are_served() {
         assert!(closed);
     }
     // The trickler is cut off too (the 408 may be lost to a reset while it still writes).
-    let t0 = Instant::now();
     let (resp, closed) = read_until_closed(&mut trickle, Duration::from_secs(30));
     assert!(closed, "the trickling body was not cut off");
     assert!(resp.is_empty() || status_of(&resp) == 408, "{resp}");
-    assert!(t0.elapsed() < Duration::from_secs(30));
     writer.join().unwrap();
     let (st, _, _) = s.try_request("GET", "/v1/models", None, &[]).unwrap();
     assert_eq!(st, 200);
