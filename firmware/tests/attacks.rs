@@ -74,7 +74,6 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-
 /// One request on a fresh connection (`Connection: close`); the whole response.
 fn request(addr: SocketAddr, head: &str, body: &str) -> String {
     let mut s = connect(addr);

@@ -401,7 +401,6 @@ fn main() {
     );
 }
 
-
 /// The loopback scenarios; returns (what, status, response) for each answer.
 fn loopback_client(addr: SocketAddr) -> Vec<(&'static str, u16, String)> {
     let mut got = Vec::new();
