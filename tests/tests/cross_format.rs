@@ -48,7 +48,7 @@ fn encode(ty: WeightType, w: &[f32], cols: usize) -> Vec<u8> {
             out
         }
         WeightType::TQ2_0 | WeightType::TQ1_0 | WeightType::I2S => ternary(ty, w),
-        WeightType::Q4_1 => unreachable!(),
+        other => unreachable!("{other:?} is not encoded by this test"),
     }
 }
 

@@ -4,6 +4,8 @@
 use crate::f16::{bf16_to_f32, le_f16, le_u16};
 
 /// A weight storage type, numbered as in GGUF's tensor table.
+// ggml's names (`Q4_K`, `IQ4_XS`) are kept: they are what users and files call the formats.
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WeightType {
     /// 32-bit float.
@@ -24,6 +26,24 @@ pub enum WeightType {
     TQ2_0,
     /// bitnet.cpp's I2_S: 2-bit codes in 128-weight groups and one f32 scale per tensor.
     I2S,
+    /// 32-weight blocks: f16 scale, 32 high bits, 16 bytes of low nibbles (code − 16).
+    Q5_0,
+    /// 32-weight blocks: f16 scale, f16 minimum, 32 high bits, 16 bytes of low nibbles.
+    Q5_1,
+    /// 256-weight super-blocks of 2-bit codes with 4-bit scales and minima per 16 weights.
+    Q2_K,
+    /// 256-weight super-blocks of 3-bit codes with 6-bit scales per 16 weights.
+    Q3_K,
+    /// 256-weight super-blocks of 4-bit codes with 6-bit scales and minima per 32 weights.
+    Q4_K,
+    /// 256-weight super-blocks of 5-bit codes with 6-bit scales and minima per 32 weights.
+    Q5_K,
+    /// 256-weight super-blocks of 6-bit codes with int8 scales per 16 weights.
+    Q6_K,
+    /// 32-weight blocks of 4-bit indices into a fixed non-linear table, f16 scale.
+    IQ4_NL,
+    /// 256-weight super-blocks of IQ4_NL indices with 6-bit scales per 32 weights.
+    IQ4_XS,
 }
 
 /// Bytes of a TQ2_0 block (64 code bytes, f16 scale).
@@ -36,6 +56,13 @@ pub const Q8_0_BLOCK_BYTES: usize = 34;
 pub const Q4_0_BLOCK_BYTES: usize = 18;
 /// Bytes of a Q4_1 block.
 pub const Q4_1_BLOCK_BYTES: usize = 20;
+pub use crate::iq4::{IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES};
+pub use crate::q2_k::Q2_K_BLOCK_BYTES;
+pub use crate::q3_k::Q3_K_BLOCK_BYTES;
+pub use crate::q4_k::Q4_K_BLOCK_BYTES;
+pub use crate::q5::{Q5_0_BLOCK_BYTES, Q5_1_BLOCK_BYTES};
+pub use crate::q5_k::Q5_K_BLOCK_BYTES;
+pub use crate::q6_k::Q6_K_BLOCK_BYTES;
 /// Bytes that follow an I2_S tensor's codes (its first four hold the f32 scale).
 pub const I2S_TAIL_BYTES: usize = 32;
 
@@ -52,6 +79,15 @@ impl WeightType {
             34 => WeightType::TQ1_0,
             35 => WeightType::TQ2_0,
             36 => WeightType::I2S,
+            6 => WeightType::Q5_0,
+            7 => WeightType::Q5_1,
+            10 => WeightType::Q2_K,
+            11 => WeightType::Q3_K,
+            12 => WeightType::Q4_K,
+            13 => WeightType::Q5_K,
+            14 => WeightType::Q6_K,
+            20 => WeightType::IQ4_NL,
+            23 => WeightType::IQ4_XS,
             _ => return None,
         })
     }
@@ -68,6 +104,15 @@ impl WeightType {
             WeightType::TQ1_0 => 34,
             WeightType::TQ2_0 => 35,
             WeightType::I2S => 36,
+            WeightType::Q5_0 => 6,
+            WeightType::Q5_1 => 7,
+            WeightType::Q2_K => 10,
+            WeightType::Q3_K => 11,
+            WeightType::Q4_K => 12,
+            WeightType::Q5_K => 13,
+            WeightType::Q6_K => 14,
+            WeightType::IQ4_NL => 20,
+            WeightType::IQ4_XS => 23,
         }
     }
 
@@ -83,6 +128,15 @@ impl WeightType {
             WeightType::TQ1_0 => "tq1_0",
             WeightType::TQ2_0 => "tq2_0",
             WeightType::I2S => "i2_s",
+            WeightType::Q5_0 => "q5_0",
+            WeightType::Q5_1 => "q5_1",
+            WeightType::Q2_K => "q2_K",
+            WeightType::Q3_K => "q3_K",
+            WeightType::Q4_K => "q4_K",
+            WeightType::Q5_K => "q5_K",
+            WeightType::Q6_K => "q6_K",
+            WeightType::IQ4_NL => "iq4_nl",
+            WeightType::IQ4_XS => "iq4_xs",
         }
     }
 
@@ -90,9 +144,20 @@ impl WeightType {
     pub fn block_len(self) -> usize {
         match self {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
-            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 => 32,
+            WeightType::Q8_0
+            | WeightType::Q4_0
+            | WeightType::Q4_1
+            | WeightType::Q5_0
+            | WeightType::Q5_1
+            | WeightType::IQ4_NL => 32,
             WeightType::TQ1_0 | WeightType::TQ2_0 => 256,
             WeightType::I2S => 128,
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K
+            | WeightType::IQ4_XS => 256,
         }
     }
 
@@ -107,6 +172,15 @@ impl WeightType {
             WeightType::TQ1_0 => TQ1_0_BLOCK_BYTES,
             WeightType::TQ2_0 => TQ2_0_BLOCK_BYTES,
             WeightType::I2S => 32,
+            WeightType::Q5_0 => Q5_0_BLOCK_BYTES,
+            WeightType::Q5_1 => Q5_1_BLOCK_BYTES,
+            WeightType::Q2_K => Q2_K_BLOCK_BYTES,
+            WeightType::Q3_K => Q3_K_BLOCK_BYTES,
+            WeightType::Q4_K => Q4_K_BLOCK_BYTES,
+            WeightType::Q5_K => Q5_K_BLOCK_BYTES,
+            WeightType::Q6_K => Q6_K_BLOCK_BYTES,
+            WeightType::IQ4_NL => IQ4_NL_BLOCK_BYTES,
+            WeightType::IQ4_XS => IQ4_XS_BLOCK_BYTES,
         }
     }
 
@@ -139,10 +213,50 @@ impl WeightType {
     pub fn act_block(self) -> usize {
         match self {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 0,
-            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 => 32,
             WeightType::TQ1_0 | WeightType::TQ2_0 | WeightType::I2S => 128,
+            // Everything else takes 32-blocks: Q8_0 activations for the 32-weight formats, and
+            // Q8_K activations (one scale per 256, code sums per 32) for the super-block formats.
+            _ => 32,
         }
     }
+
+    /// Activation elements sharing one scale (a multiple of [`WeightType::act_block`]): 256 for
+    /// the types llama.cpp pairs with Q8_K activations, the block length otherwise.
+    pub fn act_group(self) -> usize {
+        match self {
+            WeightType::TQ1_0
+            | WeightType::TQ2_0
+            | WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K
+            | WeightType::IQ4_XS => 256,
+            _ => self.act_block(),
+        }
+    }
+
+    /// Every supported type, in GGUF id order.
+    pub const ALL: [WeightType; 18] = [
+        WeightType::F32,
+        WeightType::F16,
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q5_1,
+        WeightType::Q8_0,
+        WeightType::Q2_K,
+        WeightType::Q3_K,
+        WeightType::Q4_K,
+        WeightType::Q5_K,
+        WeightType::Q6_K,
+        WeightType::IQ4_NL,
+        WeightType::IQ4_XS,
+        WeightType::BF16,
+        WeightType::TQ1_0,
+        WeightType::TQ2_0,
+        WeightType::I2S,
+    ];
 }
 
 /// Reads the per-tensor scale of an I2_S tensor whose codes take `n / 4` bytes.
@@ -342,8 +456,27 @@ pub fn dequantize_row(ty: WeightType, row: &[u8], out: &mut [f32], i2s_scale: f3
                 }
             }
         }
+        WeightType::Q5_0 => each_block(row, out, ty, crate::q5::dequantize_q5_0),
+        WeightType::Q5_1 => each_block(row, out, ty, crate::q5::dequantize_q5_1),
+        WeightType::Q2_K => each_block(row, out, ty, crate::q2_k::dequantize),
+        WeightType::Q3_K => each_block(row, out, ty, crate::q3_k::dequantize),
+        WeightType::Q4_K => each_block(row, out, ty, crate::q4_k::dequantize),
+        WeightType::Q5_K => each_block(row, out, ty, crate::q5_k::dequantize),
+        WeightType::Q6_K => each_block(row, out, ty, crate::q6_k::dequantize),
+        WeightType::IQ4_NL => each_block(row, out, ty, crate::iq4::dequantize_nl),
+        WeightType::IQ4_XS => each_block(row, out, ty, crate::iq4::dequantize_xs),
     }
     debug_assert_eq!(n % ty.block_len(), 0);
+}
+
+/// Runs a one-block dequantizer over every block of `row`.
+fn each_block(row: &[u8], out: &mut [f32], ty: WeightType, f: fn(&[u8], &mut [f32])) {
+    for (b, o) in row
+        .chunks_exact(ty.block_bytes())
+        .zip(out.chunks_exact_mut(ty.block_len()))
+    {
+        f(b, o);
+    }
 }
 
 #[cfg(test)]

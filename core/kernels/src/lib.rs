@@ -4,7 +4,9 @@
 //! cross-compiled for ARM boards with older distribution toolchains.
 //!
 //! * [`formats`] describes the byte layout of every supported weight type and holds the scalar
-//!   dequantizers.
+//!   dequantizers; the block formats of llama.cpp beyond the first ones have a module each
+//!   ([`q5`], [`q2_k`], [`q3_k`], [`q4_k`], [`q5_k`], [`q6_k`], [`iq4`]) with their layout,
+//!   dequantizer and reference dot product.
 //! * [`ternary_tiles`] is a load-time re-layout of TQ1_0 weights for byte-permute kernels.
 //! * [`act`] quantizes activations to int8 blocks ([`ActQ8`]).
 //! * [`scalar`] holds the reference kernels; `x86` and `aarch64` hold SIMD kernels with the same
@@ -16,6 +18,13 @@
 pub mod act;
 pub mod f16;
 pub mod formats;
+pub mod iq4;
+pub mod q2_k;
+pub mod q3_k;
+pub mod q4_k;
+pub mod q5;
+pub mod q5_k;
+pub mod q6_k;
 pub mod scalar;
 mod table;
 pub mod ternary_tiles;
@@ -40,3 +49,5 @@ pub use table::{
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_formats;

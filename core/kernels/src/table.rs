@@ -149,6 +149,42 @@ pub struct Kernels {
     pub gemm_tq2_0: GemmFn,
     /// I2_S matrix × several int8 vectors (unscaled).
     pub gemm_i2s: GemmFn,
+    /// Q5_0 matrix × int8 vector.
+    pub q5_0: MatVecFn,
+    /// Q5_1 matrix × int8 vector.
+    pub q5_1: MatVecFn,
+    /// Q2_K matrix × int8 vector.
+    pub q2_k: MatVecFn,
+    /// Q3_K matrix × int8 vector.
+    pub q3_k: MatVecFn,
+    /// Q4_K matrix × int8 vector.
+    pub q4_k: MatVecFn,
+    /// Q5_K matrix × int8 vector.
+    pub q5_k: MatVecFn,
+    /// Q6_K matrix × int8 vector.
+    pub q6_k: MatVecFn,
+    /// IQ4_NL matrix × int8 vector.
+    pub iq4_nl: MatVecFn,
+    /// IQ4_XS matrix × int8 vector.
+    pub iq4_xs: MatVecFn,
+    /// Q5_0 matrix × several int8 vectors.
+    pub gemm_q5_0: GemmFn,
+    /// Q5_1 matrix × several int8 vectors.
+    pub gemm_q5_1: GemmFn,
+    /// Q2_K matrix × several int8 vectors.
+    pub gemm_q2_k: GemmFn,
+    /// Q3_K matrix × several int8 vectors.
+    pub gemm_q3_k: GemmFn,
+    /// Q4_K matrix × several int8 vectors.
+    pub gemm_q4_k: GemmFn,
+    /// Q5_K matrix × several int8 vectors.
+    pub gemm_q5_k: GemmFn,
+    /// Q6_K matrix × several int8 vectors.
+    pub gemm_q6_k: GemmFn,
+    /// IQ4_NL matrix × several int8 vectors.
+    pub gemm_iq4_nl: GemmFn,
+    /// IQ4_XS matrix × several int8 vectors.
+    pub gemm_iq4_xs: GemmFn,
     /// Kernels for ternary weights repacked into tiles, on paths where they beat the file
     /// layouts' kernels; `None` keeps ternary models in the file's layout.
     pub ternary_tiles: Option<TileKernels>,
@@ -184,6 +220,24 @@ impl Kernels {
             gemm_tq1_0: scalar::gemm_tq1_0,
             gemm_tq2_0: scalar::gemm_tq2_0,
             gemm_i2s: scalar::gemm_i2s,
+            q5_0: crate::q5::matvec_q5_0,
+            q5_1: crate::q5::matvec_q5_1,
+            q2_k: crate::q2_k::matvec,
+            q3_k: crate::q3_k::matvec,
+            q4_k: crate::q4_k::matvec,
+            q5_k: crate::q5_k::matvec,
+            q6_k: crate::q6_k::matvec,
+            iq4_nl: crate::iq4::matvec_nl,
+            iq4_xs: crate::iq4::matvec_xs,
+            gemm_q5_0: scalar::gemm_q5_0,
+            gemm_q5_1: scalar::gemm_q5_1,
+            gemm_q2_k: scalar::gemm_q2_k,
+            gemm_q3_k: scalar::gemm_q3_k,
+            gemm_q4_k: scalar::gemm_q4_k,
+            gemm_q5_k: scalar::gemm_q5_k,
+            gemm_q6_k: scalar::gemm_q6_k,
+            gemm_iq4_nl: scalar::gemm_iq4_nl,
+            gemm_iq4_xs: scalar::gemm_iq4_xs,
             ternary_tiles: None,
         }
     }
@@ -215,6 +269,24 @@ impl Kernels {
             gemm_tq1_0: x86::avx2_gemm_tq1_0,
             gemm_tq2_0: x86::avx2_gemm_tq2_0,
             gemm_i2s: x86::avx2_gemm_i2s,
+            q5_0: x86::avx2_q5_0,
+            q5_1: x86::avx2_q5_1,
+            q2_k: x86::avx2_q2_k,
+            q3_k: x86::avx2_q3_k,
+            q4_k: x86::avx2_q4_k,
+            q5_k: x86::avx2_q5_k,
+            q6_k: x86::avx2_q6_k,
+            iq4_nl: x86::avx2_iq4_nl,
+            iq4_xs: x86::avx2_iq4_xs,
+            gemm_q5_0: x86::avx2_gemm_q5_0,
+            gemm_q5_1: x86::avx2_gemm_q5_1,
+            gemm_q2_k: x86::avx2_gemm_q2_k,
+            gemm_q3_k: x86::avx2_gemm_q3_k,
+            gemm_q4_k: x86::avx2_gemm_q4_k,
+            gemm_q5_k: x86::avx2_gemm_q5_k,
+            gemm_q6_k: x86::avx2_gemm_q6_k,
+            gemm_iq4_nl: x86::avx2_gemm_iq4_nl,
+            gemm_iq4_xs: x86::avx2_gemm_iq4_xs,
             ternary_tiles: None,
         }
     }
@@ -372,6 +444,15 @@ impl Kernels {
             WeightType::TQ1_0 => self.tq1_0,
             WeightType::TQ2_0 => self.tq2_0,
             WeightType::I2S => self.i2s,
+            WeightType::Q5_0 => self.q5_0,
+            WeightType::Q5_1 => self.q5_1,
+            WeightType::Q2_K => self.q2_k,
+            WeightType::Q3_K => self.q3_k,
+            WeightType::Q4_K => self.q4_k,
+            WeightType::Q5_K => self.q5_k,
+            WeightType::Q6_K => self.q6_k,
+            WeightType::IQ4_NL => self.iq4_nl,
+            WeightType::IQ4_XS => self.iq4_xs,
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => return None,
         })
     }
@@ -386,6 +467,15 @@ impl Kernels {
             WeightType::TQ1_0 => self.gemm_tq1_0,
             WeightType::TQ2_0 => self.gemm_tq2_0,
             WeightType::I2S => self.gemm_i2s,
+            WeightType::Q5_0 => self.gemm_q5_0,
+            WeightType::Q5_1 => self.gemm_q5_1,
+            WeightType::Q2_K => self.gemm_q2_k,
+            WeightType::Q3_K => self.gemm_q3_k,
+            WeightType::Q4_K => self.gemm_q4_k,
+            WeightType::Q5_K => self.gemm_q5_k,
+            WeightType::Q6_K => self.gemm_q6_k,
+            WeightType::IQ4_NL => self.gemm_iq4_nl,
+            WeightType::IQ4_XS => self.gemm_iq4_xs,
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => return None,
         })
     }

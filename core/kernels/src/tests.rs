@@ -175,6 +175,8 @@ fn rand_row(rng: &mut Rng, ty: WeightType, nblocks: usize, pow2: bool, out: &mut
                 };
                 out.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
             }
+            // The llama.cpp block formats have their own generator (tests_formats.rs).
+            other => unreachable!("{other:?}"),
         }
         debug_assert_eq!(out.len() - start, ty.block_bytes());
     }

@@ -2,7 +2,7 @@
 //! format, and the parallel passes (one token, a few sharing one pass, or many in row tiles).
 
 use trillim_kernels::act::{quantize_groups, quantize_per_token};
-use trillim_kernels::{ActBatch, ActQ8, GemmFn, MatVecFn, TileKernels, WeightType};
+use trillim_kernels::{ActBatch, ActQ8, GemmFn, MatVecFn, TileKernels};
 
 use super::config::ActQuant;
 use super::weights::{Storage, Tensor};
@@ -27,11 +27,8 @@ impl Forward<'_> {
             return None;
         }
         let per_token = w.ty.is_ternary() && self.config.act_quant == ActQuant::PerToken;
-        // TQ1_0/TQ2_0 take llama.cpp's Q8_K activations: one scale per 256 elements.
-        let group = match w.ty {
-            WeightType::TQ1_0 | WeightType::TQ2_0 => 256,
-            _ => block,
-        };
+        // The types llama.cpp pairs with Q8_K activations share one scale per 256 elements.
+        let group = w.ty.act_group();
         Some(ActFormat {
             block,
             group,

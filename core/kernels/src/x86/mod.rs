@@ -205,10 +205,12 @@ unsafe fn fma_block(acc: __m128, s: __m128, d: f32, isum: __m128i) -> __m128 {
 mod attention;
 mod blocks;
 mod float;
+mod kquant;
 mod ternary;
 use attention::*;
 use blocks::*;
 use float::*;
+use kquant::*;
 use ternary::*;
 
 // AVX-512 VNNI kernels, compiled only when the build script found a compiler with these
@@ -253,6 +255,15 @@ wrap_q8! {
     avx2_q8_0 => q8_0_avx2;
     avx2_q4_0 => q4_avx2::<false>;
     avx2_q4_1 => q4_avx2::<true>;
+    avx2_q5_0 => q5_avx2::<false>;
+    avx2_q5_1 => q5_avx2::<true>;
+    avx2_iq4_nl => iq4_nl_avx2;
+    avx2_q2_k => q2_k_avx2;
+    avx2_q3_k => q3_k_avx2;
+    avx2_q4_k => q4_k_avx2;
+    avx2_q5_k => q5_k_avx2;
+    avx2_q6_k => q6_k_avx2;
+    avx2_iq4_xs => iq4_xs_avx2;
 }
 
 #[cfg(trillim_avx512)]
@@ -272,6 +283,15 @@ crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_tq1_0, avx2_tq1_0);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q8_0, avx2_q8_0);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q4_0, avx2_q4_0);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q4_1, avx2_q4_1);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_0, avx2_q5_0);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_1, avx2_q5_1);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_iq4_nl, avx2_iq4_nl);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q2_k, avx2_q2_k);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q3_k, avx2_q3_k);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q4_k, avx2_q4_k);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_k, avx2_q5_k);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q6_k, avx2_q6_k);
+crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_iq4_xs, avx2_iq4_xs);
 
 wrap_f32! {
     avx2_f32 => matvec_float_avx2::<0>;

@@ -1,0 +1,423 @@
+//! AVX2 kernels of the 256-weight super-block formats (Q2_K … Q6_K, IQ4_XS) over Q8_K
+//! activations. Each super-block's integer sums are exact and its float step is the scalar
+//! reference's, so results are bit-identical to it.
+//!
+//! Activation codes must lie in −127..=127 (as [`crate::act::quantize_groups`] produces them):
+//! IQ4_XS multiplies through `vpsignb`, which cannot negate −128.
+
+use core::arch::x86_64::*;
+
+use super::*;
+use crate::formats::{
+    IQ4_XS_BLOCK_BYTES, Q2_K_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES,
+    Q6_K_BLOCK_BYTES,
+};
+
+/// The 256 activation codes of super-block `b` as eight 32-byte vectors.
+#[inline(always)]
+unsafe fn act256(a: &ActQ8<'_>, b: usize) -> [__m256i; 8] {
+    // SAFETY: the caller checked that `a.qs` holds super-block `b`.
+    unsafe {
+        let q = a.qs.as_ptr().add(256 * b) as *const u8;
+        [
+            load256(q),
+            load256(q.add(32)),
+            load256(q.add(64)),
+            load256(q.add(96)),
+            load256(q.add(128)),
+            load256(q.add(160)),
+            load256(q.add(192)),
+            load256(q.add(224)),
+        ]
+    }
+}
+
+/// A vector of 16-bit lanes holding `lo` in its first eight and `hi` in its last eight: the
+/// scales of two 16-weight sub-blocks for the products of one 32-weight vector.
+#[inline(always)]
+unsafe fn scale_pair(lo: i16, hi: i16) -> __m256i {
+    // SAFETY: AVX is implied by every caller's AVX2 contract.
+    unsafe { _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)) }
+}
+
+/// `acc + (d · da) · sumi`, lane-wise: the float step of the formats without minima.
+#[inline(always)]
+unsafe fn step(acc: __m128, d: __m128, da: f32, sumi: __m128i) -> __m128 {
+    // SAFETY: SSE2 is part of the x86-64 baseline.
+    unsafe { fma_block(acc, d, da, sumi) }
+}
+
+/// `acc + ((d · da) · sumi − (dmin · da) · summ)`, lane-wise (see [`crate::q4_k`]).
+#[inline(always)]
+unsafe fn step_min(
+    acc: __m128,
+    d: __m128,
+    dmin: __m128,
+    da: f32,
+    sumi: __m128i,
+    summ: [i32; 4],
+) -> __m128 {
+    // SAFETY: SSE2 is part of the x86-64 baseline.
+    unsafe {
+        let da = _mm_set1_ps(da);
+        let summ = _mm_setr_epi32(summ[0], summ[1], summ[2], summ[3]);
+        let t = _mm_sub_ps(
+            _mm_mul_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(sumi)),
+            _mm_mul_ps(_mm_mul_ps(dmin, da), _mm_cvtepi32_ps(summ)),
+        );
+        _mm_add_ps(acc, t)
+    }
+}
+
+/// Runs `$body` for every group of four rows and super-block, with `$p` the row pointers,
+/// `$off` the block's byte offset, `$b` its index and `$acc` the rows' accumulators.
+macro_rules! super_blocks {
+    ($w:ident, $row_bytes:ident, $a:ident, $out:ident, $bb:expr,
+     |$p:ident, $off:ident, $b:ident, $acc:ident| $body:block) => {{
+        let rows = $out.len();
+        if rows == 0 {
+            return;
+        }
+        let nb = $row_bytes / $bb;
+        check_q8($w, $row_bytes, rows, nb, 8, $a, 32);
+        let mut r = 0;
+        while r < rows {
+            // SAFETY: r < rows; every read stays within the checked slices.
+            unsafe {
+                let $p = row_ptrs($w, $row_bytes, rows, r);
+                let mut $acc = _mm_setzero_ps();
+                for $b in 0..nb {
+                    let $off = $b * $bb;
+                    prefetch_ahead($w, $row_bytes, r, $b, $bb);
+                    $body
+                }
+                store_rows($out, r, core::mem::transmute::<__m128, [f32; 4]>($acc));
+            }
+            r += 4;
+        }
+    }};
+}
+
+/// `Σ m_j · sums_j` over a super-block's eight 32-blocks, for each row's minima.
+#[inline(always)]
+fn mins_dot4(m: &[[u8; 8]; 4], sums: &[i32]) -> [i32; 4] {
+    let d = crate::q4_k::mins_dot;
+    [
+        d(&m[0], sums),
+        d(&m[1], sums),
+        d(&m[2], sums),
+        d(&m[3], sums),
+    ]
+}
+
+/// Reads the 12 packed scale bytes at `p + 4`.
+#[inline(always)]
+unsafe fn scales12(p: *const u8) -> [u8; 12] {
+    // SAFETY: the caller guarantees 16 readable bytes at `p`.
+    unsafe { (p.add(4) as *const [u8; 12]).read_unaligned() }
+}
+
+/// AVX2 Q4_K × Q8_K.
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn q4_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    let m4 = _mm256_set1_epi8(0xf);
+    super_blocks!(w, row_bytes, a, out, Q4_K_BLOCK_BYTES, |p, off, b, acc| {
+        let q = act256(a, b);
+        let mut s = [_mm256_setzero_si256(); 4];
+        let mut mins = [[0u8; 8]; 4];
+        for rr in 0..4 {
+            let blk = p[rr].add(off);
+            let (sc, m) = crate::q4_k::unpack_scales(&scales12(blk));
+            mins[rr] = m;
+            let mut t = _mm256_setzero_si256();
+            for c in 0..4 {
+                let x = load256(blk.add(16 + 32 * c));
+                let lo = _mm256_maddubs_epi16(_mm256_and_si256(x, m4), q[2 * c]);
+                let hi = _mm256_maddubs_epi16(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4),
+                    q[2 * c + 1],
+                );
+                t = _mm256_add_epi32(
+                    t,
+                    _mm256_madd_epi16(lo, _mm256_set1_epi16(sc[2 * c] as i16)),
+                );
+                t = _mm256_add_epi32(
+                    t,
+                    _mm256_madd_epi16(hi, _mm256_set1_epi16(sc[2 * c + 1] as i16)),
+                );
+            }
+            s[rr] = t;
+        }
+        let sumi = hsum4(s[0], s[1], s[2], s[3]);
+        let summ = mins_dot4(&mins, a.sums.get_unchecked(8 * b..8 * b + 8));
+        let da = *a.d.get_unchecked(8 * b);
+        acc = step_min(acc, f16x4(p, off), f16x4(p, off + 2), da, sumi, summ);
+    });
+}
+
+/// AVX2 Q5_K × Q8_K.
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn q5_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    let m4 = _mm256_set1_epi8(0xf);
+    let m16 = _mm256_set1_epi8(0x10);
+    super_blocks!(w, row_bytes, a, out, Q5_K_BLOCK_BYTES, |p, off, b, acc| {
+        let q = act256(a, b);
+        let mut s = [_mm256_setzero_si256(); 4];
+        let mut mins = [[0u8; 8]; 4];
+        for rr in 0..4 {
+            let blk = p[rr].add(off);
+            let (sc, m) = crate::q4_k::unpack_scales(&scales12(blk));
+            mins[rr] = m;
+            // Bits 2c and 2c + 1 of each high-bit byte belong to chunk c; shift them down.
+            let mut hb = load256(blk.add(16));
+            let mut t = _mm256_setzero_si256();
+            for c in 0..4 {
+                let x = load256(blk.add(48 + 32 * c));
+                let lo = _mm256_or_si256(
+                    _mm256_and_si256(x, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(hb), m16),
+                );
+                let hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<3>(hb), m16),
+                );
+                hb = _mm256_srli_epi16::<2>(hb);
+                let lo = _mm256_maddubs_epi16(lo, q[2 * c]);
+                let hi = _mm256_maddubs_epi16(hi, q[2 * c + 1]);
+                t = _mm256_add_epi32(
+                    t,
+                    _mm256_madd_epi16(lo, _mm256_set1_epi16(sc[2 * c] as i16)),
+                );
+                t = _mm256_add_epi32(
+                    t,
+                    _mm256_madd_epi16(hi, _mm256_set1_epi16(sc[2 * c + 1] as i16)),
+                );
+            }
+            s[rr] = t;
+        }
+        let sumi = hsum4(s[0], s[1], s[2], s[3]);
+        let summ = mins_dot4(&mins, a.sums.get_unchecked(8 * b..8 * b + 8));
+        let da = *a.d.get_unchecked(8 * b);
+        acc = step_min(acc, f16x4(p, off), f16x4(p, off + 2), da, sumi, summ);
+    });
+}
+
+/// AVX2 Q6_K × Q8_K: codes 0..64 through `vpmaddubsw`, minus 32 × the activation pair sums.
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn q6_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    let m4 = _mm256_set1_epi8(0xf);
+    let m3 = _mm256_set1_epi8(0x30);
+    let k32 = _mm256_set1_epi8(32);
+    super_blocks!(w, row_bytes, a, out, Q6_K_BLOCK_BYTES, |p, off, b, acc| {
+        let q = act256(a, b);
+        let mut q32 = [_mm256_setzero_si256(); 8];
+        for i in 0..8 {
+            q32[i] = _mm256_maddubs_epi16(k32, q[i]);
+        }
+        let mut s = [_mm256_setzero_si256(); 4];
+        for rr in 0..4 {
+            let blk = p[rr].add(off);
+            let sc = (blk.add(192) as *const [i8; 16]).read_unaligned();
+            let mut t = _mm256_setzero_si256();
+            for n in 0..2 {
+                let ql0 = load256(blk.add(64 * n));
+                let ql1 = load256(blk.add(64 * n + 32));
+                let qh = load256(blk.add(128 + 32 * n));
+                let codes = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m3),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m3),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                        _mm256_and_si256(qh, m3),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
+                    ),
+                ];
+                for (k, &c) in codes.iter().enumerate() {
+                    let i = 4 * n + k;
+                    let prod = _mm256_sub_epi16(_mm256_maddubs_epi16(c, q[i]), q32[i]);
+                    let scl = scale_pair(sc[8 * n + 2 * k] as i16, sc[8 * n + 2 * k + 1] as i16);
+                    t = _mm256_add_epi32(t, _mm256_madd_epi16(prod, scl));
+                }
+            }
+            s[rr] = t;
+        }
+        let sumi = hsum4(s[0], s[1], s[2], s[3]);
+        acc = step(acc, f16x4(p, off + 208), *a.d.get_unchecked(8 * b), sumi);
+    });
+}
+
+/// AVX2 Q3_K × Q8_K: 2-bit codes through `vpmaddubsw`, minus 4 × the activations whose high
+/// bit is clear.
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn q3_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    let m3 = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    super_blocks!(w, row_bytes, a, out, Q3_K_BLOCK_BYTES, |p, off, b, acc| {
+        let q = act256(a, b);
+        let mut s = [_mm256_setzero_si256(); 4];
+        for rr in 0..4 {
+            let blk = p[rr].add(off);
+            let sc = crate::q3_k::unpack_scales(&(blk.add(96) as *const [u8; 12]).read_unaligned());
+            let mut hm = load256(blk);
+            let mut t = _mm256_setzero_si256();
+            for n in 0..2 {
+                let mut qs = load256(blk.add(32 + 32 * n));
+                for k in 0..4 {
+                    let i = 4 * n + k;
+                    let c = _mm256_and_si256(qs, m3);
+                    // 4 where the high bit is clear, 0 where it is set.
+                    let clear = _mm256_slli_epi16::<2>(_mm256_andnot_si256(hm, one));
+                    let prod = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(c, q[i]),
+                        _mm256_maddubs_epi16(clear, q[i]),
+                    );
+                    let scl = scale_pair(sc[8 * n + 2 * k] as i16, sc[8 * n + 2 * k + 1] as i16);
+                    t = _mm256_add_epi32(t, _mm256_madd_epi16(prod, scl));
+                    qs = _mm256_srli_epi16::<2>(qs);
+                    hm = _mm256_srli_epi16::<1>(hm);
+                }
+            }
+            s[rr] = t;
+        }
+        let sumi = hsum4(s[0], s[1], s[2], s[3]);
+        acc = step(acc, f16x4(p, off + 108), *a.d.get_unchecked(8 * b), sumi);
+    });
+}
+
+/// Sums of each 16 activations of super-block `b`.
+#[inline(always)]
+fn act_sums16(a: &ActQ8<'_>, b: usize) -> [i32; 16] {
+    let mut s = [0i32; 16];
+    for (j, s) in s.iter_mut().enumerate() {
+        for &v in &a.qs[256 * b + 16 * j..256 * b + 16 * j + 16] {
+            *s += v as i32;
+        }
+    }
+    s
+}
+
+/// AVX2 Q2_K × Q8_K.
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn q2_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    let m3 = _mm256_set1_epi8(3);
+    super_blocks!(w, row_bytes, a, out, Q2_K_BLOCK_BYTES, |p, off, b, acc| {
+        let q = act256(a, b);
+        let s16 = act_sums16(a, b);
+        let mut s = [_mm256_setzero_si256(); 4];
+        let mut summ = [0i32; 4];
+        for rr in 0..4 {
+            let blk = p[rr].add(off);
+            let sm = (blk as *const [u8; 16]).read_unaligned();
+            for j in 0..16 {
+                summ[rr] += (sm[j] >> 4) as i32 * s16[j];
+            }
+            let mut t = _mm256_setzero_si256();
+            for n in 0..2 {
+                let mut qs = load256(blk.add(16 + 32 * n));
+                for k in 0..4 {
+                    let i = 4 * n + k;
+                    let prod = _mm256_maddubs_epi16(_mm256_and_si256(qs, m3), q[i]);
+                    let (s0, s1) = (sm[8 * n + 2 * k] & 0xf, sm[8 * n + 2 * k + 1] & 0xf);
+                    t = _mm256_add_epi32(
+                        t,
+                        _mm256_madd_epi16(prod, scale_pair(s0 as i16, s1 as i16)),
+                    );
+                    qs = _mm256_srli_epi16::<2>(qs);
+                }
+            }
+            s[rr] = t;
+        }
+        let sumi = hsum4(s[0], s[1], s[2], s[3]);
+        let da = *a.d.get_unchecked(8 * b);
+        acc = step_min(acc, f16x4(p, off + 80), f16x4(p, off + 82), da, sumi, summ);
+    });
+}
+
+/// The IQ4 levels in both 128-bit lanes, for `vpshufb` lookups.
+#[inline(always)]
+pub(super) unsafe fn iq4_table() -> __m256i {
+    // SAFETY: `LEVELS` is 16 bytes; AVX is implied by the callers' AVX2 contract.
+    unsafe {
+        let t = _mm_loadu_si128(crate::iq4::LEVELS.as_ptr() as *const __m128i);
+        _mm256_set_m128i(t, t)
+    }
+}
+
+/// The 32 signed levels of one 16-byte group of IQ4 indices at `p`, in weight order.
+#[inline(always)]
+pub(super) unsafe fn iq4_levels(p: *const u8, table: __m256i) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes at `p`; AVX2 per the callers' contract.
+    unsafe {
+        let x = load128(p);
+        let x = _mm256_set_m128i(_mm_srli_epi16::<4>(x), x);
+        _mm256_shuffle_epi8(table, _mm256_and_si256(x, _mm256_set1_epi8(0xf)))
+    }
+}
+
+/// Pairwise `Σ w · q` of signed weights and activations (16-bit lanes; `q` must not be −128).
+#[inline(always)]
+pub(super) unsafe fn signed_pairs(w: __m256i, q: __m256i) -> __m256i {
+    // SAFETY: AVX2 per the callers' contract.
+    unsafe { _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w)) }
+}
+
+/// AVX2 IQ4_XS × Q8_K.
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn iq4_xs_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
+    // SAFETY: AVX2 per this function's contract.
+    let table = unsafe { iq4_table() };
+    super_blocks!(
+        w,
+        row_bytes,
+        a,
+        out,
+        IQ4_XS_BLOCK_BYTES,
+        |p, off, b, acc| {
+            let q = act256(a, b);
+            let mut s = [_mm256_setzero_si256(); 4];
+            for rr in 0..4 {
+                let blk = p[rr].add(off);
+                let bytes = (blk as *const [u8; 8]).read_unaligned();
+                let mut t = _mm256_setzero_si256();
+                for (j, &qj) in q.iter().enumerate() {
+                    let lv = iq4_levels(blk.add(8 + 16 * j), table);
+                    let ls = crate::iq4::xs_scale(&bytes, j) as i16;
+                    t = _mm256_add_epi32(
+                        t,
+                        _mm256_madd_epi16(signed_pairs(lv, qj), _mm256_set1_epi16(ls)),
+                    );
+                }
+                s[rr] = t;
+            }
+            let sumi = hsum4(s[0], s[1], s[2], s[3]);
+            acc = step(acc, f16x4(p, off), *a.d.get_unchecked(8 * b), sumi);
+        }
+    );
+}
