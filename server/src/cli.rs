@@ -52,6 +52,8 @@ pub struct ServeArgs {
     /// Re-encode the output matrix at load: q8_0 or q4_0 (less memory traffic per token).
     #[arg(long, value_parser = parse_unembed_quant)]
     pub unembed_quant: Option<UnembedQuant>,
+    #[command(flatten)]
+    pub harness: crate::harness::cli::HarnessArgs,
     /// Web origins allowed to call the API besides loopback pages (comma-separated
     /// `scheme://host[:port]`, `null`, or `*` for any).
     #[arg(long, value_delimiter = ',', env = "TRILLIM_CORS_ORIGINS")]
@@ -156,6 +158,8 @@ pub struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
+    #[command(flatten)]
+    pub harness: crate::harness::cli::HarnessArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -294,6 +298,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store,
         metrics,
     ));
+    *state.harness.write().unwrap_or_else(|e| e.into_inner()) = args.harness.harness();
     tracing::info!(model = %resolved.id, "listening on http://{local}");
     eprintln!(
         "trillim {} serving {} on http://{local}",
@@ -430,7 +435,13 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let prepared = load(&m, shape, LoadOptions::default())?;
     let shared = prepared.shared.clone();
     let sampler = args.sampling.sampler(&shared.defaults)?;
-    let engine = Engine::start(prepared, 1, Arc::new(Metrics::default()));
+    let engine = Arc::new(Engine::start(prepared, 1, Arc::new(Metrics::default())));
+    let harness = args.harness.harness();
+    // The search loop's network work runs on this runtime's blocking threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     let mut history: Vec<Message> = Vec::new();
     let reset = |h: &mut Vec<Message>| {
         h.clear();
@@ -495,6 +506,20 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             seed: state::random_u64(),
             ..sampler
         };
+        if let crate::harness::Harness::Search(provider) = harness {
+            let added = crate::harness::cli::chat_exchange(
+                &rt,
+                &engine,
+                provider,
+                &history,
+                prompt,
+                s,
+                args.sampling.max_tokens,
+            )?;
+            println!();
+            history.extend(added);
+            continue;
+        }
         let reply = run_blocking(&engine, prompt, s, args.sampling.max_tokens)?.text;
         println!();
         history.push(Message {

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod cpu;
 mod engines;
+mod harness;
 mod http;
 mod hub;
 mod metrics;
@@ -48,6 +49,8 @@ enum Command {
     Doctor(cli::DoctorArgs),
     /// Measure prefill and decode speed, time to first token, memory and bandwidth.
     Bench(bench::BenchArgs),
+    /// Run a web search and print the message the search harness would give the model.
+    Search(harness::cli::SearchArgs),
 }
 
 fn main() {
@@ -69,6 +72,7 @@ fn main() {
         Command::Models(a) => store::cli::models(a),
         Command::Doctor(a) => cli::doctor(a),
         Command::Bench(a) => bench::run(a),
+        Command::Search(a) => harness::cli::search_command(a),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

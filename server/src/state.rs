@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::engines::llm::Engine;
+use crate::harness::Harness;
 use crate::http::limits::{Guards, Limits};
 use crate::metrics::Metrics;
 use crate::registry::Slot;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub guards: Guards,
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// The harness chat requests go through (set by `--harness` and model loads).
+    pub harness: RwLock<Harness>,
 }
 
 impl AppState {
@@ -79,7 +82,13 @@ impl AppState {
             settings,
             store,
             metrics,
+            harness: RwLock::new(Harness::Default),
         }
+    }
+
+    /// The harness in use.
+    pub(crate) fn harness(&self) -> Harness {
+        *self.harness.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 

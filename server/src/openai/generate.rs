@@ -12,6 +12,7 @@ use trillim_core::generate::prompt_fits;
 use super::output::{Kind, Output};
 use super::{request, ApiError};
 use crate::engines::llm::{Event, Job, SubmitError};
+use crate::harness::{self, run::SearchRequest, Harness};
 use crate::http::body::Body;
 use crate::http::router::json_response;
 use crate::state::{new_id, random_u64, AppState};
@@ -107,7 +108,6 @@ pub(crate) async fn generate(
             ),
         ));
     }
-    drop(engine);
     let prefix = if kind == Kind::Chat {
         "chatcmpl-"
     } else {
@@ -119,6 +119,43 @@ pub(crate) async fn generate(
         .clone()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| shared.name.clone());
+    if let (Parsed::Chat(c), Harness::Search(provider)) = (&parsed, state.harness()) {
+        let markers = search_markers(&m)?;
+        if opts.n > 1 {
+            return Err(ApiError::invalid_param(
+                "n",
+                "the search harness answers with one choice; send n = 1",
+            ));
+        }
+        let Some((prompt, _)) = prompts.into_iter().next() else {
+            return Err(ApiError::invalid_param(param, "no prompt given"));
+        };
+        let out = Output::new(
+            kind,
+            id,
+            model,
+            shared.clone(),
+            prompt.len(),
+            logprobs,
+            opts.include_usage,
+            None,
+        );
+        let req = SearchRequest {
+            messages: c.messages.clone(),
+            prompt,
+            sampler: opts.sampler(&shared.defaults, random_u64()),
+            max_tokens: opts.max_tokens,
+            stop: opts.stop.clone(),
+            logprobs,
+            ignore_eos: opts.ignore_eos,
+            request_id: rid.to_string(),
+            provider,
+            markers,
+            max_queue: state.settings.max_queue,
+        };
+        return harness::run::respond(engine, req, out, opts.stream).await;
+    }
+    drop(engine);
     // Every (prompt, choice) pair is a sequence of its own; they run side by side, as many at
     // a time as the engine has slots, and are merged in order.
     let n = opts.n;
@@ -229,7 +266,8 @@ async fn start_job(
     Ok((out, rx))
 }
 
-fn stream_response(
+/// The streamed response fed by `rx`, starting with the first frames of `out`.
+pub(crate) fn stream_response(
     mut out: Output,
     rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
 ) -> Response<Body> {
@@ -242,6 +280,19 @@ fn stream_response(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
+}
+
+/// The opt-in for the search harness's progress markers in streamed content
+/// (`"search_markers": true`).
+fn search_markers(m: &serde_json::Map<String, Value>) -> Result<bool, ApiError> {
+    match m.get("search_markers") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid_param(
+            "search_markers",
+            "search_markers must be a boolean",
+        )),
+    }
 }
 
 /// Gathers a whole (non-streaming) answer.

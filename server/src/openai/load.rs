@@ -7,6 +7,7 @@ use serde_json::json;
 use trillim_runtime::UnembedQuant;
 
 use super::{request, ApiError};
+use crate::harness::Harness;
 use crate::http::body::Body;
 use crate::http::router::json_response;
 use crate::registry;
@@ -28,31 +29,12 @@ pub(crate) async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<
     if r.adapter_dir.as_deref().is_some_and(|a| !a.is_empty()) {
         return Err(not_yet("adapter_dir", "LoRA adapters"));
     }
-    match r.harness.as_deref().map(|h| h.trim().to_ascii_lowercase()) {
-        None => {}
-        Some(h) if h == "default" => {}
-        Some(h) if h == "search" => {
-            if let Some(p) = &r.search_provider {
-                let p = p.trim().to_ascii_lowercase();
-                if p != "ddgs" && p != "brave" {
-                    return Err(ApiError::invalid_param(
-                        "search_provider",
-                        format!("Unknown search provider '{p}'. Available: brave, ddgs"),
-                    ));
-                }
-            }
-            return Err(ApiError::invalid_param(
-                "harness",
-                "the search harness is not available in this build yet; use harness \"default\"",
-            ));
-        }
-        Some(h) => {
-            return Err(ApiError::invalid_param(
-                "harness",
-                format!("Unknown harness '{h}'. Available: default, search"),
-            ))
-        }
-    }
+    let harness = Harness::choose(
+        r.harness.as_deref(),
+        r.search_provider.as_deref(),
+        state.harness(),
+    )
+    .map_err(|(field, msg)| ApiError::invalid_param(field, msg))?;
     if let Some(v) = &r.lora_quant {
         if !LORA_QUANTS.contains(&v.as_str()) {
             return Err(ApiError::invalid_param(
@@ -72,6 +54,9 @@ pub(crate) async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<
         ),
     };
     let done = registry::swap(state, &r.model_dir, r.threads, unembed_quant).await?;
+    // The new model is in service; its chat requests go through the harness asked for.
+    *state.harness.write().unwrap_or_else(|e| e.into_inner()) = harness;
+    tracing::info!(harness = harness.name(), provider = ?harness.provider(), "harness set");
     Ok(json_response(
         StatusCode::OK,
         &json!({"status": "success", "model": done.name, "recompiled": done.recompiled, "message": ""}),
