@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Regenerates tests/fixtures/voice/goldens.json with the independent oracle: ctranslate2==4.8.5
+# on the same Whisper tiny.en weights, with openai-whisper's mel filterbank (read from its
+# sdist, no dependencies installed) for the features.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+model="$("$root/scripts/fetch-voice-models.sh")"
+python3 -m pip install --quiet --disable-pip-version-check ctranslate2==4.8.5 numpy >&2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+python3 -m pip download --quiet --no-deps --no-binary :all: --disable-pip-version-check \
+  openai-whisper==20250625 -d "$tmp" >&2
+tar xzf "$tmp"/openai_whisper-20250625.tar.gz -C "$tmp"
+python3 "$root/scripts/voice-goldens.py" "$model" \
+  "$tmp/openai_whisper-20250625/whisper/assets/mel_filters.npz" "$root/tests/fixtures/voice"

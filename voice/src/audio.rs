@@ -1,0 +1,150 @@
+//! Decoding uploaded audio (WAV, FLAC, MP3, Ogg/Vorbis, MP4/M4A with AAC) into 16 kHz mono
+//! `f32` samples: the container is probed from its bytes, the first audio track decoded,
+//! channels averaged and the result resampled.
+
+use std::io::Cursor;
+
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+use crate::mel::SAMPLE_RATE;
+use crate::resample::resample;
+
+/// Why an upload is not usable audio.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AudioError {
+    #[error("the audio file is empty")]
+    Empty,
+    #[error(
+        "the file is not audio in a supported format (wav, flac, mp3, ogg/vorbis, m4a/aac): {0}"
+    )]
+    Unsupported(String),
+    #[error("the audio could not be decoded: {0}")]
+    Corrupt(String),
+    #[error("the audio contains no samples (zero seconds)")]
+    NoSamples,
+    #[error("the audio is longer than the {0} s this server accepts")]
+    TooLong(u32),
+    #[error("the audio has an invalid sample rate or channel layout")]
+    BadParameters,
+}
+
+/// Decodes `bytes` to 16 kHz mono, refusing audio longer than `max_seconds`.
+pub fn decode_16k_mono(bytes: &[u8], max_seconds: u32) -> Result<Vec<f32>, AudioError> {
+    if bytes.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    let (mono, rate) = decode_mono(bytes, max_seconds)?;
+    let out = resample(&mono, rate, SAMPLE_RATE as u32);
+    if out.is_empty() {
+        return Err(AudioError::NoSamples);
+    }
+    Ok(out)
+}
+
+/// Decodes `bytes` to mono samples at the file's own rate.
+pub fn decode_mono(bytes: &[u8], max_seconds: u32) -> Result<(Vec<f32>, u32), AudioError> {
+    let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+    let probed = symphonia::default::get_probe()
+        .format(
+            &Hint::new(),
+            mss,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
+        .map_err(|e| AudioError::Unsupported(e.to_string()))?;
+    let mut format = probed.format;
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or_else(|| AudioError::Unsupported("no audio track".into()))?;
+    let track_id = track.id;
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&track.codec_params, &DecoderOptions::default())
+        .map_err(|e| AudioError::Unsupported(e.to_string()))?;
+    let mut rate = track.codec_params.sample_rate.unwrap_or(0);
+    let mut mono: Vec<f32> = Vec::new();
+    let mut buf: Option<SampleBuffer<f32>> = None;
+    let mut errors = 0usize;
+    let mut last_error = String::new();
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(SymError::ResetRequired) => break,
+            Err(e) => {
+                if mono.is_empty() {
+                    return Err(AudioError::Corrupt(e.to_string()));
+                }
+                break;
+            }
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(d) => d,
+            Err(SymError::DecodeError(e)) => {
+                // A damaged packet is skipped, as players do; too many mean a broken file.
+                errors += 1;
+                last_error = e.to_string();
+                if errors > 64 && mono.is_empty() {
+                    return Err(AudioError::Corrupt(last_error));
+                }
+                continue;
+            }
+            Err(SymError::IoError(_)) => break,
+            Err(e) => return Err(AudioError::Corrupt(e.to_string())),
+        };
+        let spec = *decoded.spec();
+        let channels = spec.channels.count();
+        if spec.rate == 0 || channels == 0 {
+            return Err(AudioError::BadParameters);
+        }
+        if rate == 0 {
+            rate = spec.rate;
+        }
+        if spec.rate != rate {
+            return Err(AudioError::Corrupt(
+                "the sample rate changes mid-stream".into(),
+            ));
+        }
+        let frames = decoded.frames();
+        let need = decoded.capacity() * channels;
+        if buf.as_ref().is_none_or(|b| b.capacity() < need) {
+            buf = Some(SampleBuffer::new(decoded.capacity() as u64, spec));
+        }
+        let Some(b) = buf.as_mut() else { continue };
+        b.copy_interleaved_ref(decoded);
+        let samples = &b.samples()[..frames * channels];
+        if (mono.len() + frames) as u64 > max_seconds as u64 * rate as u64 {
+            return Err(AudioError::TooLong(max_seconds));
+        }
+        mono.extend(
+            samples
+                .chunks_exact(channels)
+                .map(|f| f.iter().sum::<f32>() / channels as f32),
+        );
+    }
+    if mono.is_empty() {
+        if errors > 0 {
+            return Err(AudioError::Corrupt(last_error));
+        }
+        return Err(AudioError::NoSamples);
+    }
+    if rate == 0 || rate > 768_000 {
+        return Err(AudioError::BadParameters);
+    }
+    for s in &mut mono {
+        if !s.is_finite() {
+            *s = 0.0;
+        }
+    }
+    Ok((mono, rate))
+}

@@ -1,0 +1,477 @@
+//! Whisper speech-to-text: the network ([`model`]), its vocabulary ([`vocab`]) and
+//! transcription — 30-second windows of log-mel frames, greedy decoding with Whisper's
+//! special tokens and timestamp rules (the same rules CTranslate2 applies), segments with
+//! start and end times, and seeking by the last timestamp across long audio.
+
+pub mod linalg;
+pub mod model;
+pub mod vocab;
+
+use std::path::Path;
+
+use trillim_core::Parallel;
+
+use crate::ct2::Ct2Model;
+use crate::mel::{self, WINDOW_FRAMES, WINDOW_SAMPLES};
+pub use model::{Dims, KvCache, LoadError, Whisper};
+pub use vocab::{Specials, Vocab, VocabError};
+
+/// Seconds per timestamp token and per encoder frame pair.
+const TIME_PRECISION: f64 = 0.02;
+/// The largest first timestamp a window may start with (1 s, as CTranslate2's default).
+const MAX_INITIAL_TIMESTAMP_INDEX: u32 = 50;
+
+/// Why a model directory could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelDirError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Model { path: String, source: LoadError },
+    #[error("{path}: {source}")]
+    Vocab { path: String, source: VocabError },
+    #[error("{path}: not valid JSON or not a CTranslate2 Whisper config: {msg}")]
+    Config { path: String, msg: String },
+}
+
+/// The decoding settings `config.json` carries.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeConfig {
+    /// Tokens never sampled.
+    pub suppress_ids: Vec<u32>,
+    /// Tokens not sampled as a window's first.
+    pub suppress_ids_begin: Vec<u32>,
+}
+
+/// A model ready to transcribe: network, vocabulary and decoding settings.
+#[derive(Debug)]
+pub struct SpeechModel {
+    pub net: Whisper,
+    pub vocab: Vocab,
+    pub config: DecodeConfig,
+}
+
+fn read_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
+    v.get(key)
+        .and_then(|a| a.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl SpeechModel {
+    /// Loads a CTranslate2 Whisper directory: `model.bin`, `vocabulary.txt` (or
+    /// `vocabulary.json`) and `config.json`.
+    pub fn load_dir(dir: &Path) -> Result<SpeechModel, ModelDirError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| ModelDirError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let shown = |name: &str| dir.join(name).display().to_string();
+        let bin = read("model.bin")?;
+        let table = Ct2Model::parse(&bin).map_err(|e| ModelDirError::Model {
+            path: shown("model.bin"),
+            source: e.into(),
+        })?;
+        let net = Whisper::from_ct2(&table, &bin).map_err(|source| ModelDirError::Model {
+            path: shown("model.bin"),
+            source,
+        })?;
+        drop(bin);
+        let text = String::from_utf8_lossy(&read("vocabulary.txt")?).into_owned();
+        let vocab = Vocab::from_lines(&text).map_err(|source| ModelDirError::Vocab {
+            path: shown("vocabulary.txt"),
+            source,
+        })?;
+        if vocab.len() != net.dims.n_vocab {
+            return Err(ModelDirError::Vocab {
+                path: shown("vocabulary.txt"),
+                source: VocabError::Size {
+                    got: vocab.len(),
+                    want: net.dims.n_vocab,
+                },
+            });
+        }
+        let config = match read("config.json") {
+            Ok(bytes) => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| ModelDirError::Config {
+                        path: shown("config.json"),
+                        msg: e.to_string(),
+                    })?;
+                DecodeConfig {
+                    suppress_ids: read_ids(&v, "suppress_ids"),
+                    suppress_ids_begin: read_ids(&v, "suppress_ids_begin"),
+                }
+            }
+            Err(_) => DecodeConfig::default(),
+        };
+        Ok(SpeechModel { net, vocab, config })
+    }
+}
+
+/// How to transcribe.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Language code for multilingual models (`None` detects it); ignored by English-only ones.
+    pub language: Option<String>,
+    /// Text ids (already tokenized) that condition the first window, like a previous transcript.
+    pub prompt: Vec<u32>,
+    /// Predict timestamps (segments with times); without them a window is one segment.
+    pub timestamps: bool,
+    /// 0 decodes greedily; above that tokens are sampled at this temperature (seeded).
+    pub temperature: f32,
+    /// Seed for sampling.
+    pub seed: u64,
+}
+
+/// A piece of the transcript with its time span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub tokens: Vec<u32>,
+}
+
+/// A whole transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    pub text: String,
+    pub language: String,
+    /// Seconds of audio.
+    pub duration: f64,
+    pub segments: Vec<Segment>,
+}
+
+/// The tokens one window decoded to (without the prompt, without end of text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowTokens {
+    pub tokens: Vec<u32>,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next_f32(&mut self) -> f32 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+impl SpeechModel {
+    /// The language of a window: the most likely language token after `<|startoftranscript|>`.
+    pub fn detect_language(&self, par: &dyn Parallel, cross: &[Vec<f32>]) -> String {
+        if !self.vocab.is_multilingual() {
+            return "en".into();
+        }
+        let mut cache = self.net.new_cache();
+        let logits = self
+            .net
+            .decode(par, &[self.vocab.specials.sot], &mut cache, cross);
+        self.vocab
+            .languages
+            .iter()
+            .max_by(|a, b| logits[a.1 as usize].total_cmp(&logits[b.1 as usize]))
+            .map_or_else(|| "en".into(), |(c, _)| c.clone())
+    }
+
+    /// The start-of-transcript sequence for a window.
+    pub fn sot_sequence(&self, language: &str, timestamps: bool) -> Vec<u32> {
+        let s = self.vocab.specials;
+        let mut seq = vec![s.sot];
+        if self.vocab.is_multilingual() {
+            if let Some(l) = self.vocab.language(language) {
+                seq.push(l);
+            }
+            if let Some(t) = s.transcribe {
+                seq.push(t);
+            }
+        }
+        if !timestamps {
+            seq.push(s.no_timestamps);
+        }
+        seq
+    }
+
+    /// Decodes one window: the prompt (`<|startofprev|>` and `previous`, if any, then
+    /// `sot_seq`) through the decoder, then one token at a time until end of text or the
+    /// length limit.
+    pub fn decode_window(
+        &self,
+        par: &dyn Parallel,
+        cross: &[Vec<f32>],
+        previous: &[u32],
+        sot_seq: &[u32],
+        temperature: f32,
+        rng_seed: u64,
+    ) -> WindowTokens {
+        let s = self.vocab.specials;
+        let ctx = self.net.dims.n_text_ctx;
+        let mut prompt = Vec::new();
+        if let (Some(prev), false) = (s.sot_prev, previous.is_empty()) {
+            prompt.push(prev);
+            let keep = previous.len().min(ctx / 2 - 1);
+            prompt.extend_from_slice(&previous[previous.len() - keep..]);
+        }
+        prompt.extend_from_slice(sot_seq);
+        let timestamps = !sot_seq.contains(&s.no_timestamps);
+        let max_new = (ctx / 2).min(ctx - prompt.len());
+        let mut cache = self.net.new_cache();
+        let mut logits = self.net.decode(par, &prompt, &mut cache, cross);
+        let mut out = Vec::new();
+        let mut rng = Rng(rng_seed);
+        for step in 0..max_new {
+            for &id in &self.config.suppress_ids {
+                disable(&mut logits, id);
+            }
+            if step == 0 {
+                for &id in &self.config.suppress_ids_begin {
+                    disable(&mut logits, id);
+                }
+            }
+            if timestamps {
+                self.timestamp_rules(&mut logits, &out);
+            }
+            let next = if temperature > 0.0 {
+                sample(&logits, temperature, &mut rng)
+            } else {
+                argmax(&logits)
+            };
+            if next == s.eot {
+                break;
+            }
+            out.push(next);
+            if step + 1 == max_new || cache.len >= ctx {
+                break;
+            }
+            logits = self.net.decode(par, &[next], &mut cache, cross);
+        }
+        WindowTokens { tokens: out }
+    }
+
+    /// Whisper's timestamp rules over the tokens sampled so far in this window.
+    fn timestamp_rules(&self, logits: &mut [f32], sampled: &[u32]) {
+        let s = self.vocab.specials;
+        let (tb, eot) = (s.timestamp_begin as usize, s.eot as usize);
+        disable(logits, s.no_timestamps);
+        let mut check = false;
+        match sampled {
+            [] => {
+                logits[..tb].fill(f32::NEG_INFINITY);
+                let max_initial = tb + MAX_INITIAL_TIMESTAMP_INDEX as usize;
+                if max_initial + 1 < logits.len() {
+                    logits[max_initial + 1..].fill(f32::NEG_INFINITY);
+                }
+            }
+            [.., last] if *last as usize >= tb => {
+                let penultimate = if sampled.len() >= 2 {
+                    sampled[sampled.len() - 2]
+                } else {
+                    *last
+                };
+                if penultimate as usize >= tb {
+                    logits[tb..].fill(f32::NEG_INFINITY);
+                } else {
+                    logits[..eot].fill(f32::NEG_INFINITY);
+                    logits[tb..*last as usize].fill(f32::NEG_INFINITY);
+                    check = true;
+                }
+            }
+            _ => {
+                check = true;
+                if let Some(&t) = sampled.iter().rev().find(|&&t| t as usize >= tb) {
+                    logits[tb..=t as usize].fill(f32::NEG_INFINITY);
+                }
+            }
+        }
+        if check {
+            // If the timestamps together are likelier than any text token, sample a timestamp.
+            let lse = log_sum_exp(logits);
+            let text_max = logits[..tb]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max)
+                - lse;
+            let ts = log_sum_exp(&logits[tb..]) - lse;
+            if ts > text_max {
+                logits[..tb].fill(f32::NEG_INFINITY);
+            }
+        }
+    }
+
+    /// Transcribes 16 kHz mono samples.
+    pub fn transcribe(&self, par: &dyn Parallel, samples: &[f32], opts: &Options) -> Transcript {
+        let n_mels = self.net.dims.n_mels;
+        let mut padded = Vec::with_capacity(samples.len() + WINDOW_SAMPLES);
+        padded.extend_from_slice(samples);
+        padded.resize(samples.len() + WINDOW_SAMPLES, 0.0);
+        let mel = mel::log_mel(&padded, n_mels);
+        let content_frames = samples.len() / mel::HOP;
+        let s = self.vocab.specials;
+        let tb = s.timestamp_begin;
+        let mut seek = 0usize;
+        let mut segments = Vec::new();
+        let mut previous: Vec<u32> = opts.prompt.clone();
+        let mut language = opts
+            .language
+            .clone()
+            .filter(|_| self.vocab.is_multilingual())
+            .unwrap_or_else(|| "en".into());
+        let mut detected = opts.language.is_some() || !self.vocab.is_multilingual();
+        let mut window_index = 0u64;
+        while seek < content_frames {
+            let window = mel.window(seek);
+            let enc = self.net.encode(par, &window);
+            let cross = self.net.cross_kv(par, &enc);
+            if !detected {
+                language = self.detect_language(par, &cross);
+                detected = true;
+            }
+            let sot = self.sot_sequence(&language, opts.timestamps);
+            let tokens = self
+                .decode_window(
+                    par,
+                    &cross,
+                    &previous,
+                    &sot,
+                    opts.temperature,
+                    opts.seed.wrapping_add(window_index),
+                )
+                .tokens;
+            window_index += 1;
+            let size = WINDOW_FRAMES.min(content_frames - seek);
+            let offset = seek as f64 * mel::HOP as f64 / mel::SAMPLE_RATE as f64;
+            let window_secs = size as f64 * mel::HOP as f64 / mel::SAMPLE_RATE as f64;
+            let is_ts = |t: u32| t >= tb;
+            let mut advance = size;
+            let consecutive: Vec<usize> = (1..tokens.len())
+                .filter(|&i| is_ts(tokens[i - 1]) && is_ts(tokens[i]))
+                .collect();
+            let single_ending = tokens.len() >= 2
+                && !is_ts(tokens[tokens.len() - 2])
+                && is_ts(tokens[tokens.len() - 1]);
+            if opts.timestamps && !consecutive.is_empty() {
+                let mut slices = consecutive;
+                if single_ending {
+                    slices.push(tokens.len());
+                }
+                let mut last = 0;
+                for &cut in &slices {
+                    let part = &tokens[last..cut];
+                    if let (Some(&a), Some(&b)) = (part.first(), part.last()) {
+                        self.push_segment(&mut segments, offset, a - tb, b - tb, part);
+                    }
+                    last = cut;
+                }
+                if !single_ending {
+                    let last_ts = tokens[last - 1].saturating_sub(tb) as usize;
+                    // Timestamps count encoder frames pairs: two mel frames each.
+                    if last_ts > 0 {
+                        advance = (last_ts * 2).min(size);
+                    }
+                }
+            } else {
+                let mut end = window_secs;
+                if let Some(&t) = tokens.iter().rev().find(|&&t| is_ts(t)) {
+                    if t != tb {
+                        end = (t - tb) as f64 * TIME_PRECISION;
+                    }
+                }
+                let text_tokens: Vec<u32> = tokens.iter().copied().filter(|&t| !is_ts(t)).collect();
+                let text = self.vocab.decode(&text_tokens);
+                if !text.trim().is_empty() {
+                    segments.push(Segment {
+                        start: offset,
+                        end: offset + end,
+                        text,
+                        tokens: text_tokens,
+                    });
+                }
+            }
+            previous.extend(tokens.iter().copied().filter(|&t| t < s.eot));
+            seek += advance.max(1);
+        }
+        let text = segments.iter().map(|s| s.text.as_str()).collect::<String>();
+        Transcript {
+            text: text.trim().to_string(),
+            language,
+            duration: samples.len() as f64 / mel::SAMPLE_RATE as f64,
+            segments,
+        }
+    }
+
+    fn push_segment(&self, out: &mut Vec<Segment>, offset: f64, a: u32, b: u32, part: &[u32]) {
+        let text_tokens: Vec<u32> = part
+            .iter()
+            .copied()
+            .filter(|&t| t < self.vocab.specials.eot)
+            .collect();
+        let text = self.vocab.decode(&text_tokens);
+        if text.trim().is_empty() {
+            return;
+        }
+        out.push(Segment {
+            start: offset + a as f64 * TIME_PRECISION,
+            end: offset + b as f64 * TIME_PRECISION,
+            text,
+            tokens: text_tokens,
+        });
+    }
+}
+
+fn disable(logits: &mut [f32], id: u32) {
+    if let Some(l) = logits.get_mut(id as usize) {
+        *l = f32::NEG_INFINITY;
+    }
+}
+
+/// The first index of the largest logit.
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn sample(logits: &[f32], temperature: f32, rng: &mut Rng) -> u32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f32> = logits
+        .iter()
+        .map(|&l| ((l - max) / temperature).exp())
+        .collect();
+    let total: f32 = weights.iter().sum();
+    let mut r = rng.next_f32() * total;
+    for (i, w) in weights.iter().enumerate() {
+        r -= w;
+        if r <= 0.0 && *w > 0.0 {
+            return i as u32;
+        }
+    }
+    argmax(logits)
+}
+
+fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    max + x.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+}

@@ -1,0 +1,470 @@
+//! The Whisper network: weights read from a CTranslate2 `WhisperSpec` checkpoint, the encoder
+//! (two convolutions with GELU, sinusoidal positions, pre-LN transformer layers) and the decoder
+//! (token and learned position embeddings, causal self-attention with a KV cache,
+//! cross-attention over the encoder output, output projection tied to the embeddings).
+
+use trillim_core::Parallel;
+
+use super::linalg::{attention, gelu, layer_norm, Linear};
+use crate::ct2::{Ct2Error, Ct2Model};
+
+/// Sizes of a Whisper network, read from its weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub n_mels: usize,
+    pub d_model: usize,
+    pub enc_layers: usize,
+    pub dec_layers: usize,
+    pub enc_heads: usize,
+    pub dec_heads: usize,
+    pub n_audio_ctx: usize,
+    pub n_text_ctx: usize,
+    pub n_vocab: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    attn_norm: Norm,
+    qkv: Linear,
+    attn_out: Linear,
+    ffn_norm: Norm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    self_norm: Norm,
+    self_qkv: Linear,
+    self_out: Linear,
+    cross_norm: Norm,
+    cross_q: Linear,
+    cross_kv: Linear,
+    cross_out: Linear,
+    ffn_norm: Norm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// A loaded Whisper model (f32 weights in memory).
+#[derive(Debug, Clone)]
+pub struct Whisper {
+    pub dims: Dims,
+    conv1: Linear,
+    conv2: Linear,
+    enc_pos: Vec<f32>,
+    enc_layers: Vec<EncoderLayer>,
+    enc_norm: Norm,
+    tok_emb: Vec<f32>,
+    dec_pos: Vec<f32>,
+    dec_layers: Vec<DecoderLayer>,
+    dec_norm: Norm,
+}
+
+struct Reader<'a> {
+    m: &'a Ct2Model,
+    buf: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn f32s(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, Ct2Error> {
+        self.m.f32s(self.buf, name, shape)
+    }
+    fn norm(&self, p: &str, d: usize) -> Result<Norm, Ct2Error> {
+        Ok(Norm {
+            gamma: self.f32s(&format!("{p}/gamma"), &[d])?,
+            beta: self.f32s(&format!("{p}/beta"), &[d])?,
+        })
+    }
+    fn linear(&self, p: &str, n_out: usize, n_in: usize, bias: bool) -> Result<Linear, Ct2Error> {
+        let b = if bias || self.m.contains(&format!("{p}/bias")) {
+            Some(self.f32s(&format!("{p}/bias"), &[n_out])?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            w: self.f32s(&format!("{p}/weight"), &[n_out, n_in])?,
+            b,
+            n_out,
+            n_in,
+        })
+    }
+    fn shape(&self, name: &str) -> Result<&[usize], Ct2Error> {
+        Ok(&self.m.get(name)?.shape)
+    }
+    fn count_layers(&self, p: &str) -> usize {
+        (0..)
+            .take_while(|i| {
+                self.m
+                    .contains(&format!("{p}/layer_{i}/ffn/linear_0/weight"))
+            })
+            .count()
+    }
+}
+
+/// Why a checkpoint is not a Whisper model this crate can run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Format(#[from] Ct2Error),
+    #[error("model.bin is a {0}, not a WhisperSpec")]
+    Spec(String),
+    #[error("the checkpoint's shapes are inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// A 2-D view's shape, or an error naming the variable.
+fn dims2(s: &[usize], name: &str) -> Result<(usize, usize), LoadError> {
+    match s {
+        [a, b] => Ok((*a, *b)),
+        _ => Err(LoadError::Inconsistent(format!("{name} has shape {s:?}"))),
+    }
+}
+
+impl Whisper {
+    /// Reads a CTranslate2 `WhisperSpec` variable table over `buf`.
+    pub fn from_ct2(m: &Ct2Model, buf: &[u8]) -> Result<Whisper, LoadError> {
+        if m.spec != "WhisperSpec" {
+            return Err(LoadError::Spec(m.spec.clone()));
+        }
+        let r = Reader { m, buf };
+        let (n_vocab, d) = dims2(r.shape("decoder/embeddings/weight")?, "embeddings")?;
+        let (n_audio_ctx, d2) = dims2(
+            r.shape("encoder/position_encodings/encodings")?,
+            "encoder positions",
+        )?;
+        let (n_text_ctx, d3) = dims2(
+            r.shape("decoder/position_encodings/encodings")?,
+            "decoder positions",
+        )?;
+        let n_mels = match r.shape("encoder/conv1/weight")? {
+            [o, i, 3] if *o == d => *i,
+            s => return Err(LoadError::Inconsistent(format!("conv1 has shape {s:?}"))),
+        };
+        let heads = |name: &str| -> Result<usize, LoadError> {
+            let h = m.int(buf, name)?;
+            if h <= 0 || d % h as usize != 0 {
+                return Err(LoadError::Inconsistent(format!(
+                    "{name} = {h} does not divide {d}"
+                )));
+            }
+            Ok(h as usize)
+        };
+        let dims = Dims {
+            n_mels,
+            d_model: d,
+            enc_layers: r.count_layers("encoder"),
+            dec_layers: r.count_layers("decoder"),
+            enc_heads: heads("encoder/num_heads")?,
+            dec_heads: heads("decoder/num_heads")?,
+            n_audio_ctx,
+            n_text_ctx,
+            n_vocab,
+        };
+        if d2 != d || d3 != d || dims.enc_layers == 0 || dims.dec_layers == 0 {
+            return Err(LoadError::Inconsistent(format!("{dims:?}")));
+        }
+        let ff = r.shape("encoder/layer_0/ffn/linear_0/weight")?[0];
+        // Convolutions as products over unfolded [in · 3] columns (weights are [out][in][3]).
+        let conv = |p: &str, n_in: usize| -> Result<Linear, Ct2Error> {
+            Ok(Linear {
+                w: r.f32s(&format!("{p}/weight"), &[d, n_in, 3])?,
+                b: Some(r.f32s(&format!("{p}/bias"), &[d])?),
+                n_out: d,
+                n_in: n_in * 3,
+            })
+        };
+        let enc_layers = (0..dims.enc_layers)
+            .map(|i| {
+                let p = format!("encoder/layer_{i}");
+                Ok(EncoderLayer {
+                    attn_norm: r.norm(&format!("{p}/self_attention/layer_norm"), d)?,
+                    qkv: r.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d, true)?,
+                    attn_out: r.linear(&format!("{p}/self_attention/linear_1"), d, d, true)?,
+                    ffn_norm: r.norm(&format!("{p}/ffn/layer_norm"), d)?,
+                    fc1: r.linear(&format!("{p}/ffn/linear_0"), ff, d, true)?,
+                    fc2: r.linear(&format!("{p}/ffn/linear_1"), d, ff, true)?,
+                })
+            })
+            .collect::<Result<_, Ct2Error>>()?;
+        let dec_layers = (0..dims.dec_layers)
+            .map(|i| {
+                let p = format!("decoder/layer_{i}");
+                Ok(DecoderLayer {
+                    self_norm: r.norm(&format!("{p}/self_attention/layer_norm"), d)?,
+                    self_qkv: r.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d, true)?,
+                    self_out: r.linear(&format!("{p}/self_attention/linear_1"), d, d, true)?,
+                    cross_norm: r.norm(&format!("{p}/attention/layer_norm"), d)?,
+                    cross_q: r.linear(&format!("{p}/attention/linear_0"), d, d, true)?,
+                    cross_kv: r.linear(&format!("{p}/attention/linear_1"), 2 * d, d, true)?,
+                    cross_out: r.linear(&format!("{p}/attention/linear_2"), d, d, true)?,
+                    ffn_norm: r.norm(&format!("{p}/ffn/layer_norm"), d)?,
+                    fc1: r.linear(&format!("{p}/ffn/linear_0"), ff, d, true)?,
+                    fc2: r.linear(&format!("{p}/ffn/linear_1"), d, ff, true)?,
+                })
+            })
+            .collect::<Result<_, Ct2Error>>()?;
+        if m.contains("decoder/projection/weight") {
+            let p = m.get("decoder/projection/weight")?;
+            let e = m.get("decoder/embeddings/weight")?;
+            if p.offset != e.offset {
+                return Err(LoadError::Inconsistent(
+                    "an output projection not tied to the embeddings".into(),
+                ));
+            }
+        }
+        Ok(Whisper {
+            dims,
+            conv1: conv("encoder/conv1", n_mels)?,
+            conv2: conv("encoder/conv2", d)?,
+            enc_pos: r.f32s("encoder/position_encodings/encodings", &[n_audio_ctx, d])?,
+            enc_layers,
+            enc_norm: r.norm("encoder/layer_norm", d)?,
+            tok_emb: r.f32s("decoder/embeddings/weight", &[n_vocab, d])?,
+            dec_pos: r.f32s("decoder/position_encodings/encodings", &[n_text_ctx, d])?,
+            dec_layers,
+            dec_norm: r.norm("decoder/layer_norm", d)?,
+        })
+    }
+
+    /// Encodes one 30-second window of log-mel frames (`[n_mels][2 · n_audio_ctx]`) into
+    /// `[n_audio_ctx][d_model]`.
+    pub fn encode(&self, par: &dyn Parallel, mel: &[f32]) -> Vec<f32> {
+        let Dims {
+            n_mels,
+            d_model: d,
+            n_audio_ctx: t,
+            ..
+        } = self.dims;
+        let frames = 2 * t;
+        assert_eq!(mel.len(), n_mels * frames, "mel window size");
+        // conv1: kernel 3, padding 1, stride 1 → [frames][d].
+        let cols = unfold(mel, n_mels, frames, 1);
+        let mut h1 = vec![0f32; frames * d];
+        self.conv1.forward(par, &cols, frames, &mut h1);
+        gelu(&mut h1);
+        // conv2: kernel 3, padding 1, stride 2, over the channel-major transpose of h1.
+        let h1t = transpose(&h1, frames, d);
+        let cols = unfold(&h1t, d, frames, 2);
+        let mut x = vec![0f32; t * d];
+        self.conv2.forward(par, &cols, t, &mut x);
+        gelu(&mut x);
+        for (v, p) in x.iter_mut().zip(&self.enc_pos) {
+            *v += p;
+        }
+        let heads = self.dims.enc_heads;
+        let ff = self.enc_layers[0].fc1.n_out;
+        let mut h = vec![0f32; t * d];
+        let mut qkv = vec![0f32; t * 3 * d];
+        let mut a = vec![0f32; t * d];
+        let mut f = vec![0f32; t * ff];
+        for l in &self.enc_layers {
+            layer_norm(&x, &l.attn_norm.gamma, &l.attn_norm.beta, &mut h);
+            l.qkv.forward(par, &h, t, &mut qkv);
+            attention(
+                par,
+                (&qkv, 3 * d),
+                (&qkv[d..], 3 * d),
+                (&qkv[2 * d..], 3 * d),
+                t,
+                t,
+                heads,
+                d / heads,
+                None,
+                &mut a,
+            );
+            l.attn_out.forward(par, &a, t, &mut h);
+            add(&mut x, &h);
+            layer_norm(&x, &l.ffn_norm.gamma, &l.ffn_norm.beta, &mut h);
+            l.fc1.forward(par, &h, t, &mut f);
+            gelu(&mut f);
+            l.fc2.forward(par, &f, t, &mut h);
+            add(&mut x, &h);
+        }
+        let mut out = vec![0f32; t * d];
+        layer_norm(&x, &self.enc_norm.gamma, &self.enc_norm.beta, &mut out);
+        out
+    }
+
+    /// Cross-attention keys and values of every decoder layer for one encoded window.
+    pub fn cross_kv(&self, par: &dyn Parallel, enc: &[f32]) -> Vec<Vec<f32>> {
+        let t = self.dims.n_audio_ctx;
+        self.dec_layers
+            .iter()
+            .map(|l| {
+                let mut kv = vec![0f32; t * 2 * self.dims.d_model];
+                l.cross_kv.forward(par, enc, t, &mut kv);
+                kv
+            })
+            .collect()
+    }
+
+    /// A fresh self-attention cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        let d = self.dims.d_model;
+        KvCache {
+            len: 0,
+            layers: vec![vec![0f32; self.dims.n_text_ctx * 2 * d]; self.dims.dec_layers],
+        }
+    }
+
+    /// Runs `tokens` through the decoder after the `cache.len` tokens already in `cache`, and
+    /// returns the logits of the last one. `tokens` must fit in the text context.
+    pub fn decode(
+        &self,
+        par: &dyn Parallel,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        cross: &[Vec<f32>],
+    ) -> Vec<f32> {
+        let Dims {
+            d_model: d,
+            n_audio_ctx: ta,
+            n_vocab,
+            ..
+        } = self.dims;
+        let n = tokens.len();
+        let start = cache.len;
+        assert!(start + n <= self.dims.n_text_ctx, "decoder context");
+        let heads = self.dims.dec_heads;
+        let mut x = vec![0f32; n * d];
+        for (i, &tok) in tokens.iter().enumerate() {
+            let tok = (tok as usize).min(n_vocab - 1);
+            let row = &mut x[i * d..(i + 1) * d];
+            let e = &self.tok_emb[tok * d..(tok + 1) * d];
+            let p = &self.dec_pos[(start + i) * d..(start + i + 1) * d];
+            for ((r, a), b) in row.iter_mut().zip(e).zip(p) {
+                *r = a + b;
+            }
+        }
+        let ff = self.dec_layers[0].fc1.n_out;
+        let mut h = vec![0f32; n * d];
+        let mut qkv = vec![0f32; n * 3 * d];
+        let mut q = vec![0f32; n * d];
+        let mut a = vec![0f32; n * d];
+        let mut f = vec![0f32; n * ff];
+        for (li, l) in self.dec_layers.iter().enumerate() {
+            layer_norm(&x, &l.self_norm.gamma, &l.self_norm.beta, &mut h);
+            l.self_qkv.forward(par, &h, n, &mut qkv);
+            // The cache holds [pos][k | v] rows of 2·d.
+            let kv = &mut cache.layers[li];
+            for i in 0..n {
+                let row = &mut kv[(start + i) * 2 * d..(start + i + 1) * 2 * d];
+                row.copy_from_slice(&qkv[i * 3 * d + d..(i + 1) * 3 * d]);
+            }
+            attention(
+                par,
+                (&qkv, 3 * d),
+                (&kv[..], 2 * d),
+                (&kv[d..], 2 * d),
+                n,
+                start + n,
+                heads,
+                d / heads,
+                Some(start),
+                &mut a,
+            );
+            l.self_out.forward(par, &a, n, &mut h);
+            add(&mut x, &h);
+            layer_norm(&x, &l.cross_norm.gamma, &l.cross_norm.beta, &mut h);
+            l.cross_q.forward(par, &h, n, &mut q);
+            let ckv = &cross[li];
+            attention(
+                par,
+                (&q, d),
+                (ckv, 2 * d),
+                (&ckv[d..], 2 * d),
+                n,
+                ta,
+                heads,
+                d / heads,
+                None,
+                &mut a,
+            );
+            l.cross_out.forward(par, &a, n, &mut h);
+            add(&mut x, &h);
+            layer_norm(&x, &l.ffn_norm.gamma, &l.ffn_norm.beta, &mut h);
+            l.fc1.forward(par, &h, n, &mut f);
+            gelu(&mut f);
+            l.fc2.forward(par, &f, n, &mut h);
+            add(&mut x, &h);
+        }
+        cache.len = start + n;
+        let last = &x[(n - 1) * d..n * d];
+        let mut normed = vec![0f32; d];
+        layer_norm(last, &self.dec_norm.gamma, &self.dec_norm.beta, &mut normed);
+        let mut logits = vec![0f32; n_vocab];
+        let chunk = n_vocab.div_ceil(par.threads().max(1) * 4).max(64);
+        let emb = &self.tok_emb;
+        par.for_each_chunk(&mut logits, chunk, &|i, out| {
+            for (j, o) in out.iter_mut().enumerate() {
+                let row = &emb[(i * chunk + j) * d..(i * chunk + j + 1) * d];
+                *o = dot(row, &normed);
+            }
+        });
+        logits
+    }
+}
+
+/// The decoder's self-attention keys and values for one sequence.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    /// Tokens already in the cache.
+    pub len: usize,
+    layers: Vec<Vec<f32>>,
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// A dot product with eight independent sums, so it vectorizes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `[channels][len]` into `[len / stride][channels · 3]` columns for a kernel-3, padding-1
+/// convolution with the given stride (the column order matches `[out][in][3]` weights).
+fn unfold(x: &[f32], channels: usize, len: usize, stride: usize) -> Vec<f32> {
+    let out_len = len.div_ceil(stride);
+    let mut cols = vec![0f32; out_len * channels * 3];
+    for t in 0..out_len {
+        let row = &mut cols[t * channels * 3..(t + 1) * channels * 3];
+        for c in 0..channels {
+            for k in 0..3 {
+                let src = (t * stride + k) as isize - 1;
+                if src >= 0 && (src as usize) < len {
+                    row[c * 3 + k] = x[c * len + src as usize];
+                }
+            }
+        }
+    }
+    cols
+}
+
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
+        }
+    }
+    out
+}
