@@ -393,6 +393,24 @@ mod tests {
             Err(Refused::LocalName(n)) => assert_eq!(n, "localhost"),
             other => panic!("{other:?}"),
         }
+        // Names the system maps to loopback (`/etc/hosts`: `ip6-localhost`, the host's own
+        // name) are refused for what they resolve to.
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        for line in hosts.lines().map(|l| l.split('#').next().unwrap_or("")) {
+            let mut f = line.split_whitespace();
+            let Some(ip) = f.next().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            if !ip.is_loopback() {
+                continue;
+            }
+            for name in f.filter(|n| !n.ends_with("localhost")) {
+                match g.resolve(&format!("{name}:80"), far()) {
+                    Err(Refused::Address { .. }) | Err(Refused::Resolve(..)) => {}
+                    other => panic!("{name} resolved to loopback yet passed: {other:?}"),
+                }
+            }
+        }
         // `0x7f.1` is an address to the system resolver but a name to nobody else.
         let r = g.resolve("0x7f.1:80", far());
         assert!(r.is_err(), "{r:?}");
