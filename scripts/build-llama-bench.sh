@@ -2,7 +2,9 @@
 # Builds llama.cpp's llama-bench for comparisons (scripts/bench.sh reads LLAMA_BENCH), from the
 # llama.cpp sources vendored in the PyPI source package llama-cpp-python, tuned for this CPU
 # (GGML_NATIVE). Prints the binary's path. With TARGET=llama-server it builds and prints
-# llama-server instead (scripts/concurrency.py compares against it).
+# llama-server instead (scripts/concurrency.py compares against it); TARGET=llama-quantize builds
+# the quantizer, and TARGET=llama only llama.cpp's static library, printing the source directory
+# whose build/ holds it (scripts/quant-models.sh links its reference tool against it).
 #
 #   scripts/build-llama-bench.sh [VERSION]    (default 0.3.36)
 #
@@ -12,7 +14,12 @@ version="${1:-0.3.36}"
 dir="${XDG_CACHE_HOME:-$HOME/.cache}/trillim/llama-cpp-$version"
 target="${TARGET:-llama-bench}"
 bin="$dir/src/vendor/llama.cpp/build/bin/$target"
-if [ ! -x "$bin" ]; then
+built="$bin"
+if [ "$target" = llama ]; then
+    bin="$dir/src/vendor/llama.cpp"
+    built="$bin/build/src/libllama.a"
+fi
+if [ ! -e "$built" ]; then
     mkdir -p "$dir"
     if [ ! -d "$dir/src" ]; then
         python3 -m pip download --quiet --no-deps --no-binary :all: -d "$dir" \
