@@ -6,6 +6,8 @@
 use dom_query::Document;
 use dom_smoothie::{Config, Readability, TextMode};
 
+pub use super::text::collapse;
+
 /// Elements parsed at most; a page with more falls back to its visible text.
 const MAX_ELEMENTS: usize = 50_000;
 
@@ -68,11 +70,6 @@ fn push_paragraph(out: &mut String, text: &str) {
         out.push_str("\n\n");
     }
     out.push_str(&p);
-}
-
-/// Collapses runs of whitespace to one space and trims.
-pub fn collapse(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Normalizes extracted text to paragraphs separated by one blank line.

@@ -19,6 +19,7 @@ pub mod guard;
 pub mod providers;
 pub mod run;
 pub mod search;
+pub mod text;
 
 pub use providers::Provider;
 

@@ -2,22 +2,15 @@
 
 pub mod brave;
 pub mod ddg;
+pub mod ddg_html;
+pub mod hit;
 pub mod searxng;
 
 use std::time::Duration;
 
 use super::fetch::{self, Client, FetchError};
 
-/// One search result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hit {
-    /// Title (whitespace collapsed).
-    pub title: String,
-    /// The result's URL.
-    pub url: String,
-    /// The provider's snippet (whitespace collapsed, markup removed).
-    pub snippet: String,
-}
+pub use hit::Hit;
 
 /// Which search service answers queries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
