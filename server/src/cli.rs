@@ -46,9 +46,16 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on /v1 routes.
     #[arg(long, env = "TRILLIM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Speech endpoints (reserved: this build has no speech support yet).
+    /// Serve the voice routes: speech-to-text with Whisper (text-to-speech is not in this
+    /// build).
     #[arg(long)]
     pub voice: bool,
+    /// Whisper model for --voice: a store id or a directory with a CTranslate2 model.bin.
+    #[arg(long, default_value = crate::engines::stt::DEFAULT_WHISPER_MODEL)]
+    pub whisper_model: String,
+    /// Speech-to-text threads (0 = half the cores); separate from --threads.
+    #[arg(long, default_value_t = 0)]
+    pub voice_threads: usize,
     /// Re-encode the output matrix at load: q8_0 or q4_0 (less memory traffic per token).
     #[arg(long, value_parser = parse_unembed_quant)]
     pub unembed_quant: Option<UnembedQuant>,
@@ -212,16 +219,17 @@ fn init_logging() {
 
 /// `trillim serve`.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.voice {
-        bail!(
-            "--voice: speech (transcription and text-to-speech) is not available in this build yet"
-        );
-    }
     if args.max_queue == 0 {
         bail!("--max-queue must be at least 1");
     }
     init_logging();
     let store = Store::from_env();
+    // A missing voice model fails before the text model is loaded.
+    let whisper = if args.voice {
+        Some(crate::engines::stt::resolve(&store, &args.whisper_model)?)
+    } else {
+        None
+    };
     let resolved = match &args.model {
         Some(m) => resolve(m)?,
         None => match store.resolve_cli(DEFAULT_MODEL) {
@@ -258,6 +266,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         threads: args.threads,
         slots: args.parallel as usize,
     };
+    let stt = if let Some((id, dir)) = whisper {
+        let stt = crate::engines::stt::Stt::start(id, &dir, args.voice_threads)?;
+        tracing::info!(model = %stt.model_id, threads = stt.threads, "speech-to-text ready");
+        Some(stt)
+    } else {
+        None
+    };
     let t_load = std::time::Instant::now();
     let prepared = load(&resolved, shape, opts)?;
     let metrics = Arc::new(Metrics::default());
@@ -291,13 +306,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api_key: args.api_key,
         browser,
     };
-    let state = Arc::new(AppState::new(
-        Some(engine),
-        args.threads,
-        settings,
-        store,
-        metrics,
-    ));
+    let mut state = AppState::new(Some(engine), args.threads, settings, store, metrics);
+    if let Some(stt) = stt {
+        state = state.with_stt(stt);
+    }
+    let state = Arc::new(state);
     *state.harness.write().unwrap_or_else(|e| e.into_inner()) = args.harness.harness();
     tracing::info!(model = %resolved.id, "listening on http://{local}");
     eprintln!(
@@ -575,6 +588,22 @@ pub fn doctor(_args: DoctorArgs) -> anyhow::Result<()> {
             }
         }
         Err(e) => println!("  cannot read the store: {e}"),
+    }
+    let voice = crate::engines::stt::cli::stored_models(&store);
+    if voice.is_empty() {
+        println!(
+            "voice models: none (run `trillim pull {}` for `trillim serve --voice`)",
+            crate::engines::stt::DEFAULT_WHISPER_MODEL
+        );
+    } else {
+        println!("voice models:");
+        for (id, dir, size) in voice {
+            println!(
+                "  {id} (Whisper, {:.1} MiB) {}",
+                size as f64 / (1u64 << 20) as f64,
+                dir.display()
+            );
+        }
     }
     if crate::cpu::kernels().ternary_tiles.is_some() {
         match trillim_runtime::tiles::cache_dir() {

@@ -47,6 +47,8 @@ enum Command {
     Models(store::cli::ModelsArgs),
     /// Check this machine: version, CPU features and kernels, memory, the model store.
     Doctor(cli::DoctorArgs),
+    /// Transcribe an audio file with Whisper.
+    Transcribe(engines::stt::cli::TranscribeArgs),
     /// Measure prefill and decode speed, time to first token, memory and bandwidth.
     Bench(bench::BenchArgs),
     /// Run a web search and print the message the search harness would give the model.
@@ -71,6 +73,7 @@ fn main() {
         Command::List(a) => store::cli::list(a),
         Command::Models(a) => store::cli::models(a),
         Command::Doctor(a) => cli::doctor(a),
+        Command::Transcribe(a) => engines::stt::cli::transcribe(a),
         Command::Bench(a) => bench::run(a),
         Command::Search(a) => harness::cli::search_command(a),
     };

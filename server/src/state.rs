@@ -59,6 +59,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The harness chat requests go through (set by `--harness` and model loads).
     pub harness: RwLock<Harness>,
+    /// The speech-to-text engine (`--voice`); `None` turns the voice routes off.
+    pub stt: Option<crate::engines::stt::Stt>,
 }
 
 impl AppState {
@@ -83,7 +85,14 @@ impl AppState {
             store,
             metrics,
             harness: RwLock::new(Harness::Default),
+            stt: None,
         }
+    }
+
+    /// The same state with speech-to-text served by `stt`.
+    pub fn with_stt(mut self, stt: crate::engines::stt::Stt) -> AppState {
+        self.stt = Some(stt);
+        self
     }
 
     /// The harness in use.

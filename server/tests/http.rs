@@ -455,11 +455,11 @@ fn cli_errors_exit_1() {
     assert_eq!(err.matches("gemma.gguf").count(), 1, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_trillim"))
-        .args(["serve", "x", "--voice"])
+        .args(["serve", "x", "--voice", "--whisper-model", "org/no-whisper"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trillim pull org/no-whisper"));
     let out = Command::new(env!("CARGO_BIN_EXE_trillim"))
         .arg("--version")
         .output()

@@ -1,4 +1,4 @@
-//! The engines a server runs, one room each: `llm` generates text (more, such as speech, are
-//! to come beside it).
+//! The engines a server runs, one room each: `llm` generates text, `stt` transcribes speech.
 
 pub mod llm;
+pub mod stt;

@@ -146,6 +146,16 @@ impl std::ops::Deref for RequestBody {
 /// bounded amount and without keeping it, so that the client gets to read the answer instead
 /// of a reset connection.
 pub async fn read_body(guards: &Guards, req: Request<Incoming>) -> Result<RequestBody, ApiError> {
+    read_body_up_to(guards, req, MAX_BODY).await
+}
+
+/// [`read_body`] with another size limit (uploads), capped at the drain limit.
+pub async fn read_body_up_to(
+    guards: &Guards,
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<RequestBody, ApiError> {
+    let max_body = max.min(DRAIN_LIMIT);
     let limits = &guards.limits;
     let declared = req
         .headers()
@@ -153,8 +163,8 @@ pub async fn read_body(guards: &Guards, req: Request<Incoming>) -> Result<Reques
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let mut refused = declared
-        .filter(|&n| n > MAX_BODY as u64)
-        .map(|_| ApiError::too_large(MAX_BODY));
+        .filter(|&n| n > max_body as u64)
+        .map(|_| ApiError::too_large(max_body));
     let mut budget = None;
     let mut buf = Vec::new();
     // Body bytes the budget covers: the declared length up front, else what has arrived.
@@ -186,8 +196,8 @@ pub async fn read_body(guards: &Guards, req: Request<Incoming>) -> Result<Reques
             continue;
         };
         seen += data.len();
-        if refused.is_none() && seen > MAX_BODY {
-            refused = Some(ApiError::too_large(MAX_BODY));
+        if refused.is_none() && seen > max_body {
+            refused = Some(ApiError::too_large(max_body));
         }
         if refused.is_none() {
             // A chunked body reserves as it arrives.

@@ -15,7 +15,7 @@ use trillim_core::browser::{BrowserPolicy, Refusal};
 use super::body::Body;
 use super::limits;
 use crate::openai::output::Kind;
-use crate::openai::{generate, load, models, ApiError};
+use crate::openai::{audio, generate, load, models, ApiError};
 use crate::state::{new_id, AppState};
 
 pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
@@ -58,6 +58,9 @@ const ROUTES: &[(&str, &[Method])] = &[
     ("/v1/chat/completions", &[Method::POST]),
     ("/v1/completions", &[Method::POST]),
     ("/v1/models/load", &[Method::POST]),
+    ("/v1/audio/transcriptions", &[Method::POST]),
+    ("/v1/audio/speech", &[Method::POST]),
+    ("/v1/voices", &[Method::GET, Method::POST]),
 ];
 
 pub(crate) async fn handle(
@@ -115,6 +118,8 @@ fn route_label(path: &str) -> &'static str {
         .find(|r| *r == p)
         .unwrap_or(if p.starts_with("/v1/models/") {
             "/v1/models/{id}"
+        } else if p.starts_with("/v1/voices/") {
+            "/v1/voices/{id}"
         } else {
             "other"
         })
@@ -161,11 +166,13 @@ async fn route(
         .strip_prefix("/v1/models/")
         .filter(|rest| *rest != "load")
         .map(str::to_string);
+    let voice_item = path.strip_prefix("/v1/voices/").is_some();
     let allowed: Option<&[Method]> = ROUTES
         .iter()
         .find(|(p, _)| *p == path)
         .map(|(_, m)| *m)
-        .or(model_retrieve.as_ref().map(|_| &[Method::GET][..]));
+        .or(model_retrieve.as_ref().map(|_| &[Method::GET][..]))
+        .or(voice_item.then_some(&[Method::DELETE][..]));
     let Some(allowed) = allowed else {
         return Err(ApiError::not_found(format!(
             "Unknown route {method} {path}"
@@ -199,6 +206,9 @@ async fn route(
             let body = limits::read_body(&state.guards, req).await?;
             load::load(state, &body).await
         }
+        "/v1/audio/transcriptions" => audio::transcriptions(state, req).await,
+        "/v1/audio/speech" | "/v1/voices" => audio::speech_unavailable(state, &path),
+        _ if voice_item => audio::speech_unavailable(state, &path),
         _ => models::retrieve_model(state, model_retrieve.as_deref().unwrap_or("")),
     }
 }
@@ -209,7 +219,7 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
     let h = r.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, OPTIONS"),
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
     );
     let asked = req
         .headers()

@@ -3,6 +3,7 @@
 //! formatting. Inference never runs here: handlers queue jobs on an engine and relay its
 //! events.
 
+pub mod audio;
 mod error;
 pub mod generate;
 pub mod load;
