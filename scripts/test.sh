@@ -14,6 +14,9 @@ step() { printf '\n== %s\n' "$*"; }
 step "test model (SmolLM2-135M-Instruct Q4_1)"
 scripts/fetch-test-model.sh
 
+step "speech model (Whisper tiny.en, CTranslate2 format)"
+scripts/fetch-voice-models.sh
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
