@@ -100,6 +100,7 @@ impl Outcome {
                 json!({"title": u.hit.title, "url": u.hit.url, "snippet": u.hit.snippet,
                        "fetched": u.page_text.is_some(),
                        "page_chars": u.page_text.as_ref().map(|t| t.chars().count()),
+                       "page_text": u.page_text,
                        "fetch_error": u.fetch_error})
             })
             .collect();
