@@ -125,6 +125,16 @@ fn opt_f32(g: &Gguf<'_>, arch: &str, suffix: &str, default: f32) -> Result<f32, 
     }
 }
 
+/// The `general.architecture` values this build runs (aliases of the same family included).
+pub const SUPPORTED_ARCHITECTURES: [&str; 6] = [
+    "llama",
+    "mistral",
+    "bitnet",
+    "bitnet-b1.58",
+    "bitnet_b1_58",
+    "bitnet-25",
+];
+
 impl Config {
     /// Reads the configuration from GGUF metadata and the embedding tensor's shape.
     pub fn from_gguf(g: &Gguf<'_>) -> Result<Config, ModelError> {

@@ -58,18 +58,28 @@ impl fmt::Display for ModelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ModelError::Gguf(e) => write!(f, "{e}"),
-            ModelError::UnsupportedArchitecture(a) => write!(
-                f,
-                "unsupported architecture '{a}' (supported: llama, mistral, bitnet, bitnet-b1.58)"
-            ),
+            ModelError::UnsupportedArchitecture(a) => {
+                write!(f, "unsupported architecture '{a}' (supported: ")?;
+                for (i, s) in super::config::SUPPORTED_ARCHITECTURES.iter().enumerate() {
+                    write!(f, "{}{s}", if i > 0 { ", " } else { "" })?;
+                }
+                write!(f, ")")
+            }
             ModelError::MissingKey(k) => write!(f, "missing or invalid metadata key '{k}'"),
             ModelError::BadValue(k) => write!(f, "metadata value '{k}' is out of range"),
             ModelError::MissingTensor(t) => write!(f, "missing tensor '{t}'"),
-            ModelError::UnsupportedType { tensor, type_name } => write!(
-                f,
-                "tensor '{tensor}' has weight type {type_name}, which is not supported \
-                 (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, TQ1_0, TQ2_0, I2_S)"
-            ),
+            ModelError::UnsupportedType { tensor, type_name } => {
+                write!(
+                    f,
+                    "tensor '{tensor}' has weight type {type_name}, which is not supported \
+                     (supported: "
+                )?;
+                for (i, t) in trillim_kernels::WeightType::ALL.iter().enumerate() {
+                    let name = crate::format::gguf::ggml_type_name(t.ggml_id());
+                    write!(f, "{}{name}", if i > 0 { ", " } else { "" })?;
+                }
+                write!(f, ")")
+            }
             ModelError::BadShape(t) => write!(f, "tensor '{t}' has an unexpected shape"),
             ModelError::TooManyLayers(n) => write!(f, "model has {n} layers, too many"),
             ModelError::BufferTooSmall(b) => write!(f, "buffer '{b}' is too small"),
