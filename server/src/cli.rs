@@ -311,7 +311,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state = state.with_stt(stt);
     }
     let state = Arc::new(state);
-    *state.harness.write().unwrap_or_else(|e| e.into_inner()) = args.harness.harness();
+    *state.harness.write().unwrap_or_else(|e| e.into_inner()) = args.harness.config();
     tracing::info!(model = %resolved.id, "listening on http://{local}");
     eprintln!(
         "trillim {} serving {} on http://{local}",

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::engines::llm::Engine;
-use crate::harness::Harness;
+use crate::harness::HarnessConfig;
 use crate::http::limits::{Guards, Limits};
 use crate::metrics::Metrics;
 use crate::registry::Slot;
@@ -58,7 +58,7 @@ pub struct AppState {
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
     /// The harness chat requests go through (set by `--harness` and model loads).
-    pub harness: RwLock<Harness>,
+    pub harness: RwLock<HarnessConfig>,
     /// The speech-to-text engine (`--voice`); `None` turns the voice routes off.
     pub stt: Option<crate::engines::stt::Stt>,
 }
@@ -84,7 +84,7 @@ impl AppState {
             settings,
             store,
             metrics,
-            harness: RwLock::new(Harness::Default),
+            harness: RwLock::new(HarnessConfig::default()),
             stt: None,
         }
     }
@@ -96,7 +96,7 @@ impl AppState {
     }
 
     /// The harness in use.
-    pub(crate) fn harness(&self) -> Harness {
+    pub(crate) fn harness(&self) -> HarnessConfig {
         *self.harness.read().unwrap_or_else(|e| e.into_inner())
     }
 }

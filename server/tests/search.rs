@@ -570,6 +570,18 @@ fn search_harness_through_chat_completions() {
         deltas.iter().all(|d| !d.starts_with("[Searching")),
         "{deltas:?}"
     );
+    // A load may make markers the default; a request's own value still wins.
+    let (st, v) = load(c, json!({"search_markers": true}));
+    assert_eq!(st, 200, "{v}");
+    let (deltas, _) = stream(c, &few_shot(json!({})));
+    assert!(deltas[0].starts_with("[Searching: "), "{deltas:?}");
+    let (deltas, _) = stream(c, &few_shot(json!({"search_markers": false})));
+    assert!(
+        deltas.iter().all(|d| !d.starts_with("[Searching")),
+        "{deltas:?}"
+    );
+    let (st, v) = load(c, json!({"search_markers": false}));
+    assert_eq!(st, 200, "{v}");
     let (st, v) = c.post(
         "/v1/chat/completions",
         &few_shot(json!({"search_markers": "yes"})),

@@ -152,6 +152,10 @@ pub struct HarnessArgs {
     /// (TRILLIM_SEARXNG_URL).
     #[arg(long, default_value = "ddgs", value_parser = Provider::parse)]
     pub search_provider: Provider,
+    /// Stream the search harness's progress markers unless a request says otherwise
+    /// (`trillim chat` always shows them).
+    #[arg(long)]
+    pub search_markers: bool,
 }
 
 impl HarnessArgs {
@@ -161,6 +165,14 @@ impl HarnessArgs {
             super::Harness::Search(self.search_provider)
         } else {
             super::Harness::Default
+        }
+    }
+
+    /// The harness with its marker default.
+    pub fn config(&self) -> super::HarnessConfig {
+        super::HarnessConfig {
+            harness: self.harness(),
+            markers: self.search_markers,
         }
     }
 }

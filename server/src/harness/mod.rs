@@ -5,8 +5,10 @@
 //!
 //! The harness is chosen per model load (`trillim serve --harness`, `POST /v1/models/load`
 //! with `harness` and `search_provider`). Progress markers (`[Searching: …]`,
-//! `[Synthesizing...]`, `[Search unavailable]`) are opt-in per request with
-//! `"search_markers": true`, because plain OpenAI clients would show them as answer text.
+//! `[Synthesizing...]`, `[Search unavailable]`) are opt-in, because plain OpenAI clients would
+//! show them as answer text: per request with `"search_markers": true`, or as the default of a
+//! load (`search_markers` on `/v1/models/load`, `trillim serve --search-markers`) that a
+//! request's own value overrides.
 //!
 //! Network work (providers, page fetches) runs on blocking threads, never on the async
 //! threads or the engine's thread, and every step of it has a deadline.
@@ -82,6 +84,15 @@ impl Harness {
             Harness::Default
         })
     }
+}
+
+/// The harness in use with the settings its load chose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HarnessConfig {
+    /// The harness.
+    pub harness: Harness,
+    /// Whether streams show progress markers when a request does not say.
+    pub markers: bool,
 }
 
 /// The first `<search>…</search>` query in a reply (across lines, trimmed, whitespace

@@ -25,6 +25,10 @@ use crate::template::Message;
 /// A search, start to finish (provider, pages and formatting), gives up after this long.
 pub const SEARCH_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Searches running at once at most (each holds a few threads and sockets); more wait, and
+/// the wait counts toward their deadline.
+static SEARCHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
 /// One chat request for the search harness, validated and with its first prompt tokenized.
 #[derive(Debug)]
 pub struct SearchRequest {
@@ -217,10 +221,14 @@ impl Ctx {
         let sh = self.shared.clone();
         let settings = SearchSettings::new(self.req.provider, sh.ctx);
         let q = query.to_string();
-        let job = tokio::task::spawn_blocking(move || {
-            let count = move |s: &str| sh.tok.encode(s, false).len();
-            search::run(&settings, &q, &count)
-        });
+        let job = async move {
+            let _permit = SEARCHES.acquire().await;
+            tokio::task::spawn_blocking(move || {
+                let count = move |s: &str| sh.tok.encode(s, false).len();
+                search::run(&settings, &q, &count)
+            })
+            .await
+        };
         match tokio::time::timeout(SEARCH_DEADLINE, job).await {
             Ok(Ok(Ok(o))) => {
                 tracing::info!(request_id = %self.req.request_id, query = %o.query, tokens = o.tokens,

@@ -119,8 +119,9 @@ pub(crate) async fn generate(
         .clone()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| shared.name.clone());
-    if let (Parsed::Chat(c), Harness::Search(provider)) = (&parsed, state.harness()) {
-        let markers = search_markers(&m)?;
+    let harness = state.harness();
+    if let (Parsed::Chat(c), Harness::Search(provider)) = (&parsed, harness.harness) {
+        let markers = search_markers(&m)?.unwrap_or(harness.markers);
         if opts.n > 1 {
             return Err(ApiError::invalid_param(
                 "n",
@@ -283,11 +284,11 @@ pub(crate) fn stream_response(
 }
 
 /// The opt-in for the search harness's progress markers in streamed content
-/// (`"search_markers": true`).
-fn search_markers(m: &serde_json::Map<String, Value>) -> Result<bool, ApiError> {
+/// (`"search_markers": true`; `None`: the load's default).
+pub(crate) fn search_markers(m: &serde_json::Map<String, Value>) -> Result<Option<bool>, ApiError> {
     match m.get("search_markers") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(_) => Err(ApiError::invalid_param(
             "search_markers",
             "search_markers must be a boolean",

@@ -7,7 +7,7 @@ use serde_json::json;
 use trillim_runtime::UnembedQuant;
 
 use super::{request, ApiError};
-use crate::harness::Harness;
+use crate::harness::{Harness, HarnessConfig};
 use crate::http::body::Body;
 use crate::http::router::json_response;
 use crate::registry;
@@ -29,12 +29,16 @@ pub(crate) async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<
     if r.adapter_dir.as_deref().is_some_and(|a| !a.is_empty()) {
         return Err(not_yet("adapter_dir", "LoRA adapters"));
     }
-    let harness = Harness::choose(
-        r.harness.as_deref(),
-        r.search_provider.as_deref(),
-        state.harness(),
-    )
-    .map_err(|(field, msg)| ApiError::invalid_param(field, msg))?;
+    let current = state.harness();
+    let harness = HarnessConfig {
+        harness: Harness::choose(
+            r.harness.as_deref(),
+            r.search_provider.as_deref(),
+            current.harness,
+        )
+        .map_err(|(field, msg)| ApiError::invalid_param(field, msg))?,
+        markers: super::generate::search_markers(&m)?.unwrap_or(current.markers),
+    };
     if let Some(v) = &r.lora_quant {
         if !LORA_QUANTS.contains(&v.as_str()) {
             return Err(ApiError::invalid_param(
@@ -56,7 +60,8 @@ pub(crate) async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<
     let done = registry::swap(state, &r.model_dir, r.threads, unembed_quant).await?;
     // The new model is in service; its chat requests go through the harness asked for.
     *state.harness.write().unwrap_or_else(|e| e.into_inner()) = harness;
-    tracing::info!(harness = harness.name(), provider = ?harness.provider(), "harness set");
+    tracing::info!(harness = harness.harness.name(), provider = ?harness.harness.provider(),
+        markers = harness.markers, "harness set");
     Ok(json_response(
         StatusCode::OK,
         &json!({"status": "success", "model": done.name, "recompiled": done.recompiled, "message": ""}),
