@@ -313,6 +313,9 @@ impl Kernels {
             gemm_tq1_0: x86_gemm::vnni_gemm_tq1_0,
             gemm_tq2_0: x86_gemm::vnni_gemm_tq2_0,
             gemm_i2s: x86_gemm::vnni_gemm_i2s,
+            gemm_q5_0: x86_gemm::vnni_gemm_q5_0,
+            gemm_q5_1: x86_gemm::vnni_gemm_q5_1,
+            gemm_iq4_nl: x86_gemm::vnni_gemm_iq4_nl,
             // SAFETY: the caller's contract includes AVX2, FMA and F16C.
             ..unsafe { Kernels::avx2() }
         }

@@ -155,7 +155,13 @@ fn block_formats_gemm_match_scalar() {
     let paths = simd_paths();
     let mut rng = Rng::new(77);
     for ty in TYPES {
-        for &(rows, blocks, n) in &[(1usize, 1usize, 1usize), (5, 2, 3), (17, 3, 8), (33, 1, 13)] {
+        for &(rows, blocks, n) in &[
+            (1usize, 1usize, 1usize),
+            (5, 2, 3),
+            (17, 3, 8),
+            (33, 1, 13),
+            (48, 2, 70),
+        ] {
             let cols = blocks * ty.block_len();
             let rb = ty.row_bytes(cols).unwrap();
             let w = rand_rows(&mut rng, ty, rows, blocks, false);

@@ -22,7 +22,8 @@ use core::arch::x86_64::*;
 
 use crate::act::ActBatch;
 use crate::formats::{
-    Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    IQ4_NL_BLOCK_BYTES, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q5_1_BLOCK_BYTES,
+    Q8_0_BLOCK_BYTES, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 use crate::x86::{tq1_digit512, triple512};
 
@@ -38,6 +39,9 @@ const TQ1: u8 = 2;
 const Q8: u8 = 3;
 const Q40: u8 = 4;
 const Q41: u8 = 5;
+const Q50: u8 = 6;
+const Q51: u8 = 7;
+const IQ4NL: u8 = 8;
 
 /// Bytes of one weight block of format `F` in a row.
 const fn block_bytes(f: u8) -> usize {
@@ -47,6 +51,9 @@ const fn block_bytes(f: u8) -> usize {
         TQ1 => TQ1_0_BLOCK_BYTES,
         Q8 => Q8_0_BLOCK_BYTES,
         Q40 => Q4_0_BLOCK_BYTES,
+        Q50 => Q5_0_BLOCK_BYTES,
+        Q51 => Q5_1_BLOCK_BYTES,
+        IQ4NL => IQ4_NL_BLOCK_BYTES,
         _ => Q4_1_BLOCK_BYTES,
     }
 }
@@ -235,14 +242,63 @@ unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, codes: &mut [__
             }
             _ => {
                 // Byte m: weight m in the low nibble, weight 16 + m in the high one.
-                let qo = if F == Q41 { 4 } else { 2 };
+                let qo = match F {
+                    Q41 => 4,
+                    Q50 => 6,
+                    Q51 => 8,
+                    _ => 2,
+                };
                 let z = load_t16x4(p, off + qo);
                 for (j, &z) in z.iter().enumerate() {
                     codes[j] = _mm512_and_si512(z, m4);
                     codes[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(z), m4);
                 }
+                if F == Q50 || F == Q51 {
+                    fifth_bits(p, off + qo - 4, codes);
+                }
+                if F == IQ4NL {
+                    // Level + 128 as unsigned bytes; the kernel subtracts 128 · Σq.
+                    let mut t = [0u8; 16];
+                    for (t, &l) in t.iter_mut().zip(crate::iq4::LEVELS.iter()) {
+                        *t = (l as i32 + 128) as u8;
+                    }
+                    let t = _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr() as *const __m128i));
+                    for c in codes[..8].iter_mut() {
+                        *c = _mm512_shuffle_epi8(t, *c);
+                    }
+                }
             }
         }
+    }
+}
+
+/// Adds the fifth bits of Q5_0/Q5_1 (the u32 at `off` of each row: bit `i` for weight `i`) as
+/// 16 to the nibble codes `codes[0..8]`.
+///
+/// # Safety
+/// Each `p[i] + off .. + 4` is readable; the CPU supports AVX-512 F/BW.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+unsafe fn fifth_bits(p: &[*const u8; ROWS], off: usize, codes: &mut [__m512i; 64]) {
+    // SAFETY: the caller guarantees four readable bytes at every `p[i] + off`.
+    let h: [u32; ROWS] =
+        core::array::from_fn(|i| unsafe { (p[i].add(off) as *const u32).read_unaligned() });
+    // SAFETY: `h` is 64 bytes.
+    let h = unsafe { _mm512_loadu_si512(h.as_ptr() as *const _) };
+    // Byte b of codes[k] (lane r) is weight 4k + b: bit 4(k & 1) + b of byte k / 2 of row r's
+    // word. Every byte of a lane takes that byte of the lane's own word, then tests its bit.
+    let lanes = _mm512_set4_epi32(0x0c0c_0c0c, 0x0808_0808, 0x0404_0404, 0);
+    let sixteen = _mm512_set1_epi8(0x10);
+    for (k, c) in codes[..8].iter_mut().enumerate() {
+        let spread =
+            _mm512_shuffle_epi8(h, _mm512_add_epi8(lanes, _mm512_set1_epi8((k / 2) as i8)));
+        let bit = _mm512_set1_epi32(if k % 2 == 0 {
+            0x0804_0201
+        } else {
+            0x8040_2010u32 as i32
+        });
+        let set = _mm512_test_epi8_mask(spread, bit);
+        *c = _mm512_or_si512(*c, _mm512_maskz_mov_epi8(set, sixteen));
     }
 }
 
@@ -260,7 +316,7 @@ unsafe fn scales<const F: u8>(p: &[*const u8; ROWS], off: usize) -> (__m512, __m
             // I2_S has no block scale: (1 · d) · isum = d · isum exactly.
             I2S => (_mm512_set1_ps(1.0), _mm512_setzero_ps()),
             TQ1 => (f16x16(p, off + 52), _mm512_setzero_ps()),
-            Q41 => (f16x16(p, off), f16x16(p, off + 2)),
+            Q41 | Q51 => (f16x16(p, off), f16x16(p, off + 2)),
             _ => (f16x16(p, off), _mm512_setzero_ps()),
         }
     }
@@ -302,12 +358,13 @@ unsafe fn tokens<const F: u8, const T: usize>(
             let sum = *a.sums.get_unchecked(i);
             let isum = match F {
                 TQ2 | I2S | TQ1 => _mm512_sub_epi32(*s, _mm512_set1_epi32(sum)),
-                Q8 => _mm512_sub_epi32(*s, _mm512_set1_epi32(128 * sum)),
+                Q8 | IQ4NL => _mm512_sub_epi32(*s, _mm512_set1_epi32(128 * sum)),
                 Q40 => _mm512_sub_epi32(*s, _mm512_set1_epi32(8 * sum)),
+                Q50 => _mm512_sub_epi32(*s, _mm512_set1_epi32(16 * sum)),
                 _ => *s,
             };
             let mut v = _mm512_mul_ps(_mm512_mul_ps(dw, d), _mm512_cvtepi32_ps(isum));
-            if F == Q41 {
+            if F == Q41 || F == Q51 {
                 v = _mm512_add_ps(
                     v,
                     _mm512_mul_ps(_mm512_mul_ps(m, d), _mm512_set1_ps(sum as f32)),
@@ -426,4 +483,7 @@ wrap_gemm! {
     vnni_gemm_q8_0 => Q8;
     vnni_gemm_q4_0 => Q40;
     vnni_gemm_q4_1 => Q41;
+    vnni_gemm_q5_0 => Q50;
+    vnni_gemm_q5_1 => Q51;
+    vnni_gemm_iq4_nl => IQ4NL;
 }
