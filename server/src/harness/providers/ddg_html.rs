@@ -31,6 +31,31 @@ pub fn parse(html: &str) -> Vec<Hit> {
             snippet,
         });
     }
+    if hits.is_empty() {
+        hits = loose(&doc);
+    }
+    hits
+}
+
+/// Result links outside the usual `div.result` blocks (the lite page's table rows, other
+/// layouts): each link paired with the snippet in the same position.
+fn loose(doc: &Document) -> Vec<Hit> {
+    let snippets: Vec<String> = doc
+        .select(".result__snippet, .result-snippet")
+        .iter()
+        .map(|s| collapse(&s.text()))
+        .collect();
+    let mut hits = Vec::new();
+    for (i, a) in doc.select("a.result__a, a.result-link").iter().enumerate() {
+        let Some(url) = a.attr("href").and_then(|h| unwrap_link(&h)) else {
+            continue;
+        };
+        hits.push(Hit {
+            title: collapse(&a.text()),
+            url,
+            snippet: snippets.get(i).cloned().unwrap_or_default(),
+        });
+    }
     hits
 }
 
@@ -102,6 +127,21 @@ mod tests {
                     snippet: "Plain link.".into(),
                 },
             ]
+        );
+        // The lite page: table rows, links and snippets paired in order.
+        let lite = r#"<table><tr><td>1.&nbsp;</td><td><a rel="nofollow" href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fa.example%2F&amp;rut=1" class='result-link'>A title</a></td></tr>
+<tr><td></td><td class='result-snippet'>First   snippet.</td></tr>
+<tr><td>2.&nbsp;</td><td><a rel="nofollow" href="https://b.example/x" class='result-link'>B</a></td></tr>
+<tr><td></td><td class='result-snippet'>Second.</td></tr></table>"#;
+        let hits = parse(lite);
+        assert_eq!(hits.len(), 2);
+        assert_eq!(
+            (hits[0].url.as_str(), hits[0].snippet.as_str()),
+            ("https://a.example/", "First snippet.")
+        );
+        assert_eq!(
+            (hits[1].title.as_str(), hits[1].url.as_str()),
+            ("B", "https://b.example/x")
         );
         assert!(parse("").is_empty());
         assert!(parse("<div class=result><a class=result__a>").is_empty());
