@@ -15,8 +15,8 @@ use trillim_core::chat::{ChatTemplate, Message};
 use trillim_core::http::{self, Limits};
 use trillim_core::json::{JsonError, JsonWriter};
 use trillim_core::model::ModelError;
-use trillim_core::sampler::{self, Candidate, Rng, SamplerConfig};
-use trillim_core::tokenizer::{Detokenizer, Tokenizer, TokenizerError, TokenizerMeta};
+use trillim_core::sampler::{Candidate, Rng, SamplerConfig};
+use trillim_core::tokenizer::{Tokenizer, TokenizerError, TokenizerMeta};
 use trillim_runtime::{LoadedModel, Session, ThreadPool};
 
 use crate::frame::{frame, Frame};
@@ -539,7 +539,6 @@ impl Firmware {
                 .code("context_length_exceeded");
             return err(s, out, b);
         }
-        let max_new = params.max_tokens.unwrap_or(usize::MAX).min(ctx - n);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -573,14 +572,7 @@ impl Firmware {
 
         if !params.stream {
             let mut sink = Quiet(&mut *s);
-            let o = match gen.run(
-                prompt_tokens,
-                &cfg,
-                max_new,
-                stops,
-                params.ignore_eos,
-                &mut sink,
-            ) {
+            let o = match gen.run(prompt_tokens, &params, &cfg, stops, &mut sink) {
                 Ok(o) if o.cancelled => return Ok(false),
                 Ok(o) => o,
                 Err(e) => return err(s, out, ErrorBody::new(500, &e)),
@@ -621,14 +613,7 @@ impl Firmware {
         if kind == Kind::Chat {
             sink.send(Event::Role);
         }
-        let r = gen.run(
-            prompt_tokens,
-            &cfg,
-            max_new,
-            stops,
-            params.ignore_eos,
-            &mut sink,
-        );
+        let r = gen.run(prompt_tokens, &params, &cfg, stops, &mut sink);
         match r {
             Ok(o) if o.cancelled => {
                 return match sink.err.take() {
@@ -739,8 +724,9 @@ impl Kind {
     }
 }
 
+use trillim_core::api::GenParams;
 pub use trillim_core::generate::Finish;
-use trillim_core::generate::{after_token, prompt_fits, scan_stops, TokenFate};
+use trillim_core::generate::{prompt_fits, Decoder, End, StepIo};
 
 /// The result of one generation.
 #[derive(Clone, Copy, Debug)]
@@ -764,44 +750,6 @@ struct Gen<'a> {
     cands: &'a mut [Candidate],
 }
 
-/// Generated text and how much of it went out.
-struct TextState<'s> {
-    len: usize,
-    sent: usize,
-    full: bool,
-    stops: &'s [&'s str],
-}
-
-impl TextState<'_> {
-    fn append(&mut self, text: &mut [u8], piece: &str) {
-        match text.get_mut(self.len..self.len + piece.len()) {
-            Some(d) if !self.full => {
-                d.copy_from_slice(piece.as_bytes());
-                self.len += piece.len();
-            }
-            _ => self.full = true,
-        }
-    }
-
-    /// Sends what is certain not to be part of a stop sequence; true when a stop sequence
-    /// matched (the text is cut before it).
-    fn advance(
-        &mut self,
-        text: &[u8],
-        last: bool,
-        emit: &mut dyn FnMut(&str) -> bool,
-    ) -> (bool, bool) {
-        let scan = scan_stops(&text[self.sent..self.len], self.stops, last);
-        let (until, stopped) = (self.sent + scan.emit, scan.stopped);
-        let ok = emit_pieces(&text[self.sent..until], emit);
-        self.sent = until;
-        if stopped {
-            self.len = until;
-        }
-        (stopped, ok)
-    }
-}
-
 /// Emits `bytes` (valid UTF-8) in pieces of at most [`PIECE`] bytes.
 fn emit_pieces(mut bytes: &[u8], emit: &mut dyn FnMut(&str) -> bool) -> bool {
     while !bytes.is_empty() {
@@ -822,20 +770,27 @@ fn emit_pieces(mut bytes: &[u8], emit: &mut dyn FnMut(&str) -> bool) -> bool {
 }
 
 impl Gen<'_> {
-    fn feed(&mut self, tokens: &[u32]) -> Result<(), ModelError> {
-        let l = self.session.feed(self.model, self.pool, tokens, 1)?;
-        let n = self.logits.len().min(l.len());
-        self.logits[..n].copy_from_slice(&l[..n]);
+    fn feed(
+        session: &mut Session,
+        model: &LoadedModel,
+        pool: &ThreadPool,
+        logits: &mut [f32],
+        tokens: &[u32],
+    ) -> Result<(), ModelError> {
+        let l = session.feed(model, pool, tokens, 1)?;
+        let n = logits.len().min(l.len());
+        logits[..n].copy_from_slice(&l[..n]);
         Ok(())
     }
 
+    /// Generates after `prompt` with the shared step machine; `keep`: the text stays in the
+    /// text buffer for a response written at the end.
     fn run(
         &mut self,
         prompt: &[u32],
+        params: &GenParams,
         cfg: &SamplerConfig,
-        max_new: usize,
         stops: &[&str],
-        ignore_eos: bool,
         sink: &mut dyn Sink,
     ) -> Result<Outcome, ModelError> {
         let cached = self.session.reuse_prefix(prompt);
@@ -851,73 +806,52 @@ impl Gen<'_> {
                 o.cancelled = true;
                 return Ok(o);
             }
-            self.feed(step)?;
+            Self::feed(self.session, self.model, self.pool, self.logits, step)?;
         }
-        let mut rng = Rng::new(cfg.seed);
-        let mut detok = Detokenizer::new(false);
-        let mut st = TextState {
-            len: 0,
-            sent: 0,
-            full: false,
-            stops,
-        };
-        let mut stopped = false;
-        while o.completion_tokens < max_new {
-            let t = sampler::sample(
-                self.logits,
-                self.session.tokens(),
-                cfg,
-                &mut rng,
-                self.cands,
+        let keep = !params.stream;
+        let mut dec = Decoder::new(
+            *cfg,
+            params.max_tokens,
+            params.ignore_eos,
+            self.session.capacity(),
+            &mut *self.text,
+            keep,
+        );
+        let end = loop {
+            let step = dec.step(
+                &self.tok,
+                StepIo {
+                    logits: self.logits,
+                    history: self.session.tokens(),
+                    cands: self.cands,
+                    stops,
+                    logprobs: None,
+                    emit: &mut |p| emit_pieces(p.as_bytes(), &mut |q| sink.text(q)),
+                },
             );
-            let last = match after_token(
-                self.tok.is_eog(t),
-                ignore_eos,
-                o.completion_tokens,
-                Some(max_new),
-            ) {
-                TokenFate::EndOfGeneration => {
-                    o.finish = Finish::Stop;
-                    break;
+            match (step.end, step.token) {
+                (Some(end), _) => break end,
+                (None, Some(t)) => {
+                    Self::feed(self.session, self.model, self.pool, self.logits, &[t])?;
+                    if !sink.alive() {
+                        break End::Halted;
+                    }
                 }
-                TokenFate::Emit(end) => end.is_some(),
-            };
-            o.completion_tokens += 1;
-            let tok = self.tok;
-            let text = &mut *self.text;
-            detok.push(&tok, t, &mut |p| st.append(text, p));
-            if st.full {
-                break;
+                (None, None) => break End::Finished(Finish::Length),
             }
-            let sent;
-            (stopped, sent) = st.advance(self.text, false, &mut |p| sink.text(p));
-            if !sent {
-                o.cancelled = true;
-                break;
-            }
-            if stopped {
-                o.finish = Finish::Stop;
-                break;
-            }
-            if last || self.session.tokens().len() >= self.session.capacity() {
-                break;
-            }
-            self.feed(&[t])?;
-            if !sink.alive() {
-                o.cancelled = true;
-                break;
-            }
+        };
+        let end = match end {
+            End::Halted => End::Halted,
+            e => dec.finish(e, stops, &mut |p| {
+                emit_pieces(p.as_bytes(), &mut |q| sink.text(q))
+            }),
+        };
+        o.completion_tokens = dec.generated();
+        o.text_len = dec.text().len();
+        match end {
+            End::Finished(f) => o.finish = f,
+            End::Halted => o.cancelled = true,
         }
-        if !stopped && !o.cancelled {
-            let text = &mut *self.text;
-            detok.flush(&mut |p| st.append(text, p));
-            let (s, sent) = st.advance(self.text, true, &mut |p| sink.text(p));
-            if s {
-                o.finish = Finish::Stop;
-            }
-            o.cancelled = !sent;
-        }
-        o.text_len = st.len;
         Ok(o)
     }
 }

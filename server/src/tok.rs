@@ -46,7 +46,7 @@ impl Tokenizer {
         Ok(Tokenizer { model, meta, mem })
     }
 
-    fn view(&self) -> core_tok::Tokenizer<'_> {
+    pub(crate) fn view(&self) -> core_tok::Tokenizer<'_> {
         core_tok::Tokenizer::from_parts(self.meta, self.model.bytes(), &self.mem)
             .expect("validated when built")
     }
@@ -83,11 +83,6 @@ impl Tokenizer {
         String::from_utf8_lossy(&self.token_bytes(id)).into_owned()
     }
 
-    /// Whether `id` ends generation.
-    pub fn is_eog(&self, id: u32) -> bool {
-        self.view().is_eog(id)
-    }
-
     /// Text of the BOS token, for chat templates.
     pub fn bos_text(&self) -> String {
         self.view()
@@ -113,32 +108,6 @@ impl Tokenizer {
             d.push(&t, id, &mut |p: &str| s.push_str(p));
         }
         d.flush(&mut |p: &str| s.push_str(p));
-        s
-    }
-}
-
-/// Turns generated tokens into text pieces that never split a UTF-8 character.
-#[derive(Debug)]
-pub struct Detokenizer(core_tok::Detokenizer);
-
-impl Default for Detokenizer {
-    fn default() -> Self {
-        Detokenizer(core_tok::Detokenizer::new(false))
-    }
-}
-
-impl Detokenizer {
-    /// Adds a token and returns the text that is now complete (possibly empty).
-    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
-        let mut s = String::new();
-        self.0.push(&tok.view(), id, &mut |p: &str| s.push_str(p));
-        s
-    }
-
-    /// Text still held back at the end of generation.
-    pub fn flush(&mut self) -> String {
-        let mut s = String::new();
-        self.0.flush(&mut |p: &str| s.push_str(p));
         s
     }
 }

@@ -5,7 +5,6 @@
 //! next forward step.
 
 pub mod scheduler;
-pub mod stop;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -343,33 +342,14 @@ impl Engine {
     }
 }
 
-/// `log_softmax(logits)` entries for `ids` and the `top` best, in f64.
+/// The log-probability of `id` in `logits` and the `top` most likely tokens (the core's
+/// [`trillim_core::generate::logprobs`], as owned values).
 pub(crate) fn logprobs_of(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
-    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = logits
-        .iter()
-        .map(|&v| (v as f64 - m).exp())
-        .sum::<f64>()
-        .ln()
-        + m;
-    let mut best: Vec<(u32, f64)> = Vec::with_capacity(top + 1);
-    if top > 0 {
-        for (i, &v) in logits.iter().enumerate() {
-            let v = v as f64;
-            if best.len() < top || v > best[best.len() - 1].1 {
-                let pos = best.partition_point(|&(_, b)| b >= v);
-                best.insert(pos, (i as u32, v));
-                best.truncate(top);
-            }
-        }
-    }
-    for b in &mut best {
-        b.1 -= lse;
-    }
-    let lp = logits.get(id as usize).map(|&v| v as f64 - lse);
+    let mut best = vec![(0, 0.0); top.min(logits.len())];
+    let logprob = trillim_core::generate::logprobs(logits, id, &mut best);
     TokenLogprob {
         id,
-        logprob: lp,
+        logprob,
         top: best,
     }
 }

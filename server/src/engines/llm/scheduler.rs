@@ -13,17 +13,15 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use trillim_core::generate::{after_token, prompt_fits, TokenFate};
+use trillim_core::generate::{self, prompt_fits, Decoder, LogprobBufs, StepIo};
 use trillim_core::model::SeqToken;
-use trillim_core::sampler::{sample, Candidate, Rng};
+use trillim_core::sampler::Candidate;
 use trillim_runtime::{LoadedModel, Session, ThreadPool};
 
-use super::stop::StopMatcher;
 use super::{
     logprobs_of, Event, Finish, GenerationError, Job, ModelShared, Msg, Prepared, TokenLogprob,
 };
 use crate::metrics::Metrics;
-use crate::tok::Detokenizer;
 
 /// Tokens one forward step processes at most: decode tokens first, prompt chunks in the rest.
 /// 128 reads the weights once per 128 prompt tokens (+8-10 % prefill on 2B4T against 64) and
@@ -39,12 +37,8 @@ struct Seq {
     fed: usize,
     /// Sampled and not yet fed (a decoding sequence has one).
     next: Option<u32>,
-    rng: Rng,
-    detok: Detokenizer,
-    stops: StopMatcher,
-    generated: usize,
-    /// A stop string ended it (its text and what the detokenizer holds are not shown).
-    stop_hit: bool,
+    /// Sampling, text and the finish decision: the step machine both servers share.
+    dec: Decoder<Vec<u8>>,
     prompt_lps: Vec<TokenLogprob>,
     started: Instant,
     last_token: Option<Instant>,
@@ -64,6 +58,9 @@ struct Worker {
     session: Session,
     work: Vec<Candidate>,
     logits: Vec<f32>,
+    /// Logits before sampling and the best alternatives, for requests asking logprobs.
+    raw: Vec<f32>,
+    top: Vec<(u32, f64)>,
     /// When each slot was last given to a sequence (least recently used first on ties).
     used: Vec<u64>,
     clock: u64,
@@ -88,6 +85,8 @@ pub(super) fn run(prepared: Prepared, rx: Receiver<Msg>, metrics: Arc<Metrics>) 
         session,
         work: vec![Candidate::default(); n_vocab],
         logits: Vec::new(),
+        raw: vec![0.0; n_vocab],
+        top: Vec::new(),
         used: vec![0; slots],
         clock: 0,
         metrics,
@@ -203,17 +202,22 @@ impl Worker {
                 top: Vec::new(),
             });
         }
+        let held = vec![0; Decoder::<Vec<u8>>::held_capacity(&job.stop)];
+        let dec = Decoder::new(
+            job.sampler,
+            job.max_tokens,
+            job.ignore_eos,
+            self.shared.ctx,
+            held,
+            false,
+        );
         Some(Seq {
-            rng: Rng::new(job.sampler.seed),
-            stops: StopMatcher::new(&job.stop),
             job,
             slot,
             cached,
             fed: cached,
             next: None,
-            detok: Detokenizer::default(),
-            generated: 0,
-            stop_hit: false,
+            dec,
             prompt_lps,
             started: Instant::now(),
             last_token: None,
@@ -326,75 +330,85 @@ impl Worker {
     /// sequence is done.
     fn sample_next(&mut self, seq: &mut Seq, logits: &mut [f32]) -> Option<End> {
         let job = &seq.job;
-        let history = self.session.slot_tokens(seq.slot);
-        // Prompt and completion together fit the context (the slot holds every token but the
-        // one about to be sampled).
-        if job.max_tokens == Some(0) || history.len() >= self.shared.ctx {
-            return Some(End::Finished(Finish::Length));
+        let tok = self.shared.tok.view();
+        let lp = job.logprobs.map(|n| {
+            self.top.resize(n.min(logits.len()), (0, 0.0));
+            LogprobBufs {
+                raw: &mut self.raw,
+                top: &mut self.top,
+            }
+        });
+        let mut text = String::new();
+        let step = seq.dec.step(
+            &tok,
+            StepIo {
+                logits,
+                history: self.session.slot_tokens(seq.slot),
+                cands: &mut self.work,
+                stops: &job.stop,
+                logprobs: lp,
+                emit: &mut |piece| {
+                    text.push_str(piece);
+                    true
+                },
+            },
+        );
+        if let Some(id) = step.token {
+            let now = Instant::now();
+            if let Some(prev) = seq.last_token.replace(now) {
+                self.metrics.inter_token(now - prev);
+            }
+            self.metrics.generated(1);
+            let logprobs = match job.logprobs {
+                Some(_) => vec![TokenLogprob {
+                    id,
+                    logprob: step.logprob,
+                    top: self.top.clone(),
+                }],
+                None => Vec::new(),
+            };
+            // One event per generated token, also when its text is held back (a partial
+            // character, a possible stop-string prefix, or a control token that renders as
+            // nothing): streams then tick once per token, as OpenAI's do.
+            let _ = job.events.send(Event::Text { text, logprobs });
+            seq.next = Some(id);
         }
-        let raw = job.logprobs.map(|_| logits.to_vec());
-        let id = sample(logits, history, &job.sampler, &mut seq.rng, &mut self.work);
-        let tok = &self.shared.tok;
-        let ends = match after_token(
-            tok.is_eog(id),
-            job.ignore_eos,
-            seq.generated,
-            job.max_tokens,
-        ) {
-            TokenFate::EndOfGeneration => return Some(End::Finished(Finish::Stop)),
-            TokenFate::Emit(ends) => ends,
-        };
-        seq.generated += 1;
-        let now = Instant::now();
-        if let Some(prev) = seq.last_token.replace(now) {
-            self.metrics.inter_token(now - prev);
-        }
-        self.metrics.generated(1);
-        let logprobs = raw
-            .map(|raw| vec![logprobs_of(&raw, id, job.logprobs.unwrap_or(0))])
-            .unwrap_or_default();
-        let piece = seq.detok.push(tok, id);
-        let (text, hit) = seq.stops.push(&piece);
-        // One event per generated token, also when its text is held back (a partial
-        // character, a possible stop-string prefix, or a control token that renders as
-        // nothing): streams then tick once per token, as OpenAI's do.
-        let _ = job.events.send(Event::Text { text, logprobs });
-        if hit {
-            seq.stop_hit = true;
-            return Some(End::Finished(Finish::Stop));
-        }
-        if let Some(finish) = ends {
-            return Some(End::Finished(finish));
-        }
-        seq.next = Some(id);
-        None
+        step.end.map(|e| match e {
+            generate::End::Finished(f) => End::Finished(f),
+            generate::End::Halted => End::Cancelled,
+        })
     }
 
     fn finish(&mut self, mut seq: Seq, end: End) {
         let job = &seq.job;
         match end {
             End::Finished(finish) => {
-                // Whatever the detokenizer and the stop matcher still hold is real text.
-                if !seq.stop_hit {
-                    let tail = seq.detok.flush();
-                    let (mut text, hit) = seq.stops.push(&tail);
-                    if !hit {
-                        text.push_str(&seq.stops.flush());
-                    }
-                    if !text.is_empty() {
-                        let _ = job.events.send(Event::Text {
-                            text,
-                            logprobs: Vec::new(),
+                // Whatever the decoder still holds back is real text, unless a stop string
+                // ended the generation.
+                let mut text = String::new();
+                let end =
+                    seq.dec
+                        .finish(generate::End::Finished(finish), &job.stop, &mut |piece| {
+                            text.push_str(piece);
+                            true
                         });
-                    }
+                let finish = match end {
+                    generate::End::Finished(f) => f,
+                    generate::End::Halted => finish,
+                };
+                if !text.is_empty() {
+                    let _ = job.events.send(Event::Text {
+                        text,
+                        logprobs: Vec::new(),
+                    });
                 }
                 let _ = job.events.send(Event::Done {
                     finish,
-                    completion_tokens: seq.generated,
+                    completion_tokens: seq.dec.generated(),
                 });
                 tracing::info!(
                     request_id = %job.request_id, prompt_tokens = job.prompt.len(), cached_tokens = seq.cached,
-                    completion_tokens = seq.generated, finish = finish.as_str(),
+                    completion_tokens = seq.dec.generated(), finish = finish.as_str(),
                     seconds = format!("{:.3}", seq.started.elapsed().as_secs_f64()), "generation done"
                 );
             }

@@ -1,8 +1,15 @@
-//! The parts of a generation step both servers share: whether a prompt fits
-//! ([`prompt_fits`]), why a generation ends ([`Finish`]), when a sampled token ends it
-//! ([`after_token`]), and how much generated text may be sent while
-//! stop strings could still match ([`scan_stops`]). The shells keep their own buffers (the
-//! server a `String` per stream, the firmware one fixed buffer) and ask these functions.
+//! One generation, the same in both servers: whether a prompt fits ([`prompt_fits`]), the
+//! step machine that turns each row of logits into a token and text ([`Decoder`]: sample,
+//! detokenize incrementally, hold back possible stop strings, decide the finish reason, and
+//! report log-probabilities through [`logprobs`]), and the rules it is built from
+//! ([`after_token`], [`scan_stops`]). The shells own the memory and the forward pass; the
+//! decoder only sees a row of logits, the sequence's tokens and caller buffers.
+
+mod decoder;
+mod logprobs;
+
+pub use decoder::{Decoder, End, LogprobBufs, Step, StepIo};
+pub use logprobs::logprobs;
 
 /// Why a generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,11 +76,12 @@ pub struct StopScan {
 /// ignored). The earliest match ends the text before it; otherwise everything is sent except
 /// the longest tail that could still grow into a stop string, unless `last` (the generation
 /// ended for another reason), when all of it is.
-pub fn scan_stops(pending: &[u8], stops: &[&str], last: bool) -> StopScan {
+pub fn scan_stops<S: AsRef<str>>(pending: &[u8], stops: &[S], last: bool) -> StopScan {
     let hit = stops
         .iter()
+        .map(|s| s.as_ref().as_bytes())
         .filter(|s| !s.is_empty())
-        .filter_map(|s| find(pending, s.as_bytes()))
+        .filter_map(|s| find(pending, s))
         .min();
     if let Some(p) = hit {
         return StopScan {
@@ -91,7 +99,8 @@ pub fn scan_stops(pending: &[u8], stops: &[&str], last: bool) -> StopScan {
     // character boundary, so what is sent stays whole characters.
     let held = stops
         .iter()
-        .flat_map(|s| (1..s.len()).map(move |k| &s.as_bytes()[..k]))
+        .map(|s| s.as_ref().as_bytes())
+        .flat_map(|s| (1..s.len()).map(move |k| &s[..k]))
         .filter(|pre| pending.ends_with(pre))
         .map(|pre| pre.len())
         .max()
@@ -123,7 +132,7 @@ mod tests {
                 stopped: true
             }
         );
-        assert_eq!(scan_stops(b"abc", &[], false).emit, 3);
+        assert_eq!(scan_stops::<&str>(b"abc", &[], false).emit, 3);
         assert_eq!(scan_stops(b"abc", &[""], false).emit, 3);
     }
 
