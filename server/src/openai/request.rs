@@ -1,8 +1,11 @@
 //! Parsing and validating request bodies. Bodies are read as JSON values and checked field by
 //! field so every mistake gets a 400 naming the field; unknown fields are ignored. Types are
-//! strict: a number or boolean sent as a string (`"max_tokens": "9"`) is a mistake.
+//! strict: a number or boolean sent as a string (`"max_tokens": "9"`) is a mistake. The
+//! generation fields then go through the rules the firmware applies too
+//! ([`trillim_core::api::validate`]), so both servers refuse the same values the same way.
 
 use serde_json::{Map, Value};
+use trillim_core::api::{self, Capabilities, Endpoint, GenParams};
 use trillim_core::sampler::{SamplerConfig, SamplerOverrides};
 
 use super::error::ApiError;
@@ -159,66 +162,24 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
-/// `min_max_tokens`: 0 for completions (prompt scoring with `echo`), 1 for chat.
-fn gen_options(m: &Map<String, Value>, min_max_tokens: i64) -> Result<GenOptions, ApiError> {
+/// Reads the generation fields with strict types, then applies the validation rules both
+/// servers share ([`trillim_core::api::validate`]).
+fn gen_options(
+    m: &Map<String, Value>,
+    endpoint: Endpoint,
+) -> Result<(GenOptions, GenParams), ApiError> {
     let f = Fields(m);
     let model = f.string("model")?;
-    let sampling = SamplerOverrides {
-        temperature: f.f32("temperature")?,
-        top_k: f.uint("top_k", 0)?,
-        top_p: f.f32("top_p")?,
-        min_p: f.f32("min_p")?,
-        repetition_penalty: f.f32("repetition_penalty")?,
-        presence_penalty: f.f32("presence_penalty")?,
-        frequency_penalty: f.f32("frequency_penalty")?,
-        seed: f.int("seed")?.map(|s| s as u64),
-    };
-    sampling
-        .validate()
-        .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
-    let max_tokens = match f.int("max_completion_tokens")? {
-        Some(v) => Some(("max_completion_tokens", v)),
-        None => f.int("max_tokens")?.map(|v| ("max_tokens", v)),
-    };
-    let max_tokens = match max_tokens {
-        None => None,
-        Some((_, v)) if v >= min_max_tokens => Some(v as usize),
-        Some((k, _)) => {
-            return Err(ApiError::invalid_param(
-                k,
-                format!("{k} must be >= {min_max_tokens}"),
-            ))
-        }
-    };
-    let n = f.uint("n", 1)?.unwrap_or(1);
-    if n > 64 {
-        return Err(ApiError::invalid_param("n", "n must be between 1 and 64"));
-    }
-    if let Some(b) = f.int("best_of")? {
-        if b != 1 {
-            return Err(ApiError::invalid_param(
-                "best_of",
-                "only best_of = 1 is supported",
-            ));
-        }
-    }
     let stop = match f.get("stop") {
         None => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => {
-            if a.len() > 4 {
-                return Err(ApiError::invalid_param(
-                    "stop",
-                    "stop may hold at most 4 sequences",
-                ));
-            }
-            a.iter()
-                .map(|s| s.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| {
-                    ApiError::invalid_param("stop", "stop must be a string or an array of strings")
-                })?
-        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| s.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ApiError::invalid_param("stop", "stop must be a string or an array of strings")
+            })?,
         Some(_) => {
             return Err(ApiError::invalid_param(
                 "stop",
@@ -226,11 +187,9 @@ fn gen_options(m: &Map<String, Value>, min_max_tokens: i64) -> Result<GenOptions
             ))
         }
     };
-    let stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
-    let stream = f.bool("stream")?.unwrap_or(false);
     let include_usage = match f.get("stream_options") {
-        None => false,
-        Some(Value::Object(o)) => Fields(o).bool("include_usage")?.unwrap_or(false),
+        None => None,
+        Some(Value::Object(o)) => Fields(o).bool("include_usage")?,
         Some(_) => {
             return Err(ApiError::invalid_param(
                 "stream_options",
@@ -238,17 +197,45 @@ fn gen_options(m: &Map<String, Value>, min_max_tokens: i64) -> Result<GenOptions
             ))
         }
     };
-    let ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
-    Ok(GenOptions {
-        model,
-        sampling,
-        max_tokens,
-        stop,
-        stream,
+    let chat = endpoint == Endpoint::Chat;
+    let raw = api::Fields {
+        temperature: f.f32("temperature")?,
+        top_k: f.int("top_k")?,
+        top_p: f.f32("top_p")?,
+        min_p: f.f32("min_p")?,
+        repetition_penalty: f.f32("repetition_penalty")?,
+        presence_penalty: f.f32("presence_penalty")?,
+        frequency_penalty: f.f32("frequency_penalty")?,
+        seed: f.int("seed")?,
+        max_tokens: f.int("max_tokens")?,
+        max_completion_tokens: f.int("max_completion_tokens")?,
+        n: f.int("n")?,
+        best_of: f.int("best_of")?,
+        stops: stop.len(),
+        stream: f.bool("stream")?,
         include_usage,
-        ignore_eos,
-        n,
-    })
+        ignore_eos: f.bool("ignore_eos")?,
+        logprobs: if chat { f.bool("logprobs")? } else { None },
+        logprobs_count: if chat { None } else { f.int("logprobs")? },
+        top_logprobs: if chat { f.int("top_logprobs")? } else { None },
+        echo: if chat { None } else { f.bool("echo")? },
+        suffix: f
+            .get("suffix")
+            .is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty())),
+    };
+    let p = api::validate(&raw, endpoint, Capabilities::FULL)
+        .map_err(|e| ApiError::invalid_param(e.param().unwrap_or("body"), e.to_string()))?;
+    let opts = GenOptions {
+        model,
+        sampling: p.sampling,
+        max_tokens: p.max_tokens,
+        stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
+        stream: p.stream,
+        include_usage: p.include_usage,
+        ignore_eos: p.ignore_eos,
+        n: p.n,
+    };
+    Ok((opts, p))
 }
 
 /// Flattens a message `content`: a string, an array of text parts, or null.
@@ -324,27 +311,12 @@ pub fn chat(m: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
         let content = content_text(i, o.get("content"))?;
         messages.push(Message { role, content });
     }
-    let opts = gen_options(m, 1)?;
-    let f = Fields(m);
-    let logprobs = f.bool("logprobs")?.unwrap_or(false);
-    let top_logprobs = f.uint("top_logprobs", 0)?;
-    if top_logprobs.is_some_and(|t| t > 20) {
-        return Err(ApiError::invalid_param(
-            "top_logprobs",
-            "top_logprobs must be between 0 and 20",
-        ));
-    }
-    if top_logprobs.is_some_and(|t| t > 0) && !logprobs {
-        return Err(ApiError::invalid_param(
-            "top_logprobs",
-            "top_logprobs requires logprobs to be true",
-        ));
-    }
+    let (opts, p) = gen_options(m, Endpoint::Chat)?;
     Ok(ChatRequest {
         messages,
         opts,
-        logprobs,
-        top_logprobs: top_logprobs.unwrap_or(0),
+        logprobs: p.logprobs.is_some(),
+        top_logprobs: p.logprobs.unwrap_or(0),
     })
 }
 
@@ -393,26 +365,12 @@ pub fn completion(m: &Map<String, Value>) -> Result<CompletionRequest, ApiError>
         }
         Some(_) => return Err(bad()),
     };
-    let opts = gen_options(m, 0)?;
-    let f = Fields(m);
-    let logprobs = f.uint("logprobs", 0)?;
-    if logprobs.is_some_and(|l| l > 5) {
-        return Err(ApiError::invalid_param(
-            "logprobs",
-            "logprobs must be between 0 and 5",
-        ));
-    }
-    let echo = f.bool("echo")?.unwrap_or(false);
-    if f.get("suffix")
-        .is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty()))
-    {
-        return Err(ApiError::invalid_param("suffix", "suffix is not supported"));
-    }
+    let (opts, p) = gen_options(m, Endpoint::Completion)?;
     Ok(CompletionRequest {
         prompts,
         opts,
-        logprobs,
-        echo,
+        logprobs: p.logprobs,
+        echo: p.echo,
     })
 }
 

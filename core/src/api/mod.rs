@@ -11,7 +11,10 @@ use core::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::sampler::{SamplerConfig, SamplerOverrides};
+mod rules;
+
+use rules::check;
+pub use rules::{validate, Capabilities, Endpoint, Fields, GenParams, MAX_N};
 
 /// Most messages in a chat request.
 pub const MAX_MESSAGES: usize = 64;
@@ -35,7 +38,7 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    fn invalid(param: &'static str, message: &'static str) -> Self {
+    pub(crate) fn invalid(param: &'static str, message: &'static str) -> Self {
         RequestError::Invalid { param, message }
     }
 
@@ -412,13 +415,6 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// Which endpoint a body is for: `logprobs` is a boolean for chat, a count for completions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Endpoint {
-    Chat,
-    Completion,
-}
-
 /// An integer field, read as a JSON number: integral floats (`9.0`) count, values past the
 /// `i64` range saturate (a `max_tokens` of 1e30 means "as many as fit").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -579,28 +575,6 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
     }
 }
 
-/// Generation options shared by both endpoints, validated.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct GenParams {
-    /// Sampling overrides (validated).
-    pub sampling: SamplerOverrides,
-    /// `max_completion_tokens` or `max_tokens` (>= 1).
-    pub max_tokens: Option<usize>,
-    /// `stream`.
-    pub stream: bool,
-    /// `stream_options.include_usage`.
-    pub include_usage: bool,
-    /// `ignore_eos`: keep generating past end-of-generation tokens.
-    pub ignore_eos: bool,
-}
-
-impl GenParams {
-    /// The sampler configuration: request values over `defaults`, `seed` when none is given.
-    pub fn sampler(&self, defaults: &SamplerConfig, seed: u64) -> SamplerConfig {
-        self.sampling.apply(defaults, seed)
-    }
-}
-
 /// A validated chat request.
 #[derive(Clone, Debug)]
 pub struct ChatRequest<'a> {
@@ -636,115 +610,53 @@ pub struct CompletionRequest<'a> {
     pub stop: heapless::Vec<JsonStr<'a>, MAX_STOP>,
 }
 
-fn check(ok: bool, param: &'static str, message: &'static str) -> Result<(), RequestError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(RequestError::invalid(param, message))
-    }
-}
-
 type Stops<'a> = heapless::Vec<JsonStr<'a>, MAX_STOP>;
 
-fn params<'a>(b: &Body<'a>) -> Result<(GenParams, Stops<'a>), RequestError> {
-    check(
-        b.top_k.is_none_or(|k| k.0 >= 0),
-        "top_k",
-        "top_k must be >= 0",
-    )?;
-    let sampling = SamplerOverrides {
+/// Validates the generation fields of `b` with the shared rules ([`validate`]), for a server
+/// that generates text only ([`Capabilities::TEXT`]).
+fn params<'a>(b: &Body<'a>, endpoint: Endpoint) -> Result<(GenParams, Stops<'a>), RequestError> {
+    let mut stop = Stops::new();
+    let mut stops = 0;
+    if let Some(s) = &b.stop {
+        if s.not_strings {
+            return Err(RequestError::invalid(
+                "stop",
+                "stop must be a string or an array of strings",
+            ));
+        }
+        stops = if s.overflow {
+            MAX_STOP + 1
+        } else {
+            s.list.len()
+        };
+        for t in s.list.iter().filter(|t| !t.0.is_empty()) {
+            let _ = stop.push(*t);
+        }
+    }
+    let f = Fields {
         temperature: b.temperature,
-        top_k: b.top_k.map(|k| usize::try_from(k.0).unwrap_or(usize::MAX)),
+        top_k: b.top_k.map(|k| k.0),
         top_p: b.top_p,
         min_p: b.min_p,
         repetition_penalty: b.repetition_penalty,
         presence_penalty: b.presence_penalty,
         frequency_penalty: b.frequency_penalty,
-        seed: b.seed.map(|s| s as u64),
+        seed: b.seed,
+        max_tokens: b.max_tokens.map(|v| v.0),
+        max_completion_tokens: b.max_completion_tokens.map(|v| v.0),
+        n: b.n.map(|v| v.0),
+        best_of: b.best_of.map(|v| v.0),
+        stops,
+        stream: b.stream,
+        include_usage: b.stream_options.as_ref().and_then(|o| o.include_usage),
+        ignore_eos: b.ignore_eos,
+        logprobs: b.logprobs,
+        logprobs_count: b.logprobs_count.map(|v| v.0),
+        top_logprobs: b.top_logprobs.map(|v| v.0),
+        echo: b.echo,
+        suffix: b.suffix.is_some_and(|s| !s.0.is_empty()),
     };
-    sampling
-        .validate()
-        .map_err(|e| RequestError::invalid(e.param, e.message))?;
-    let max_tokens = match (
-        b.max_completion_tokens.map(|v| v.0),
-        b.max_tokens.map(|v| v.0),
-    ) {
-        (Some(v), _) => {
-            check(
-                v >= 1,
-                "max_completion_tokens",
-                "max_completion_tokens must be >= 1",
-            )?;
-            Some(usize::try_from(v).unwrap_or(usize::MAX))
-        }
-        (None, Some(v)) => {
-            check(v >= 1, "max_tokens", "max_tokens must be >= 1")?;
-            Some(usize::try_from(v).unwrap_or(usize::MAX))
-        }
-        (None, None) => None,
-    };
-    check(b.n.is_none_or(|n| n.0 == 1), "n", "only n = 1 is supported")?;
-    check(
-        b.best_of.is_none_or(|n| n.0 == 1),
-        "best_of",
-        "only best_of = 1 is supported",
-    )?;
-    check(
-        b.top_logprobs.is_none_or(|t| (0..=20).contains(&t.0)),
-        "top_logprobs",
-        "top_logprobs must be between 0 and 20",
-    )?;
-    check(
-        b.top_logprobs.is_none_or(|t| t.0 == 0) || b.logprobs == Some(true),
-        "top_logprobs",
-        "top_logprobs requires logprobs to be true",
-    )?;
-    check(
-        b.logprobs_count.is_none_or(|l| (0..=5).contains(&l.0)),
-        "logprobs",
-        "logprobs must be between 0 and 5",
-    )?;
-    check(
-        b.logprobs != Some(true) && b.logprobs_count.is_none(),
-        "logprobs",
-        "logprobs are not supported by this server; use trillim serve",
-    )?;
-    check(
-        b.echo != Some(true),
-        "echo",
-        "echo is not supported by this server; use trillim serve",
-    )?;
-    check(
-        b.suffix.is_none_or(|s| s.0.is_empty()),
-        "suffix",
-        "suffix is not supported",
-    )?;
-    let mut stop = Stops::new();
-    if let Some(s) = &b.stop {
-        check(
-            !s.not_strings,
-            "stop",
-            "stop must be a string or an array of strings",
-        )?;
-        check(!s.overflow, "stop", "stop may hold at most 4 sequences")?;
-        for t in s.list.iter().filter(|t| !t.0.is_empty()) {
-            let _ = stop.push(*t);
-        }
-    }
-    Ok((
-        GenParams {
-            sampling,
-            max_tokens,
-            stream: b.stream.unwrap_or(false),
-            include_usage: b
-                .stream_options
-                .as_ref()
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
-            ignore_eos: b.ignore_eos.unwrap_or(false),
-        },
-        stop,
-    ))
+    Ok((validate(&f, endpoint, Capabilities::TEXT)?, stop))
 }
 
 fn body(json: &[u8], endpoint: Endpoint) -> Result<Body<'_>, RequestError> {
@@ -812,7 +724,7 @@ pub fn parse_chat(json: &[u8]) -> Result<ChatRequest<'_>, RequestError> {
         };
         let _ = messages.push(Message { role, content });
     }
-    let (params, stop) = params(&b)?;
+    let (params, stop) = params(&b, Endpoint::Chat)?;
     Ok(ChatRequest {
         model: b.model,
         messages,
@@ -836,7 +748,7 @@ pub fn parse_completion(json: &[u8]) -> Result<CompletionRequest<'_>, RequestErr
         "only one prompt per request is supported",
     )?;
     let prompt = *p.list.first().ok_or(RequestError::invalid("prompt", BAD))?;
-    let (params, stop) = params(&b)?;
+    let (params, stop) = params(&b, Endpoint::Completion)?;
     Ok(CompletionRequest {
         model: b.model,
         prompt,
