@@ -257,6 +257,13 @@ impl<W: Write> JsonWriter<W> {
         self.raw(b"null")
     }
 
+    /// Writes `json`, one complete JSON value serialized elsewhere, as the next value. The
+    /// caller vouches that it is valid JSON.
+    pub fn raw_value(&mut self, json: &str) -> Res<W> {
+        self.before_value()?;
+        self.raw(json.as_bytes())
+    }
+
     fn display(&mut self, v: impl fmt::Display) -> Res<W> {
         let mut a = FmtAdapter {
             w: &mut self.w,

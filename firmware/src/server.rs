@@ -375,10 +375,12 @@ impl Firmware {
     ) -> Result<bool, S::Error> {
         let path = req.path.trim_end_matches('/');
         let (endpoint, allowed) = match path {
-            "/health" | "/v1/health" => (Endpoint::Health, "GET"),
-            "/v1/models" | "/models" => (Endpoint::Models, "GET"),
-            "/v1/chat/completions" | "/chat/completions" => (Endpoint::Chat, "POST"),
-            "/v1/completions" | "/completions" => (Endpoint::Completion, "POST"),
+            "/health" | "/v1/health" => (Route::Health, "GET"),
+            "/v1/models" | "/models" => (Route::Models, "GET"),
+            "/v1/chat/completions" | "/chat/completions" => {
+                (Route::Generate(Endpoint::Chat), "POST")
+            }
+            "/v1/completions" | "/completions" => (Route::Generate(Endpoint::Completion), "POST"),
             _ => {
                 let msg = NotFound(req.path);
                 let b = ErrorBody::new(404, &msg).code("not_found");
@@ -402,16 +404,15 @@ impl Firmware {
             return respond(s, &mut self.bufs.out, 405, r.keep_alive, &extra, &b);
         }
         match endpoint {
-            Endpoint::Health => {
+            Route::Health => {
                 let b = HealthBody { name: &self.name };
                 respond(s, &mut self.bufs.out, 200, r.keep_alive, &r.extra(), &b)
             }
-            Endpoint::Models => {
+            Route::Models => {
                 let b = ModelsBody { name: &self.name };
                 respond(s, &mut self.bufs.out, 200, r.keep_alive, &r.extra(), &b)
             }
-            Endpoint::Chat => self.generate(s, Kind::Chat, body, r),
-            Endpoint::Completion => self.generate(s, Kind::Completion, body, r),
+            Route::Generate(kind) => self.generate(s, kind, body, r),
         }
     }
 
@@ -419,7 +420,7 @@ impl Firmware {
     fn generate<S: Peer>(
         &mut self,
         s: &mut S,
-        kind: Kind,
+        kind: Endpoint,
         body: &[u8],
         r: Reply<'_>,
     ) -> Result<bool, S::Error> {
@@ -464,7 +465,7 @@ impl Firmware {
 
         // The prompt text and request options.
         let (prompt_text, add_special, params, raw_stops) = match kind {
-            Kind::Chat => {
+            Endpoint::Chat => {
                 let req = match api::parse_chat(body) {
                     Ok(r) => r,
                     Err(e) => return err(s, out, ErrorBody::new(400, &e).param(e.param())),
@@ -491,7 +492,7 @@ impl Firmware {
                     Err(e) => return err(s, out, ErrorBody::new(400, &e).param(Some("messages"))),
                 }
             }
-            Kind::Completion => {
+            Endpoint::Completion => {
                 let req = match api::parse_completion(body) {
                     Ok(r) => r,
                     Err(e) => return err(s, out, ErrorBody::new(400, &e).param(e.param())),
@@ -511,8 +512,8 @@ impl Firmware {
         }
         let stops = &stops[..raw_stops.len()];
         let param = match kind {
-            Kind::Chat => "messages",
-            Kind::Completion => "prompt",
+            Endpoint::Chat => "messages",
+            Endpoint::Completion => "prompt",
         };
 
         // Tokens.
@@ -549,12 +550,12 @@ impl Firmware {
             &mut id,
             format_args!(
                 "{}{:016x}",
-                kind.id_prefix(),
+                id_prefix(kind),
                 Rng::new(seed ^ *counter).next_u64()
             ),
         );
         let head = Head {
-            kind,
+            endpoint: kind,
             id: &id,
             created: now.as_secs(),
             model: name,
@@ -581,7 +582,7 @@ impl Firmware {
                 head: &head,
                 text: std::str::from_utf8(&gen.text[..o.text_len]).unwrap_or(""),
                 finish: o.finish,
-                usage: Usage::new(n, &o),
+                usage: usage(n, &o),
             };
             return respond(s, out, 200, ka, &extra, &b);
         }
@@ -610,7 +611,7 @@ impl Firmware {
             include_usage: params.include_usage,
             err: None,
         };
-        if kind == Kind::Chat {
+        if kind == Endpoint::Chat {
             sink.send(Event::Role);
         }
         let r = gen.run(prompt_tokens, &params, &cfg, stops, &mut sink);
@@ -624,7 +625,7 @@ impl Firmware {
             Ok(o) => {
                 sink.send(Event::Finish(o.finish));
                 if params.include_usage {
-                    sink.send(Event::Usage(Usage::new(n, &o)));
+                    sink.send(Event::Usage(usage(n, &o)));
                 }
             }
             Err(e) => {
@@ -694,37 +695,22 @@ fn invalid<'a>(msg: &'a &'static str, param: &'a str) -> ErrorBody<'a> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Endpoint {
+enum Route {
     Health,
     Models,
-    Chat,
-    Completion,
+    Generate(Endpoint),
 }
 
-/// Which endpoint a generation answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Chat,
-    Completion,
-}
+use trillim_core::api::write::{self as openai, Delta, Head, Usage};
+use trillim_core::api::{Endpoint, GenParams};
 
-impl Kind {
-    fn id_prefix(self) -> &'static str {
-        match self {
-            Kind::Chat => "chatcmpl-",
-            Kind::Completion => "cmpl-",
-        }
-    }
-    fn object(self, chunk: bool) -> &'static str {
-        match (self, chunk) {
-            (Kind::Chat, false) => "chat.completion",
-            (Kind::Chat, true) => "chat.completion.chunk",
-            (Kind::Completion, _) => "text_completion",
-        }
+/// The start of a response id (`chatcmpl-…`, `cmpl-…`).
+fn id_prefix(kind: Endpoint) -> &'static str {
+    match kind {
+        Endpoint::Chat => "chatcmpl-",
+        Endpoint::Completion => "cmpl-",
     }
 }
-
-use trillim_core::api::GenParams;
 pub use trillim_core::generate::Finish;
 use trillim_core::generate::{prompt_fits, Decoder, End, StepIo};
 
@@ -919,60 +905,13 @@ impl<S: Peer> Sink for Events<'_, '_, S> {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Usage {
-    prompt: usize,
-    completion: usize,
-    cached: usize,
-}
-
-impl Usage {
-    fn new(prompt: usize, o: &Outcome) -> Usage {
-        Usage {
-            prompt,
-            completion: o.completion_tokens,
-            cached: o.cached,
-        }
+/// The token counts of a generation of `prompt` prompt tokens.
+fn usage(prompt: usize, o: &Outcome) -> Usage {
+    Usage {
+        prompt,
+        completion: o.completion_tokens,
+        cached: o.cached,
     }
-}
-
-struct Head<'a> {
-    kind: Kind,
-    id: &'a str,
-    created: u64,
-    model: &'a str,
-}
-
-fn write_head<W: Write>(w: &mut JsonWriter<W>, h: &Head<'_>, chunk: bool) -> JRes<W> {
-    w.key("id")?;
-    w.string(h.id)?;
-    w.key("object")?;
-    w.string(h.kind.object(chunk))?;
-    w.key("created")?;
-    w.u64(h.created)?;
-    w.key("model")?;
-    w.string(h.model)?;
-    w.key("system_fingerprint")?;
-    w.string(concat!("trillim-", env!("CARGO_PKG_VERSION")))
-}
-
-fn write_usage<W: Write>(w: &mut JsonWriter<W>, u: &Usage) -> JRes<W> {
-    w.key("usage")?;
-    w.begin_object()?;
-    w.key("prompt_tokens")?;
-    w.u64(u.prompt as u64)?;
-    w.key("completion_tokens")?;
-    w.u64(u.completion as u64)?;
-    w.key("total_tokens")?;
-    w.u64((u.prompt + u.completion) as u64)?;
-    w.key("cached_tokens")?;
-    w.u64(u.cached as u64)?;
-    w.key("prompt_tokens_details")?;
-    w.begin_object()?;
-    w.key("cached_tokens")?;
-    w.u64(u.cached as u64)?;
-    w.end_object()?;
-    w.end_object()
 }
 
 struct FullBody<'a> {
@@ -984,36 +923,14 @@ struct FullBody<'a> {
 
 impl Body for FullBody<'_> {
     fn write<W: Write>(&self, w: &mut JsonWriter<W>) -> JRes<W> {
-        w.begin_object()?;
-        write_head(w, self.head, false)?;
-        w.key("choices")?;
-        w.begin_array()?;
-        w.begin_object()?;
-        w.key("index")?;
-        w.u64(0)?;
-        match self.head.kind {
-            Kind::Chat => {
-                w.key("message")?;
-                w.begin_object()?;
-                w.key("role")?;
-                w.string("assistant")?;
-                w.key("content")?;
-                w.string(self.text)?;
-                w.end_object()?;
-            }
-            Kind::Completion => {
-                w.key("text")?;
-                w.string(self.text)?;
-            }
-        }
-        w.key("logprobs")?;
-        w.null()?;
-        w.key("finish_reason")?;
-        w.string(self.finish.as_str())?;
-        w.end_object()?;
-        w.end_array()?;
-        write_usage(w, &self.usage)?;
-        w.end_object()
+        openai::response(
+            w,
+            self.head,
+            &[self.text],
+            Some(self.finish),
+            None,
+            &self.usage,
+        )
     }
 }
 
@@ -1086,65 +1003,13 @@ fn send_event<W: Write>(
         }
         sl.write_all(b"data: ").map_err(JsonError::Io)?;
         let mut j = JsonWriter::new(&mut *sl);
-        if let Event::Error(e) = ev {
-            ErrorBody::new(500, e).write(&mut j)?;
-        } else {
-            j.begin_object()?;
-            write_head(&mut j, h, true)?;
-            j.key("choices")?;
-            j.begin_array()?;
-            if !matches!(ev, Event::Usage(_)) {
-                j.begin_object()?;
-                j.key("index")?;
-                j.u64(0)?;
-                let (content, finish) = match ev {
-                    Event::Content(c) => (Some(c), None),
-                    Event::Finish(f) => (Some(""), Some(f.as_str())),
-                    _ => (Some(""), None),
-                };
-                match h.kind {
-                    Kind::Chat => {
-                        j.key("delta")?;
-                        j.begin_object()?;
-                        match ev {
-                            Event::Role => {
-                                j.key("role")?;
-                                j.string("assistant")?;
-                                j.key("content")?;
-                                j.string("")?;
-                            }
-                            Event::Content(c) => {
-                                j.key("content")?;
-                                j.string(c)?;
-                            }
-                            _ => {}
-                        }
-                        j.end_object()?;
-                    }
-                    Kind::Completion => {
-                        j.key("text")?;
-                        j.string(content.unwrap_or(""))?;
-                    }
-                }
-                j.key("logprobs")?;
-                j.null()?;
-                j.key("finish_reason")?;
-                match finish {
-                    Some(f) => j.string(f)?,
-                    None => j.null()?,
-                }
-                j.end_object()?;
-            }
-            j.end_array()?;
-            match ev {
-                Event::Usage(u) => write_usage(&mut j, &u)?,
-                _ if include_usage => {
-                    j.key("usage")?;
-                    j.null()?;
-                }
-                _ => {}
-            }
-            j.end_object()?;
+        match ev {
+            Event::Error(e) => ErrorBody::new(500, e).write(&mut j)?,
+            Event::Usage(u) => openai::usage_chunk(&mut j, h, &u)?,
+            Event::Role => openai::chunk(&mut j, h, Delta::Role, None, include_usage)?,
+            Event::Content(c) => openai::chunk(&mut j, h, Delta::Text(c), None, include_usage)?,
+            Event::Finish(f) => openai::chunk(&mut j, h, Delta::Finish(f), None, include_usage)?,
+            Event::Done => {}
         }
         sl.write_all(b"\n\n").map_err(JsonError::Io)
     })();

@@ -12,6 +12,7 @@ use core::fmt;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 mod rules;
+pub mod write;
 
 use rules::check;
 pub use rules::{validate, Capabilities, Endpoint, Fields, GenParams, MAX_N};

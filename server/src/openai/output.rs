@@ -1,8 +1,14 @@
-//! OpenAI response shapes for chat and (legacy) completions, streamed or whole.
+//! OpenAI responses for chat and (legacy) completions, streamed or whole. The envelopes are
+//! written by the core's writer ([`trillim_core::api::write`]), the same the firmware uses;
+//! this module adds what only this server has: log-probabilities, echo, the merged choices.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
+use trillim_core::api::write::{self as openai, Delta, Head, Usage};
+use trillim_core::api::Endpoint;
+use trillim_core::json::{JsonError, JsonWriter};
 
 use super::error::ApiError;
 use crate::engines::llm::{Event, Finish, GenerationError, ModelShared, TokenLogprob};
@@ -18,6 +24,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    fn endpoint(self) -> Endpoint {
+        match self {
+            Kind::Chat => Endpoint::Chat,
+            Kind::Completion => Endpoint::Completion,
+        }
+    }
+
     /// The request field that holds the prompt (named by errors about it).
     pub fn prompt_param(self) -> &'static str {
         match self {
@@ -105,14 +118,21 @@ impl Output {
         }
     }
 
-    fn usage(&self) -> Value {
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "cached_tokens": self.cached_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        })
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt: self.prompt_tokens,
+            completion: self.completion_tokens,
+            cached: self.cached_tokens,
+        }
+    }
+
+    fn head(&self) -> Head<'_> {
+        Head {
+            endpoint: self.kind.endpoint(),
+            id: &self.id,
+            created: self.created,
+            model: &self.model,
+        }
     }
 
     fn chat_entry(&self, t: &TokenLogprob) -> Value {
@@ -205,59 +225,43 @@ impl Output {
         if let Some(e) = &self.error {
             return Err(ApiError::generation(e, self.kind.prompt_param()));
         }
-        let finish = self.finish.map(Finish::as_str);
-        Ok(match self.kind {
-            Kind::Chat => {
-                let logprobs = self
-                    .logprobs
-                    .map(|_| json!({"content": self.lp_content, "refusal": null}));
-                json!({
-                    "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                    "system_fingerprint": fingerprint(),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": self.text},
-                                 "logprobs": logprobs, "finish_reason": finish}],
-                    "usage": self.usage(),
-                })
-            }
-            Kind::Completion => {
-                let text = format!("{}{}", self.echo.as_deref().unwrap_or(""), self.text);
-                let logprobs = self.logprobs.map(|_| self.legacy.to_json());
-                json!({
-                    "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-                    "system_fingerprint": fingerprint(),
-                    "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
-                    "usage": self.usage(),
-                })
-            }
-        })
+        let logprobs = self.logprobs.map(|_| match self.kind {
+            Kind::Chat => json!({"content": self.lp_content, "refusal": null}).to_string(),
+            Kind::Completion => self.legacy.to_json().to_string(),
+        });
+        let echo = self.echo.as_deref().unwrap_or("");
+        let body = render(|w| {
+            openai::response(
+                w,
+                &self.head(),
+                &[echo, &self.text],
+                self.finish,
+                logprobs.as_deref(),
+                &self.usage(),
+            )
+        })?;
+        serde_json::from_str(&body)
+            .map_err(|e| ApiError::internal(format!("response writer produced invalid JSON: {e}")))
     }
 
-    fn chunk(&self, choice: Value) -> String {
-        let object = match self.kind {
-            Kind::Chat => "chat.completion.chunk",
-            Kind::Completion => "text_completion",
-        };
-        let mut c = json!({"id": self.id, "object": object, "created": self.created, "model": self.model,
-                           "system_fingerprint": fingerprint(), "choices": [choice]});
-        if self.include_usage {
-            c["usage"] = Value::Null;
-        }
-        sse(&c)
+    /// One SSE event holding a chunk of choice 0.
+    fn chunk(&self, delta: Delta<'_>, logprobs: Option<&Value>) -> String {
+        let lp = logprobs.map(Value::to_string);
+        let head = self.head();
+        let usage_null = self.include_usage;
+        sse_of(render(|w| {
+            openai::chunk(w, &head, delta, lp.as_deref(), usage_null)
+        }))
     }
 
     /// The first SSE frames (role chunk for chat, echoed prompt for completions).
     pub fn stream_start(&mut self) -> String {
         match self.kind {
-            Kind::Chat => self.chunk(
-                json!({"index": 0, "delta": {"role": "assistant", "content": ""},
-                                            "logprobs": null, "finish_reason": null}),
-            ),
+            Kind::Chat => self.chunk(Delta::Role, None),
             Kind::Completion => match &self.echo {
                 // With prompt logprobs the echo is sent with them.
                 Some(e) if self.logprobs.is_none() => {
-                    let s = self.chunk(
-                        json!({"index": 0, "text": e, "logprobs": null, "finish_reason": null}),
-                    );
+                    let s = self.chunk(Delta::Text(e), None);
                     self.start_offsets();
                     s
                 }
@@ -267,8 +271,23 @@ impl Output {
     }
 }
 
-fn fingerprint() -> String {
-    concat!("trillim-", env!("CARGO_PKG_VERSION")).to_string()
+/// Writes one JSON value with the core's writer.
+fn render(
+    f: impl FnOnce(&mut JsonWriter<Vec<u8>>) -> Result<(), JsonError<Infallible>>,
+) -> Result<String, ApiError> {
+    let mut w = JsonWriter::new(Vec::new());
+    f(&mut w).map_err(|e| ApiError::internal(format!("cannot write the response: {e}")))?;
+    String::from_utf8(w.into_inner())
+        .map_err(|_| ApiError::internal("the response writer produced invalid UTF-8"))
+}
+
+/// One SSE event from a rendered value; a value that could not be written becomes the error
+/// event.
+fn sse_of(json: Result<String, ApiError>) -> String {
+    match json {
+        Ok(j) => format!("data: {j}\n\n"),
+        Err(e) => sse(&e.body()),
+    }
 }
 
 /// One SSE event.
@@ -288,7 +307,7 @@ impl EventFormatter for Output {
                 self.legacy_add(&mut l, &lps);
                 let text = self.echo.clone().unwrap_or_default();
                 self.offset = text.chars().count();
-                let s = self.chunk(json!({"index": 0, "text": text, "logprobs": l.to_json(), "finish_reason": null}));
+                let s = self.chunk(Delta::Text(&text), Some(&l.to_json()));
                 (s, false)
             }
             Event::Text { text, logprobs } => {
@@ -299,17 +318,15 @@ impl EventFormatter for Output {
                                 logprobs.iter().map(|t| self.chat_entry(t)).collect();
                             json!({"content": c, "refusal": null})
                         });
-                        self.chunk(json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}))
+                        self.chunk(Delta::Text(&text), lp.as_ref())
                     }
                     Kind::Completion => {
-                        let lp = if self.logprobs.is_some() {
+                        let lp = self.logprobs.map(|_| {
                             let mut l = Legacy::default();
                             self.legacy_add(&mut l, &logprobs);
                             l.to_json()
-                        } else {
-                            Value::Null
-                        };
-                        self.chunk(json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": null}))
+                        });
+                        self.chunk(Delta::Text(&text), lp.as_ref())
                     }
                 };
                 (s, false)
@@ -319,20 +336,10 @@ impl EventFormatter for Output {
                 completion_tokens,
             } => {
                 self.completion_tokens = completion_tokens;
-                let mut s = match self.kind {
-                    Kind::Chat => self.chunk(json!({"index": 0, "delta": {}, "logprobs": null,
-                                                    "finish_reason": finish.as_str()})),
-                    Kind::Completion => self
-                        .chunk(json!({"index": 0, "text": "", "logprobs": null,
-                                                          "finish_reason": finish.as_str()})),
-                };
+                let mut s = self.chunk(Delta::Finish(finish), None);
                 if self.include_usage {
-                    let object = match self.kind {
-                        Kind::Chat => "chat.completion.chunk",
-                        Kind::Completion => "text_completion",
-                    };
-                    s.push_str(&sse(&json!({"id": self.id, "object": object, "created": self.created,
-                        "model": self.model, "system_fingerprint": fingerprint(), "choices": [], "usage": self.usage()})));
+                    let (head, usage) = (self.head(), self.usage());
+                    s.push_str(&sse_of(render(|w| openai::usage_chunk(w, &head, &usage))));
                 }
                 s.push_str("data: [DONE]\n\n");
                 (s, true)
