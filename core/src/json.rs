@@ -26,6 +26,10 @@ use core::fmt;
 
 use embedded_io::Write;
 
+/// The I/O traits the writer writes through, for shells that implement them on their own
+/// buffers.
+pub use embedded_io;
+
 /// Deepest nesting of arrays and objects the writer accepts.
 pub const MAX_DEPTH: usize = 32;
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use trillim_core::api::write::{self as openai, Delta, Head, Usage};
 use trillim_core::api::Endpoint;
+use trillim_core::json::embedded_io::{ErrorType, Write};
 use trillim_core::json::{JsonError, JsonWriter};
 
 use super::error::ApiError;
@@ -271,13 +272,31 @@ impl Output {
     }
 }
 
+/// A growable buffer for the core's writer.
+#[derive(Default)]
+struct Buf(Vec<u8>);
+
+impl ErrorType for Buf {
+    type Error = Infallible;
+}
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> Result<usize, Infallible> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
 /// Writes one JSON value with the core's writer.
 fn render(
-    f: impl FnOnce(&mut JsonWriter<Vec<u8>>) -> Result<(), JsonError<Infallible>>,
+    f: impl FnOnce(&mut JsonWriter<Buf>) -> Result<(), JsonError<Infallible>>,
 ) -> Result<String, ApiError> {
-    let mut w = JsonWriter::new(Vec::new());
+    let mut w = JsonWriter::new(Buf::default());
     f(&mut w).map_err(|e| ApiError::internal(format!("cannot write the response: {e}")))?;
-    String::from_utf8(w.into_inner())
+    String::from_utf8(w.into_inner().0)
         .map_err(|_| ApiError::internal("the response writer produced invalid UTF-8"))
 }
 
