@@ -471,9 +471,83 @@ unsafe fn block_tokens(
     }
 }
 
+/// Adds one tile block times `T` tokens (at most four) to their accumulators, decoding each
+/// step's codes once and using them at once for every token, so the codes stay in registers
+/// (the batch kernel decodes a whole block first and reads it back per group of tokens).
+/// Same integer sums and epilogue, in the same order, as [`tokens`].
+///
+/// # Safety
+/// As [`tokens`], with `blk` pointing to a whole tile block; the CPU supports AVX-512
+/// F/BW/VL/VNNI/VBMI.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn block_fused<const T: usize>(
+    t: &Tables,
+    blk: *const u8,
+    xp: *const i8,
+    stride: usize,
+    dw: __m512,
+    (d, sums, na): (*const f32, *const i32, usize),
+    acc: &mut [__m512],
+) {
+    for h in 0..2 {
+        let mut s = [[_mm512_setzero_si512(); 3]; T];
+        for st in 0..HALF_STEPS {
+            // SAFETY: `blk` is a whole tile block (caller's contract).
+            let c = unsafe { step_codes(t, blk, HALF_STEPS * h + st) };
+            for j in 0..3 {
+                for (k, s) in s.iter_mut().enumerate() {
+                    // SAFETY: token `k`'s permuted half `h` is inside `xp` (caller's contract).
+                    let q = unsafe { plane_word(xp.add(stride * k + PERMUTED_HALF * h), j, st) };
+                    s[j] = _mm512_dpbusd_epi32(s[j], c[j], q);
+                }
+            }
+        }
+        for (k, s) in s.iter().enumerate() {
+            // SAFETY: token `k`'s scale and code sum of half `h` are inside the activation
+            // arrays (caller's contract).
+            let (d, sum) = unsafe { (d.add(k * na + h).read(), sums.add(k * na + h).read()) };
+            // SAFETY: register arithmetic within this function's features.
+            acc[k] = unsafe { epilogue(acc[k], dw, d, s, sum) };
+        }
+    }
+}
+
+/// [`block_fused`] for `acc.len()` tokens (at most [`FEW_TOKENS`]), four at a time.
+///
+/// # Safety
+/// As [`block_fused`] for every token `k < acc.len()` at `xb(k)` with scales at `scale(k)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn block_few(
+    t: &Tables,
+    blk: *const u8,
+    xb: impl Fn(usize) -> *const i8,
+    stride: usize,
+    dw: __m512,
+    scale: impl Fn(usize) -> (*const f32, *const i32, usize),
+    acc: &mut [__m512],
+) {
+    let mut k = 0;
+    while k < acc.len() {
+        let n = core::cmp::min(4, acc.len() - k);
+        let a = &mut acc[k..k + n];
+        // SAFETY: the caller's contract covers every token below `acc.len()`.
+        unsafe {
+            match n {
+                4 => block_fused::<4>(t, blk, xb(k), stride, dw, scale(k), a),
+                3 => block_fused::<3>(t, blk, xb(k), stride, dw, scale(k), a),
+                2 => block_fused::<2>(t, blk, xb(k), stride, dw, scale(k), a),
+                _ => block_fused::<1>(t, blk, xb(k), stride, dw, scale(k), a),
+            }
+        }
+        k += n;
+    }
+}
+
 /// A few tokens (at most [`FEW_TOKENS`]) × a tiled matrix in one streaming pass: tile after
-/// tile, every block of a tile in order, prefetched ahead, each block decoded once for all the
-/// tokens. The multi-token pass instead sweeps every tile for two blocks at a time, which
+/// tile, every block of a tile in order, prefetched ahead, each step of a block decoded once
+/// (per four tokens) and used at once from registers ([`block_fused`]). The multi-token pass instead sweeps every tile for two blocks at a time, which
 /// suits compute-bound prefill but not memory-bound decode. Same arithmetic, in the same order,
 /// as both.
 ///
@@ -487,7 +561,6 @@ unsafe fn gemm_few(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]
     // SAFETY: this function's features include the tables' AVX-512 F/BW.
     let t = unsafe { Tables::new() };
     let tile_bytes = TILE_ROWS * row_bytes;
-    let mut codes = [[_mm512_setzero_si512(); 3]; 2 * HALF_STEPS];
     // Token k's permuted block b (of this chunk) at PERMUTED_BLOCK · (FEW_CHUNK k + b).
     let mut xp = [0i8; FEW_TOKENS * FEW_CHUNK * PERMUTED_BLOCK];
     let stride = PERMUTED_BLOCK * FEW_CHUNK;
@@ -511,16 +584,13 @@ unsafe fn gemm_few(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]
                     for l in 0..TILE_BLOCK_BYTES / 64 + 1 {
                         _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * l) as *const i8);
                     }
-                    for (s, c) in codes.iter_mut().enumerate() {
-                        *c = step_codes(&t, blk, s);
-                    }
                     let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
                     let scale = |k: usize| {
                         let i = k * na + 2 * b;
                         (a.d.as_ptr().add(i), a.sums.as_ptr().add(i), na)
                     };
                     let xb = |k: usize| xp.as_ptr().add(PERMUTED_BLOCK * (FEW_CHUNK * k + b - c0));
-                    block_tokens(&codes, xb, stride, dw, scale, &mut acc[..n]);
+                    block_few(&t, blk, xb, stride, dw, scale, &mut acc[..n]);
                 }
             }
             // SAFETY: rows are whole tiles, so every token's 16 rows of this tile are in `out`.
