@@ -332,7 +332,7 @@ fn gemm_kernels_match_scalar() {
     let mut shapes = Vec::new();
     for &rows in &[1usize, 3, 4, 5, 17] {
         for &blocks in &[1usize, 2, 3, 27] {
-            for &n in &[1usize, 2, 3, 5, 8, 13] {
+            for &n in &[1usize, 2, 3, 4, 5, 8, 13] {
                 shapes.push((rows, blocks, n));
             }
         }
