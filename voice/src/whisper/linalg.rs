@@ -3,6 +3,7 @@
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+use trillim_core::kernels::MatVecF32Fn;
 use trillim_core::Parallel;
 
 /// A linear layer `y = x · Wᵀ + b` with `W` stored `[out][in]` (PyTorch's layout).
@@ -12,6 +13,8 @@ pub struct Linear {
     pub b: Option<Vec<f32>>,
     pub n_out: usize,
     pub n_in: usize,
+    /// The f32 matrix-vector kernel for few-row products (the CPU's best).
+    pub matvec: MatVecF32Fn,
 }
 
 fn view(data: &[f32], rows: usize, cols: usize, row_stride: usize) -> ArrayView2<'_, f32> {
@@ -36,7 +39,8 @@ impl Linear {
         let y = &mut y[..m * n];
         let threads = par.threads().max(1);
         if m >= 4 * threads {
-            let rows = m.div_ceil(threads * 4).max(1);
+            // One task per thread: every task packs all of W, so fewer tasks pack it less.
+            let rows = m.div_ceil(threads).max(1);
             let w = view_t(&self.w, k, n, k);
             par.for_each_chunk(y, rows * n, &|i, chunk| {
                 let r = chunk.len() / n;
@@ -44,19 +48,16 @@ impl Linear {
                 general_mat_mul(1.0, &xs, &w, 0.0, &mut view_mut(chunk, r, n));
             });
         } else {
-            // yᵀ[n][m] = W · xᵀ, a block of W's rows per task, then transposed back.
-            let mut yt = vec![0f32; n * m];
+            // A few rows (decoding): the matrix-vector kernel per row, blocks of W's rows per
+            // task; W is read once per row and never packed.
+            let w: &[u8] = bytemuck::cast_slice(&self.w);
             let cols = n.div_ceil(threads * 4).max(16);
-            par.for_each_chunk(&mut yt, cols * m, &|i, chunk| {
-                let r = chunk.len() / m;
-                let ws = view(&self.w[i * cols * k..], r, k, k);
-                let xt = view_t(x, k, m, k);
-                general_mat_mul(1.0, &ws, &xt, 0.0, &mut view_mut(chunk, r, m));
-            });
-            for (j, row) in yt.chunks_exact(m).enumerate() {
-                for (t, &v) in row.iter().enumerate() {
-                    y[t * n + j] = v;
-                }
+            for t in 0..m {
+                let xt = &x[t * k..(t + 1) * k];
+                par.for_each_chunk(&mut y[t * n..(t + 1) * n], cols, &|i, out| {
+                    let rows = &w[i * cols * k * 4..(i * cols + out.len()) * k * 4];
+                    (self.matvec)(rows, k * 4, xt, out);
+                });
             }
         }
         if let Some(b) = &self.b {
@@ -67,6 +68,20 @@ impl Linear {
             }
         }
     }
+}
+
+/// A dot product with eight independent sums, so it vectorizes.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Layer normalization of each `gamma.len()`-wide row of `x` into `out` (ε = 1e-5).
@@ -110,8 +125,8 @@ pub fn attention(
     let threads = par.threads().max(1);
     let out = &mut out[..tq * d];
     if tq >= 4 * threads {
-        // Query rows split across tasks; each task does every head for its rows.
-        let rows = tq.div_ceil(threads * 4).max(1);
+        // Query rows split across tasks (one per thread); each does every head for its rows.
+        let rows = tq.div_ceil(threads).max(1);
         par.for_each_chunk(out, rows * d, &|i, chunk| {
             let r = chunk.len() / d;
             let q0 = i * rows;
@@ -160,6 +175,97 @@ pub fn attention(
     }
 }
 
+/// One decoder layer's cross-attention keys, `[head][pos][hd]`, and values transposed,
+/// `[head][hd][pos]`, so both products of a decoding step are matrix-vector products over
+/// contiguous rows.
+#[derive(Debug, Clone)]
+pub struct CrossKv {
+    k: Vec<f32>,
+    vt: Vec<f32>,
+    len: usize,
+}
+
+impl CrossKv {
+    /// Splits `[pos][k | v]` rows (2 · heads · hd wide) by head.
+    pub fn new(kv: &[f32], len: usize, heads: usize, hd: usize) -> CrossKv {
+        let d = heads * hd;
+        let mut k = vec![0f32; len * d];
+        let mut vt = vec![0f32; len * d];
+        for p in 0..len {
+            let row = &kv[p * 2 * d..(p + 1) * 2 * d];
+            for h in 0..heads {
+                k[(h * len + p) * hd..(h * len + p + 1) * hd]
+                    .copy_from_slice(&row[h * hd..(h + 1) * hd]);
+                for j in 0..hd {
+                    vt[(h * hd + j) * len + p] = row[d + h * hd + j];
+                }
+            }
+        }
+        CrossKv { k, vt, len }
+    }
+}
+
+/// Cross-attention of `tq` queries (`[tq][heads · hd]`) over `kv` into `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_attention(
+    par: &dyn Parallel,
+    matvec: MatVecF32Fn,
+    q: &[f32],
+    tq: usize,
+    kv: &CrossKv,
+    heads: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    let d = heads * hd;
+    let tk = kv.len;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut per_head = vec![0f32; heads * tq * hd];
+    par.for_each_chunk(&mut per_head, tq * hd, &|h, o| {
+        let kh = &kv.k[h * tk * hd..(h + 1) * tk * hd];
+        let vh = &kv.vt[h * hd * tk..(h + 1) * hd * tk];
+        let mut scores = vec![0f32; tq * tk];
+        if tq <= 4 {
+            let (kb, vb): (&[u8], &[u8]) = (bytemuck::cast_slice(kh), bytemuck::cast_slice(vh));
+            for i in 0..tq {
+                let s = &mut scores[i * tk..(i + 1) * tk];
+                matvec(kb, hd * 4, &q[i * d + h * hd..i * d + (h + 1) * hd], s);
+                softmax_scaled(s, scale);
+                matvec(vb, tk * 4, s, &mut o[i * hd..(i + 1) * hd]);
+            }
+        } else {
+            let qv = view(&q[h * hd..], tq, hd, d);
+            let kt = view_t(kh, hd, tk, hd);
+            general_mat_mul(scale, &qv, &kt, 0.0, &mut view_mut(&mut scores, tq, tk));
+            for row in scores.chunks_exact_mut(tk) {
+                softmax_scaled(row, 1.0);
+            }
+            let p = view(&scores, tq, tk, tk);
+            let v = view_t(vh, tk, hd, tk);
+            general_mat_mul(1.0, &p, &v, 0.0, &mut view_mut(o, tq, hd));
+        }
+    });
+    for h in 0..heads {
+        for t in 0..tq {
+            out[t * d + h * hd..t * d + (h + 1) * hd]
+                .copy_from_slice(&per_head[(h * tq + t) * hd..(h * tq + t + 1) * hd]);
+        }
+    }
+}
+
+/// `softmax(scale · x)` in place.
+fn softmax_scaled(x: &mut [f32], scale: f32) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = ((*v - max) * scale).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn attend_head(
     q: (&[f32], usize),
@@ -174,6 +280,36 @@ fn attend_head(
     out: &mut [f32],
     out_stride: usize,
 ) {
+    if tq <= 4 {
+        // Decoding: dot products over the key rows and a weighted sum of the value rows,
+        // without the packing a blocked product would do for so few queries.
+        for i in 0..tq {
+            let qi = &q.0[i * q.1..i * q.1 + hd];
+            let visible = causal_offset.map_or(tk, |c| (c + i + 1).min(tk));
+            let row = &mut scores[i * tk..i * tk + visible];
+            for (j, s) in row.iter_mut().enumerate() {
+                *s = dot(qi, &k.0[j * k.1..j * k.1 + hd]) * scale;
+            }
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let o = &mut out[i * out_stride..i * out_stride + hd];
+            o.fill(0.0);
+            for (j, &p) in row.iter().enumerate() {
+                let vj = &v.0[j * v.1..j * v.1 + hd];
+                for (a, b) in o.iter_mut().zip(vj) {
+                    *a += p * b;
+                }
+            }
+            for a in o.iter_mut() {
+                *a /= sum;
+            }
+        }
+        return;
+    }
     let qv = view(q.0, tq, hd, q.1);
     let kt = view_t(k.0, hd, tk, k.1);
     let mut s = view_mut(&mut scores[..tq * tk], tq, tk);
@@ -230,6 +366,7 @@ mod tests {
             b: Some((0..n).map(|i| i as f32 / 100.0).collect()),
             n_out: n,
             n_in: k,
+            matvec: trillim_core::kernels::Kernels::scalar().f32,
         };
         for m in [1, 3, 29] {
             let x: Vec<f32> = (0..m * k)

@@ -13,6 +13,7 @@ use trillim_core::Parallel;
 
 use crate::ct2::Ct2Model;
 use crate::mel::{self, WINDOW_FRAMES, WINDOW_SAMPLES};
+pub use linalg::CrossKv;
 pub use model::{Dims, KvCache, LoadError, Whisper};
 pub use vocab::{Specials, Vocab, VocabError};
 
@@ -175,7 +176,7 @@ impl Rng {
 
 impl SpeechModel {
     /// The language of a window: the most likely language token after `<|startoftranscript|>`.
-    pub fn detect_language(&self, par: &dyn Parallel, cross: &[Vec<f32>]) -> String {
+    pub fn detect_language(&self, par: &dyn Parallel, cross: &[CrossKv]) -> String {
         if !self.vocab.is_multilingual() {
             return "en".into();
         }
@@ -214,7 +215,7 @@ impl SpeechModel {
     pub fn decode_window(
         &self,
         par: &dyn Parallel,
-        cross: &[Vec<f32>],
+        cross: &[CrossKv],
         previous: &[u32],
         sot_seq: &[u32],
         temperature: f32,

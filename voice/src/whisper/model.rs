@@ -3,10 +3,11 @@
 //! (token and learned position embeddings, causal self-attention with a KV cache,
 //! cross-attention over the encoder output, output projection tied to the embeddings).
 
+use trillim_core::kernels::{Kernels, MatVecF32Fn};
 use trillim_core::Parallel;
 
-use super::linalg::{attention, gelu, layer_norm, Linear};
-use crate::ct2::{Ct2Error, Ct2Model};
+use super::linalg::{attention, cross_attention, gelu, layer_norm, CrossKv, Linear};
+use crate::ct2::{f16_to_f32, Ct2Error, Ct2Model, DataType};
 
 /// Sizes of a Whisper network, read from its weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +53,44 @@ struct DecoderLayer {
     fc2: Linear,
 }
 
-/// A loaded Whisper model (f32 weights in memory).
+/// The embedding matrix as stored, with the matrix-vector kernel for its element type.
+#[derive(Clone)]
+struct Embeddings {
+    bytes: Vec<u8>,
+    dtype: DataType,
+    matvec: MatVecF32Fn,
+}
+
+impl std::fmt::Debug for Embeddings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embeddings")
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Embeddings {
+    fn row(&self, i: usize, d: usize) -> Vec<f32> {
+        let size = self.dtype.size();
+        let b = &self.bytes[i * d * size..(i + 1) * d * size];
+        match self.dtype {
+            DataType::F16 => b
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            DataType::Bf16 => b
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
+            _ => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        }
+    }
+}
+
+/// A loaded Whisper model (f32 weights in memory, embeddings as stored).
 #[derive(Debug, Clone)]
 pub struct Whisper {
     pub dims: Dims,
@@ -61,7 +99,9 @@ pub struct Whisper {
     enc_pos: Vec<f32>,
     enc_layers: Vec<EncoderLayer>,
     enc_norm: Norm,
-    tok_emb: Vec<f32>,
+    /// Token embeddings, also the output projection, in the file's element type: the
+    /// decoder reads all of it once per token, so f16 halves that traffic.
+    tok_emb: Embeddings,
     dec_pos: Vec<f32>,
     dec_layers: Vec<DecoderLayer>,
     dec_norm: Norm,
@@ -70,6 +110,7 @@ pub struct Whisper {
 struct Reader<'a> {
     m: &'a Ct2Model,
     buf: &'a [u8],
+    matvec: MatVecF32Fn,
 }
 
 impl Reader<'_> {
@@ -93,6 +134,7 @@ impl Reader<'_> {
             b,
             n_out,
             n_in,
+            matvec: self.matvec,
         })
     }
     fn shape(&self, name: &str) -> Result<&[usize], Ct2Error> {
@@ -119,6 +161,36 @@ pub enum LoadError {
     Inconsistent(String),
 }
 
+fn embeddings(m: &Ct2Model, buf: &[u8], n_vocab: usize, d: usize) -> Result<Embeddings, LoadError> {
+    let name = "decoder/embeddings/weight";
+    let v = m.get(name)?;
+    let k: Kernels = trillim_runtime::cpu::best_kernels();
+    let matvec = match v.dtype {
+        DataType::F16 => k.f16,
+        DataType::Bf16 => k.bf16,
+        DataType::F32 => k.f32,
+        dtype => {
+            return Err(Ct2Error::WrongType {
+                name: name.into(),
+                dtype,
+                wanted: "floats",
+            }
+            .into())
+        }
+    };
+    if v.shape != [n_vocab, d] {
+        return Err(LoadError::Inconsistent(format!(
+            "{name} has shape {:?}",
+            v.shape
+        )));
+    }
+    Ok(Embeddings {
+        bytes: buf[v.offset..v.offset + v.len].to_vec(),
+        dtype: v.dtype,
+        matvec,
+    })
+}
+
 /// A 2-D view's shape, or an error naming the variable.
 fn dims2(s: &[usize], name: &str) -> Result<(usize, usize), LoadError> {
     match s {
@@ -133,7 +205,11 @@ impl Whisper {
         if m.spec != "WhisperSpec" {
             return Err(LoadError::Spec(m.spec.clone()));
         }
-        let r = Reader { m, buf };
+        let r = Reader {
+            m,
+            buf,
+            matvec: trillim_runtime::cpu::best_kernels().f32,
+        };
         let (n_vocab, d) = dims2(r.shape("decoder/embeddings/weight")?, "embeddings")?;
         let (n_audio_ctx, d2) = dims2(
             r.shape("encoder/position_encodings/encodings")?,
@@ -178,6 +254,7 @@ impl Whisper {
                 b: Some(r.f32s(&format!("{p}/bias"), &[d])?),
                 n_out: d,
                 n_in: n_in * 3,
+                matvec: r.matvec,
             })
         };
         let enc_layers = (0..dims.enc_layers)
@@ -226,7 +303,7 @@ impl Whisper {
             enc_pos: r.f32s("encoder/position_encodings/encodings", &[n_audio_ctx, d])?,
             enc_layers,
             enc_norm: r.norm("encoder/layer_norm", d)?,
-            tok_emb: r.f32s("decoder/embeddings/weight", &[n_vocab, d])?,
+            tok_emb: embeddings(m, buf, n_vocab, d)?,
             dec_pos: r.f32s("decoder/position_encodings/encodings", &[n_text_ctx, d])?,
             dec_layers,
             dec_norm: r.norm("decoder/layer_norm", d)?,
@@ -293,14 +370,15 @@ impl Whisper {
     }
 
     /// Cross-attention keys and values of every decoder layer for one encoded window.
-    pub fn cross_kv(&self, par: &dyn Parallel, enc: &[f32]) -> Vec<Vec<f32>> {
+    pub fn cross_kv(&self, par: &dyn Parallel, enc: &[f32]) -> Vec<CrossKv> {
         let t = self.dims.n_audio_ctx;
+        let heads = self.dims.dec_heads;
+        let mut kv = vec![0f32; t * 2 * self.dims.d_model];
         self.dec_layers
             .iter()
             .map(|l| {
-                let mut kv = vec![0f32; t * 2 * self.dims.d_model];
                 l.cross_kv.forward(par, enc, t, &mut kv);
-                kv
+                CrossKv::new(&kv, t, heads, self.dims.d_model / heads)
             })
             .collect()
     }
@@ -321,11 +399,10 @@ impl Whisper {
         par: &dyn Parallel,
         tokens: &[u32],
         cache: &mut KvCache,
-        cross: &[Vec<f32>],
+        cross: &[CrossKv],
     ) -> Vec<f32> {
         let Dims {
             d_model: d,
-            n_audio_ctx: ta,
             n_vocab,
             ..
         } = self.dims;
@@ -337,9 +414,9 @@ impl Whisper {
         for (i, &tok) in tokens.iter().enumerate() {
             let tok = (tok as usize).min(n_vocab - 1);
             let row = &mut x[i * d..(i + 1) * d];
-            let e = &self.tok_emb[tok * d..(tok + 1) * d];
+            let e = self.tok_emb.row(tok, d);
             let p = &self.dec_pos[(start + i) * d..(start + i + 1) * d];
-            for ((r, a), b) in row.iter_mut().zip(e).zip(p) {
+            for ((r, a), b) in row.iter_mut().zip(&e).zip(p) {
                 *r = a + b;
             }
         }
@@ -374,17 +451,14 @@ impl Whisper {
             add(&mut x, &h);
             layer_norm(&x, &l.cross_norm.gamma, &l.cross_norm.beta, &mut h);
             l.cross_q.forward(par, &h, n, &mut q);
-            let ckv = &cross[li];
-            attention(
+            cross_attention(
                 par,
-                (&q, d),
-                (ckv, 2 * d),
-                (&ckv[d..], 2 * d),
+                l.cross_q.matvec,
+                &q,
                 n,
-                ta,
+                &cross[li],
                 heads,
                 d / heads,
-                None,
                 &mut a,
             );
             l.cross_out.forward(par, &a, n, &mut h);
@@ -402,11 +476,10 @@ impl Whisper {
         let mut logits = vec![0f32; n_vocab];
         let chunk = n_vocab.div_ceil(par.threads().max(1) * 4).max(64);
         let emb = &self.tok_emb;
+        let row_bytes = d * emb.dtype.size();
         par.for_each_chunk(&mut logits, chunk, &|i, out| {
-            for (j, o) in out.iter_mut().enumerate() {
-                let row = &emb[(i * chunk + j) * d..(i * chunk + j + 1) * d];
-                *o = dot(row, &normed);
-            }
+            let rows = &emb.bytes[i * chunk * row_bytes..(i * chunk + out.len()) * row_bytes];
+            (emb.matvec)(rows, row_bytes, &normed, out);
         });
         logits
     }
@@ -424,20 +497,6 @@ fn add(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
-}
-
-/// A dot product with eight independent sums, so it vectorizes.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `[channels][len]` into `[len / stride][channels · 3]` columns for a kernel-3, padding-1

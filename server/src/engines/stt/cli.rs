@@ -30,6 +30,12 @@ pub struct TranscribeArgs {
     /// Threads (0 = half the cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Print load and transcription times, the real-time factor and peak memory to stderr.
+    #[arg(long)]
+    pub timings: bool,
+    /// Transcribe this many times (with --timings: the fastest run is reported).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
 }
 
 /// `trillim transcribe`.
@@ -43,7 +49,9 @@ pub fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
     let (_, dir) = resolve(&Store::from_env(), &args.whisper_model)?;
     let audio = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let t0 = std::time::Instant::now();
     let loaded = Loaded::load(&dir)?;
+    let load_secs = t0.elapsed().as_secs_f64();
     let threads = if args.threads == 0 {
         default_threads()
     } else {
@@ -55,9 +63,28 @@ pub fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
         prompt: args.prompt,
         ..Request::default()
     };
-    let t = loaded
-        .transcribe(&pool, &audio, &request)
-        .with_context(|| format!("cannot transcribe {}", args.file.display()))?;
+    let mut best = f64::INFINITY;
+    let mut t = None;
+    for _ in 0..args.repeat {
+        let start = std::time::Instant::now();
+        let run = loaded
+            .transcribe(&pool, &audio, &request)
+            .with_context(|| format!("cannot transcribe {}", args.file.display()))?;
+        best = best.min(start.elapsed().as_secs_f64());
+        t = Some(run);
+    }
+    let Some(t) = t else {
+        anyhow::bail!("nothing transcribed");
+    };
+    if args.timings {
+        eprintln!(
+            "load {load_secs:.3} s; audio {:.2} s; transcription {best:.3} s (best of {}, {threads} threads, file decoding included); real-time factor {:.2}x; peak RSS {}",
+            t.duration,
+            args.repeat,
+            t.duration / best,
+            peak_rss().map_or_else(|| "unknown".into(), |kb| format!("{:.1} MiB", kb as f64 / 1024.0)),
+        );
+    }
     let out = match format {
         Format::Text => format!("{}\n", transcript_text(&t)),
         Format::Json => format!("{}\n", serde_json::json!({ "text": transcript_text(&t) })),
@@ -67,6 +94,13 @@ pub fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
     };
     print!("{out}");
     Ok(())
+}
+
+/// The process's peak resident set in KiB (Linux `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Whisper models in the store: `(id, directory, bytes of model.bin)`.
