@@ -284,10 +284,15 @@ impl World {
                         {"title": "Brave <strong>Paris</strong> result", "url": format!("{base}/article"),
                          "description": "BRAVESNIPPET Paris is <strong>the capital</strong>.", "language": "en"}
                     ]}});
+                    // Brave compresses its answers for clients that accept gzip.
+                    assert_eq!(r.header("accept-encoding"), Some("gzip"));
                     Reply::Full(
                         200,
-                        vec![("Content-Type", "application/json".into())],
-                        v.to_string().into_bytes(),
+                        vec![
+                            ("Content-Type", "application/json".into()),
+                            ("Content-Encoding", "gzip".into()),
+                        ],
+                        gzip(v.to_string().as_bytes()),
                     )
                 }
                 "/article" => html(200, &article("ARTICLEMARK", "Paris")),
@@ -786,8 +791,12 @@ fn pages_are_fetched_safely_and_decoded() {
     world.rate_limited.store(true, Ordering::SeqCst);
     let (ok, _, err) = search_json(&world, &[]);
     assert!(!ok && err.contains("rate-limiting"), "{err}");
-    let (ok, _, err) = search_json(&world, &["--provider", "brave"]);
+    let (ok, v, err) = search_json(&world, &["--provider", "brave", "--no-fetch"]);
     assert!(ok, "{err}");
+    assert_eq!(
+        v["content"],
+        "[1] Brave Paris result\nBRAVESNIPPET Paris is the capital."
+    );
     world.brave_denied.store(true, Ordering::SeqCst);
     let (ok, _, err) = search_json(&world, &["--provider", "brave"]);
     assert!(

@@ -24,19 +24,26 @@ pub fn search(
             "Brave search needs an API key: set SEARCH_API_KEY".into(),
         ));
     };
-    let url = endpoint(&ep.brave, "/res/v1/web/search")?;
     let count = max.clamp(1, 20).to_string();
-    let req = client
-        .provider_agent()
-        .request_url("GET", &url)
-        .timeout(ep.timeout)
-        .query("q", query)
-        .query("count", &count)
-        .set("Accept", "application/json")
-        .set("Accept-Encoding", "gzip")
-        .set("X-Subscription-Token", key)
-        .set("User-Agent", "Trillim/1.0");
-    let (status, body) = call(req, MAX_BYTES, "Brave search")?;
+    let get = |url: &url::Url| {
+        let req = client
+            .provider_agent()
+            .request_url("GET", url)
+            .timeout(ep.timeout)
+            .query("q", query)
+            .query("count", &count)
+            .set("Accept", "application/json")
+            .set("Accept-Encoding", "gzip")
+            .set("X-Subscription-Token", key)
+            .set("User-Agent", "Trillim/1.0");
+        call(req, MAX_BYTES, "Brave search")
+    };
+    let (mut status, mut body) = get(&endpoint(&ep.brave, "/res/v1/web/search")?)?;
+    let host_only = url::Url::parse(ep.brave.trim()).is_ok_and(|u| u.path() == "/");
+    if status == 404 && host_only {
+        // A gateway named by its host that serves only the LLM-context endpoint.
+        (status, body) = get(&endpoint(&ep.brave, "/res/v1/llm/context")?)?;
+    }
     match status {
         200 => {}
         401 | 403 => {
