@@ -4,7 +4,8 @@
 #
 #   scripts/bench.sh [OUT_DIR]      (default: bench-results/)
 #
-# Models: SmolLM2-135M-Instruct Q4_1 (scripts/fetch-test-model.sh) and synthetic models of
+# Models: SmolLM2-135M-Instruct Q4_1 (scripts/fetch-test-model.sh), the same model requantized by
+# llama.cpp to Q4_K_M and Q6_K (scripts/quant-models.sh), and synthetic models of
 # BitNet b1.58 2B4T's shape in TQ2_0, TQ1_0 and I2_S (random weights, real tokenizer), written
 # by scripts/make_gguf.py into ~/.cache/trillim/bench/. Environment: THREADS (default "1 2"),
 # PROMPT (128), GEN (64), RUNS (3).
@@ -33,6 +34,8 @@ make_model() { # name arch wtype
 }
 models=(
     "$smollm"
+    "$(scripts/quant-models.sh Q4_K_M)"
+    "$(scripts/quant-models.sh Q6_K)"
     "$(make_model bitnet-2b4t-tq2_0 bitnet tq2_0)"
     "$(make_model bitnet-2b4t-i2_s bitnet-b1.58 i2_s)"
     "$(make_model bitnet-2b4t-tq1_0 bitnet tq1_0)"
@@ -51,7 +54,11 @@ for m in "${models[@]}"; do
             # llama.cpp has no I2_S: it is bitnet.cpp's format.
             case "$m" in *i2_s*) continue ;; esac
             echo "== llama.cpp $(basename "$m") threads=$t" >&2
-            "$LLAMA_BENCH" -m "$m" -t "$t" -p "$prompt" -n "$gen" -r "$runs" -o jsonl 2>/dev/null \
+            # K-quants take llama.cpp's AMX repacking path on CPUs that advertise AMX, which
+            # crashes where the OS does not grant it: run them on the plain layouts (--repack 0).
+            extra=()
+            case "$m" in *_K*) extra=(--repack 0) ;; esac
+            "$LLAMA_BENCH" -m "$m" -t "$t" -p "$prompt" -n "$gen" -r "$runs" "${extra[@]}" -o jsonl 2>/dev/null \
                 | python3 -c '
 import json, sys
 pp = tg = None

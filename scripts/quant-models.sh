@@ -22,6 +22,9 @@ mkdir -p "$cache"
 src=$(scripts/fetch-test-model.sh)
 tool="$cache/quant-ref"
 if [ ! -x "$tool" ] || [ scripts/quant-ref.cpp -nt "$tool" ]; then
+    if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then
+        apt-get install -y cmake g++ >&2 || { apt-get update >&2 && apt-get install -y cmake g++ >&2; }
+    fi
     llama=$(TARGET=llama scripts/build-llama-bench.sh)
     libs=()
     for l in src/libllama.a ggml/src/libggml.a ggml/src/libggml-cpu.a ggml/src/libggml-base.a; do
