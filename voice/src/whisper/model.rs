@@ -4,7 +4,7 @@
 //! cross-attention over the encoder output, output projection tied to the embeddings).
 
 use trillim_core::kernels::{Kernels, MatVecF32Fn};
-use trillim_core::Parallel;
+use trillim_core::{Parallel, Sequential};
 
 use super::linalg::{attention, cross_attention, gelu, layer_norm, CrossKv, Linear};
 use crate::ct2::{f16_to_f32, Ct2Error, Ct2Model, DataType};
@@ -420,6 +420,10 @@ impl Whisper {
                 *r = a + b;
             }
         }
+        // One token's layer products are too small to gain from the pool: handing each to
+        // the workers costs more than it saves (measured), so they run on this thread; a
+        // prompt of many tokens still uses the pool.
+        let lp: &dyn Parallel = if n >= 8 { par } else { &Sequential };
         let ff = self.dec_layers[0].fc1.n_out;
         let mut h = vec![0f32; n * d];
         let mut qkv = vec![0f32; n * 3 * d];
@@ -428,7 +432,7 @@ impl Whisper {
         let mut f = vec![0f32; n * ff];
         for (li, l) in self.dec_layers.iter().enumerate() {
             layer_norm(&x, &l.self_norm.gamma, &l.self_norm.beta, &mut h);
-            l.self_qkv.forward(par, &h, n, &mut qkv);
+            l.self_qkv.forward(lp, &h, n, &mut qkv);
             // The cache holds [pos][k | v] rows of 2·d.
             let kv = &mut cache.layers[li];
             for i in 0..n {
@@ -436,7 +440,7 @@ impl Whisper {
                 row.copy_from_slice(&qkv[i * 3 * d + d..(i + 1) * 3 * d]);
             }
             attention(
-                par,
+                lp,
                 (&qkv, 3 * d),
                 (&kv[..], 2 * d),
                 (&kv[d..], 2 * d),
@@ -447,12 +451,12 @@ impl Whisper {
                 Some(start),
                 &mut a,
             );
-            l.self_out.forward(par, &a, n, &mut h);
+            l.self_out.forward(lp, &a, n, &mut h);
             add(&mut x, &h);
             layer_norm(&x, &l.cross_norm.gamma, &l.cross_norm.beta, &mut h);
-            l.cross_q.forward(par, &h, n, &mut q);
+            l.cross_q.forward(lp, &h, n, &mut q);
             cross_attention(
-                par,
+                lp,
                 l.cross_q.matvec,
                 &q,
                 n,
@@ -461,12 +465,12 @@ impl Whisper {
                 d / heads,
                 &mut a,
             );
-            l.cross_out.forward(par, &a, n, &mut h);
+            l.cross_out.forward(lp, &a, n, &mut h);
             add(&mut x, &h);
             layer_norm(&x, &l.ffn_norm.gamma, &l.ffn_norm.beta, &mut h);
-            l.fc1.forward(par, &h, n, &mut f);
+            l.fc1.forward(lp, &h, n, &mut f);
             gelu(&mut f);
-            l.fc2.forward(par, &f, n, &mut h);
+            l.fc2.forward(lp, &f, n, &mut h);
             add(&mut x, &h);
         }
         cache.len = start + n;
