@@ -1,7 +1,8 @@
 //! What the search harness reads from the web, as hostile bytes: a body decoded by any
 //! charset its `Content-Type` or `<meta>` names, then parsed as a DuckDuckGo result page,
-//! and every line tried as a result link. Nothing may panic, and every result link must be
-//! an absolute http(s) URL.
+//! and every line tried as a result link and as a URL for the SSRF guard. Nothing may
+//! panic, every result link must be an absolute http(s) URL, and a URL the guard lets
+//! through must be http(s) with no local name and no non-public literal address.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +11,8 @@ use libfuzzer_sys::fuzz_target;
 // paths they use there.
 #[path = "../../server/src/harness/providers/ddg_html.rs"]
 pub mod ddg_html;
+#[path = "../../server/src/harness/guard.rs"]
+pub mod guard;
 #[path = "../../server/src/harness/providers/hit.rs"]
 pub mod hit;
 #[path = "../../server/src/harness/text.rs"]
@@ -43,9 +46,28 @@ fuzz_target!(|data: &[u8]| {
             "{hit:?}"
         );
     }
+    let guard = guard::Guard::default();
     for line in text.lines().take(64) {
         if let Some(u) = unwrap_link(line) {
             assert!(u.starts_with("http://") || u.starts_with("https://"), "{u}");
+        }
+        if let Ok(u) = url::Url::parse(line.trim()) {
+            if guard.check_url(&u).is_ok() {
+                assert!(matches!(u.scheme(), "http" | "https"), "{u}");
+                match u.host() {
+                    Some(url::Host::Ipv4(ip)) => {
+                        assert!(guard::classify(ip.into()).is_none(), "{u}")
+                    }
+                    Some(url::Host::Ipv6(ip)) => {
+                        assert!(guard::classify(ip.into()).is_none(), "{u}")
+                    }
+                    Some(url::Host::Domain(d)) => {
+                        let d = d.trim_end_matches('.').to_ascii_lowercase();
+                        assert!(d != "localhost" && !d.ends_with(".localhost"), "{u}")
+                    }
+                    None => panic!("{u} has no host"),
+                }
+            }
         }
     }
 });
