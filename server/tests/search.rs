@@ -229,6 +229,7 @@ struct World {
     web: StandIn,
     rate_limited: Arc<AtomicBool>,
     brave_denied: Arc<AtomicBool>,
+    ddg_stalls: Arc<AtomicBool>,
 }
 
 impl World {
@@ -242,6 +243,8 @@ impl World {
         let canary_base = format!("http://127.0.0.2:{}", canary.port);
         let rate_limited = Arc::new(AtomicBool::new(false));
         let brave_denied = Arc::new(AtomicBool::new(false));
+        let ddg_stalls = Arc::new(AtomicBool::new(false));
+        let stalls = ddg_stalls.clone();
         let port = Arc::new(AtomicUsize::new(0));
         let (rl, bd, p2, cb) = (
             rate_limited.clone(),
@@ -258,6 +261,9 @@ impl World {
             let path = r.path.split('?').next().unwrap_or("");
             match path {
                 "/html/" => {
+                    if stalls.load(Ordering::SeqCst) {
+                        return Reply::Trickle;
+                    }
                     if rl.load(Ordering::SeqCst) {
                         return html(202, "<html><body>rate limited</body></html>");
                     }
@@ -351,6 +357,7 @@ impl World {
             web,
             rate_limited,
             brave_denied,
+            ddg_stalls,
         }
     }
 
@@ -787,7 +794,15 @@ fn pages_are_fetched_safely_and_decoded() {
         "{v}"
     );
 
-    // Provider failures are errors of the command, with the cause.
+    // Provider failures are errors of the command, with the cause; a provider that stalls
+    // mid-answer is given up on at its deadline.
+    world.ddg_stalls.store(true, Ordering::SeqCst);
+    let (ok, _, err) = search_json(&world, &[]);
+    assert!(
+        !ok && err.contains("DuckDuckGo answered unreadably"),
+        "{err}"
+    );
+    world.ddg_stalls.store(false, Ordering::SeqCst);
     world.rate_limited.store(true, Ordering::SeqCst);
     let (ok, _, err) = search_json(&world, &[]);
     assert!(!ok && err.contains("rate-limiting"), "{err}");
