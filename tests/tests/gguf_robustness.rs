@@ -34,6 +34,7 @@ fn load_and_run(bytes: &[u8]) -> Result<(), ModelError> {
         weights: &w,
         bufs: Buffers::file(bytes),
         kernels: &k,
+        lora: None,
     };
     let mut logits = vec![0f32; c.n_vocab];
     fwd.run(&[1, 2, 3], &mut kv, &mut s, &Sequential, &mut logits)

@@ -42,6 +42,7 @@ fn logits_all_par(
         weights: &weights,
         bufs: Buffers::file(model),
         kernels,
+        lora: None,
     };
     let mut logits = vec![0f32; tokens.len() * config.n_vocab];
     fwd.run(tokens, &mut kv, &mut scratch, par, &mut logits)

@@ -61,6 +61,7 @@ fn logits_all(model: &[u8], tokens: &[u32], kernels: &Kernels, batch: usize) -> 
         weights: &weights,
         bufs: Buffers::file(model),
         kernels,
+        lora: None,
     };
     let mut logits = vec![0f32; tokens.len() * config.n_vocab];
     fwd.run(

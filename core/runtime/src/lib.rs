@@ -3,11 +3,14 @@
 
 pub mod bench;
 pub mod cpu;
+pub mod lora;
 pub mod model;
 pub mod pool;
+pub mod safetensors;
 pub mod tiles;
 pub mod tokenizer_json;
 
+pub use lora::{Adapter, AdapterError, LoraQuant};
 pub use memmap2::Mmap;
 pub use model::{map_file, LoadError, LoadOptions, LoadedModel, Session, UnembedQuant};
 pub use pool::ThreadPool;

@@ -119,6 +119,8 @@ pub struct LoadedModel {
     /// True when the load re-encoded a matrix as its options asked (tiles, a transparent
     /// cache of the same weights, do not count).
     pub recompiled: bool,
+    /// The LoRA adapter applied to its projections, if any.
+    adapter: Option<crate::lora::Adapter>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -224,6 +226,7 @@ impl LoadedModel {
             tile_source: t.source,
             tiled_file_bytes: t.replaced,
             recompiled: false,
+            adapter: None,
         })
     }
 
@@ -297,7 +300,19 @@ impl LoadedModel {
             weights: &self.weights,
             bufs: self.buffers(),
             kernels: &self.kernels,
+            lora: self.adapter.as_ref().map(crate::lora::Adapter::view),
         }
+    }
+
+    /// Applies `adapter` (checked against this model by [`crate::lora::Adapter::open`]) from
+    /// now on, replacing any other; `None` removes it.
+    pub fn set_adapter(&mut self, adapter: Option<crate::lora::Adapter>) {
+        self.adapter = adapter;
+    }
+
+    /// The adapter applied, if any.
+    pub fn adapter(&self) -> Option<&crate::lora::Adapter> {
+        self.adapter.as_ref()
     }
 
     /// Bytes of KV cache one position takes.

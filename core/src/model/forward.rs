@@ -10,6 +10,7 @@ use trillim_kernels::Kernels;
 use super::config::{Activation, Config};
 use super::error::ModelError;
 use super::kv::{KvCache, SeqToken};
+use super::lora::{Lora, Proj};
 use super::norm::{rms_norm, silu_mul};
 use super::scratch::Scratch;
 use super::weights::{Buffers, Weights};
@@ -68,6 +69,8 @@ pub struct Forward<'a> {
     pub bufs: Buffers<'a>,
     /// Selected kernels.
     pub kernels: &'a Kernels,
+    /// A LoRA adapter applied to the projections, if any.
+    pub lora: Option<Lora<'a>>,
 }
 
 impl Forward<'_> {
@@ -234,6 +237,10 @@ impl Forward<'_> {
                 &mut fmt,
                 par,
             );
+            let xn = &s.xn[..b * d];
+            self.lora_side(li, Proj::Q, xn, d, b, s.q, qd, s.tmp, par);
+            self.lora_side(li, Proj::K, xn, d, b, s.k, kvd, s.tmp, par);
+            self.lora_side(li, Proj::V, xn, d, b, s.v, kvd, s.tmp, par);
             for t in 0..b {
                 let rope = &s.rope[t * c.rope_dim..(t + 1) * c.rope_dim];
                 for h in s.q[t * qd..(t + 1) * qd].chunks_exact_mut(c.head_dim) {
@@ -284,6 +291,7 @@ impl Forward<'_> {
                 &mut fmt,
                 par,
             );
+            self.lora_side(li, Proj::O, &s.att[..b * qd], qd, b, s.xn, d, s.tmp, par);
             for (x, o) in s.x[..b * d].iter_mut().zip(&s.xn[..b * d]) {
                 *x += o;
             }
@@ -301,6 +309,9 @@ impl Forward<'_> {
                 &mut fmt,
                 par,
             );
+            let xn = &s.xn[..b * d];
+            self.lora_side(li, Proj::Gate, xn, d, b, s.g, ff, s.tmp, par);
+            self.lora_side(li, Proj::Up, xn, d, b, s.u, ff, s.tmp, par);
             // Gate activation times up, then the optional sub-norm, one token row per task.
             let sub = l.ffn_sub_norm.as_ref().map(|t| t.data(&self.bufs));
             let u = &s.u[..b * ff];
@@ -334,6 +345,7 @@ impl Forward<'_> {
                 &mut fmt,
                 par,
             );
+            self.lora_side(li, Proj::Down, &s.g[..b * ff], ff, b, s.xn, d, s.tmp, par);
             for (x, o) in s.x[..b * d].iter_mut().zip(&s.xn[..b * d]) {
                 *x += o;
             }

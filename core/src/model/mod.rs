@@ -1,13 +1,15 @@
 //! Transformer models: configuration from metadata, weight layout, and the forward pass
 //! (`forward`), built from shared blocks: the KV cache (`kv`), norms and activations (`norm`),
-//! rotary embeddings (`rope`), attention (`attention`) and matrix products (`projection`). A
-//! new architecture family is a module beside `forward` over the same blocks.
+//! rotary embeddings (`rope`), attention (`attention`), matrix products (`projection`) and
+//! the LoRA side path (`lora`). A new architecture family is a module beside `forward` over
+//! the same blocks.
 
 mod attention;
 mod config;
 mod error;
 mod forward;
 mod kv;
+mod lora;
 mod norm;
 mod projection;
 mod rope;
@@ -18,5 +20,6 @@ pub use config::{ActQuant, Activation, Arch, Config, RopeStyle, MAX_LAYERS};
 pub use error::{ModelError, Name};
 pub use forward::Forward;
 pub use kv::{KvCache, SeqToken, MAX_SLOTS};
+pub use lora::{Lora, LoraPair, Proj, MAX_LORA_RANK};
 pub use scratch::{Scratch, ScratchSizes};
 pub use weights::{Buffers, Layer, Storage, Tensor, Weights};

@@ -1,0 +1,636 @@
+//! Loading LoRA adapters for a loaded model, in both forms people have: PEFT directories
+//! (`adapter_config.json` + `adapter_model.safetensors`) and llama.cpp's GGUF adapters.
+//!
+//! Everything is checked against the model before an [`Adapter`] exists (architecture, layer
+//! count, every matrix's dimensions, both halves of every pair, finite values), so attaching
+//! one cannot fail later. The matrices are kept in the model's (GGUF) row order: PEFT's
+//! `q_proj`/`k_proj` `B` rows are permuted the way llama.cpp's converter permutes the base
+//! weights of models whose rotary pairs are adjacent.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use trillim_core::format::gguf::{ggml_type_name, Gguf};
+use trillim_core::kernels::formats::dequantize_row;
+use trillim_core::kernels::WeightType;
+use trillim_core::model::{Config, Lora, LoraPair, RopeStyle, Weights, MAX_LORA_RANK};
+
+use crate::safetensors::{self, Dtype};
+use crate::LoadedModel;
+
+/// The seven projections: PEFT module name, GGUF tensor name, in [`trillim_core::model::Proj`]
+/// order.
+const PROJECTIONS: [(&str, &str); 7] = [
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+];
+
+/// Largest `adapter_config.json` read.
+const MAX_CONFIG: u64 = 1 << 20;
+
+/// How the adapter's matrices are stored for the side path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoraQuant {
+    /// `f32`, exactly as loaded.
+    #[default]
+    None,
+    /// bfloat16 (rounded to nearest even): half the memory traffic.
+    Bf16,
+}
+
+impl LoraQuant {
+    /// The accepted names.
+    pub const NAMES: &'static [&'static str] = &["none", "bf16"];
+
+    /// Parses a level name.
+    pub fn parse(name: &str) -> Result<LoraQuant, String> {
+        match name {
+            "none" => Ok(LoraQuant::None),
+            "bf16" => Ok(LoraQuant::Bf16),
+            other => Err(format!(
+                "lora_quant '{other}' is not available (accepted: {})",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// The form an adapter was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterFormat {
+    /// PEFT `adapter_config.json` + `adapter_model.safetensors`.
+    Peft,
+    /// llama.cpp GGUF adapter.
+    Gguf,
+}
+
+/// Why an adapter could not be loaded. Each message names the adapter and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// A file could not be read.
+    #[error("cannot read {}: {cause}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        cause: std::io::Error,
+    },
+    /// The files are not an adapter this build reads.
+    #[error("{}: {why}", path.display())]
+    Invalid {
+        /// The adapter.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A valid adapter that does not fit the model.
+    #[error("{}: the adapter does not fit the model: {why}", path.display())]
+    Mismatch {
+        /// The adapter.
+        path: PathBuf,
+        /// What differs.
+        why: String,
+    },
+}
+
+/// A LoRA adapter checked against one model, ready for its forward pass.
+#[derive(Debug)]
+pub struct Adapter {
+    bytes: Vec<u8>,
+    layers: Vec<[Option<LoraPair>; 7]>,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// The form it was read in.
+    pub format: AdapterFormat,
+    /// Number of adapted projections.
+    pub pairs: usize,
+    /// Largest rank of its pairs.
+    pub max_rank: usize,
+}
+
+/// A row-major matrix read from the adapter file, as `f32`.
+struct Mat {
+    rows: usize,
+    cols: usize,
+    data: Vec<f32>,
+}
+
+/// The halves read so far, by (layer, projection).
+type Halves = BTreeMap<(usize, usize), (Option<Mat>, Option<Mat>)>;
+
+/// What a reader found: the halves and how each pair's scale follows from its rank.
+struct Read {
+    halves: Halves,
+    scale: Box<dyn Fn(usize) -> f32>,
+    format: AdapterFormat,
+}
+
+impl Adapter {
+    /// Loads the adapter at `path` (a PEFT directory, a directory holding one `.gguf` adapter,
+    /// or a `.gguf` file) for `model`, storing its matrices as `quant` says.
+    pub fn open(
+        path: &Path,
+        model: &LoadedModel,
+        quant: LoraQuant,
+    ) -> Result<Adapter, AdapterError> {
+        let invalid = |why: String| AdapterError::Invalid {
+            path: path.to_path_buf(),
+            why,
+        };
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |cause| AdapterError::Io { path: p, cause }
+        };
+        let read = if path.is_dir() {
+            let st = path.join("adapter_model.safetensors");
+            if st.is_file() {
+                let cfg = path.join("adapter_config.json");
+                let text = read_limited(&cfg, MAX_CONFIG).map_err(io(&cfg))?;
+                let bytes = std::fs::read(&st).map_err(io(&st))?;
+                read_peft(&text, &bytes, &model.config).map_err(invalid)?
+            } else {
+                let ggufs: Vec<PathBuf> = std::fs::read_dir(path)
+                    .map_err(io(path))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+                    .collect();
+                let [one] = ggufs.as_slice() else {
+                    return Err(invalid(format!(
+                        "no adapter found: expected adapter_config.json with \
+                         adapter_model.safetensors (PEFT) or one .gguf adapter file, found {} \
+                         .gguf files",
+                        ggufs.len()
+                    )));
+                };
+                let bytes = std::fs::read(one).map_err(io(one))?;
+                read_gguf(&bytes, model, path)?
+            }
+        } else {
+            let bytes = std::fs::read(path).map_err(io(path))?;
+            read_gguf(&bytes, model, path)?
+        };
+        pack(read, &model.config, &model.weights, quant, path)
+    }
+
+    /// The view the forward pass reads.
+    pub fn view(&self) -> Lora<'_> {
+        Lora {
+            bytes: &self.bytes,
+            layers: &self.layers,
+        }
+    }
+
+    /// Bytes of the stored matrices.
+    pub fn memory_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn read_limited(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut s = String::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_string(&mut s)?;
+    if s.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(s)
+}
+
+/// Reads a PEFT adapter: its configuration and its safetensors matrices.
+fn read_peft(config: &str, bytes: &[u8], model: &Config) -> Result<Read, String> {
+    let cfg: serde_json::Value = serde_json::from_str(config)
+        .map_err(|e| format!("adapter_config.json is not valid JSON: {e}"))?;
+    let get = |k: &str| cfg.get(k).filter(|v| !v.is_null());
+    if let Some(t) = get("peft_type").and_then(|v| v.as_str()) {
+        if t != "LORA" {
+            return Err(format!("peft_type {t} is not supported (LORA)"));
+        }
+    }
+    let truthy = |k: &str| get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+    for (key, what) in [
+        ("use_dora", "DoRA adapters"),
+        ("fan_in_fan_out", "fan_in_fan_out adapters"),
+    ] {
+        if truthy(key) {
+            return Err(format!("{what} are not supported ({key} is true)"));
+        }
+    }
+    if get("modules_to_save")
+        .and_then(|v| v.as_array())
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(
+            "modules_to_save is not supported: only the seven projections \
+                    (q/k/v/o_proj, gate/up/down_proj) can be adapted"
+                .into(),
+        );
+    }
+    if get("alpha_pattern")
+        .and_then(|v| v.as_object())
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err("alpha_pattern is not supported".into());
+    }
+    if let Some(b) = get("bias").and_then(|v| v.as_str()) {
+        if b != "none" {
+            return Err(format!("bias '{b}' is not supported (none)"));
+        }
+    }
+    if let Some(mods) = get("target_modules").and_then(|v| v.as_array()) {
+        for m in mods {
+            let m = m.as_str().unwrap_or("");
+            if !PROJECTIONS.iter().any(|(p, _)| p.ends_with(m)) || m.is_empty() {
+                return Err(format!(
+                    "target module '{m}' is not supported (q_proj, k_proj, v_proj, o_proj, \
+                     gate_proj, up_proj, down_proj)"
+                ));
+            }
+        }
+    }
+    let alpha = match get("lora_alpha") {
+        None => 8.0,
+        Some(v) => v
+            .as_f64()
+            .filter(|a| a.is_finite())
+            .ok_or("lora_alpha is not a number")?,
+    };
+    let rslora = truthy("use_rslora");
+    let tensors =
+        safetensors::parse(bytes).map_err(|e| format!("adapter_model.safetensors: {e}"))?;
+    let mut halves = Halves::new();
+    for t in tensors {
+        let (layer, proj, is_b) = peft_name(&t.name).ok_or_else(|| {
+            format!(
+                "tensor '{}' is not a LoRA matrix of the seven projections",
+                t.name
+            )
+        })?;
+        let [rows, cols] = t.shape[..] else {
+            return Err(format!("tensor '{}' is not a matrix", t.name));
+        };
+        let mut data = to_f32(t.dtype, t.data);
+        // The model's q/k rows are in the converter's order: move B's rows the same way.
+        if is_b && model.rope_style == RopeStyle::AdjacentPairs && proj < 2 {
+            let heads = if proj == 0 {
+                model.n_heads
+            } else {
+                model.n_kv_heads
+            };
+            data = permute_rows(&data, rows, cols, heads).ok_or_else(|| {
+                format!(
+                    "tensor '{}': {rows} rows do not split into {heads} heads",
+                    t.name
+                )
+            })?;
+        }
+        insert(
+            &mut halves,
+            layer,
+            proj,
+            is_b,
+            Mat { rows, cols, data },
+            &t.name,
+        )?;
+    }
+    let scale = move |r: usize| {
+        let r = r as f64;
+        (if rslora { alpha / r.sqrt() } else { alpha / r }) as f32
+    };
+    Ok(Read {
+        halves,
+        scale: Box::new(scale),
+        format: AdapterFormat::Peft,
+    })
+}
+
+/// `(layer, projection, is_B)` of a PEFT tensor name such as
+/// `base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight`.
+fn peft_name(name: &str) -> Option<(usize, usize, bool)> {
+    let at = name.find("layers.")?;
+    if at != 0 && !name[..at].ends_with('.') {
+        return None;
+    }
+    let rest = &name[at + "layers.".len()..];
+    let (n, rest) = rest.split_once('.')?;
+    let layer: usize = n.parse().ok()?;
+    let (proj, half) = PROJECTIONS.iter().enumerate().find_map(|(i, (m, _))| {
+        let half = rest.strip_prefix(m)?.strip_prefix('.')?;
+        Some((i, half))
+    })?;
+    let is_b = match half {
+        "lora_A.weight" | "lora_A.default.weight" => false,
+        "lora_B.weight" | "lora_B.default.weight" => true,
+        _ => return None,
+    };
+    Some((layer, proj, is_b))
+}
+
+fn to_f32(dtype: Dtype, data: &[u8]) -> Vec<f32> {
+    let ty = match dtype {
+        Dtype::F32 => WeightType::F32,
+        Dtype::F16 => WeightType::F16,
+        Dtype::BF16 => WeightType::BF16,
+    };
+    let mut out = vec![0f32; data.len() / dtype.size()];
+    dequantize_row(ty, data, &mut out, 1.0);
+    out
+}
+
+/// Hugging Face's rotate-half row order to GGUF's adjacent pairs, per head: row
+/// `h·hd + half·hd/2 + i` moves to `h·hd + 2i + half` (llama.cpp's converter's `permute`).
+fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Option<Vec<f32>> {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) {
+        return None;
+    }
+    let hd = rows / heads;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..heads {
+        for half in 0..2 {
+            for i in 0..hd / 2 {
+                let src = h * hd + half * (hd / 2) + i;
+                let dst = h * hd + 2 * i + half;
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn insert(
+    halves: &mut Halves,
+    layer: usize,
+    proj: usize,
+    is_b: bool,
+    m: Mat,
+    name: &str,
+) -> Result<(), String> {
+    let e = halves.entry((layer, proj)).or_default();
+    let slot = if is_b { &mut e.1 } else { &mut e.0 };
+    if slot.is_some() {
+        return Err(format!("tensor '{name}' appears twice"));
+    }
+    *slot = Some(m);
+    Ok(())
+}
+
+/// Reads a llama.cpp GGUF adapter for `model`.
+fn read_gguf(bytes: &[u8], model: &LoadedModel, path: &Path) -> Result<Read, AdapterError> {
+    let invalid = |why: String| AdapterError::Invalid {
+        path: path.to_path_buf(),
+        why,
+    };
+    let g = Gguf::parse(bytes).map_err(|e| invalid(format!("not a valid GGUF file: {e}")))?;
+    let ty = g.get_str("general.type").unwrap_or("model");
+    if ty != "adapter" {
+        return Err(invalid(format!(
+            "not a LoRA adapter (general.type is '{ty}', expected 'adapter')"
+        )));
+    }
+    let at = g.get_str("adapter.type").unwrap_or("");
+    if at != "lora" {
+        return Err(invalid(format!(
+            "adapter.type '{at}' is not supported (lora)"
+        )));
+    }
+    let base = model.gguf();
+    let (want, have) = (
+        base.get_str("general.architecture").unwrap_or(""),
+        g.get_str("general.architecture").unwrap_or(""),
+    );
+    if want != have {
+        return Err(AdapterError::Mismatch {
+            path: path.to_path_buf(),
+            why: format!("the adapter is for architecture '{have}', the model is '{want}'"),
+        });
+    }
+    let alpha = g.get_f64("adapter.lora.alpha").unwrap_or(0.0);
+    if !alpha.is_finite() {
+        return Err(invalid("adapter.lora.alpha is not finite".into()));
+    }
+    let mut halves = Halves::new();
+    for t in g.tensors() {
+        let parsed = gguf_name(t.name).ok_or_else(|| {
+            invalid(format!(
+                "tensor '{}' is not a LoRA matrix of the seven projections",
+                t.name
+            ))
+        })?;
+        let (layer, proj, is_b) = parsed;
+        let Some(wt) = t.ty else {
+            return Err(invalid(format!(
+                "tensor '{}' has type {}, which this build does not read",
+                t.name,
+                ggml_type_name(t.type_id)
+            )));
+        };
+        if t.n_dims != 2 {
+            return Err(invalid(format!("tensor '{}' is not a matrix", t.name)));
+        }
+        let (cols, rows) = (t.row_len(), t.n_rows());
+        let rb = wt
+            .row_bytes(cols)
+            .filter(|&rb| rb.checked_mul(rows) == Some(t.data.len()))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "tensor '{}' has a size its type cannot have",
+                    t.name
+                ))
+            })?;
+        let mut data = vec![0f32; rows * cols];
+        for (r, out) in data.chunks_exact_mut(cols.max(1)).enumerate() {
+            dequantize_row(wt, &t.data[r * rb..(r + 1) * rb], out, 1.0);
+        }
+        insert(
+            &mut halves,
+            layer,
+            proj,
+            is_b,
+            Mat { rows, cols, data },
+            t.name,
+        )
+        .map_err(invalid)?;
+    }
+    // llama.cpp's rule: no alpha means a scale of one.
+    let scale = move |r: usize| {
+        if alpha == 0.0 {
+            1.0
+        } else {
+            (alpha / r as f64) as f32
+        }
+    };
+    Ok(Read {
+        halves,
+        scale: Box::new(scale),
+        format: AdapterFormat::Gguf,
+    })
+}
+
+/// `(layer, projection, is_B)` of a GGUF adapter tensor name such as `blk.3.attn_q.weight.lora_a`.
+fn gguf_name(name: &str) -> Option<(usize, usize, bool)> {
+    let rest = name.strip_prefix("blk.")?;
+    let (n, rest) = rest.split_once('.')?;
+    let layer: usize = n.parse().ok()?;
+    let (proj, half) = rest.split_once(".weight.")?;
+    let proj = PROJECTIONS.iter().position(|(_, g)| *g == proj)?;
+    let is_b = match half {
+        "lora_a" => false,
+        "lora_b" => true,
+        _ => return None,
+    };
+    Some((layer, proj, is_b))
+}
+
+/// Checks every pair against the model and stores the matrices.
+fn pack(
+    read: Read,
+    config: &Config,
+    weights: &Weights,
+    quant: LoraQuant,
+    path: &Path,
+) -> Result<Adapter, AdapterError> {
+    let mismatch = |why: String| AdapterError::Mismatch {
+        path: path.to_path_buf(),
+        why,
+    };
+    let invalid = |why: String| AdapterError::Invalid {
+        path: path.to_path_buf(),
+        why,
+    };
+    let names = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
+    if read.halves.is_empty() {
+        return Err(invalid("the adapter has no LoRA matrices".into()));
+    }
+    let mut layers = vec![[None; 7]; config.n_layers];
+    let mut bytes = Vec::new();
+    let (mut pairs, mut max_rank) = (0, 0);
+    for ((layer, proj), (a, b)) in read.halves {
+        let what = format!("layer {layer} {}", names[proj]);
+        if layer >= config.n_layers {
+            return Err(mismatch(format!(
+                "it adapts layer {layer} but the model has {} layers",
+                config.n_layers
+            )));
+        }
+        let (a, b) = match (a, b) {
+            (Some(a), Some(b)) => (a, b),
+            (Some(_), None) => return Err(invalid(format!("{what} has lora_A but no lora_B"))),
+            (None, _) => return Err(invalid(format!("{what} has lora_B but no lora_A"))),
+        };
+        let w = weights.layers[layer].projections()[proj];
+        let rank = a.rows;
+        if a.cols != w.cols || b.rows != w.rows || b.cols != rank {
+            return Err(mismatch(format!(
+                "{what}: A is {}×{} and B is {}×{}, but the model's matrix is {}×{} \
+                 (A must be rank×{}, B {}×rank)",
+                a.rows, a.cols, b.rows, b.cols, w.rows, w.cols, w.cols, w.rows
+            )));
+        }
+        if rank == 0 || rank > MAX_LORA_RANK || rank > w.rows.min(w.cols) {
+            return Err(invalid(format!(
+                "{what}: rank {rank} is outside 1..={}",
+                MAX_LORA_RANK.min(w.rows.min(w.cols))
+            )));
+        }
+        if a.data.iter().chain(&b.data).any(|v| !v.is_finite()) {
+            return Err(invalid(format!("{what} holds a value that is not finite")));
+        }
+        let scale = (read.scale)(rank);
+        let ty = match quant {
+            LoraQuant::None => WeightType::F32,
+            LoraQuant::Bf16 => WeightType::BF16,
+        };
+        let a_off = bytes.len();
+        store(&mut bytes, &a.data, quant);
+        let b_off = bytes.len();
+        store(&mut bytes, &b.data, quant);
+        layers[layer][proj] = Some(LoraPair {
+            a: a_off,
+            b: b_off,
+            ty,
+            rank,
+            scale,
+        });
+        pairs += 1;
+        max_rank = max_rank.max(rank);
+    }
+    Ok(Adapter {
+        bytes,
+        layers,
+        path: path.to_path_buf(),
+        format: read.format,
+        pairs,
+        max_rank,
+    })
+}
+
+fn store(out: &mut Vec<u8>, data: &[f32], quant: LoraQuant) {
+    match quant {
+        LoraQuant::None => out.extend(data.iter().flat_map(|v| v.to_le_bytes())),
+        LoraQuant::Bf16 => out.extend(data.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes())),
+    }
+}
+
+/// Rounds to the nearest bfloat16, ties to even (values are finite: checked before).
+fn f32_to_bf16(v: f32) -> u16 {
+    let bits = v.to_bits();
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            peft_name("base_model.model.model.layers.12.mlp.down_proj.lora_B.weight"),
+            Some((12, 6, true))
+        );
+        assert_eq!(
+            peft_name("base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight"),
+            Some((0, 1, false))
+        );
+        assert_eq!(peft_name("base_model.model.lm_head.lora_A.weight"), None);
+        assert_eq!(peft_name("xlayers.0.mlp.up_proj.lora_A.weight"), None);
+        assert_eq!(
+            gguf_name("blk.7.attn_output.weight.lora_a"),
+            Some((7, 3, false))
+        );
+        assert_eq!(gguf_name("blk.7.attn_qkv.weight.lora_a"), None);
+    }
+
+    #[test]
+    fn permutation_matches_the_converter() {
+        // One head of 4 rows: HF order [r0 r1 | r2 r3] becomes [r0 r2 r1 r3].
+        let d = [0.0, 1.0, 2.0, 3.0];
+        assert_eq!(permute_rows(&d, 4, 1, 1).unwrap(), vec![0.0, 2.0, 1.0, 3.0]);
+        assert!(permute_rows(&d, 4, 1, 3).is_none());
+    }
+
+    #[test]
+    fn bf16_rounding() {
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+    }
+}

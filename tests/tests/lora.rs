@@ -1,0 +1,186 @@
+//! LoRA adapters on SmolLM2-135M, with fixtures built by `scripts/make-lora-fixtures.sh`
+//! (numpy, safetensors and gguf-py): the unmerged side path against a merged `W + s·B·A`
+//! reference that the script computes in float64, the PEFT and GGUF forms against each other,
+//! scale 0 against the base, and the loader's refusals.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use trillim_core::Sequential;
+use trillim_runtime::{Adapter, AdapterError, LoadedModel, LoraQuant, Session};
+use trillim_tests::{repo_root, smollm2_path};
+
+/// "The quick brown fox jumps over the lazy dog. Once upon a time" in SmolLM2's vocabulary
+/// (any in-range ids serve: the comparisons are between two runs on the same tokens).
+const TOKENS: [u32; 14] = [
+    504, 2365, 6354, 16438, 27003, 690, 260, 23790, 2767, 30, 9084, 2056, 253, 655,
+];
+
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lora-fixtures");
+        let stamp = dir.join("complete");
+        if !stamp.exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+            let ok = Command::new("bash")
+                .arg(repo_root().join("scripts/make-lora-fixtures.sh"))
+                .arg(smollm2_path())
+                .arg(&dir)
+                .status()
+                .expect("run scripts/make-lora-fixtures.sh")
+                .success();
+            assert!(ok, "scripts/make-lora-fixtures.sh failed");
+            std::fs::write(&stamp, b"").unwrap();
+        }
+        dir
+    })
+}
+
+fn open(path: &Path) -> LoadedModel {
+    LoadedModel::open(path, trillim_runtime::cpu::best_kernels()).unwrap()
+}
+
+fn logits(model: &LoadedModel) -> Vec<f32> {
+    let mut s = Session::new(model, TOKENS.len(), TOKENS.len());
+    s.feed(model, &Sequential, &TOKENS, TOKENS.len())
+        .unwrap()
+        .to_vec()
+}
+
+/// Logits one token at a time (the decode path), after each token.
+fn logits_stepwise(model: &LoadedModel) -> Vec<f32> {
+    let mut s = Session::new(model, TOKENS.len(), 1);
+    let mut out = Vec::new();
+    for t in TOKENS {
+        out.extend_from_slice(s.feed(model, &Sequential, &[t], 1).unwrap());
+    }
+    out
+}
+
+fn with_adapter(mut model: LoadedModel, dir: &Path, quant: LoraQuant) -> LoadedModel {
+    let a = Adapter::open(dir, &model, quant).unwrap();
+    model.set_adapter(Some(a));
+    model
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn scale_zero_is_the_base_bit_for_bit() {
+    let base = logits(&open(&smollm2_path()));
+    let model = with_adapter(
+        open(&smollm2_path()),
+        &fixtures().join("peft-zero"),
+        LoraQuant::None,
+    );
+    assert_eq!(model.adapter().unwrap().pairs, 21);
+    assert_eq!(logits(&model), base);
+}
+
+/// The side path on the f32 base equals the model whose weights the script merged in float64.
+/// Every product of both runs takes `f32` activations, so they differ only in `f32` rounding
+/// (`W·x + s·B(A·x)` against `(W + s·B·A)·x`) and in where that moves the f16 rounding of the
+/// KV cache: measured 3.6e-4 of the logits' range (0.011 of 31), bounded here by 2e-3, while
+/// the adapter itself moves logits by about 1.0 (a wrong row order of q/k would move them by
+/// as much as the adapter does).
+#[test]
+fn unmerged_equals_the_merged_reference() {
+    let fx = fixtures();
+    let plain = logits(&open(&fx.join("base-f32.gguf")));
+    let merged = logits(&open(&fx.join("merged.gguf")));
+    for dir in ["peft", "gguf"] {
+        let model = with_adapter(
+            open(&fx.join("base-f32.gguf")),
+            &fx.join(dir),
+            LoraQuant::None,
+        );
+        for got in [logits(&model), logits_stepwise(&model)] {
+            let range = merged.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = max_abs_diff(&got, &merged);
+            assert!(
+                diff < 2e-3 * range,
+                "{dir}: max |unmerged − merged| = {diff} (logit range {range})"
+            );
+            assert!(
+                max_abs_diff(&plain, &merged) > 0.5,
+                "the adapter must matter"
+            );
+        }
+    }
+}
+
+/// PEFT (Hugging Face row order) and GGUF (q/k rows of B permuted by the converter) hold the
+/// same numbers, so after the loader's permutation both give the same logits bit for bit, on
+/// the real Q4_1 model.
+#[test]
+fn peft_and_gguf_forms_agree() {
+    let fx = fixtures();
+    let peft = with_adapter(open(&smollm2_path()), &fx.join("peft"), LoraQuant::None);
+    let gguf = with_adapter(
+        open(&smollm2_path()),
+        &fx.join("gguf/adapter.gguf"),
+        LoraQuant::None,
+    );
+    let (a, b) = (logits(&peft), logits(&gguf));
+    assert_eq!(a, b);
+    let base = logits(&open(&smollm2_path()));
+    assert!(max_abs_diff(&a, &base) > 0.5);
+}
+
+/// bfloat16 matrices: within 1 % of the logits' range of the f32 adapter, on the base whose
+/// products all take `f32` activations (on a Q4_1 base, any change of the inputs flips int8
+/// activation codes downstream, which moves single logits by up to 2 on its own).
+#[test]
+fn bf16_adapter_stays_close() {
+    let fx = fixtures();
+    let base = || open(&fx.join("base-f32.gguf"));
+    let f32s = logits(&with_adapter(base(), &fx.join("peft"), LoraQuant::None));
+    let bf16 = logits(&with_adapter(base(), &fx.join("peft"), LoraQuant::Bf16));
+    let range = f32s.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(&f32s, &bf16);
+    assert!(diff < 0.01 * range, "bf16 diff {diff}, range {range}");
+}
+
+fn refused(dir: &str) -> String {
+    let model = open(&smollm2_path());
+    match Adapter::open(&fixtures().join(dir), &model, LoraQuant::None) {
+        Ok(_) => panic!("{dir} was accepted"),
+        Err(e @ (AdapterError::Invalid { .. } | AdapterError::Mismatch { .. })) => e.to_string(),
+        Err(e) => panic!("{dir}: unexpected error {e}"),
+    }
+}
+
+#[test]
+fn bad_adapters_are_refused_clearly() {
+    let half = refused("bad-half");
+    assert!(
+        half.contains("layer 13 q_proj has lora_A but no lora_B"),
+        "{half}"
+    );
+    let shape = refused("bad-shape");
+    assert!(
+        shape.contains("layer 13 gate_proj") && shape.contains("575"),
+        "{shape}"
+    );
+    let layer = refused("bad-layer");
+    assert!(
+        layer.contains("layer 30") && layer.contains("30 layers"),
+        "{layer}"
+    );
+    let arch = refused("bad-arch");
+    assert!(
+        arch.contains("'qwen2'") && arch.contains("'llama'"),
+        "{arch}"
+    );
+    let none = refused("gguf/..");
+    assert!(none.contains("no adapter found"), "{none}");
+}
