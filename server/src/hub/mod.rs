@@ -363,12 +363,17 @@ impl Hub {
     }
 
     /// Pulls `repo` into `<store>/<org>/<name>/`: one GGUF model (all parts of a split set)
-    /// and the repository's small metadata files. Returns the GGUF file's path.
+    /// and the repository's small metadata files. Returns the GGUF file's path. A repository
+    /// with no GGUF file but a CTranslate2 `model.bin` (a Whisper checkpoint such as
+    /// `Systran/faster-whisper-tiny.en`) gets `model.bin` and its vocabulary instead.
     pub fn pull(&self, store: &Store, repo: &str, opts: &PullOptions) -> Result<PathBuf, HubError> {
         check_repo(repo)?;
         let revision = opts.revision.as_deref().unwrap_or("main");
         let info = self.model_info(repo, revision)?;
-        let chosen = choose_gguf(repo, revision, &info.siblings, opts.file.as_deref())?;
+        let chosen = match ctranslate2_files(&info.siblings, opts.file.as_deref()) {
+            Some(files) => files,
+            None => choose_gguf(repo, revision, &info.siblings, opts.file.as_deref())?,
+        };
         let dir = store
             .model_dir(repo)
             .map_err(|_| HubError::InvalidRepo(repo.to_string()))?;
@@ -624,6 +629,26 @@ fn remote_models(siblings: &[Sibling]) -> Vec<RemoteModel<'_>> {
     }
     out.sort_by(|a, b| a.parts[0].rfilename.cmp(&b.parts[0].rfilename));
     out
+}
+
+/// A CTranslate2 checkpoint's files (`model.bin` first, then its vocabulary) when the
+/// repository has one and no GGUF model, and no file was asked for.
+fn ctranslate2_files<'a>(siblings: &'a [Sibling], file: Option<&str>) -> Option<Vec<&'a Sibling>> {
+    if file.is_some() || !remote_models(siblings).is_empty() {
+        return None;
+    }
+    let find = |name: &str| siblings.iter().find(|s| s.rfilename == name);
+    let mut files = vec![find("model.bin")?];
+    files.extend(
+        [
+            "vocabulary.txt",
+            "vocabulary.json",
+            "preprocessor_config.json",
+        ]
+        .iter()
+        .filter_map(|n| find(n)),
+    );
+    Some(files)
 }
 
 /// Picks the files to download: the model `file` names (exactly, by base name, or as the only

@@ -84,6 +84,16 @@ fn repos() -> HashMap<&'static str, FakeRepo> {
         ]),
     );
     m.insert(
+        "acme/whisper-ct2",
+        public(vec![
+            ("model.bin", content(11, 5000)),
+            ("config.json", b"{\"suppress_ids\":[]}".to_vec()),
+            ("vocabulary.txt", b"a\nb".to_vec()),
+            ("tokenizer.json", b"{\"model\":{}}".to_vec()),
+            ("README.md", b"# whisper".to_vec()),
+        ]),
+    );
+    m.insert(
         "acme/none",
         public(vec![("README.md", b"no weights".to_vec())]),
     );
@@ -418,6 +428,32 @@ fn pull_downloads_model_and_metadata() {
     let seen = hub.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].path.starts_with("/api/models/"));
+}
+
+#[test]
+fn pull_fetches_a_ctranslate2_whisper_checkpoint() {
+    let hub = FakeHub::start();
+    let t = TempDir::new("pull-ct2");
+    let store = Store::new(t.path().join("models"));
+    let path = hub
+        .client(None)
+        .pull(&store, "acme/whisper-ct2", &opts())
+        .unwrap();
+    let dir = store.root().join("acme/whisper-ct2");
+    assert_eq!(path, dir.join("model.bin"));
+    for f in [
+        "model.bin",
+        "config.json",
+        "vocabulary.txt",
+        "tokenizer.json",
+    ] {
+        assert_eq!(
+            fs::read(dir.join(f)).unwrap(),
+            hub.file("acme/whisper-ct2", f),
+            "{f}"
+        );
+    }
+    assert!(!dir.join("README.md").exists());
 }
 
 #[test]
