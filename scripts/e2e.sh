@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end suite: builds the release binary, then drives `trillim serve` with the official
-# `openai` Python client and raw HTTP (tests/e2e/test_openai_client.py).
-# Needs SmolLM2 (scripts/fetch-test-model.sh fetches it) and Python 3 with pip.
+# `openai` Python client and raw HTTP (tests/e2e/).
+# Needs SmolLM2 and Whisper tiny.en (scripts/fetch-test-model.sh and fetch-voice-models.sh
+# fetch them) and Python 3 with pip.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -9,6 +10,10 @@ python3 -m pip install --quiet --disable-pip-version-check "openai>=1.40" pytest
 if [ -z "${TRILLIM_TEST_MODEL:-}" ]; then
   TRILLIM_TEST_MODEL="$(bash scripts/fetch-test-model.sh)"
   export TRILLIM_TEST_MODEL
+fi
+if [ -z "${TRILLIM_WHISPER_DIR:-}" ]; then
+  TRILLIM_WHISPER_DIR="$(bash scripts/fetch-voice-models.sh)"
+  export TRILLIM_WHISPER_DIR
 fi
 cargo build --release -p trillim
 export TRILLIM_BIN="$root/target/release/trillim"
