@@ -363,11 +363,20 @@ impl World {
 
     fn env(&self) -> Vec<(&'static str, String)> {
         let base = format!("http://127.0.0.1:{}", self.web.port);
+        let canary = format!("http://127.0.0.2:{}", self.canary.port);
         vec![
             ("TRILLIM_DDG_URL", base.clone()),
             ("TRILLIM_BRAVE_URL", base),
             ("TRILLIM_SEARCH_ALLOW_HOSTS", "127.0.0.1".into()),
             ("SEARCH_API_KEY", "good-key".into()),
+            // Proxies would connect where the guard cannot see: they must be ignored, and the
+            // canary proves it.
+            ("HTTP_PROXY", canary.clone()),
+            ("HTTPS_PROXY", canary.clone()),
+            ("ALL_PROXY", canary.clone()),
+            ("http_proxy", canary.clone()),
+            ("https_proxy", canary.clone()),
+            ("all_proxy", canary),
         ]
     }
 }

@@ -80,6 +80,7 @@ impl Client {
         let g = guard.clone();
         let agent = ureq::AgentBuilder::new()
             .redirects(0)
+            .try_proxy_from_env(false)
             .user_agent(USER_AGENT)
             .max_idle_connections(0)
             .resolver(move |netloc: &str| {
@@ -91,6 +92,7 @@ impl Client {
             .build();
         let provider_agent = ureq::AgentBuilder::new()
             .redirects(0)
+            .try_proxy_from_env(false)
             .user_agent(USER_AGENT)
             .max_idle_connections(0)
             .build();
