@@ -2,6 +2,7 @@
 """LoRA adapter fixtures for SmolLM2-135M, built with numpy, safetensors and gguf-py.
 
     scripts/make-lora-fixtures.py MODEL.gguf OUT_DIR            # test fixtures
+    scripts/make-lora-fixtures.py MODEL.gguf OUT_DIR --adapters # the adapters only
     scripts/make-lora-fixtures.py MODEL.gguf OUT_DIR --bench    # rank 8/16/64, every layer
 
 Test fixtures (one seeded adapter of rank 8, alpha 16, on layers 0, 13 and 29, all seven
@@ -151,6 +152,9 @@ def main():
     write_peft(os.path.join(out, "peft"), pairs, RANK, ALPHA)
     write_peft(os.path.join(out, "peft-zero"), pairs, RANK, 0.0)
     write_gguf(os.path.join(out, "gguf", "adapter.gguf"), pairs, ALPHA, n_head, n_kv)
+    write_refused(out, pairs, n_layers, n_head, n_kv)
+    if "--adapters" in sys.argv[3:]:
+        return
 
     # The merged reference, in float64 and Hugging Face row order.
     s = ALPHA / RANK
@@ -170,7 +174,10 @@ def main():
     copy_model(reader, os.path.join(out, "base-f32.gguf"), base)
     copy_model(reader, os.path.join(out, "merged.gguf"), merged)
 
-    # Adapters that must be refused.
+
+def write_refused(out, pairs, n_layers, n_head, n_kv):
+    """Adapters that must be refused: half a pair, a wrong shape, a layer too many, another
+    architecture."""
     q = "base_model.model.model.layers.13.self_attn.q_proj"
     write_peft(os.path.join(out, "bad-half"), pairs, RANK, ALPHA, drop=f"{q}.lora_B.weight")
     short = dict(pairs)

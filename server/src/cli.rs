@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use tokio::sync::mpsc::unbounded_channel;
 use trillim_core::sampler::{SamplerConfig, SamplerOverrides};
-use trillim_runtime::{LoadOptions, UnembedQuant};
+use trillim_runtime::{LoadOptions, LoraQuant, UnembedQuant};
 
 use crate::engines::llm::{self as engine, Engine, Event, Job, SubmitError};
 use crate::metrics::Metrics;
@@ -60,6 +60,8 @@ pub struct ServeArgs {
     #[arg(long, value_parser = parse_unembed_quant)]
     pub unembed_quant: Option<UnembedQuant>,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub harness: crate::harness::cli::HarnessArgs,
     /// Web origins allowed to call the API besides loopback pages (comma-separated
     /// `scheme://host[:port]`, `null`, or `*` for any).
@@ -104,6 +106,27 @@ fn parse_unembed_quant(s: &str) -> Result<UnembedQuant, String> {
     UnembedQuant::parse(s)
 }
 
+/// A LoRA adapter to apply (`serve`, `chat`, `generate`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoraArgs {
+    /// LoRA adapter: a PEFT directory (adapter_config.json + adapter_model.safetensors), a
+    /// directory holding one GGUF adapter, or a GGUF adapter file.
+    #[arg(long, value_name = "DIR")]
+    pub lora: Option<std::path::PathBuf>,
+    /// How the adapter's matrices are stored: none (f32) or bf16.
+    #[arg(long, value_parser = LoraQuant::parse, requires = "lora")]
+    pub lora_quant: Option<LoraQuant>,
+}
+
+impl LoraArgs {
+    fn spec(&self) -> Option<engine::AdapterSpec> {
+        self.lora.as_ref().map(|path| engine::AdapterSpec {
+            path: path.clone(),
+            quant: self.lora_quant.unwrap_or_default(),
+        })
+    }
+}
+
 /// Options shared by `chat` and `generate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SamplingArgs {
@@ -134,6 +157,8 @@ pub struct SamplingArgs {
     /// Context size in tokens.
     #[arg(long)]
     pub ctx: Option<usize>,
+    #[command(flatten)]
+    pub lora: LoraArgs,
 }
 
 impl SamplingArgs {
@@ -200,8 +225,11 @@ fn load(
     m: &ResolvedModel,
     shape: engine::ServeShape,
     opts: LoadOptions,
+    lora: &LoraArgs,
 ) -> anyhow::Result<engine::Prepared> {
-    engine::prepare(&m.id, &m.name, &m.gguf, m.dir.as_deref(), shape, opts)
+    let dir = m.dir.as_deref();
+    let adapter = lora.spec();
+    engine::prepare_adapted(&m.id, &m.name, &m.gguf, dir, shape, opts, adapter.as_ref())
         // The error names the file and the cause; the context adds what the user asked for.
         .with_context(|| format!("cannot load {}", m.id))
 }
@@ -274,7 +302,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let t_load = std::time::Instant::now();
-    let prepared = load(&resolved, shape, opts)?;
+    let prepared = load(&resolved, shape, opts, &args.lora)?;
     let metrics = Arc::new(Metrics::default());
     metrics.model_loaded(
         t_load.elapsed().as_secs_f64(),
@@ -391,7 +419,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         threads: args.sampling.threads,
         slots: 1,
     };
-    let prepared = load(&m, shape, LoadOptions::default())?;
+    let prepared = load(&m, shape, LoadOptions::default(), &args.sampling.lora)?;
     let shared = prepared.shared.clone();
     let sampler = args.sampling.sampler(&shared.defaults)?;
     let prompt = match (&args.prompt, &args.chat) {
@@ -445,7 +473,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         threads: args.sampling.threads,
         slots: 1,
     };
-    let prepared = load(&m, shape, LoadOptions::default())?;
+    let prepared = load(&m, shape, LoadOptions::default(), &args.sampling.lora)?;
     let shared = prepared.shared.clone();
     let sampler = args.sampling.sampler(&shared.defaults)?;
     let engine = Arc::new(Engine::start(prepared, 1, Arc::new(Metrics::default())));

@@ -35,6 +35,9 @@ pub enum PrepareError {
     /// The chat template does not compile.
     #[error(transparent)]
     Template(#[from] crate::template::TemplateError),
+    /// The LoRA adapter could not be loaded or does not fit the model.
+    #[error(transparent)]
+    Adapter(#[from] trillim_runtime::AdapterError),
     /// The requested context is unusable.
     #[error("context size {0} is invalid (must be at least 16)")]
     Ctx(usize),
@@ -102,6 +105,28 @@ pub fn prepare(
     shape: ServeShape,
     opts: LoadOptions,
 ) -> Result<Prepared, PrepareError> {
+    prepare_adapted(id, name, gguf, dir, shape, opts, None)
+}
+
+/// A LoRA adapter to apply to a model being prepared.
+#[derive(Debug, Clone)]
+pub struct AdapterSpec {
+    /// A PEFT directory, a directory holding one GGUF adapter, or a GGUF adapter file.
+    pub path: PathBuf,
+    /// How its matrices are stored.
+    pub quant: trillim_runtime::LoraQuant,
+}
+
+/// [`prepare`] with an optional LoRA adapter, checked against the model before anything runs.
+pub fn prepare_adapted(
+    id: &str,
+    name: &str,
+    gguf: &Path,
+    dir: Option<&Path>,
+    shape: ServeShape,
+    opts: LoadOptions,
+    adapter: Option<&AdapterSpec>,
+) -> Result<Prepared, PrepareError> {
     let ServeShape {
         ctx,
         threads,
@@ -109,7 +134,14 @@ pub fn prepare(
     } = shape;
     let slots = slots.clamp(1, trillim_core::model::MAX_SLOTS);
     let kernels = crate::cpu::kernels();
-    let model = Arc::new(LoadedModel::open_with(gguf, kernels, opts)?);
+    let mut model = LoadedModel::open_with(gguf, kernels, opts)?;
+    if let Some(a) = adapter {
+        let loaded = trillim_runtime::Adapter::open(&a.path, &model, a.quant)?;
+        tracing::info!(adapter = %a.path.display(), pairs = loaded.pairs, rank = loaded.max_rank,
+            "LoRA adapter applied");
+        model.set_adapter(Some(loaded));
+    }
+    let model = Arc::new(model);
     if model.tile_source != trillim_runtime::TileSource::None {
         tracing::info!("{}: ternary tiles {}", gguf.display(), model.tile_source);
     }
