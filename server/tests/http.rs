@@ -231,7 +231,7 @@ fn model_load_validates_and_swaps() {
     }
     for body in [
         json!({"model_dir": "org/other", "adapter_dir": "org/a"}),
-        json!({"model_dir": "org/other", "harness": "search"}),
+        json!({"model_dir": "org/other", "harness": "search", "search_provider": "bing"}),
         json!({"model_dir": "org/other", "harness": "nope"}),
         json!({"model_dir": "org/other", "lora_quant": "q8_0"}),
         json!({"model_dir": "org/other", "unembed_quant": "bogus"}),
