@@ -46,7 +46,11 @@ unsafe fn dot16_sdot(mut acc: int32x4_t, c: int8x16_t, q: int8x16_t) -> int32x4_
 }
 
 #[inline(always)]
-unsafe fn dot16<const DOT: bool>(acc: int32x4_t, c: int8x16_t, q: int8x16_t) -> int32x4_t {
+pub(crate) unsafe fn dot16<const DOT: bool>(
+    acc: int32x4_t,
+    c: int8x16_t,
+    q: int8x16_t,
+) -> int32x4_t {
     // SAFETY: forwarded contract (dotprod when DOT).
     unsafe {
         if DOT {
@@ -110,7 +114,14 @@ unsafe fn tern2_block<const DOT: bool, const REV: bool>(w: *const u8, q: *const 
 }
 
 #[inline(always)]
-fn check(w: &[u8], row_bytes: usize, rows: usize, nab: usize, a: &ActQ8<'_>, act_len: usize) {
+pub(crate) fn check(
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    nab: usize,
+    a: &ActQ8<'_>,
+    act_len: usize,
+) {
     assert!(w.len() >= rows * row_bytes, "weight slice too short");
     assert!(a.qs.len() >= nab * act_len, "activation codes too short");
     assert!(

@@ -41,6 +41,9 @@ mod x86_tiles;
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64_blocks;
+
 pub use act::{ActBatch, ActQ8};
 pub use formats::WeightType;
 pub use table::{

@@ -339,13 +339,14 @@ impl Kernels {
         }
     }
 
-    /// NEON kernels for the ternary formats and Q8_0, scalar elsewhere.
+    /// NEON kernels for the ternary formats, Q8_0 and llama.cpp's later block formats, scalar
+    /// elsewhere.
     ///
     /// # Safety
     /// The CPU must support NEON (every aarch64 Linux/macOS target does).
     #[cfg(target_arch = "aarch64")]
     pub unsafe fn neon() -> Kernels {
-        use crate::aarch64;
+        use crate::{aarch64, aarch64_blocks};
         Kernels {
             name: "neon",
             q8_0: aarch64::neon_q8_0,
@@ -358,17 +359,36 @@ impl Kernels {
             gemm_i2s: aarch64::neon_gemm_i2s,
             scores_f16: aarch64::neon_scores_f16,
             mix_f16: aarch64::neon_mix_f16,
+            q5_0: aarch64_blocks::neon_q5_0,
+            q5_1: aarch64_blocks::neon_q5_1,
+            iq4_nl: aarch64_blocks::neon_iq4_nl,
+            iq4_xs: aarch64_blocks::neon_iq4_xs,
+            q2_k: aarch64_blocks::neon_q2_k,
+            q3_k: aarch64_blocks::neon_q3_k,
+            q4_k: aarch64_blocks::neon_q4_k,
+            q5_k: aarch64_blocks::neon_q5_k,
+            q6_k: aarch64_blocks::neon_q6_k,
+            gemm_q5_0: aarch64_blocks::neon_gemm_q5_0,
+            gemm_q5_1: aarch64_blocks::neon_gemm_q5_1,
+            gemm_iq4_nl: aarch64_blocks::neon_gemm_iq4_nl,
+            gemm_iq4_xs: aarch64_blocks::neon_gemm_iq4_xs,
+            gemm_q2_k: aarch64_blocks::neon_gemm_q2_k,
+            gemm_q3_k: aarch64_blocks::neon_gemm_q3_k,
+            gemm_q4_k: aarch64_blocks::neon_gemm_q4_k,
+            gemm_q5_k: aarch64_blocks::neon_gemm_q5_k,
+            gemm_q6_k: aarch64_blocks::neon_gemm_q6_k,
             ..Kernels::scalar()
         }
     }
 
-    /// `sdot` kernels for the ternary formats and Q8_0, scalar elsewhere.
+    /// `sdot` kernels for the ternary formats, Q8_0 and llama.cpp's later block formats, scalar
+    /// elsewhere.
     ///
     /// # Safety
     /// The CPU must support NEON and the dot-product extension (FEAT_DotProd).
     #[cfg(target_arch = "aarch64")]
     pub unsafe fn dotprod() -> Kernels {
-        use crate::aarch64;
+        use crate::{aarch64, aarch64_blocks};
         Kernels {
             name: "dotprod",
             q8_0: aarch64::dot_q8_0,
@@ -381,6 +401,24 @@ impl Kernels {
             gemm_i2s: aarch64::dot_gemm_i2s,
             scores_f16: aarch64::neon_scores_f16,
             mix_f16: aarch64::neon_mix_f16,
+            q5_0: aarch64_blocks::dot_q5_0,
+            q5_1: aarch64_blocks::dot_q5_1,
+            iq4_nl: aarch64_blocks::dot_iq4_nl,
+            iq4_xs: aarch64_blocks::dot_iq4_xs,
+            q2_k: aarch64_blocks::dot_q2_k,
+            q3_k: aarch64_blocks::dot_q3_k,
+            q4_k: aarch64_blocks::dot_q4_k,
+            q5_k: aarch64_blocks::dot_q5_k,
+            q6_k: aarch64_blocks::dot_q6_k,
+            gemm_q5_0: aarch64_blocks::dot_gemm_q5_0,
+            gemm_q5_1: aarch64_blocks::dot_gemm_q5_1,
+            gemm_iq4_nl: aarch64_blocks::dot_gemm_iq4_nl,
+            gemm_iq4_xs: aarch64_blocks::dot_gemm_iq4_xs,
+            gemm_q2_k: aarch64_blocks::dot_gemm_q2_k,
+            gemm_q3_k: aarch64_blocks::dot_gemm_q3_k,
+            gemm_q4_k: aarch64_blocks::dot_gemm_q4_k,
+            gemm_q5_k: aarch64_blocks::dot_gemm_q5_k,
+            gemm_q6_k: aarch64_blocks::dot_gemm_q6_k,
             ..Kernels::scalar()
         }
     }
