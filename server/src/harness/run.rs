@@ -193,18 +193,19 @@ impl Ctx {
         if let Some(last) = messages.last_mut() {
             let sh = self.shared.clone();
             let content = last.content.clone();
-            let count = move |s: &str| sh.tok.encode(s, false).len();
-            let have = count(&content);
-            let keep = have.saturating_sub(over + 8);
-            last.content = if keep > 16 {
-                tokio::task::spawn_blocking(move || {
+            last.content = tokio::task::spawn_blocking(move || {
+                let count = move |s: &str| sh.tok.encode(s, false).len();
+                // A little more than the overflow: the cut text re-tokenizes a little
+                // differently inside the template.
+                let keep = count(&content).saturating_sub(over + 8);
+                if keep > 16 {
                     super::budget::truncate_exact(&content, keep, &count)
-                })
-                .await
-                .unwrap_or_else(|_| UNAVAILABLE.to_string())
-            } else {
-                UNAVAILABLE.to_string()
-            };
+                } else {
+                    UNAVAILABLE.to_string()
+                }
+            })
+            .await
+            .unwrap_or_else(|_| UNAVAILABLE.to_string());
         }
         let prompt = self.render(messages).await?;
         if prompt_fits(prompt.len(), max, ctx) {
