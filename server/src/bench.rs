@@ -29,6 +29,8 @@ pub struct BenchArgs {
     /// Re-encode the output matrix at load (q8_0 or q4_0).
     #[arg(long, value_parser = UnembedQuant::parse)]
     pub unembed_quant: Option<UnembedQuant>,
+    #[command(flatten)]
+    pub lora: crate::cli::LoraArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -46,8 +48,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let opts = LoadOptions {
         unembed_quant: args.unembed_quant,
     };
-    let model = LoadedModel::open_with(&m.gguf, crate::cpu::kernels(), opts)
+    let mut model = LoadedModel::open_with(&m.gguf, crate::cpu::kernels(), opts)
         .with_context(|| format!("cannot load {}", m.gguf.display()))?;
+    if let Some(a) = args.lora.spec() {
+        let adapter = trillim_runtime::Adapter::open(&a.path, &model, a.quant)?;
+        model.set_adapter(Some(adapter));
+    }
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let pool = ThreadPool::new(threads);
     let opts = BenchOptions {

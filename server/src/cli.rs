@@ -119,7 +119,8 @@ pub struct LoraArgs {
 }
 
 impl LoraArgs {
-    fn spec(&self) -> Option<engine::AdapterSpec> {
+    /// The adapter these flags name, if any.
+    pub(crate) fn spec(&self) -> Option<engine::AdapterSpec> {
         self.lora.as_ref().map(|path| engine::AdapterSpec {
             path: path.clone(),
             quant: self.lora_quant.unwrap_or_default(),

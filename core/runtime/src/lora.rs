@@ -53,7 +53,7 @@ impl LoraQuant {
             "none" => Ok(LoraQuant::None),
             "bf16" => Ok(LoraQuant::Bf16),
             other => Err(format!(
-                "lora_quant '{other}' is not available (accepted: {})",
+                "lora_quant '{other}' is not available in this build (accepted: {})",
                 Self::NAMES.join(", ")
             )),
         }
