@@ -86,6 +86,9 @@ pub struct ServeArgs {
     /// MiB that unfinished request bodies may hold in all; a body that does not fit gets 503.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(2..=4096))]
     pub max_body_memory: u64,
+    /// Seconds running requests get to finish after SIGTERM before the server exits.
+    #[arg(long, default_value_t = 30)]
+    pub drain_timeout: u64,
 }
 
 impl ServeArgs {
@@ -302,15 +305,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let t_load = std::time::Instant::now();
-    let prepared = load(&resolved, shape, opts, &args.lora)?;
     let metrics = Arc::new(Metrics::default());
-    metrics.model_loaded(
-        t_load.elapsed().as_secs_f64(),
-        prepared.shared.slots,
-        prepared.shared.ctx,
-    );
-    let engine = Engine::start(prepared, args.max_queue, metrics.clone());
     let loopback = local.ip().is_loopback();
     if !loopback && args.api_key.is_none() {
         tracing::warn!(
@@ -332,22 +327,47 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         parallel: args.parallel as usize,
         ctx: args.ctx,
         limits: args.limits(),
-        api_key: args.api_key,
+        api_key: args.api_key.clone(),
         browser,
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
     };
-    let mut state = AppState::new(Some(engine), args.threads, settings, store, metrics);
+    let mut state = AppState::new(None, args.threads, settings, store, metrics.clone());
     if let Some(stt) = stt {
         state = state.with_stt(stt);
     }
+    // The server answers while the model loads: probes see it alive and not ready, requests
+    // get a retryable 503, so a load balancer sends work elsewhere instead of waiting.
+    state.set_slot(crate::registry::Slot::Loading);
     let state = Arc::new(state);
     *state.harness.write().unwrap_or_else(|e| e.into_inner()) = args.harness.config();
+    // Held through the first load: a /v1/models/load meanwhile gets 409, not a race.
+    let first_load = state.swap.blocking_lock();
+    let server = rt.spawn(crate::http::serve(state.clone(), listener));
+    tracing::info!(model = %resolved.id, "loading; listening on http://{local}");
+    let t_load = std::time::Instant::now();
+    let prepared = match load(&resolved, shape, opts, &args.lora) {
+        Ok(p) => p,
+        Err(e) => {
+            state.stop.notify_one();
+            let _ = rt.block_on(server);
+            return Err(e);
+        }
+    };
+    metrics.model_loaded(
+        t_load.elapsed().as_secs_f64(),
+        prepared.shared.slots,
+        prepared.shared.ctx,
+    );
+    let engine = Engine::start(prepared, args.max_queue, metrics.clone());
+    state.set_slot(crate::registry::Slot::Running(Arc::new(engine)));
+    drop(first_load);
     tracing::info!(model = %resolved.id, "listening on http://{local}");
     eprintln!(
         "trillim {} serving {} on http://{local}",
         env!("CARGO_PKG_VERSION"),
         resolved.id
     );
-    rt.block_on(crate::http::serve(state, listener))?;
+    rt.block_on(server).context("the server task failed")??;
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(())
 }

@@ -130,6 +130,11 @@ impl Metrics {
         self.generated_tokens.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Nothing queued and no slot busy: the engine has finished every generation it took.
+    pub fn idle(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) == 0 && self.busy_slots.load(Ordering::Relaxed) == 0
+    }
+
     /// Sequences running now and KV cells they hold.
     pub fn set_busy(&self, slots: usize, kv_cells: usize) {
         self.busy_slots.store(slots, Ordering::Relaxed);

@@ -16,6 +16,8 @@ use crate::store::StoreError;
 /// What the server is serving.
 #[derive(Debug, Clone)]
 pub enum Slot {
+    /// The first model is still loading (the server answers while it does).
+    Loading,
     /// Nothing loaded (startup failed, or a swap failed after the old model was dropped).
     NoModel,
     /// A model serves requests.
@@ -30,6 +32,7 @@ impl AppState {
         match &*self.slot.read().unwrap_or_else(|e| e.into_inner()) {
             Slot::Running(e) => Ok(e.clone()),
             Slot::Swapping => Err(ApiError::swapping()),
+            Slot::Loading => Err(ApiError::loading()),
             Slot::NoModel => Err(ApiError::no_model()),
         }
     }

@@ -1,7 +1,9 @@
 //! The state every request handler shares: settings fixed at start-up, the model registry, the
 //! store, the limits' counters and the metrics; and the server's random ids.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::engines::llm::Engine;
 use crate::harness::HarnessConfig;
@@ -25,6 +27,8 @@ pub struct Settings {
     pub limits: Limits,
     /// The browser policy's lists and where the server is bound.
     pub browser: BrowserSettings,
+    /// After SIGTERM: how long running requests get to finish before the server exits.
+    pub drain_timeout: Duration,
 }
 
 /// The browser policy as configured (see [`trillim_core::browser`]).
@@ -61,6 +65,10 @@ pub struct AppState {
     pub harness: RwLock<HarnessConfig>,
     /// The speech-to-text engine (`--voice`); `None` turns the voice routes off.
     pub stt: Option<crate::engines::stt::Stt>,
+    /// Told to stop (SIGTERM or Ctrl+C): not ready, new work is refused, running work finishes.
+    pub draining: AtomicBool,
+    /// Wakes the accept loop to shut down without a signal (a failed start-up load).
+    pub stop: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -86,6 +94,8 @@ impl AppState {
             metrics,
             harness: RwLock::new(HarnessConfig::default()),
             stt: None,
+            draining: AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
         }
     }
 
@@ -93,6 +103,11 @@ impl AppState {
     pub fn with_stt(mut self, stt: crate::engines::stt::Stt) -> AppState {
         self.stt = Some(stt);
         self
+    }
+
+    /// Whether the server is draining (see [`AppState::draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// The harness in use.

@@ -16,13 +16,18 @@ use crate::state::AppState;
 use limits::Admission;
 use router::handle;
 
-/// Accepts connections until Ctrl+C or SIGTERM, then lets open connections finish (briefly).
-/// Connections past `--max-connections` are answered 503 and closed ([`limits`]).
+/// Accepts connections until Ctrl+C or SIGTERM, then drains: the replica reports not ready,
+/// answers new work with a retryable 503, keeps accepting until the engine has finished what
+/// it runs (or `--drain-timeout` passes), then lets open responses complete within what is
+/// left of it and returns. A second signal stops at once. Connections past
+/// `--max-connections` are answered 503 and closed ([`limits`]).
 pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> anyhow::Result<()> {
     let limits = state.settings.limits;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -66,15 +71,32 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> anyhow::Resul
                 });
             }
             _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                break;
+                if deadline.is_some() {
+                    tracing::info!("second signal: stopping now");
+                    return Ok(());
+                }
+                let drain = state.settings.drain_timeout;
+                tracing::info!(seconds = drain.as_secs_f64(), "draining: finishing running requests");
+                state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                deadline = Some(tokio::time::Instant::now() + drain);
+                shutdown.set(shutdown_signal());
+            }
+            _ = state.stop.notified() => break,
+            _ = tick.tick(), if deadline.is_some() => {
+                if state.metrics.idle() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break;
+                }
             }
         }
     }
     drop(listener);
+    let left = deadline
+        .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+        .unwrap_or(Duration::from_secs(3))
+        .max(Duration::from_millis(500));
     tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(left) => tracing::warn!("drain timeout: closing the remaining connections"),
     }
     Ok(())
 }

@@ -44,6 +44,7 @@ pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     if e.status == StatusCode::PAYLOAD_TOO_LARGE
         || e.status == StatusCode::REQUEST_TIMEOUT
         || e.code == Some("server_busy")
+        || e.code == Some("server_draining")
     {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -52,6 +53,8 @@ pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
 
 const ROUTES: &[(&str, &[Method])] = &[
     ("/health", &[Method::GET]),
+    ("/livez", &[Method::GET]),
+    ("/readyz", &[Method::GET]),
     ("/metrics", &[Method::GET]),
     ("/v1/health", &[Method::GET]),
     ("/v1/models", &[Method::GET]),
@@ -190,8 +193,14 @@ async fn route(
     if (path.starts_with("/v1/") || path == "/metrics") && !authorized(state, &req) {
         return Err(ApiError::unauthorized());
     }
+    // A draining replica finishes what it runs and refuses new work with a retryable 503.
+    if method == Method::POST && state.is_draining() {
+        return Err(ApiError::draining());
+    }
     match path.as_str() {
         "/health" | "/v1/health" => models::health(state),
+        "/livez" => Ok(models::livez()),
+        "/readyz" => Ok(models::readyz(state)),
         "/metrics" => Ok(models::metrics(state)),
         "/v1/models" => models::models(state),
         "/v1/chat/completions" => {

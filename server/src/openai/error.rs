@@ -203,6 +203,33 @@ impl ApiError {
         }
     }
 
+    /// 503 while the first model loads.
+    pub fn loading() -> ApiError {
+        ApiError {
+            code: Some("model_loading"),
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable_error",
+                "The model is still loading. Retry shortly.",
+            )
+        }
+    }
+
+    /// 503 once the server has been told to stop: running requests finish, new ones go
+    /// elsewhere.
+    pub fn draining() -> ApiError {
+        ApiError {
+            code: Some("server_draining"),
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable_error",
+                "The server is shutting down and takes no new requests. Retry on another replica.",
+            )
+        }
+    }
+
     /// 503 during a model swap.
     pub fn swapping() -> ApiError {
         ApiError {

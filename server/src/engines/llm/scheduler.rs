@@ -137,6 +137,8 @@ pub(super) fn run(prepared: Prepared, rx: Receiver<Msg>, metrics: Arc<Metrics>) 
                 w.finish(seq, end);
             }
         }
+        // Also when the last sequence left: the gauges (and draining) must see an idle engine.
+        w.metrics.set_busy(running.len(), w.kv_cells(&running));
     }
     w.metrics.set_busy(0, 0);
     tracing::info!(model = %w.shared.id, "engine stopped");
