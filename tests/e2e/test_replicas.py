@@ -73,7 +73,7 @@ class Nginx:
         self.port = free_port()
         conf = (ROOT / "deploy" / "nginx.conf").read_text()
         servers = "".join(
-            f"    server 127.0.0.1:{r.port} max_fails=1 fail_timeout=5s;\n" for r in replicas
+            f"    server 127.0.0.1:{r.port} max_fails=0;\n" for r in replicas
         )
         conf = re.sub(r"(    server 127\.0\.0\.1:\d+[^\n]*\n)+", servers, conf)
         conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{self.port};")
