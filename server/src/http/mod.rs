@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod limits;
+mod page;
 pub mod router;
 
 use std::sync::Arc;

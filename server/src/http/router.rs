@@ -52,6 +52,7 @@ pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
 }
 
 const ROUTES: &[(&str, &[Method])] = &[
+    ("/", &[Method::GET]),
     ("/health", &[Method::GET]),
     ("/livez", &[Method::GET]),
     ("/readyz", &[Method::GET]),
@@ -198,6 +199,7 @@ async fn route(
         return Err(ApiError::draining());
     }
     match path.as_str() {
+        "/" => Ok(super::page::chat_page()),
         "/health" | "/v1/health" => models::health(state),
         "/livez" => Ok(models::livez()),
         "/readyz" => Ok(models::readyz(state)),
