@@ -36,6 +36,9 @@ pub mod x86;
 mod x86_gemm;
 
 #[cfg(all(target_arch = "x86_64", trillim_avx512))]
+mod x86_gemm_k;
+
+#[cfg(all(target_arch = "x86_64", trillim_avx512))]
 mod x86_tiles;
 
 #[cfg(target_arch = "aarch64")]

@@ -28,9 +28,9 @@ use crate::formats::{
 use crate::x86::{tq1_digit512, triple512};
 
 /// Rows per tile (one per 32-bit lane of a 512-bit register).
-const ROWS: usize = 16;
+pub(crate) const ROWS: usize = 16;
 /// Tokens whose `f32` accumulators a pass keeps on the stack.
-const TOKENS: usize = 64;
+pub(crate) const TOKENS: usize = 64;
 
 // Weight formats, as a const generic parameter of the shared driver.
 const TQ2: u8 = 0;
@@ -76,7 +76,7 @@ const fn groups(f: u8) -> usize {
 
 /// Pointers to rows `r .. r + 16` of `w`, repeating the last row past `rows`.
 #[inline(always)]
-fn row_ptrs16(w: &[u8], row_bytes: usize, rows: usize, r: usize) -> [*const u8; ROWS] {
+pub(crate) fn row_ptrs16(w: &[u8], row_bytes: usize, rows: usize, r: usize) -> [*const u8; ROWS] {
     let base = w.as_ptr();
     let last = rows - 1;
     // `wrapping_add` keeps this safe; the offsets stay inside `w` (row ≤ last).
@@ -90,7 +90,7 @@ fn row_ptrs16(w: &[u8], row_bytes: usize, rows: usize, r: usize) -> [*const u8; 
 /// Each `p[i] + off .. + 32` is readable; the CPU supports AVX-512 F/BW.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn load_t16x8(p: &[*const u8; ROWS], off: usize) -> [__m512i; 8] {
+pub(crate) unsafe fn load_t16x8(p: &[*const u8; ROWS], off: usize) -> [__m512i; 8] {
     // SAFETY: the caller guarantees 32 readable bytes at every `p[i] + off`.
     let ld = |i: usize| unsafe { _mm256_loadu_si256(p[i].add(off) as *const __m256i) };
     // a[i] = [row i | row i + 4] for i < 4, [row i + 4 | row i + 8] for 4 ≤ i < 8.
@@ -161,7 +161,7 @@ unsafe fn load_t16x4(p: &[*const u8; ROWS], off: usize) -> [__m512i; 4] {
 /// Each `p[i] + off .. + 2` is readable; the CPU supports AVX-512 F.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn f16x16(p: &[*const u8; ROWS], off: usize) -> __m512 {
+pub(crate) unsafe fn f16x16(p: &[*const u8; ROWS], off: usize) -> __m512 {
     // SAFETY: the caller guarantees two readable bytes at every `p[i] + off`.
     let h: [u16; ROWS] =
         core::array::from_fn(|i| unsafe { (p[i].add(off) as *const u16).read_unaligned() });

@@ -1,0 +1,172 @@
+//! AVX-512 VNNI multi-token (prefill) kernel for Q4_K, in the tiled layout of [`crate::x86_gemm`]:
+//! a 16-row tile's super-block is decoded once into row-interleaved nibble codes and reused by
+//! every token. Each sub-block's exact `vpdpbusd` sums are scaled by the rows' 6-bit scales in
+//! integers and the minima term is formed from the activation sums, so every (row, token) pair
+//! takes the scalar reference's single float step per super-block: results are bit-identical.
+
+#![allow(unused_unsafe)]
+#![allow(clippy::incompatible_msrv)]
+
+use core::arch::x86_64::*;
+
+use crate::act::ActBatch;
+use crate::formats::Q4_K_BLOCK_BYTES;
+use crate::x86_gemm::{f16x16, load_t16x8, row_ptrs16, ROWS, TOKENS};
+
+/// The super-block's per-row scales and minima as eight vectors of 16 `i32` lanes each.
+///
+/// # Safety
+/// Every row holds a whole block at `off`; the CPU supports AVX-512 F.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+unsafe fn scales(p: &[*const u8; ROWS], off: usize) -> ([__m512i; 8], [__m512i; 8]) {
+    let mut sc = [[0i32; ROWS]; 8];
+    let mut m = [[0i32; ROWS]; 8];
+    for (i, &pi) in p.iter().enumerate() {
+        // SAFETY: the 12 scale bytes follow the two f16 scales (caller's contract).
+        let bytes = unsafe { (pi.add(off + 4) as *const [u8; 12]).read_unaligned() };
+        let (s, mm) = crate::q4_k::unpack_scales(&bytes);
+        for j in 0..8 {
+            sc[j][i] = s[j] as i32;
+            m[j][i] = mm[j] as i32;
+        }
+    }
+    // SAFETY: each array is 64 bytes.
+    let ld = |v: &[i32; ROWS]| unsafe { _mm512_loadu_si512(v.as_ptr() as *const _) };
+    (
+        core::array::from_fn(|j| ld(&sc[j])),
+        core::array::from_fn(|j| ld(&m[j])),
+    )
+}
+
+/// Adds super-block `b` of tokens `t0 .. t0 + T` to their accumulators.
+///
+/// # Safety
+/// `codes` holds the decoded block; tokens `t0 .. t0 + T` and super-block `b` are inside `a`
+/// (checked by the caller); the CPU supports AVX-512 F/BW/VNNI.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tokens<const T: usize>(
+    codes: &[__m512i; 64],
+    (sc, m): (&[__m512i; 8], &[__m512i; 8]),
+    (d, dmin): (__m512, __m512),
+    a: &ActBatch<'_>,
+    t0: usize,
+    b: usize,
+    acc: &mut [__m512],
+) {
+    let na = a.cols / a.block;
+    let q0 = a.qs.as_ptr().wrapping_add(t0 * a.cols + 256 * b) as *const u8;
+    let mut sumi = [_mm512_setzero_si512(); T];
+    let mut summ = [_mm512_setzero_si512(); T];
+    // SAFETY: every activation read is inside token `t0 + t`'s super-block `b`, every scale and
+    // sum index inside the token's blocks (caller's contract).
+    unsafe {
+        for s in 0..8 {
+            let mut si = [_mm512_setzero_si512(); T];
+            for k in 0..8 {
+                let ck = codes[8 * s + k];
+                for (t, si) in si.iter_mut().enumerate() {
+                    let q = (q0.add(t * a.cols + 32 * s + 4 * k) as *const i32).read_unaligned();
+                    *si = _mm512_dpbusd_epi32(*si, ck, _mm512_set1_epi32(q));
+                }
+            }
+            for t in 0..T {
+                let sum = *a.sums.get_unchecked((t0 + t) * na + 8 * b + s);
+                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(si[t], sc[s]));
+                summ[t] =
+                    _mm512_add_epi32(summ[t], _mm512_mullo_epi32(m[s], _mm512_set1_epi32(sum)));
+            }
+        }
+        for t in 0..T {
+            let da = _mm512_set1_ps(*a.d.get_unchecked((t0 + t) * na + 8 * b));
+            let v = _mm512_sub_ps(
+                _mm512_mul_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sumi[t])),
+                _mm512_mul_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(summ[t])),
+            );
+            acc[t] = _mm512_add_ps(acc[t], v);
+        }
+    }
+}
+
+/// Q4_K matrix × several Q8_K token vectors.
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW/VL/VNNI, AVX2 and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn gemm_q4_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    let n = a.n;
+    if n == 0 {
+        return;
+    }
+    let rows = out.len() / n;
+    if rows == 0 {
+        return;
+    }
+    let bb = Q4_K_BLOCK_BYTES;
+    let nb = row_bytes / bb;
+    assert!(w.len() >= rows * row_bytes, "weight slice too short");
+    assert_eq!(a.block, 32, "activation block length");
+    let na = a.cols / a.block;
+    assert!(na >= 8 * nb, "activation codes too short");
+    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
+    assert!(
+        a.d.len() >= n * na && a.sums.len() >= n * na,
+        "activation scales too short"
+    );
+    let m4 = _mm512_set1_epi8(0xf);
+    let mut codes = [_mm512_setzero_si512(); 64];
+    let mut acc = [_mm512_setzero_ps(); TOKENS];
+    let mut r = 0;
+    while r < rows {
+        let p = row_ptrs16(w, row_bytes, rows, r);
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = core::cmp::min(TOKENS, n - t0);
+            acc[..nt].fill(_mm512_setzero_ps());
+            for b in 0..nb {
+                let off = b * bb;
+                // SAFETY: every row of `w` holds `nb` blocks (checked above).
+                unsafe {
+                    // Chunk c: byte l holds weight 64c + l (low nibble) and 64c + 32 + l.
+                    for c in 0..4 {
+                        let y = load_t16x8(&p, off + 16 + 32 * c);
+                        for (j, &y) in y.iter().enumerate() {
+                            codes[16 * c + j] = _mm512_and_si512(y, m4);
+                            codes[16 * c + 8 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(y), m4);
+                        }
+                    }
+                    let (sc, m) = scales(&p, off);
+                    let ds = (f16x16(&p, off), f16x16(&p, off + 2));
+                    let mut t = 0;
+                    while t + 4 <= nt {
+                        tokens::<4>(&codes, (&sc, &m), ds, a, t0 + t, b, &mut acc[t..]);
+                        t += 4;
+                    }
+                    while t < nt {
+                        tokens::<1>(&codes, (&sc, &m), ds, a, t0 + t, b, &mut acc[t..]);
+                        t += 1;
+                    }
+                }
+            }
+            let nr = core::cmp::min(ROWS, rows - r);
+            let mask = ((1u32 << nr) - 1) as u16;
+            for (t, &v) in acc[..nt].iter().enumerate() {
+                let o = (t0 + t) * rows + r;
+                let dst = &mut out[o..o + nr];
+                // SAFETY: `dst` holds `nr` floats and the store writes only the first `nr` lanes.
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, v) };
+            }
+            t0 += nt;
+        }
+        r += ROWS;
+    }
+}
+
+/// Safe wrapper stored in the kernel table, reachable only through `Kernels::avx512vnni`, whose
+/// contract is that the CPU supports AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+pub(crate) fn vnni_gemm_q4_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    // SAFETY: see above.
+    unsafe { gemm_q4_k(w, row_bytes, a, out) }
+}
