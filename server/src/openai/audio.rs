@@ -202,25 +202,12 @@ pub fn render(t: &Transcript, format: Format) -> Response<Body> {
         r
     };
     match format {
-        Format::Json => json_response(StatusCode::OK, &json!({ "text": transcript_text(t) })),
-        Format::Text => text_response(
-            format!("{}\n", transcript_text(t)),
-            "text/plain; charset=utf-8",
-        ),
+        Format::Json => json_response(StatusCode::OK, &json!({ "text": t.text })),
+        Format::Text => text_response(format!("{}\n", t.text), "text/plain; charset=utf-8"),
         Format::VerboseJson => json_response(StatusCode::OK, &verbose_json(t)),
         Format::Srt => text_response(subtitles(t, false), "application/x-subrip; charset=utf-8"),
         Format::Vtt => text_response(subtitles(t, true), "text/vtt; charset=utf-8"),
     }
-}
-
-/// Each segment's text trimmed, joined with single spaces.
-pub fn transcript_text(t: &Transcript) -> String {
-    t.segments
-        .iter()
-        .map(|s| s.text.trim())
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// OpenAI's `verbose_json` shape.
@@ -245,7 +232,7 @@ pub fn verbose_json(t: &Transcript) -> Value {
         "task": "transcribe",
         "language": language_name(&t.language),
         "duration": round3(t.duration),
-        "text": transcript_text(t),
+        "text": t.text,
         "segments": segments,
     })
 }
@@ -325,7 +312,7 @@ mod tests {
             tokens: vec![1, 2],
         };
         Transcript {
-            text: String::new(),
+            text: "Hello there. General Kenobi.".into(),
             language: "en".into(),
             duration: 3725.5,
             segments: vec![
@@ -353,7 +340,7 @@ mod tests {
     #[test]
     fn json_shapes() {
         let t = sample();
-        assert_eq!(transcript_text(&t), "Hello there. General Kenobi.");
+        assert_eq!(verbose_json(&t)["text"], "Hello there. General Kenobi.");
         let v = verbose_json(&t);
         assert_eq!(v["language"], "english");
         assert_eq!(v["segments"][1]["end"], 3725.25);

@@ -147,6 +147,7 @@ pub struct Segment {
 /// A whole transcript.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transcript {
+    /// Each segment's text trimmed, joined with single spaces.
     pub text: String,
     pub language: String,
     /// Seconds of audio.
@@ -407,9 +408,15 @@ impl SpeechModel {
             previous.extend(tokens.iter().copied().filter(|&t| t < s.eot));
             seek += advance.max(1);
         }
-        let text = segments.iter().map(|s| s.text.as_str()).collect::<String>();
+        // Each segment's text trimmed, joined with single spaces.
+        let text = segments
+            .iter()
+            .map(|s| s.text.trim())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         Transcript {
-            text: text.trim().to_string(),
+            text,
             language,
             duration: samples.len() as f64 / mel::SAMPLE_RATE as f64,
             segments,

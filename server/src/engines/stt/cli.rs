@@ -7,7 +7,7 @@ use anyhow::Context;
 use trillim_runtime::ThreadPool;
 
 use super::{default_threads, resolve, Loaded, Request, DEFAULT_WHISPER_MODEL};
-use crate::openai::audio::{subtitles, transcript_text, verbose_json, Format};
+use crate::openai::audio::{subtitles, verbose_json, Format};
 use crate::store::Store;
 
 /// Transcribe an audio file with Whisper.
@@ -86,8 +86,8 @@ pub fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
         );
     }
     let out = match format {
-        Format::Text => format!("{}\n", transcript_text(&t)),
-        Format::Json => format!("{}\n", serde_json::json!({ "text": transcript_text(&t) })),
+        Format::Text => format!("{}\n", t.text),
+        Format::Json => format!("{}\n", serde_json::json!({ "text": t.text })),
         Format::VerboseJson => format!("{:#}\n", verbose_json(&t)),
         Format::Srt => subtitles(&t, false),
         Format::Vtt => subtitles(&t, true),
