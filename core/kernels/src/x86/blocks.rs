@@ -45,6 +45,78 @@ pub(super) unsafe fn q8_0_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &
     }
 }
 
+/// AVX2 Q8_0 times a few tokens (at most [`super::ternary::FEW`]): the matrix-vector kernel's
+/// pass over groups of four rows, each block's weights widened once and kept in registers for
+/// every token, so the matrix is read from memory once. Per token, exactly [`q8_0_avx2`]'s
+/// arithmetic. `out` is `[token][row]`.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn q8_0_avx2_few(
+    w: &[u8],
+    row_bytes: usize,
+    a: &crate::act::ActBatch<'_>,
+    out: &mut [f32],
+) {
+    let n = a.n;
+    if n == 0 {
+        return;
+    }
+    let rows = out.len() / n;
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        n <= super::ternary::FEW,
+        "too many tokens for the few-token kernel"
+    );
+    let nb = row_bytes / Q8_0_BLOCK_BYTES;
+    for t in 0..n {
+        check_q8(w, row_bytes, rows, nb, 1, &a.token(t), 32);
+    }
+    let na = a.cols / 32;
+    let mut acc = [_mm_setzero_ps(); super::ternary::FEW];
+    let mut r = 0;
+    while r < rows {
+        // SAFETY: r < rows; all reads stay within the checked slices.
+        unsafe {
+            let p = row_ptrs(w, row_bytes, rows, r);
+            acc[..n].fill(_mm_setzero_ps());
+            for b in 0..nb {
+                let off = b * Q8_0_BLOCK_BYTES;
+                prefetch_ahead(w, row_bytes, r, b, Q8_0_BLOCK_BYTES);
+                let wv: [[__m256i; 2]; 4] = core::array::from_fn(|rr| {
+                    [
+                        _mm256_cvtepi8_epi16(load128(p[rr].add(off + 2))),
+                        _mm256_cvtepi8_epi16(load128(p[rr].add(off + 18))),
+                    ]
+                });
+                let dw = f16x4(p, off);
+                for (t, acc) in acc[..n].iter_mut().enumerate() {
+                    let i = t * na + b;
+                    let q = a.qs.as_ptr().add(t * a.cols + b * 32) as *const u8;
+                    let qa0 = _mm256_cvtepi8_epi16(load128(q));
+                    let qa1 = _mm256_cvtepi8_epi16(load128(q.add(16)));
+                    let s: [__m256i; 4] = core::array::from_fn(|rr| {
+                        _mm256_add_epi32(
+                            _mm256_madd_epi16(wv[rr][0], qa0),
+                            _mm256_madd_epi16(wv[rr][1], qa1),
+                        )
+                    });
+                    let s = hsum4(s[0], s[1], s[2], s[3]);
+                    *acc = fma_block(*acc, dw, *a.d.get_unchecked(i), s);
+                }
+            }
+            for (t, v) in acc[..n].iter().enumerate() {
+                let o = &mut out[t * rows..(t + 1) * rows];
+                store_rows(o, r, core::mem::transmute::<__m128, [f32; 4]>(*v));
+            }
+        }
+        r += 4;
+    }
+}
+
 /// Shared Q4_0 / Q4_1 AVX2 body: `Σ nibble · q` per row and block, then the format's epilogue.
 #[inline]
 #[target_feature(enable = "avx2,fma")]

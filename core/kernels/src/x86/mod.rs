@@ -19,7 +19,7 @@
 use core::arch::asm;
 use core::arch::x86_64::*;
 
-use crate::act::ActQ8;
+use crate::act::{ActBatch, ActQ8};
 use crate::formats::{
     Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
@@ -276,11 +276,41 @@ wrap_q8! {
     vnni_q4_1 => q4_vnni::<true>;
 }
 
-// Multi-token entries of the AVX2 path: the matrix-vector kernels once per token.
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_tq2_0, avx2_tq2_0);
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_i2s, avx2_i2s);
+// Multi-token entries of the AVX2 path. The 2-bit ternary formats take a few tokens (decode
+// steps of several sequences) in one pass over the matrix; otherwise, and for the other
+// formats, the matrix-vector kernels run once per token.
+crate::scalar::gemm_from_matvec!(avx2_gemm_tq2_0_each, avx2_tq2_0);
+crate::scalar::gemm_from_matvec!(avx2_gemm_i2s_each, avx2_i2s);
+
+pub(crate) fn avx2_gemm_tq2_0(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    if a.n <= ternary::FEW {
+        // SAFETY: only reachable through `Kernels::avx2` (or a path above it), whose caller
+        // promised AVX2, FMA and F16C.
+        unsafe { tern2_avx2_few::<false>(w, row_bytes, a, out) }
+    } else {
+        avx2_gemm_tq2_0_each(w, row_bytes, a, out)
+    }
+}
+
+pub(crate) fn avx2_gemm_i2s(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    if a.n <= ternary::FEW {
+        // SAFETY: as `avx2_gemm_tq2_0`.
+        unsafe { tern2_avx2_few::<true>(w, row_bytes, a, out) }
+    } else {
+        avx2_gemm_i2s_each(w, row_bytes, a, out)
+    }
+}
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_tq1_0, avx2_tq1_0);
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q8_0, avx2_q8_0);
+crate::scalar::gemm_from_matvec!(avx2_gemm_q8_0_each, avx2_q8_0);
+
+pub(crate) fn avx2_gemm_q8_0(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    if a.n <= ternary::FEW {
+        // SAFETY: as `avx2_gemm_tq2_0`.
+        unsafe { q8_0_avx2_few(w, row_bytes, a, out) }
+    } else {
+        avx2_gemm_q8_0_each(w, row_bytes, a, out)
+    }
+}
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q4_0, avx2_q4_0);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q4_1, avx2_q4_1);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_0, avx2_q5_0);

@@ -87,6 +87,132 @@ pub(super) unsafe fn tq2_0_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: 
     }
 }
 
+/// [`tern2_block_avx2`] for two tokens: each row's codes are unpacked once and multiplied with
+/// both tokens' activations (`q[0]`, `q[1]`). Returns each token's four row sums.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tern2_block_avx2_x2<const REV: bool>(
+    p: [*const u8; 4],
+    off: usize,
+    q: [*const i8; 2],
+) -> [__m128i; 2] {
+    let m3 = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: 128 activations at each `q[t]` and 32 code bytes at `p[i] + off` (caller's
+    // contract).
+    unsafe {
+        let mut acc = [[_mm256_setzero_si256(); 4]; 2];
+        for r in 0..4 {
+            let w = load256(p[r].add(off));
+            let c0 = _mm256_and_si256(w, m3);
+            let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(w), m3);
+            let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(w), m3);
+            let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(w), m3);
+            let c = if REV {
+                [c3, c2, c1, c0]
+            } else {
+                [c0, c1, c2, c3]
+            };
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let a = q[t] as *const u8;
+                // The same i16 bounds and sums as the one-token kernel.
+                let s01 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(c[0], load256(a)),
+                    _mm256_maddubs_epi16(c[1], load256(a.add(32))),
+                );
+                let s23 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(c[2], load256(a.add(64))),
+                    _mm256_maddubs_epi16(c[3], load256(a.add(96))),
+                );
+                acc[r] = _mm256_madd_epi16(_mm256_add_epi16(s01, s23), ones);
+            }
+        }
+        [
+            hsum4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]),
+            hsum4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]),
+        ]
+    }
+}
+
+/// AVX2 TQ2_0 (or I2_S with `I2S`) times a few tokens: the matrix-vector kernel's pass over
+/// groups of four rows, each 2-bit block unpacked once per pair of tokens and read from memory
+/// once for all of them. Per token, exactly the matrix-vector kernel's arithmetic (bit-identical
+/// to the scalar reference). `out` is `[token][row]`.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn tern2_avx2_few<const I2S: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &crate::act::ActBatch<'_>,
+    out: &mut [f32],
+) {
+    let n = a.n;
+    if n == 0 {
+        return;
+    }
+    let rows = out.len() / n;
+    if rows == 0 {
+        return;
+    }
+    let bb = if I2S { 32 } else { TQ2_0_BLOCK_BYTES };
+    let nb = row_bytes / bb;
+    let subs = if I2S { 1 } else { 2 };
+    for t in 0..n {
+        check_q8(w, row_bytes, rows, nb, subs, &a.token(t), 128);
+    }
+    let na = a.cols / 128;
+    let mut acc = [_mm_setzero_ps(); FEW];
+    assert!(n <= FEW, "too many tokens for the few-token kernel");
+    let mut r = 0;
+    while r < rows {
+        // SAFETY: r < rows; every read stays inside the checked slices.
+        unsafe {
+            let p = row_ptrs(w, row_bytes, rows, r);
+            acc[..n].fill(_mm_setzero_ps());
+            for b in 0..nb {
+                let off = b * bb;
+                prefetch_ahead(w, row_bytes, r, b, bb);
+                let dw = if I2S {
+                    _mm_set1_ps(1.0)
+                } else {
+                    f16x4(p, off + 64)
+                };
+                for h in 0..subs {
+                    let ab = subs * b + h;
+                    let qa = |t: usize| a.qs.as_ptr().add(t * a.cols + ab * 128);
+                    let mut t = 0;
+                    while t < n {
+                        let s = if t + 1 < n {
+                            tern2_block_avx2_x2::<I2S>(p, off + 32 * h, [qa(t), qa(t + 1)])
+                        } else {
+                            [
+                                tern2_block_avx2::<I2S>(p, off + 32 * h, qa(t)),
+                                _mm_setzero_si128(),
+                            ]
+                        };
+                        for (k, s) in s.iter().enumerate().take(n - t) {
+                            let i = (t + k) * na + ab;
+                            let s = _mm_sub_epi32(*s, _mm_set1_epi32(*a.sums.get_unchecked(i)));
+                            acc[t + k] = fma_block(acc[t + k], dw, *a.d.get_unchecked(i), s);
+                        }
+                        t += 2;
+                    }
+                }
+            }
+            for (t, v) in acc[..n].iter().enumerate() {
+                let o = &mut out[t * rows..(t + 1) * rows];
+                store_rows(o, r, core::mem::transmute::<__m128, [f32; 4]>(*v));
+            }
+        }
+        r += 4;
+    }
+}
+
+/// Most tokens [`tern2_avx2_few`] takes; more go through the matrix-vector kernel per token.
+pub(super) const FEW: usize = 8;
+
 /// AVX2 I2_S.
 ///
 /// # Safety
