@@ -60,6 +60,15 @@ fn logits_stepwise(model: &LoadedModel) -> Vec<f32> {
     out
 }
 
+/// [`logits`] with the work spread over a pool of `threads`.
+fn logits_pooled(model: &LoadedModel, threads: usize) -> Vec<f32> {
+    let pool = trillim_runtime::ThreadPool::new(threads);
+    let mut s = Session::new(model, TOKENS.len(), TOKENS.len());
+    s.feed(model, &pool, &TOKENS, TOKENS.len())
+        .unwrap()
+        .to_vec()
+}
+
 fn with_adapter(mut model: LoadedModel, dir: &Path, quant: LoraQuant) -> LoadedModel {
     let a = Adapter::open(dir, &model, quant).unwrap();
     model.set_adapter(Some(a));
@@ -103,7 +112,11 @@ fn unmerged_equals_the_merged_reference() {
             &fx.join(dir),
             LoraQuant::None,
         );
-        for got in [logits(&model), logits_stepwise(&model)] {
+        // A batch (a token per task) and single tokens (a dot product per task) compute each
+        // value the same way: equal bit for bit.
+        let (batch, steps) = (logits(&model), logits_stepwise(&model));
+        assert_eq!(batch, steps, "{dir}");
+        for got in [batch, steps] {
             let range = merged.iter().fold(0f32, |m, v| m.max(v.abs()));
             let diff = max_abs_diff(&got, &merged);
             assert!(
@@ -132,6 +145,8 @@ fn peft_and_gguf_forms_agree() {
     );
     let (a, b) = (logits(&peft), logits(&gguf));
     assert_eq!(a, b);
+    // Spread over threads, each value is still computed by one task in the same order.
+    assert_eq!(logits_pooled(&peft, 3), a);
     let base = logits(&open(&smollm2_path()));
     assert!(max_abs_diff(&a, &base) > 0.5);
 }

@@ -561,7 +561,7 @@ fn pack(
         let a_off = bytes.len();
         store(&mut bytes, &a.data, quant);
         let b_off = bytes.len();
-        store(&mut bytes, &b.data, quant);
+        store(&mut bytes, &transpose(&b.data, b.rows, b.cols), quant);
         layers[layer][proj] = Some(LoraPair {
             a: a_off,
             b: b_off,
@@ -580,6 +580,17 @@ fn pack(
         pairs,
         max_rank,
     })
+}
+
+/// The `cols × rows` transpose of a row-major `rows × cols` matrix.
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for (r, row) in data.chunks_exact(cols.max(1)).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
 }
 
 fn store(out: &mut Vec<u8>, data: &[f32], quant: LoraQuant) {

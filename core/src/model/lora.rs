@@ -4,17 +4,23 @@
 //! The shell owns the adapter's matrices in one byte buffer and describes them here by
 //! offsets (as [`super::Weights`] does the model's), so the core stays free of allocation.
 
+use trillim_kernels::f16::{bf16_to_f32, f16_to_f32};
 use trillim_kernels::WeightType;
 
 use super::Forward;
-use crate::parallel::Parallel;
+use crate::parallel::{Parallel, Sequential};
 
-/// Largest rank an adapter may have (its `A·x` lives in the scratch's `tmp`, which holds a
-/// projection's rows; a loader also checks the rank against the projection's own sizes).
+/// Largest rank an adapter may have (a token's `A·x` lives on the stack, or in the scratch's
+/// `tmp`, which holds a projection's rows: a loader also checks the rank against the
+/// projection's own sizes).
 pub const MAX_LORA_RANK: usize = 512;
 
 /// Output rows one task of the `B` product handles at most.
 const B_CHUNK: usize = 64;
+
+/// Multiply-adds below which the side path runs on the calling thread: a decode step's side
+/// path is a few microseconds of work, less than handing it to the pool costs.
+const PARALLEL_MACS: usize = 1 << 18;
 
 /// Index of each projection in [`Layer::projections`](super::Layer::projections) order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,13 +35,14 @@ pub enum Proj {
     Down = 6,
 }
 
-/// One adapted projection: `A` (`rank × cols`) and `B` (`rows × rank`), row-major, at byte
-/// offsets of [`Lora::bytes`], in an `f32`-activation type (`F32`, `F16` or `BF16`).
+/// One adapted projection: `A` (`rank × cols`, row-major) and `B` stored transposed
+/// (`rank × rows`, row-major: `Bᵀ`), at byte offsets of [`Lora::bytes`], in an
+/// `f32`-activation type (`F32`, `F16` or `BF16`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LoraPair {
     /// Byte offset of `A`.
     pub a: usize,
-    /// Byte offset of `B`.
+    /// Byte offset of `Bᵀ`.
     pub b: usize,
     /// Element type of both matrices.
     pub ty: WeightType,
@@ -60,6 +67,27 @@ fn elem_bytes(ty: WeightType) -> usize {
         4
     } else {
         2
+    }
+}
+
+/// `acc[i] += w · row[i]` for a row of `ty` elements (`F32`, `F16` or `BF16`).
+fn add_scaled(acc: &mut [f32], row: &[u8], ty: WeightType, w: f32) {
+    match ty {
+        WeightType::F32 => {
+            for (a, c) in acc.iter_mut().zip(row.chunks_exact(4)) {
+                *a += w * f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        WeightType::BF16 => {
+            for (a, c) in acc.iter_mut().zip(row.chunks_exact(2)) {
+                *a += w * bf16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+            }
+        }
+        _ => {
+            for (a, c) in acc.iter_mut().zip(row.chunks_exact(2)) {
+                *a += w * f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+            }
+        }
     }
 }
 
@@ -91,42 +119,77 @@ impl Forward<'_> {
             return;
         };
         let r = pair.rank;
+        let par = if b * r * (rows + cols) < PARALLEL_MACS {
+            &Sequential
+        } else {
+            par
+        };
         let es = elem_bytes(pair.ty);
-        let (a_rb, b_rb) = (cols * es, r * es);
+        let a_rb = cols * es;
         let a = &lora.bytes[pair.a..pair.a + r * a_rb];
-        let bm = &lora.bytes[pair.b..pair.b + rows * b_rb];
-        // h[t][j] = A[j] · x[t], one dot product per task.
+        let bt = &lora.bytes[pair.b..pair.b + r * rows * es];
+        let side = Side {
+            bt,
+            rows,
+            ty: pair.ty,
+            scale: pair.scale,
+        };
+        if b >= 4 {
+            // A token per task: its A·x, then its rows, in one pass over the pool.
+            par.for_each_chunk(&mut out[..b * rows], rows, &|t, o| {
+                let mut h = [0f32; MAX_LORA_RANK];
+                let h = &mut h[..r];
+                matvec(a, a_rb, &input[t * cols..(t + 1) * cols], h);
+                for (c, piece) in o.chunks_mut(B_CHUNK).enumerate() {
+                    side.add(piece, h, c * B_CHUNK);
+                }
+            });
+            return;
+        }
+        // A token or a few: h[t][j] = A[j] · x[t] a dot product per task, then chunks of
+        // rows that never straddle a token.
         let h = &mut tmp[..b * r];
         par.for_each_chunk(h, 1, &|i, o| {
             let (t, j) = (i / r, i % r);
-            matvec(
-                &a[j * a_rb..(j + 1) * a_rb],
-                a_rb,
-                &input[t * cols..(t + 1) * cols],
-                o,
-            );
+            let x = &input[t * cols..(t + 1) * cols];
+            matvec(&a[j * a_rb..(j + 1) * a_rb], a_rb, x, o);
         });
         let h = &*h;
-        // out[t][o] += s · B[o] · h[t], in chunks of rows that never straddle a token.
         let chunk = (1..=B_CHUNK.min(rows))
             .rev()
             .find(|c| rows.is_multiple_of(*c))
             .unwrap_or(1);
-        let s = pair.scale;
         par.for_each_chunk(&mut out[..b * rows], chunk, &|i, o| {
             let start = i * chunk;
             let (t, r0) = (start / rows, start % rows);
-            let mut acc = [0f32; B_CHUNK];
-            let acc = &mut acc[..o.len()];
-            matvec(
-                &bm[r0 * b_rb..(r0 + o.len()) * b_rb],
-                b_rb,
-                &h[t * r..(t + 1) * r],
-                acc,
-            );
-            for (y, v) in o.iter_mut().zip(acc.iter()) {
-                *y += s * v;
-            }
+            side.add(o, &h[t * r..(t + 1) * r], r0);
         });
+    }
+}
+
+/// The `B` half of a side path.
+struct Side<'a> {
+    /// `Bᵀ`, `rank × rows`.
+    bt: &'a [u8],
+    rows: usize,
+    ty: WeightType,
+    scale: f32,
+}
+
+impl Side<'_> {
+    /// `o[i] += s · Σ_j h[j] · Bᵀ[j][r0 + i]` for a piece of at most [`B_CHUNK`] rows: a sum
+    /// of `rank` contiguous row pieces, which vectorizes where rank-long dot products would
+    /// not.
+    fn add(&self, o: &mut [f32], h: &[f32], r0: usize) {
+        let es = elem_bytes(self.ty);
+        let mut acc = [0f32; B_CHUNK];
+        let acc = &mut acc[..o.len()];
+        for (j, &hj) in h.iter().enumerate() {
+            let at = j * self.rows + r0;
+            add_scaled(acc, &self.bt[at * es..(at + o.len()) * es], self.ty, hj);
+        }
+        for (y, v) in o.iter_mut().zip(acc.iter()) {
+            *y += self.scale * v;
+        }
     }
 }

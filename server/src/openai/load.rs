@@ -42,9 +42,7 @@ pub(crate) async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<
                 ),
             ));
         }
-        Some(v) => {
-            LoraQuant::parse(v).map_err(|msg| ApiError::invalid_param("lora_quant", msg))?
-        }
+        Some(v) => LoraQuant::parse(v).map_err(|msg| ApiError::invalid_param("lora_quant", msg))?,
     };
     // An empty adapter_dir means none, as null does.
     let adapter_dir = r.adapter_dir.as_deref().filter(|a| !a.is_empty());
