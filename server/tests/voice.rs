@@ -222,6 +222,14 @@ fn bad_uploads_get_clear_errors_and_change_nothing() {
     // A truncated header.
     let (st, body) = transcribe(&s, &[], "cut.wav", &wav[..30]);
     assert_error(&json(&body), st, 400);
+    // A stream that makes the AAC demuxer panic: caught, 400, the engine keeps running.
+    let adts = [
+        0x70, 0x09, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x0a, 0x31, 0x00, 0x00, 0x95, 0x95, 0x95, 0x95,
+        0xff, 0xf1, 0x54, 0x5d, 0x58, 0x58, 0x58, 0x95, 0x00, 0xbb, 0x22, 0x55, 0x4f, 0xff, 0x36,
+        0x00, 0x00,
+    ];
+    let (st, body) = transcribe(&s, &[], "x.aac", &adts);
+    assert_error(&json(&body), st, 400);
     // Not audio.
     let (st, body) = transcribe(&s, &[], "notes.txt", b"these are not the samples you seek");
     assert_error(&json(&body), st, 400);

@@ -48,7 +48,22 @@ pub fn decode_16k_mono(bytes: &[u8], max_seconds: u32) -> Result<Vec<f32>, Audio
 }
 
 /// Decodes `bytes` to mono samples at the file's own rate.
+///
+/// The demuxers and codecs can panic on some malformed input (an ADTS header with a zero
+/// frame length, found by fuzzing); such a panic is caught here and reported as corrupt
+/// audio, so no upload can take the engine thread down.
 pub fn decode_mono(bytes: &[u8], max_seconds: u32) -> Result<(Vec<f32>, u32), AudioError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_inner(bytes, max_seconds)
+    }))
+    .unwrap_or_else(|_| {
+        Err(AudioError::Corrupt(
+            "the decoder failed on this file's malformed data".into(),
+        ))
+    })
+}
+
+fn decode_inner(bytes: &[u8], max_seconds: u32) -> Result<(Vec<f32>, u32), AudioError> {
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     let probed = symphonia::default::get_probe()
         .format(
@@ -147,4 +162,52 @@ pub fn decode_mono(bytes: &[u8], max_seconds: u32) -> Result<(Vec<f32>, u32), Au
         }
     }
     Ok((mono, rate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_files_are_errors() {
+        // A fuzzer find: a stream the ADTS probe accepts with a zero frame step.
+        let adts = [
+            0x70, 0x09, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x0a, 0x31, 0x00, 0x00, 0x95, 0x95, 0x95,
+            0x95, 0xff, 0xf1, 0x54, 0x5d, 0x58, 0x58, 0x58, 0x95, 0x00, 0xbb, 0x22, 0x55, 0x4f,
+            0xff, 0x36, 0x00, 0x00,
+        ];
+        assert!(decode_16k_mono(&adts, 30).is_err());
+        assert_eq!(decode_16k_mono(&[], 30), Err(AudioError::Empty));
+        assert!(matches!(
+            decode_16k_mono(b"RIFF\0\0\0\0WAVEjunk", 30),
+            Err(AudioError::Unsupported(_) | AudioError::Corrupt(_) | AudioError::NoSamples)
+        ));
+    }
+
+    #[test]
+    fn pcm_wav_is_mixed_and_resampled() {
+        // 0.5 s of a stereo 8 kHz WAV, left +0.5 and right -0.25.
+        let frames = 4000u32;
+        let mut w = Vec::new();
+        w.extend_from_slice(b"RIFF");
+        w.extend_from_slice(&(36 + frames * 4).to_le_bytes());
+        w.extend_from_slice(b"WAVEfmt ");
+        w.extend_from_slice(&16u32.to_le_bytes());
+        w.extend_from_slice(&1u16.to_le_bytes());
+        w.extend_from_slice(&2u16.to_le_bytes());
+        w.extend_from_slice(&8000u32.to_le_bytes());
+        w.extend_from_slice(&(8000u32 * 4).to_le_bytes());
+        w.extend_from_slice(&4u16.to_le_bytes());
+        w.extend_from_slice(&16u16.to_le_bytes());
+        w.extend_from_slice(b"data");
+        w.extend_from_slice(&(frames * 4).to_le_bytes());
+        for _ in 0..frames {
+            w.extend_from_slice(&16384i16.to_le_bytes());
+            w.extend_from_slice(&(-8192i16).to_le_bytes());
+        }
+        let s = decode_16k_mono(&w, 30).unwrap();
+        assert_eq!(s.len(), 8000);
+        assert!((s[4000] - 0.125).abs() < 1e-3, "{}", s[4000]);
+        assert_eq!(decode_16k_mono(&w, 0), Err(AudioError::TooLong(0)));
+    }
 }

@@ -188,7 +188,7 @@ pub async fn transcriptions(
                 ..ApiError::queue_full(stt::QUEUE)
             },
             SttError::Audio(a) => ApiError::invalid_param("file", a.to_string()),
-            SttError::Stopped => ApiError::internal(e.to_string()),
+            SttError::Stopped | SttError::Failed => ApiError::internal(e.to_string()),
         })?;
     Ok(render(&transcript, format))
 }

@@ -51,6 +51,8 @@ pub enum SttError {
     Audio(#[from] AudioError),
     #[error("the speech-to-text engine stopped")]
     Stopped,
+    #[error("transcription failed inside the engine")]
+    Failed,
 }
 
 struct Job {
@@ -191,7 +193,12 @@ impl Stt {
                     if job.reply.is_closed() {
                         continue;
                     }
-                    let out = loaded.transcribe(&pool, &job.audio, &job.request);
+                    // Nothing a request carries may stop the engine: a panic fails that
+                    // request only.
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        loaded.transcribe(&pool, &job.audio, &job.request)
+                    }))
+                    .unwrap_or(Err(SttError::Failed));
                     let _ = job.reply.send(out);
                 }
             })
