@@ -63,7 +63,79 @@ pub fn decode_mono(bytes: &[u8], max_seconds: u32) -> Result<(Vec<f32>, u32), Au
     })
 }
 
+/// Whether the FLAC metadata blocks after the first `fLaC` marker (the probe looks for it at
+/// any offset) keep their picture and comment lengths inside their block. symphonia allocates
+/// what those fields say before reading, so a 30-byte file could ask for 4 GiB.
+fn flac_metadata_fits(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(64 * 1024)];
+    let Some(start) = head.windows(4).position(|w| w == b"fLaC") else {
+        return true;
+    };
+    if [&b"RIFF"[..], b"OggS", b"ftyp"]
+        .iter()
+        .any(|m| head[..start].windows(4).any(|w| w == *m))
+    {
+        return true;
+    }
+    let u32_at = |b: &[u8], i: usize| -> Option<usize> {
+        Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
+    };
+    let u32_le_at = |b: &[u8], i: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
+    };
+    let mut at = start + 4;
+    while let Some(h) = bytes.get(at..at + 4) {
+        let (last, kind) = (h[0] & 0x80 != 0, h[0] & 0x7f);
+        let len = (h[1] as usize) << 16 | (h[2] as usize) << 8 | h[3] as usize;
+        let block = &bytes[(at + 4).min(bytes.len())..(at + 4 + len).min(bytes.len())];
+        let fits = match kind {
+            // PICTURE: type, MIME length + MIME, description length + text, 4 × u32, data.
+            6 => (|| {
+                let mime = u32_at(block, 4)?;
+                let desc = u32_at(block, 8usize.checked_add(mime)?)?;
+                let data_at = 12usize
+                    .checked_add(mime)?
+                    .checked_add(desc)?
+                    .checked_add(16)?;
+                let data = u32_at(block, data_at)?;
+                (data_at + 4).checked_add(data).filter(|&end| end <= len)
+            })()
+            .is_some(),
+            // VORBIS_COMMENT: vendor length + vendor, count, then length + text per comment.
+            4 => (|| {
+                let vendor = u32_le_at(block, 0)?;
+                let mut i = 4usize.checked_add(vendor)?;
+                let count = u32_le_at(block, i)?;
+                i += 4;
+                for _ in 0..count {
+                    let n = u32_le_at(block, i)?;
+                    i = i.checked_add(4)?.checked_add(n)?;
+                    if i > len {
+                        return None;
+                    }
+                }
+                Some(())
+            })()
+            .is_some(),
+            _ => true,
+        };
+        if !fits {
+            return false;
+        }
+        if last {
+            break;
+        }
+        at += 4 + len;
+    }
+    true
+}
+
 fn decode_inner(bytes: &[u8], max_seconds: u32) -> Result<(Vec<f32>, u32), AudioError> {
+    if !flac_metadata_fits(bytes) {
+        return Err(AudioError::Corrupt(
+            "a FLAC metadata block's lengths run past the block".into(),
+        ));
+    }
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     let probed = symphonia::default::get_probe()
         .format(
@@ -177,6 +249,16 @@ mod tests {
             0xff, 0x36, 0x00, 0x00,
         ];
         assert!(decode_16k_mono(&adts, 30).is_err());
+        // A fuzzer find: a FLAC picture block whose MIME length asks for 4 GiB.
+        let flac = [
+            0xdf, 0x66, 0x4c, 0x61, 0x43, 0x86, 0xdf, 0xef, 0xff, 0x4f, 0x01, 0x00, 0xff, 0xff,
+            0x8c, 0x8c, 0x8c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x8c, 0x8c, 0x8c, 0x8c, 0x5b,
+            0x26,
+        ];
+        assert!(matches!(
+            decode_16k_mono(&flac, 30),
+            Err(AudioError::Corrupt(_))
+        ));
         assert_eq!(decode_16k_mono(&[], 30), Err(AudioError::Empty));
         assert!(matches!(
             decode_16k_mono(b"RIFF\0\0\0\0WAVEjunk", 30),
