@@ -12,7 +12,7 @@ use trillim_voice::mel::{log_mel, WINDOW_SAMPLES};
 use trillim_voice::whisper::{Options, SpeechModel};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/voice")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/voice")
 }
 
 fn model() -> SpeechModel {
