@@ -59,22 +59,12 @@ pub(super) unsafe fn q8_0_avx2_few(
     a: &crate::act::ActBatch<'_>,
     out: &mut [f32],
 ) {
-    let n = a.n;
-    if n == 0 {
-        return;
-    }
-    let rows = out.len() / n;
-    if rows == 0 {
-        return;
-    }
-    assert!(
-        n <= super::ternary::FEW,
-        "too many tokens for the few-token kernel"
-    );
     let nb = row_bytes / Q8_0_BLOCK_BYTES;
-    for t in 0..n {
-        check_q8(w, row_bytes, rows, nb, 1, &a.token(t), 32);
-    }
+    let rows = match few_rows(w, row_bytes, a, out, (nb, 1, 32)) {
+        Some(rows) => rows,
+        None => return,
+    };
+    let n = a.n;
     let na = a.cols / 32;
     let mut acc = [_mm_setzero_ps(); super::ternary::FEW];
     let mut r = 0;
@@ -108,10 +98,8 @@ pub(super) unsafe fn q8_0_avx2_few(
                     *acc = fma_block(*acc, dw, *a.d.get_unchecked(i), s);
                 }
             }
-            for (t, v) in acc[..n].iter().enumerate() {
-                let o = &mut out[t * rows..(t + 1) * rows];
-                store_rows(o, r, core::mem::transmute::<__m128, [f32; 4]>(*v));
-            }
+            let sums = acc.map(|v| core::mem::transmute::<__m128, [f32; 4]>(v));
+            store_tokens(out, rows, r, &sums[..n]);
         }
         r += 4;
     }

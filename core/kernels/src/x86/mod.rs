@@ -85,6 +85,40 @@ fn prefetch_ahead(w: &[u8], row_bytes: usize, r: usize, b: usize, bb: usize) {
     }
 }
 
+/// The argument checks of a few-token product: `out` is `[token][row]` for `a.n` tokens (at
+/// most [`ternary::FEW`]), every token's activations cover `nb` weight blocks of
+/// `act_blocks` activation blocks of `act_len` values. Returns the row count, or `None` when
+/// there is nothing to compute.
+fn few_rows(
+    w: &[u8],
+    row_bytes: usize,
+    a: &ActBatch<'_>,
+    out: &[f32],
+    (nb, act_blocks, act_len): (usize, usize, usize),
+) -> Option<usize> {
+    let n = a.n;
+    if n == 0 || out.len() < n {
+        return None;
+    }
+    assert!(
+        n <= ternary::FEW,
+        "too many tokens for the few-token kernel"
+    );
+    let rows = out.len() / n;
+    for t in 0..n {
+        check_q8(w, row_bytes, rows, nb, act_blocks, &a.token(t), act_len);
+    }
+    Some(rows)
+}
+
+/// Stores each token's four row sums (`acc[t]`, rows `r..r + 4`) into `out`, `[token][row]`.
+#[inline(always)]
+fn store_tokens(out: &mut [f32], rows: usize, r: usize, acc: &[[f32; 4]]) {
+    for (t, v) in acc.iter().enumerate() {
+        store_rows(&mut out[t * rows..(t + 1) * rows], r, *v);
+    }
+}
+
 /// Stores the first `out.len() - r` (at most four) lanes of `v` at `out[r..]`.
 #[inline(always)]
 fn store_rows(out: &mut [f32], r: usize, v: [f32; 4]) {

@@ -148,23 +148,16 @@ pub(super) unsafe fn tern2_avx2_few<const I2S: bool>(
     a: &crate::act::ActBatch<'_>,
     out: &mut [f32],
 ) {
-    let n = a.n;
-    if n == 0 {
-        return;
-    }
-    let rows = out.len() / n;
-    if rows == 0 {
-        return;
-    }
     let bb = if I2S { 32 } else { TQ2_0_BLOCK_BYTES };
     let nb = row_bytes / bb;
     let subs = if I2S { 1 } else { 2 };
-    for t in 0..n {
-        check_q8(w, row_bytes, rows, nb, subs, &a.token(t), 128);
-    }
+    let rows = match few_rows(w, row_bytes, a, out, (nb, subs, 128)) {
+        Some(rows) => rows,
+        None => return,
+    };
+    let n = a.n;
     let na = a.cols / 128;
     let mut acc = [_mm_setzero_ps(); FEW];
-    assert!(n <= FEW, "too many tokens for the few-token kernel");
     let mut r = 0;
     while r < rows {
         // SAFETY: r < rows; every read stays inside the checked slices.
@@ -201,10 +194,8 @@ pub(super) unsafe fn tern2_avx2_few<const I2S: bool>(
                     }
                 }
             }
-            for (t, v) in acc[..n].iter().enumerate() {
-                let o = &mut out[t * rows..(t + 1) * rows];
-                store_rows(o, r, core::mem::transmute::<__m128, [f32; 4]>(*v));
-            }
+            let sums = acc.map(|v| core::mem::transmute::<__m128, [f32; 4]>(v));
+            store_tokens(out, rows, r, &sums[..n]);
         }
         r += 4;
     }
