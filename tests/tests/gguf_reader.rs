@@ -37,7 +37,7 @@ fn all_types() -> GgufBuilder {
             ),
         )
         .tensor("w", &[32, 2], 0, vec![0; 32 * 2 * 4])
-        .tensor("odd", &[32], 12, vec![7; 144]) // Q4_K: listed, not loadable here
+        .tensor("odd", &[32], 16, vec![7; 144]) // IQ2_XXS: listed, not loadable here
 }
 
 #[test]
