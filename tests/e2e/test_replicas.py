@@ -207,6 +207,10 @@ def test_a_conversation_stays_on_one_replica(cluster):
         cached.append(r.usage.prompt_tokens_details.cached_tokens)
         messages += [{"role": "assistant", "content": r.choices[0].message.content},
                      {"role": "user", "content": f"And {turn + 2} more?"}]
+    # nginx logs a request after its response went out: wait for the third line.
+    deadline = time.time() + 10
+    while len(lb.upstreams("conv-7")) < 3 and time.time() < deadline:
+        time.sleep(0.05)
     ups = lb.upstreams("conv-7")
     assert len(ups) == 3 and len(set(ups)) == 1, ups
     assert cached[1] > 0 and cached[2] > cached[1], cached
