@@ -14,41 +14,51 @@ pub(super) unsafe fn tern2_block_avx2<const REV: bool>(
     off: usize,
     q: *const i8,
 ) -> __m128i {
+    // SAFETY: forwarded contract.
+    unsafe { tern2_block_avx2_n::<REV, 1>(p, off, [q])[0] }
+}
+
+/// [`tern2_block_avx2`] for `T` tokens: each row's codes are unpacked once and multiplied with
+/// every token's activations (`q[t]`). Returns each token's four row sums.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tern2_block_avx2_n<const REV: bool, const T: usize>(
+    p: [*const u8; 4],
+    off: usize,
+    q: [*const i8; T],
+) -> [__m128i; T] {
     let m3 = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);
-    // SAFETY: 128 activations at `q` and 32 code bytes at `p[i] + off` (caller's contract).
+    // SAFETY: 128 activations at each `q[t]` and 32 code bytes at `p[i] + off` (caller's
+    // contract).
     unsafe {
-        let q = q as *const u8;
-        let a = [
-            load256(q),
-            load256(q.add(32)),
-            load256(q.add(64)),
-            load256(q.add(96)),
-        ];
-        let mut acc = [_mm256_setzero_si256(); 4];
-        for (r, acc) in acc.iter_mut().enumerate() {
+        let mut acc = [[_mm256_setzero_si256(); 4]; T];
+        for r in 0..4 {
             let w = load256(p[r].add(off));
             let c0 = _mm256_and_si256(w, m3);
             let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(w), m3);
             let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(w), m3);
             let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(w), m3);
-            let (c0, c1, c2, c3) = if REV {
-                (c3, c2, c1, c0)
+            let c = if REV {
+                [c3, c2, c1, c0]
             } else {
-                (c0, c1, c2, c3)
+                [c0, c1, c2, c3]
             };
-            // Each i16 lane: at most 4 · 2 · 2 · 128 = 2048 in magnitude.
-            let s01 = _mm256_add_epi16(
-                _mm256_maddubs_epi16(c0, a[0]),
-                _mm256_maddubs_epi16(c1, a[1]),
-            );
-            let s23 = _mm256_add_epi16(
-                _mm256_maddubs_epi16(c2, a[2]),
-                _mm256_maddubs_epi16(c3, a[3]),
-            );
-            *acc = _mm256_madd_epi16(_mm256_add_epi16(s01, s23), ones);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let a = q[t] as *const u8;
+                // Each i16 lane: at most 4 · 2 · 2 · 128 = 2048 in magnitude.
+                let s01 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(c[0], load256(a)),
+                    _mm256_maddubs_epi16(c[1], load256(a.add(32))),
+                );
+                let s23 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(c[2], load256(a.add(64))),
+                    _mm256_maddubs_epi16(c[3], load256(a.add(96))),
+                );
+                acc[r] = _mm256_madd_epi16(_mm256_add_epi16(s01, s23), ones);
+            }
         }
-        hsum4(acc[0], acc[1], acc[2], acc[3])
+        core::array::from_fn(|t| hsum4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]))
     }
 }
 
@@ -84,53 +94,6 @@ pub(super) unsafe fn tq2_0_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: 
             store_rows(out, r, core::mem::transmute::<__m128, [f32; 4]>(acc));
         }
         r += 4;
-    }
-}
-
-/// [`tern2_block_avx2`] for two tokens: each row's codes are unpacked once and multiplied with
-/// both tokens' activations (`q[0]`, `q[1]`). Returns each token's four row sums.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn tern2_block_avx2_x2<const REV: bool>(
-    p: [*const u8; 4],
-    off: usize,
-    q: [*const i8; 2],
-) -> [__m128i; 2] {
-    let m3 = _mm256_set1_epi8(3);
-    let ones = _mm256_set1_epi16(1);
-    // SAFETY: 128 activations at each `q[t]` and 32 code bytes at `p[i] + off` (caller's
-    // contract).
-    unsafe {
-        let mut acc = [[_mm256_setzero_si256(); 4]; 2];
-        for r in 0..4 {
-            let w = load256(p[r].add(off));
-            let c0 = _mm256_and_si256(w, m3);
-            let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(w), m3);
-            let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(w), m3);
-            let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(w), m3);
-            let c = if REV {
-                [c3, c2, c1, c0]
-            } else {
-                [c0, c1, c2, c3]
-            };
-            for (t, acc) in acc.iter_mut().enumerate() {
-                let a = q[t] as *const u8;
-                // The same i16 bounds and sums as the one-token kernel.
-                let s01 = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(c[0], load256(a)),
-                    _mm256_maddubs_epi16(c[1], load256(a.add(32))),
-                );
-                let s23 = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(c[2], load256(a.add(64))),
-                    _mm256_maddubs_epi16(c[3], load256(a.add(96))),
-                );
-                acc[r] = _mm256_madd_epi16(_mm256_add_epi16(s01, s23), ones);
-            }
-        }
-        [
-            hsum4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]),
-            hsum4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]),
-        ]
     }
 }
 
@@ -178,7 +141,7 @@ pub(super) unsafe fn tern2_avx2_few<const I2S: bool>(
                     let mut t = 0;
                     while t < n {
                         let s = if t + 1 < n {
-                            tern2_block_avx2_x2::<I2S>(p, off + 32 * h, [qa(t), qa(t + 1)])
+                            tern2_block_avx2_n::<I2S, 2>(p, off + 32 * h, [qa(t), qa(t + 1)])
                         } else {
                             [
                                 tern2_block_avx2::<I2S>(p, off + 32 * h, qa(t)),
