@@ -237,11 +237,10 @@ fn logprobs_come_from_the_logits_before_sampling() {
     with_tokenizer(|tok| {
         let n = tok.n_vocab();
         let mut logits: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.5).collect();
-        let want_top = {
-            let mut t = vec![(0u32, 0f64); 3];
-            let lp = logprobs(&logits, 6, &mut t);
-            (lp, t)
-        };
+        // What the log-probabilities must be: the logits as the model gave them.
+        let unchanged = logits.clone();
+        let mut want_top = vec![(0u32, 0f64); 3];
+        logprobs(&unchanged, 6, &mut want_top);
         let cfg = SamplerConfig {
             temperature: 0.0,
             repetition_penalty: 2.0,
@@ -267,8 +266,19 @@ fn logprobs_come_from_the_logits_before_sampling() {
         );
         let id = step.token.unwrap();
         assert_ne!(id, 6);
-        assert_eq!(top, want_top.1);
-        let mut none = [];
-        assert_eq!(step.logprob, logprobs(&raw, id, &mut none));
+        assert_eq!(top, want_top);
+        // The sampled token's own log-probability, over the logits before the penalty moved
+        // the sampler elsewhere, against a log-softmax computed here.
+        let lse = unchanged
+            .iter()
+            .map(|&v| (v as f64).exp())
+            .sum::<f64>()
+            .ln();
+        let want = unchanged[id as usize] as f64 - lse;
+        assert!(
+            (step.logprob.unwrap() - want).abs() < 1e-9,
+            "{:?} vs {want}",
+            step.logprob
+        );
     });
 }

@@ -39,11 +39,15 @@ mod tests {
         let lp = logprobs(&logits, 2, &mut top).unwrap();
         assert_eq!([top[0].0, top[1].0, top[2].0], [1, 3, 2]);
         assert!((top[2].1 - lp).abs() < 1e-12);
-        let total: f64 = logits
-            .iter()
-            .map(|&v| libm::exp(logprobs(&logits, 0, &mut []).unwrap() - 1.0 + v as f64))
+        // The probabilities of every token sum to one.
+        let total: f64 = (0..logits.len() as u32)
+            .map(|id| libm::exp(logprobs(&logits, id, &mut []).unwrap()))
             .sum();
-        assert!((total - 1.0).abs() < 1e-9, "{total}");
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+        // And match a direct softmax: p(1) = e^3 / (e^1 + 2e^3 + e^2 + e^-1).
+        let e = libm::exp;
+        let want = libm::log(e(3.0) / (e(1.0) + 2.0 * e(3.0) + e(2.0) + e(-1.0)));
+        assert!((top[0].1 - want).abs() < 1e-12);
         assert_eq!(logprobs(&logits, 9, &mut []), None);
         let mut wide = [(0u32, 0f64); 8];
         logprobs(&logits, 0, &mut wide);
