@@ -19,6 +19,9 @@ types=("$@")
 [ ${#types[@]} -gt 0 ] || types=(Q4_K_M Q4_K_S Q5_K_M Q6_K Q3_K_M Q2_K Q2_K-pure Q5_0 Q5_1 IQ4_NL IQ4_XS BF16)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/trillim/quant"
 mkdir -p "$cache"
+# The tests call this script from parallel threads: one caller at a time builds and quantizes.
+exec 9>"$cache/.lock"
+flock 9
 src=$(scripts/fetch-test-model.sh)
 tool="$cache/quant-ref"
 if [ ! -x "$tool" ] || [ scripts/quant-ref.cpp -nt "$tool" ]; then
