@@ -341,7 +341,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         if args.voice {
             tracing::warn!(
-                "text-to-speech is off: no pocket-tts model (--tts-model, or `trillim pull {}`)",
+                "text-to-speech is off: no pocket-tts model (--tts-model DIR, or {} in the store)",
                 crate::engines::tts::DEFAULT_TTS_MODEL
             );
         }
@@ -695,6 +695,23 @@ pub fn doctor(_args: DoctorArgs) -> anyhow::Result<()> {
         for (id, dir, size) in voice {
             println!(
                 "  {id} (Whisper, {:.1} MiB) {}",
+                size as f64 / (1u64 << 20) as f64,
+                dir.display()
+            );
+        }
+    }
+    let tts = crate::engines::tts::cli::stored_models(&store);
+    if tts.is_empty() {
+        println!(
+            "text-to-speech models: none (place {}'s languages/english/ folder in {} for `trillim serve --voice`)",
+            crate::engines::tts::DEFAULT_TTS_MODEL,
+            store.root().join(crate::engines::tts::DEFAULT_TTS_MODEL).display()
+        );
+    } else {
+        println!("text-to-speech models:");
+        for (id, dir, size) in tts {
+            println!(
+                "  {id} (pocket-tts, {:.1} MiB) {}",
                 size as f64 / (1u64 << 20) as f64,
                 dir.display()
             );

@@ -349,5 +349,7 @@ fn speak_command_writes_a_wav() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("trillim pull nobody/none"));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("`trillim pull` does not fetch pocket-tts")
+    );
 }

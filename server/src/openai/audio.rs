@@ -66,7 +66,7 @@ fn tts_engine(state: &AppState, path: &str) -> Result<crate::engines::tts::Tts, 
         status: StatusCode::SERVICE_UNAVAILABLE,
         message: format!(
             "TTS engine not started: {path} needs a pocket-tts model (`trillim serve --voice \
-             --tts-model DIR_OR_ID`; get the weights with `trillim pull {}`)",
+             --tts-model DIR_OR_ID`; the weights are {})",
             tts::DEFAULT_TTS_MODEL
         ),
         kind: "server_error",

@@ -116,3 +116,30 @@ pub fn speak(args: SpeakArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// pocket-tts models in the store (what `trillim doctor` lists): id, directory, weight bytes.
+pub fn stored_models(store: &Store) -> Vec<(String, PathBuf, u64)> {
+    let mut out = Vec::new();
+    let Ok(orgs) = std::fs::read_dir(store.root()) else {
+        return out;
+    };
+    for org in orgs.flatten() {
+        let Ok(names) = std::fs::read_dir(org.path()) else {
+            continue;
+        };
+        for name in names.flatten() {
+            let id = format!(
+                "{}/{}",
+                org.file_name().to_string_lossy(),
+                name.file_name().to_string_lossy()
+            );
+            if let Ok((_, dir)) = resolve(store, &id) {
+                if let Ok(meta) = std::fs::metadata(dir.join("model.safetensors")) {
+                    out.push((id, dir, meta.len()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}

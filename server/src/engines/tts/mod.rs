@@ -18,7 +18,8 @@ use crate::store::Store;
 
 pub mod cli;
 
-/// The store id `--tts-model` names by default.
+/// The store id `--tts-model` names by default (its files are placed by hand for now:
+/// `trillim pull` fetches GGUF and CTranslate2 repositories only).
 pub const DEFAULT_TTS_MODEL: &str = "kyutai/pocket-tts";
 /// Utterances that may wait behind the running one; more are refused.
 pub const QUEUE: usize = 4;
@@ -100,10 +101,15 @@ pub fn resolve(store: &Store, arg: &str) -> anyhow::Result<(String, PathBuf)> {
             return Ok((arg.to_string(), english));
         }
     }
+    let into = store
+        .model_dir(arg)
+        .unwrap_or_else(|_| store.root().join(DEFAULT_TTS_MODEL));
     anyhow::bail!(
         "text-to-speech model `{arg}` is neither a directory with model.safetensors and \
-         tokenizer.json nor in the model store ({}); get it with `trillim pull {arg}`",
-        store.root().display()
+         tokenizer.json nor in the model store; `trillim pull` does not fetch pocket-tts \
+         repositories yet: download the `languages/english/` folder of {DEFAULT_TTS_MODEL} \
+         (model.safetensors, tokenizer.json, embeddings/) into {} or pass its directory",
+        into.display()
     )
 }
 
