@@ -17,6 +17,8 @@ pub enum Dtype {
     F16,
     /// bfloat16.
     BF16,
+    /// Signed 64-bit integers (positions and counters beside the weights).
+    I64,
 }
 
 impl Dtype {
@@ -25,6 +27,7 @@ impl Dtype {
         match self {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::I64 => 8,
         }
     }
 }
@@ -71,7 +74,7 @@ pub struct TensorView<'a> {
 
 /// The tensors of a safetensors buffer, in header order (`__metadata__` skipped).
 ///
-/// Dtypes other than F32, F16 and BF16 are refused, naming the tensor and dtype.
+/// Dtypes other than F32, F16, BF16 and I64 are refused, naming the tensor and dtype.
 pub fn parse(buf: &[u8]) -> Result<Vec<TensorView<'_>>, SafetensorsError> {
     let Some(len_bytes) = buf.get(..8) else {
         return Err(SafetensorsError::TooShort(buf.len()));
@@ -117,7 +120,12 @@ fn tensor<'a>(
         Some("F32") => Dtype::F32,
         Some("F16") => Dtype::F16,
         Some("BF16") => Dtype::BF16,
-        Some(other) => return Err(format!("dtype {other} is not supported (F32, F16, BF16)")),
+        Some("I64") => Dtype::I64,
+        Some(other) => {
+            return Err(format!(
+                "dtype {other} is not supported (F32, F16, BF16, I64)"
+            ))
+        }
         None => return Err("no dtype".into()),
     };
     let dims = entry
