@@ -211,7 +211,7 @@ mod tests {
             r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}}"#,
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#,
-            r#"{"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+            r#"{"a":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}"#,
             r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]}}"#,
             r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]}}"#,
             r#"{"a":{"dtype":"F32","shape":[2]}}"#,
