@@ -450,7 +450,7 @@ impl Plan {
             }
             return self.float(ckpt, &wname, &format!("{gg}.weight"), ty, rows, cols);
         }
-        if rows % 4 != 0 || t.shape != [rows / 4, cols] {
+        if !rows.is_multiple_of(4) || t.shape != [rows / 4, cols] {
             return Err(tensor_err(
                 &wname,
                 format!(
