@@ -22,8 +22,12 @@ fi
 if [ ! -e "$built" ]; then
     mkdir -p "$dir"
     if [ ! -d "$dir/src" ]; then
-        python3 -m pip download --quiet --no-deps --no-binary :all: -d "$dir" \
-            "llama-cpp-python==$version" >&2
+        # With the build backend present and no build isolation, pip takes the source
+        # package as it is instead of first building the backend's own build tools.
+        python3 -c 'import scikit_build_core' 2>/dev/null ||
+            python3 -m pip install --quiet --disable-pip-version-check scikit-build-core >&2
+        python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+            -d "$dir" "llama-cpp-python==$version" >&2
         mkdir -p "$dir/src"
         tar xzf "$dir/llama_cpp_python-$version.tar.gz" -C "$dir/src" --strip-components=1
     fi

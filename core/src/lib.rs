@@ -13,6 +13,7 @@ pub mod browser;
 pub mod chat;
 pub mod format;
 pub mod generate;
+pub mod grammar;
 pub mod http;
 pub mod json;
 

@@ -46,10 +46,17 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on /v1 routes.
     #[arg(long, env = "TRILLIM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Serve the voice routes: speech-to-text with Whisper (text-to-speech is not in this
-    /// build).
+    /// Serve the voice routes: speech-to-text with Whisper, text-to-speech with pocket-tts.
     #[arg(long)]
     pub voice: bool,
+    /// pocket-tts model for --voice: a store id or a directory with model.safetensors,
+    /// tokenizer.json and embeddings/ (without it, the default id is used when it is in the
+    /// store, else the speech routes answer 503).
+    #[arg(long)]
+    pub tts_model: Option<String>,
+    /// Where custom voices are kept.
+    #[arg(long)]
+    pub voices_dir: Option<std::path::PathBuf>,
     /// Whisper model for --voice: a store id or a directory with a CTranslate2 model.bin.
     #[arg(long, default_value = crate::engines::stt::DEFAULT_WHISPER_MODEL)]
     pub whisper_model: String,
@@ -257,8 +264,26 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let store = Store::from_env();
     // A missing voice model fails before the text model is loaded.
+    let tts_model = match (&args.tts_model, args.voice) {
+        (Some(m), true) => Some(crate::engines::tts::resolve(&store, m)?),
+        (None, true) => {
+            crate::engines::tts::resolve(&store, crate::engines::tts::DEFAULT_TTS_MODEL).ok()
+        }
+        (_, false) => None,
+    };
     let whisper = if args.voice {
-        Some(crate::engines::stt::resolve(&store, &args.whisper_model)?)
+        match crate::engines::stt::resolve(&store, &args.whisper_model) {
+            Ok(w) => Some(w),
+            // A text-to-speech-only server: the default Whisper model may be absent.
+            Err(e)
+                if tts_model.is_some()
+                    && args.whisper_model == crate::engines::stt::DEFAULT_WHISPER_MODEL =>
+            {
+                tracing::warn!("speech-to-text is off: {e:#}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };
@@ -305,6 +330,23 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let tts = if let Some((id, dir)) = tts_model {
+        let voices = args
+            .voices_dir
+            .clone()
+            .unwrap_or_else(crate::engines::tts::default_voices_dir);
+        let tts = crate::engines::tts::Tts::start(id, &dir, voices, args.voice_threads)?;
+        tracing::info!(model = %tts.model_id, threads = tts.threads, "text-to-speech ready");
+        Some(tts)
+    } else {
+        if args.voice {
+            tracing::warn!(
+                "text-to-speech is off: no pocket-tts model (--tts-model DIR, or {} in the store)",
+                crate::engines::tts::DEFAULT_TTS_MODEL
+            );
+        }
+        None
+    };
     let metrics = Arc::new(Metrics::default());
     let loopback = local.ip().is_loopback();
     if !loopback && args.api_key.is_none() {
@@ -335,6 +377,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(stt) = stt {
         state = state.with_stt(stt);
     }
+    if let Some(tts) = tts {
+        state = state.with_tts(tts);
+    }
+    state.voice = args.voice;
     // The server answers while the model loads: probes see it alive and not ready, requests
     // get a retryable 503, so a load balancer sends work elsewhere instead of waiting.
     state.set_slot(crate::registry::Slot::Loading);
@@ -649,6 +695,23 @@ pub fn doctor(_args: DoctorArgs) -> anyhow::Result<()> {
         for (id, dir, size) in voice {
             println!(
                 "  {id} (Whisper, {:.1} MiB) {}",
+                size as f64 / (1u64 << 20) as f64,
+                dir.display()
+            );
+        }
+    }
+    let tts = crate::engines::tts::cli::stored_models(&store);
+    if tts.is_empty() {
+        println!(
+            "text-to-speech models: none (place {}'s languages/english/ folder in {} for `trillim serve --voice`)",
+            crate::engines::tts::DEFAULT_TTS_MODEL,
+            store.root().join(crate::engines::tts::DEFAULT_TTS_MODEL).display()
+        );
+    } else {
+        println!("text-to-speech models:");
+        for (id, dir, size) in tts {
+            println!(
+                "  {id} (pocket-tts, {:.1} MiB) {}",
                 size as f64 / (1u64 << 20) as f64,
                 dir.display()
             );

@@ -49,6 +49,8 @@ enum Command {
     Doctor(cli::DoctorArgs),
     /// Transcribe an audio file with Whisper.
     Transcribe(engines::stt::cli::TranscribeArgs),
+    /// Speak a text with pocket-tts into a WAV file.
+    Speak(engines::tts::cli::SpeakArgs),
     /// Measure prefill and decode speed, time to first token, memory and bandwidth.
     Bench(bench::BenchArgs),
     /// Run a web search and print the message the search harness would give the model.
@@ -74,6 +76,7 @@ fn main() {
         Command::Models(a) => store::cli::models(a),
         Command::Doctor(a) => cli::doctor(a),
         Command::Transcribe(a) => engines::stt::cli::transcribe(a),
+        Command::Speak(a) => engines::tts::cli::speak(a),
         Command::Bench(a) => bench::run(a),
         Command::Search(a) => harness::cli::search_command(a),
     };

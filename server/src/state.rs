@@ -65,6 +65,10 @@ pub struct AppState {
     pub harness: RwLock<HarnessConfig>,
     /// The speech-to-text engine (`--voice`); `None` turns the voice routes off.
     pub stt: Option<crate::engines::stt::Stt>,
+    /// The text-to-speech engine (`--voice` with a pocket-tts model).
+    pub tts: Option<crate::engines::tts::Tts>,
+    /// Whether `--voice` was given (the voice routes exist).
+    pub voice: bool,
     /// Told to stop (SIGTERM or Ctrl+C): not ready, new work is refused, running work finishes.
     pub draining: AtomicBool,
     /// Wakes the accept loop to shut down without a signal (a failed start-up load).
@@ -94,6 +98,8 @@ impl AppState {
             metrics,
             harness: RwLock::new(HarnessConfig::default()),
             stt: None,
+            tts: None,
+            voice: false,
             draining: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
         }
@@ -102,6 +108,14 @@ impl AppState {
     /// The same state with speech-to-text served by `stt`.
     pub fn with_stt(mut self, stt: crate::engines::stt::Stt) -> AppState {
         self.stt = Some(stt);
+        self.voice = true;
+        self
+    }
+
+    /// The same state with text-to-speech served by `tts`.
+    pub fn with_tts(mut self, tts: crate::engines::tts::Tts) -> AppState {
+        self.tts = Some(tts);
+        self.voice = true;
         self
     }
 

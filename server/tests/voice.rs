@@ -1,7 +1,7 @@
 //! The voice routes through HTTP on a loopback port: `POST /v1/audio/transcriptions` with every
 //! response format against CTranslate2's goldens, bad uploads (no boundary, 9 MB, zero
 //! seconds, lying headers, not audio) answered with clear 4xx while the server keeps serving,
-//! the text-to-speech routes' 501 with `--voice` and 404 without, and `trillim transcribe`
+//! the text-to-speech routes' 503 with `--voice` but no pocket-tts model and 404 without, and `trillim transcribe`
 //! finding the model by store id. Needs Whisper tiny.en: `scripts/fetch-voice-models.sh`.
 
 mod common;
@@ -264,8 +264,8 @@ fn speech_routes_without_a_tts_engine() {
         let (st, _, body) = s
             .try_request(method, path, Some(b"{\"input\": \"hi\"}"), &[])
             .unwrap();
-        assert_error(&json(&body), st, 501);
-        assert!(body.contains("text-to-speech"), "{body}");
+        assert_error(&json(&body), st, 503);
+        assert!(body.contains("TTS engine not started"), "{body}");
     }
     drop(s);
     let s = start("voice-off", &[]);

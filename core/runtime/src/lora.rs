@@ -358,6 +358,9 @@ fn read_peft(config: &str, bytes: &[u8], model: &Config) -> Result<Read, String>
         let [rows, cols] = t.shape[..] else {
             return Err(format!("tensor '{}' is not a matrix", t.name));
         };
+        if t.dtype == Dtype::I64 {
+            return Err(format!("tensor '{}' holds integers, not weights", t.name));
+        }
         let mut data = to_f32(t.dtype, t.data);
         // The model's q/k rows are in the converter's order: move B's rows the same way.
         if is_b && model.rope_style == RopeStyle::AdjacentPairs && proj < 2 {
@@ -422,6 +425,7 @@ fn to_f32(dtype: Dtype, data: &[u8]) -> Vec<f32> {
         Dtype::BF16 => WeightType::BF16,
         // `safetensors::parse` hands out float tensors only.
         Dtype::U8 | Dtype::I8 => unreachable!("byte tensors are refused by parse"),
+        Dtype::I64 => unreachable!("integer tensors are refused before conversion"),
     };
     let mut out = vec![0f32; data.len() / dtype.size()];
     dequantize_row(ty, data, &mut out, 1.0);

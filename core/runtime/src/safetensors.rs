@@ -21,6 +21,8 @@ pub enum Dtype {
     U8,
     /// Signed bytes.
     I8,
+    /// Signed 64-bit integers (positions and counters beside the weights).
+    I64,
 }
 
 impl Dtype {
@@ -30,6 +32,7 @@ impl Dtype {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
             Dtype::U8 | Dtype::I8 => 1,
+            Dtype::I64 => 8,
         }
     }
 }
@@ -165,7 +168,7 @@ pub fn read_header(file: &std::fs::File) -> Result<Header, SafetensorsError> {
 
 /// The tensors of a safetensors buffer, in header order (`__metadata__` skipped).
 ///
-/// Dtypes other than F32, F16 and BF16 are refused, naming the tensor and dtype.
+/// Dtypes other than F32, F16, BF16 and I64 are refused, naming the tensor and dtype.
 pub fn parse(buf: &[u8]) -> Result<Vec<TensorView<'_>>, SafetensorsError> {
     let Some(len_bytes) = buf.get(..8) else {
         return Err(SafetensorsError::TooShort(buf.len()));
@@ -177,10 +180,10 @@ pub fn parse(buf: &[u8]) -> Result<Vec<TensorView<'_>>, SafetensorsError> {
     let infos = parse_header(&buf[8..header_end], data.len() as u64)?;
     let mut out = Vec::with_capacity(infos.len());
     for t in infos {
-        if !matches!(t.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+        if !matches!(t.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::I64) {
             return Err(SafetensorsError::Tensor {
                 name: t.name,
-                why: format!("dtype {:?} is not supported (F32, F16, BF16)", t.dtype),
+                why: format!("dtype {:?} is not supported (F32, F16, BF16, I64)", t.dtype),
             });
         }
         out.push(TensorView {
@@ -200,9 +203,10 @@ fn tensor_info(name: &str, entry: &serde_json::Value, data_len: u64) -> Result<T
         Some("BF16") => Dtype::BF16,
         Some("U8") => Dtype::U8,
         Some("I8") => Dtype::I8,
+        Some("I64") => Dtype::I64,
         Some(other) => {
             return Err(format!(
-                "dtype {other} is not supported (F32, F16, BF16, U8, I8)"
+                "dtype {other} is not supported (F32, F16, BF16, U8, I8, I64)"
             ))
         }
         None => return Err("no dtype".into()),
@@ -290,7 +294,7 @@ mod tests {
             r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}}"#,
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#,
-            r#"{"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+            r#"{"a":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}"#,
             r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]}}"#,
             r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]}}"#,
             r#"{"a":{"dtype":"F32","shape":[2]}}"#,

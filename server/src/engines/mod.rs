@@ -1,4 +1,6 @@
-//! The engines a server runs, one room each: `llm` generates text, `stt` transcribes speech.
+//! The engines a server runs, one room each: `llm` generates text, `stt` transcribes speech,
+//! `tts` speaks text.
 
 pub mod llm;
 pub mod stt;
+pub mod tts;

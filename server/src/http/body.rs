@@ -35,6 +35,14 @@ pub enum Body {
         /// No more events will be read.
         done: bool,
     },
+    /// Raw bytes from a producer (audio). Dropping it closes the channel, which stops the
+    /// producer.
+    Stream {
+        /// Bytes to send first.
+        first: Option<Bytes>,
+        /// The producer's chunks.
+        rx: tokio::sync::mpsc::Receiver<Bytes>,
+    },
 }
 
 impl std::fmt::Debug for Body {
@@ -45,6 +53,7 @@ impl std::fmt::Debug for Body {
                 .field(&b.as_ref().map(Bytes::len))
                 .finish(),
             Body::Sse { done, .. } => f.debug_struct("Sse").field("done", done).finish(),
+            Body::Stream { .. } => f.debug_struct("Stream").finish_non_exhaustive(),
         }
     }
 }
@@ -85,6 +94,10 @@ impl hyper::body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream { first, rx } => match first.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+            },
             Body::Sse {
                 rx,
                 fmt,
@@ -129,7 +142,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
-            Body::Sse { .. } => SizeHint::default(),
+            Body::Sse { .. } | Body::Stream { .. } => SizeHint::default(),
         }
     }
 }

@@ -218,8 +218,13 @@ async fn route(
             load::load(state, &body).await
         }
         "/v1/audio/transcriptions" => audio::transcriptions(state, req).await,
-        "/v1/audio/speech" | "/v1/voices" => audio::speech_unavailable(state, &path),
-        _ if voice_item => audio::speech_unavailable(state, &path),
+        "/v1/audio/speech" => {
+            let body = limits::read_body(&state.guards, req).await?;
+            audio::speech(state, &body)
+        }
+        "/v1/voices" if method == Method::GET => audio::list_voices(state),
+        "/v1/voices" => audio::add_voice(state, req).await,
+        _ if voice_item => audio::delete_voice(state, &path["/v1/voices/".len()..]),
         _ => models::retrieve_model(state, model_retrieve.as_deref().unwrap_or("")),
     }
 }

@@ -1,6 +1,6 @@
-//! The voice routes: `POST /v1/audio/transcriptions` (multipart upload → Whisper), and the
-//! text-to-speech and voice routes, which answer that they need `--voice` (404) or that this
-//! build has no text-to-speech engine (501).
+//! The voice routes: `POST /v1/audio/transcriptions` (multipart upload → Whisper),
+//! `POST /v1/audio/speech` (pocket-tts, streamed WAV or PCM) and the custom voices
+//! (`GET`/`POST /v1/voices`, `DELETE /v1/voices/{id}`). Without `--voice` they answer 404.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use trillim_voice::whisper::Transcript;
 
 use super::ApiError;
 use crate::engines::stt::{self, SttError};
+use crate::engines::tts::{self, TtsError};
 use crate::http::body::Body;
 use crate::http::limits;
 use crate::http::router::json_response;
@@ -57,23 +58,216 @@ fn voice_off(path: &str) -> ApiError {
     }
 }
 
-/// The text-to-speech and voice routes: 404 without `--voice`, else 501 (no engine in this
-/// build).
-pub fn speech_unavailable(state: &AppState, path: &str) -> Result<Response<Body>, ApiError> {
-    if state.stt.is_none() {
+fn tts_engine(state: &AppState, path: &str) -> Result<crate::engines::tts::Tts, ApiError> {
+    if !state.voice {
         return Err(voice_off(path));
     }
-    Err(ApiError {
-        status: StatusCode::NOT_IMPLEMENTED,
+    state.tts.clone().ok_or_else(|| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
         message: format!(
-            "{path}: text-to-speech is not available in this build; speech-to-text \
-             (/v1/audio/transcriptions) is"
+            "TTS engine not started: {path} needs a pocket-tts model (`trillim serve --voice \
+             --tts-model DIR_OR_ID`; the weights are {})",
+            tts::DEFAULT_TTS_MODEL
         ),
-        kind: "not_implemented_error",
+        kind: "server_error",
         param: None,
         code: Some("tts_unavailable"),
         retry_after: None,
     })
+}
+
+fn tts_error(e: TtsError) -> ApiError {
+    match e {
+        TtsError::Busy => ApiError {
+            message: e.to_string(),
+            ..ApiError::queue_full(tts::QUEUE)
+        },
+        TtsError::UnknownVoice(_) => ApiError::invalid_param("voice", e.to_string()),
+        TtsError::BadVoice(m) => ApiError::invalid_param("file", m),
+        TtsError::Stopped => ApiError::internal(e.to_string()),
+    }
+}
+
+/// `POST /v1/audio/speech`: validates everything, then streams the WAV header (or nothing,
+/// for `pcm`) and the samples as the engine decodes them.
+pub fn speech(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let engine = tts_engine(state, "/v1/audio/speech")?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let input = v.get("input").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::invalid_param("input", "`input` is required and must be a string")
+    })?;
+    if input.trim().is_empty() {
+        return Err(ApiError::invalid_param("input", "input text is empty"));
+    }
+    if input.chars().count() > tts::MAX_INPUT_CHARS {
+        return Err(ApiError::invalid_param(
+            "input",
+            format!("input is longer than {} characters", tts::MAX_INPUT_CHARS),
+        ));
+    }
+    let voice_id = match v.get("voice") {
+        None | Some(Value::Null) => tts::DEFAULT_VOICE.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        // The openai client may send `{"id": ...}` for custom voices.
+        Some(Value::Object(o)) => o
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid_param("voice", "`voice` must be a voice id"))?
+            .to_string(),
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "voice",
+                "`voice` must be a voice id",
+            ))
+        }
+    };
+    let speed = match v.get("speed") {
+        None | Some(Value::Null) => 1.0,
+        Some(x) => x
+            .as_f64()
+            .ok_or_else(|| ApiError::invalid_param("speed", "`speed` must be a number"))?,
+    };
+    if !(0.25..=4.0).contains(&speed) {
+        return Err(ApiError::invalid_param(
+            "speed",
+            "speed must be between 0.25 and 4.0",
+        ));
+    }
+    let wav = match v.get("response_format") {
+        None | Some(Value::Null) => true,
+        Some(Value::String(f)) if f == "wav" => true,
+        Some(Value::String(f)) if f == "pcm" => false,
+        Some(f) => {
+            return Err(ApiError::invalid_param(
+                "response_format",
+                format!("unsupported response_format {f}: use wav or pcm"),
+            ))
+        }
+    };
+    let voice = engine.voice(&voice_id).map_err(tts_error)?;
+    let rx = engine
+        .speak(input.to_string(), voice, speed as f32)
+        .map_err(tts_error)?;
+    let first = wav.then(|| bytes::Bytes::copy_from_slice(&tts::wav_header(engine.sample_rate())));
+    let mut r = Response::new(Body::Stream { first, rx });
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if wav { "audio/wav" } else { "audio/pcm" }),
+    );
+    Ok(r)
+}
+
+/// `GET /v1/voices`: the built-in voices, then the custom ones, each sorted.
+pub fn list_voices(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
+    let engine = tts_engine(state, "/v1/voices")?;
+    let mut voices: Vec<Value> = tts::BUILTIN_VOICES
+        .iter()
+        .map(|v| json!({"voice_id": v, "name": v, "type": "predefined"}))
+        .collect();
+    voices.extend(
+        engine
+            .custom_voices()
+            .into_iter()
+            .map(|v| json!({"voice_id": v, "name": v, "type": "custom"})),
+    );
+    Ok(json_response(StatusCode::OK, &json!({ "voices": voices })))
+}
+
+fn check_custom_id(id: &str, verb: &str) -> Result<(), ApiError> {
+    if tts::BUILTIN_VOICES.contains(&id) {
+        return Err(ApiError::invalid_param(
+            "voice_id",
+            format!("'{id}' is a predefined voice and cannot be {verb}"),
+        ));
+    }
+    if !tts::valid_voice_id(id) {
+        return Err(ApiError::invalid_param(
+            "voice_id",
+            format!(
+                "Invalid voice_id: '{id}' (must be a simple name: letters, digits, '-' and '_', at most 64)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/voices`: multipart `voice_id` and `file`, a voice state (`.safetensors`, as
+/// pocket-tts exports them) for the served model. Cloning from a recording is not in this
+/// build: audio files are refused with a 501.
+pub async fn add_voice(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let engine = tts_engine(state, "/v1/voices")?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let boundary = multipart::boundary(&content_type).map_err(multipart_error)?;
+    let body = limits::read_body_up_to(&state.guards, req, MAX_UPLOAD + FORM_OVERHEAD)
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+                upload_too_large()
+            } else {
+                e
+            }
+        })?;
+    let parts = multipart::parse(&body, &boundary, multipart::Limits::default())
+        .map_err(multipart_error)?;
+    let mut id = None;
+    let mut file = None;
+    for p in &parts {
+        match p.name.as_str() {
+            "voice_id" | "name" => id = Some(field_text(p.data, "voice_id")?),
+            "file" => file = Some(p.data),
+            _ => {}
+        }
+    }
+    let id = id.ok_or_else(|| ApiError::invalid_param("voice_id", "the form has no `voice_id`"))?;
+    let id = id.trim().to_string();
+    check_custom_id(&id, "overwritten")?;
+    let file = file.ok_or_else(|| ApiError::invalid_param("file", "the form has no `file`"))?;
+    if file.len() > MAX_UPLOAD {
+        return Err(upload_too_large());
+    }
+    if file.starts_with(b"RIFF")
+        || file.starts_with(b"fLaC")
+        || file.starts_with(b"OggS")
+        || file.starts_with(b"ID3")
+    {
+        return Err(ApiError {
+            status: StatusCode::NOT_IMPLEMENTED,
+            message: "cloning a voice from a recording is not available in this build; upload a \
+                      voice state (.safetensors, as `pocket-tts export-voice` writes) instead"
+                .into(),
+            kind: "not_implemented_error",
+            param: Some("file".into()),
+            code: Some("voice_cloning_unavailable"),
+            retry_after: None,
+        });
+    }
+    engine.add_voice(&id, file).map_err(tts_error)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"voice_id": id, "status": "created"}),
+    ))
+}
+
+/// `DELETE /v1/voices/{id}`.
+pub fn delete_voice(state: &Arc<AppState>, id: &str) -> Result<Response<Body>, ApiError> {
+    let engine = tts_engine(state, "/v1/voices")?;
+    check_custom_id(id, "deleted")?;
+    if !engine.delete_voice(id) {
+        return Err(ApiError::not_found(format!("Voice '{id}' not found")));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"status": "deleted", "voice_id": id}),
+    ))
 }
 
 fn upload_too_large() -> ApiError {
@@ -99,6 +293,16 @@ pub async fn transcriptions(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let Some(engine) = state.stt.clone() else {
+        if state.voice {
+            return Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "Whisper engine not started".into(),
+                kind: "server_error",
+                param: None,
+                code: Some("stt_unavailable"),
+                retry_after: None,
+            });
+        }
         return Err(voice_off("/v1/audio/transcriptions"));
     };
     let content_type = req

@@ -239,6 +239,7 @@ unsafe fn fma_block(acc: __m128, s: __m128, d: f32, isum: __m128i) -> __m128 {
 mod attention;
 mod blocks;
 mod float;
+mod gemm;
 mod kquant;
 mod ternary;
 use attention::*;
@@ -310,43 +311,67 @@ wrap_q8! {
     vnni_q4_1 => q4_vnni::<true>;
 }
 
-// Multi-token entries of the AVX2 path. The 2-bit ternary formats take a few tokens (decode
-// steps of several sequences) in one pass over the matrix; otherwise, and for the other
-// formats, the matrix-vector kernels run once per token.
-crate::scalar::gemm_from_matvec!(avx2_gemm_tq2_0_each, avx2_tq2_0);
-crate::scalar::gemm_from_matvec!(avx2_gemm_i2s_each, avx2_i2s);
-
-pub(crate) fn avx2_gemm_tq2_0(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
-    if a.n <= ternary::FEW {
-        // SAFETY: only reachable through `Kernels::avx2` (or a path above it), whose caller
-        // promised AVX2, FMA and F16C.
-        unsafe { tern2_avx2_few::<false>(w, row_bytes, a, out) }
-    } else {
-        avx2_gemm_tq2_0_each(w, row_bytes, a, out)
-    }
+// Multi-token entries of the AVX2 path. A few tokens (decode steps of several sequences) take
+// the few-token kernels, which read each row group once for all of them with the
+// matrix-vector kernels' arithmetic; more tokens (prefill) take the register-blocked tiles of
+// `gemm`, which decode a block of eight rows once for up to 64 tokens. Formats without either
+// run the matrix-vector kernel once per token.
+macro_rules! gemm_entry {
+    ($($name:ident => $few:expr, $tiles:expr;)*) => {$(
+        pub(crate) fn $name(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+            // SAFETY: only reachable through `Kernels::avx2` (or a path above it), whose
+            // caller promised AVX2, FMA and F16C.
+            unsafe {
+                if a.n <= ternary::FEW {
+                    $few(w, row_bytes, a, out)
+                } else {
+                    $tiles(w, row_bytes, a, out)
+                }
+            }
+        }
+    )*};
 }
 
-pub(crate) fn avx2_gemm_i2s(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
-    if a.n <= ternary::FEW {
-        // SAFETY: as `avx2_gemm_tq2_0`.
-        unsafe { tern2_avx2_few::<true>(w, row_bytes, a, out) }
-    } else {
-        avx2_gemm_i2s_each(w, row_bytes, a, out)
-    }
+gemm_entry! {
+    avx2_gemm_tq2_0 => tern2_avx2_few::<false>, gemm::gemm::<{ gemm::TQ2 }>;
+    avx2_gemm_i2s => tern2_avx2_few::<true>, gemm::gemm::<{ gemm::I2S }>;
 }
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_tq1_0, avx2_tq1_0);
+
+macro_rules! gemm_tiles {
+    ($($name:ident => $each:ident, $tiles:expr;)*) => {$(
+        pub(crate) fn $name(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+            if a.n < TILES_FROM {
+                $each(w, row_bytes, a, out)
+            } else {
+                // SAFETY: as in `gemm_entry`.
+                unsafe { $tiles(w, row_bytes, a, out) }
+            }
+        }
+    )*};
+}
+
+/// Fewest tokens for which the tiles beat the matrix-vector kernel run per token.
+const TILES_FROM: usize = 4;
+
+crate::scalar::gemm_from_matvec!(avx2_gemm_tq1_0_each, avx2_tq1_0);
 crate::scalar::gemm_from_matvec!(avx2_gemm_q8_0_each, avx2_q8_0);
+crate::scalar::gemm_from_matvec!(avx2_gemm_q4_0_each, avx2_q4_0);
+crate::scalar::gemm_from_matvec!(avx2_gemm_q4_1_each, avx2_q4_1);
+
+gemm_tiles! {
+    avx2_gemm_tq1_0 => avx2_gemm_tq1_0_each, gemm::gemm::<{ gemm::TQ1 }>;
+    avx2_gemm_q4_0 => avx2_gemm_q4_0_each, gemm::gemm::<{ gemm::Q40 }>;
+    avx2_gemm_q4_1 => avx2_gemm_q4_1_each, gemm::gemm::<{ gemm::Q41 }>;
+}
 
 pub(crate) fn avx2_gemm_q8_0(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
     if a.n <= ternary::FEW {
-        // SAFETY: as `avx2_gemm_tq2_0`.
+        // SAFETY: as in `gemm_entry`.
         unsafe { q8_0_avx2_few(w, row_bytes, a, out) }
     } else {
         avx2_gemm_q8_0_each(w, row_bytes, a, out)
     }
 }
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q4_0, avx2_q4_0);
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q4_1, avx2_q4_1);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_0, avx2_q5_0);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_1, avx2_q5_1);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_iq4_nl, avx2_iq4_nl);

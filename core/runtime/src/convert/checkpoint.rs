@@ -237,10 +237,10 @@ impl Checkpoint {
                 buf.chunks_exact(2)
                     .map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
             ),
-            Dtype::U8 | Dtype::I8 => {
+            Dtype::U8 | Dtype::I8 | Dtype::I64 => {
                 return Err(ConvertError::Invalid {
                     path: self.dir.clone(),
-                    why: format!("tensor '{name}' holds bytes where floats are expected"),
+                    why: format!("tensor '{name}' holds integers where floats are expected"),
                 })
             }
         }

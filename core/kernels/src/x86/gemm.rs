@@ -1,0 +1,395 @@
+//! AVX2 multi-token (prefill) kernels: one weight matrix times many token vectors.
+//!
+//! The AVX2 counterpart of the AVX-512 VNNI tiles in `x86_gemm.rs`. A pass takes a tile of
+//! eight rows. Each weight block of those rows is decoded once into *codes* (unsigned bytes:
+//! 2-bit or base-3 ternary codes, or nibbles) in row-interleaved order: `codes[k]` holds, in
+//! 32-bit lane `r`, row `r`'s codes for the block's weights `4k .. 4k + 4`. For each token,
+//! `vpmaddubsw` of `codes[k]` with the token's four activations at `4k` broadcast to every lane
+//! yields each row's two pair sums as 16-bit lanes; those are added over the activation block
+//! in 16 bits (exact: see [`tokens`]) and widened once per block, so the decoded block is
+//! reused by every token from L1 and a block costs two vector operations per four weights,
+//! eight rows and one token, with no horizontal reduction.
+//!
+//! Integer block sums are exact and each (row, token) `f32` accumulator adds the blocks in the
+//! scalar reference's order with the same products (lane-wise), so the results are
+//! bit-identical to [`crate::scalar`]'s `gemm_*` (and to the matrix-vector kernels).
+
+use core::arch::x86_64::*;
+
+use super::ternary::{tq1_digit256, triple256};
+use super::{cvtph_ps256, load128, load256};
+
+use crate::act::ActBatch;
+use crate::formats::{Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+
+/// Rows per tile (one per 32-bit lane of a 256-bit register).
+const ROWS: usize = 8;
+/// Tokens whose `f32` accumulators a pass keeps on the stack.
+const TOKENS: usize = 64;
+
+// Weight formats, as a const generic parameter of the shared driver.
+pub(super) const TQ2: u8 = 0;
+pub(super) const I2S: u8 = 1;
+pub(super) const TQ1: u8 = 2;
+pub(super) const Q40: u8 = 4;
+pub(super) const Q41: u8 = 5;
+
+/// Bytes of one weight block of format `F` in a row.
+const fn block_bytes(f: u8) -> usize {
+    match f {
+        TQ2 => TQ2_0_BLOCK_BYTES,
+        I2S => 32,
+        TQ1 => TQ1_0_BLOCK_BYTES,
+        Q40 => Q4_0_BLOCK_BYTES,
+        _ => Q4_1_BLOCK_BYTES,
+    }
+}
+
+/// Activation blocks per weight block.
+const fn act_blocks(f: u8) -> usize {
+    match f {
+        TQ2 | TQ1 => 2,
+        _ => 1,
+    }
+}
+
+/// Code vectors (groups of four weights) per activation block: 128 or 32 weights.
+const fn groups(f: u8) -> usize {
+    match f {
+        TQ2 | I2S | TQ1 => 32,
+        _ => 8,
+    }
+}
+
+/// Pointers to rows `r .. r + 8` of `w`, repeating the last row past `rows`.
+#[inline(always)]
+fn row_ptrs8(w: &[u8], row_bytes: usize, rows: usize, r: usize) -> [*const u8; ROWS] {
+    let base = w.as_ptr();
+    let last = rows - 1;
+    // `wrapping_add` keeps this safe; the offsets stay inside `w` (row ≤ last).
+    core::array::from_fn(|i| base.wrapping_add(core::cmp::min(r + i, last) * row_bytes))
+}
+
+/// Loads 32 bytes at `p[i] + off` of the eight rows and transposes them by 32-bit words:
+/// lane `i` of the result's vector `j` holds bytes `4j .. 4j + 4` of row `i`.
+///
+/// # Safety
+/// Each `p[i] + off .. + 32` is readable; the CPU supports AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_t8x8(p: &[*const u8; ROWS], off: usize) -> [__m256i; 8] {
+    let mut a = [_mm256_setzero_si256(); 8];
+    for (a, p) in a.iter_mut().zip(p.iter()) {
+        // SAFETY: the caller guarantees 32 readable bytes at every `p[i] + off`.
+        *a = unsafe { _mm256_loadu_si256(p.add(off) as *const __m256i) };
+    }
+    // u[4g + c]: in 128-bit lane h, word c + 4h of rows 4g .. 4g + 4.
+    let mut u = [_mm256_setzero_si256(); 8];
+    for g in 0..2 {
+        let a = &a[4 * g..4 * g + 4];
+        let t0 = _mm256_unpacklo_epi32(a[0], a[1]);
+        let t1 = _mm256_unpackhi_epi32(a[0], a[1]);
+        let t2 = _mm256_unpacklo_epi32(a[2], a[3]);
+        let t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+        u[4 * g] = _mm256_unpacklo_epi64(t0, t2);
+        u[4 * g + 1] = _mm256_unpackhi_epi64(t0, t2);
+        u[4 * g + 2] = _mm256_unpacklo_epi64(t1, t3);
+        u[4 * g + 3] = _mm256_unpackhi_epi64(t1, t3);
+    }
+    let mut y = [_mm256_setzero_si256(); 8];
+    for c in 0..4 {
+        y[c] = _mm256_permute2x128_si256::<0x20>(u[c], u[4 + c]);
+        y[c + 4] = _mm256_permute2x128_si256::<0x31>(u[c], u[4 + c]);
+    }
+    y
+}
+
+/// Like [`load_t8x8`] for 16 bytes per row: four vectors.
+///
+/// # Safety
+/// Each `p[i] + off .. + 16` is readable; the CPU supports AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_t8x4(p: &[*const u8; ROWS], off: usize) -> [__m256i; 4] {
+    // a[i] = [row i | row i + 4].
+    let mut a = [_mm256_setzero_si256(); 4];
+    for (i, a) in a.iter_mut().enumerate() {
+        // SAFETY: the caller guarantees 16 readable bytes at every `p[i] + off`.
+        *a = unsafe {
+            _mm256_set_m128i(
+                _mm_loadu_si128(p[i + 4].add(off) as *const __m128i),
+                _mm_loadu_si128(p[i].add(off) as *const __m128i),
+            )
+        };
+    }
+    let t0 = _mm256_unpacklo_epi32(a[0], a[1]);
+    let t1 = _mm256_unpackhi_epi32(a[0], a[1]);
+    let t2 = _mm256_unpacklo_epi32(a[2], a[3]);
+    let t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+    [
+        _mm256_unpacklo_epi64(t0, t2),
+        _mm256_unpackhi_epi64(t0, t2),
+        _mm256_unpacklo_epi64(t1, t3),
+        _mm256_unpackhi_epi64(t1, t3),
+    ]
+}
+
+/// The little-endian f16 at `p[i] + off` of each row as eight `f32` lanes.
+///
+/// # Safety
+/// Each `p[i] + off .. + 2` is readable; the CPU supports AVX2 and F16C.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn f16x8(p: &[*const u8; ROWS], off: usize) -> __m256 {
+    // SAFETY: the caller guarantees two readable bytes at every `p[i] + off`.
+    let h: [u16; ROWS] =
+        core::array::from_fn(|i| unsafe { (p[i].add(off) as *const u16).read_unaligned() });
+    // SAFETY: `h` is 16 bytes; the caller's contract includes F16C.
+    unsafe { cvtph_ps256(load128(h.as_ptr() as *const u8)) }
+}
+
+/// Decodes the weight block at byte `off` of the eight rows into `codes` (see the module
+/// docs): `act_blocks(F) · groups(F)` vectors, activation block `s` at `codes[s · groups(F)..]`.
+///
+/// # Safety
+/// Every row holds a whole block at `off`; the CPU supports AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, codes: &mut [__m256i; 64]) {
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm256_set1_epi8(0xf);
+    let x80 = _mm256_set1_epi8(-128);
+    // SAFETY: every load reads inside the block at `off` (caller's contract).
+    unsafe {
+        match F {
+            TQ2 => {
+                // Half h: byte m holds weights 32l + m (l = 0..4) in bits 2l.
+                for h in 0..2 {
+                    let y = load_t8x8(p, off + 32 * h);
+                    for (j, &y) in y.iter().enumerate() {
+                        codes[32 * h + j] = _mm256_and_si256(y, m3);
+                        codes[32 * h + 8 + j] = _mm256_and_si256(_mm256_srli_epi16::<2>(y), m3);
+                        codes[32 * h + 16 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(y), m3);
+                        codes[32 * h + 24 + j] = _mm256_and_si256(_mm256_srli_epi16::<6>(y), m3);
+                    }
+                }
+            }
+            I2S => {
+                // Byte m holds weights 32l + m in bits 6 − 2l.
+                let y = load_t8x8(p, off);
+                for (j, &y) in y.iter().enumerate() {
+                    codes[j] = _mm256_and_si256(_mm256_srli_epi16::<6>(y), m3);
+                    codes[8 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(y), m3);
+                    codes[16 + j] = _mm256_and_si256(_mm256_srli_epi16::<2>(y), m3);
+                    codes[24 + j] = _mm256_and_si256(y, m3);
+                }
+            }
+            TQ1 => {
+                // The digits are read from `q ^ 0x80` (see `tq1_digit256`).
+                // qs[0..32]: digit n of byte m is weight 32n + m.
+                let y = load_t8x8(p, off);
+                for (j, &y) in y.iter().enumerate() {
+                    let mut x = _mm256_xor_si256(y, x80);
+                    for n in 0..5 {
+                        codes[8 * n + j] = tq1_digit256(x);
+                        x = triple256(x);
+                    }
+                }
+                // qs[32..48]: digit n of byte m is weight 160 + 16n + m.
+                let z = load_t8x4(p, off + 32);
+                for (j, &z) in z.iter().enumerate() {
+                    let mut x = _mm256_xor_si256(z, x80);
+                    for n in 0..5 {
+                        codes[40 + 4 * n + j] = tq1_digit256(x);
+                        x = triple256(x);
+                    }
+                }
+                // qh[0..4]: digit n of byte m is weight 240 + 4n + m.
+                let h: [u32; ROWS] =
+                    core::array::from_fn(|i| (p[i].add(off + 48) as *const u32).read_unaligned());
+                let mut x = _mm256_xor_si256(load256(h.as_ptr() as *const u8), x80);
+                for n in 0..4 {
+                    codes[60 + n] = tq1_digit256(x);
+                    x = triple256(x);
+                }
+            }
+            _ => {
+                // Byte m: weight m in the low nibble, weight 16 + m in the high one.
+                let qo = if F == Q41 { 4 } else { 2 };
+                let z = load_t8x4(p, off + qo);
+                for (j, &z) in z.iter().enumerate() {
+                    codes[j] = _mm256_and_si256(z, m4);
+                    codes[4 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(z), m4);
+                }
+            }
+        }
+    }
+}
+
+/// The block's per-row scale (and Q4_1 minimum) for the eight rows.
+///
+/// # Safety
+/// Every row holds a whole block at `off`; the CPU supports AVX2 and F16C.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn scales<const F: u8>(p: &[*const u8; ROWS], off: usize) -> (__m256, __m256) {
+    // SAFETY: the scales lie inside the block at `off` (caller's contract).
+    unsafe {
+        match F {
+            TQ2 => (f16x8(p, off + 64), _mm256_setzero_ps()),
+            // I2_S has no block scale: (1 · d) · isum = d · isum exactly.
+            I2S => (_mm256_set1_ps(1.0), _mm256_setzero_ps()),
+            TQ1 => (f16x8(p, off + 52), _mm256_setzero_ps()),
+            Q41 => (f16x8(p, off), f16x8(p, off + 2)),
+            _ => (f16x8(p, off), _mm256_setzero_ps()),
+        }
+    }
+}
+
+/// Adds activation block `ab` of tokens `t0 .. t0 + T` times the decoded codes `c` to the
+/// tokens' accumulators `acc[0..T]`, with the scalar reference's per-block epilogue.
+///
+/// The 16-bit sums are exact: a pair sum is at most `2 · 2 · 128 = 512` in magnitude for
+/// ternary codes (32 groups: 16384) and `2 · 15 · 128 = 3840` for nibbles (8 groups: 30720).
+///
+/// # Safety
+/// `c` points to `groups(F)` vectors; tokens `t0 .. t0 + T` and block `ab` are inside `a`
+/// (checked by the caller); the CPU supports AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tokens<const F: u8, const T: usize>(
+    c: *const __m256i,
+    a: &ActBatch<'_>,
+    t0: usize,
+    ab: usize,
+    (dw, m): (__m256, __m256),
+    acc: &mut [__m256],
+) {
+    let k_n = groups(F);
+    let na = a.cols / a.block;
+    let q0 = a.qs.as_ptr().wrapping_add(t0 * a.cols + ab * 4 * k_n) as *const u8;
+    let mut s = [_mm256_setzero_si256(); T];
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: `c[0..k_n]` are the decoded codes and every activation read is inside token
+    // `t0 + t`'s block `ab` (caller's contract).
+    unsafe {
+        for k in 0..k_n {
+            let ck = c.add(k).read();
+            for (t, s) in s.iter_mut().enumerate() {
+                let q = (q0.add(t * a.cols + 4 * k) as *const i32).read_unaligned();
+                *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(ck, _mm256_set1_epi32(q)));
+            }
+        }
+        for (t, (s, acc)) in s.iter().zip(acc.iter_mut()).enumerate() {
+            let i = (t0 + t) * na + ab;
+            let d = _mm256_set1_ps(*a.d.get_unchecked(i));
+            let sum = *a.sums.get_unchecked(i);
+            let s = _mm256_madd_epi16(*s, ones);
+            let isum = match F {
+                TQ2 | I2S | TQ1 => _mm256_sub_epi32(s, _mm256_set1_epi32(sum)),
+                Q40 => _mm256_sub_epi32(s, _mm256_set1_epi32(8 * sum)),
+                _ => s,
+            };
+            let mut v = _mm256_mul_ps(_mm256_mul_ps(dw, d), _mm256_cvtepi32_ps(isum));
+            if F == Q41 {
+                v = _mm256_add_ps(
+                    v,
+                    _mm256_mul_ps(_mm256_mul_ps(m, d), _mm256_set1_ps(sum as f32)),
+                );
+            }
+            *acc = _mm256_add_ps(*acc, v);
+        }
+    }
+}
+
+/// The shared multi-token driver for format `F`: `out` is `[token][row]`.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm<const F: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &ActBatch<'_>,
+    out: &mut [f32],
+) {
+    let n = a.n;
+    if n == 0 {
+        return;
+    }
+    let rows = out.len() / n;
+    if rows == 0 {
+        return;
+    }
+    let bb = block_bytes(F);
+    let subs = act_blocks(F);
+    let k_n = groups(F);
+    let nb = row_bytes / bb;
+    // The same argument checks as the matrix-vector kernels, for every token.
+    assert!(w.len() >= rows * row_bytes, "weight slice too short");
+    assert_eq!(a.block, 4 * k_n, "activation block length");
+    let na = a.cols / a.block;
+    assert!(na >= nb * subs, "activation codes too short");
+    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
+    assert!(
+        a.d.len() >= n * na && a.sums.len() >= n * na,
+        "activation scales too short"
+    );
+    let mut codes = [_mm256_setzero_si256(); 64];
+    let mut acc = [_mm256_setzero_ps(); TOKENS];
+    let mut r = 0;
+    while r < rows {
+        let p = row_ptrs8(w, row_bytes, rows, r);
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = core::cmp::min(TOKENS, n - t0);
+            acc[..nt].fill(_mm256_setzero_ps());
+            for b in 0..nb {
+                let off = b * bb;
+                // SAFETY: every row of `w` holds `nb` blocks (checked above); prefetches of the
+                // next block never fault.
+                unsafe {
+                    if b + 1 < nb {
+                        for &pi in &p {
+                            _mm_prefetch::<_MM_HINT_T0>(pi.wrapping_add(off + bb) as *const i8);
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                pi.wrapping_add(off + 2 * bb - 1) as *const i8
+                            );
+                        }
+                    }
+                    decode::<F>(&p, off, &mut codes);
+                    let sc = scales::<F>(&p, off);
+                    for s in 0..subs {
+                        let ab = b * subs + s;
+                        let c = codes.as_ptr().add(s * k_n);
+                        let mut t = 0;
+                        while t + 8 <= nt {
+                            tokens::<F, 8>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            t += 8;
+                        }
+                        if t + 4 <= nt {
+                            tokens::<F, 4>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            t += 4;
+                        }
+                        if t + 2 <= nt {
+                            tokens::<F, 2>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            t += 2;
+                        }
+                        if t < nt {
+                            tokens::<F, 1>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                        }
+                    }
+                }
+            }
+            let nr = core::cmp::min(ROWS, rows - r);
+            for (t, v) in acc[..nt].iter().enumerate() {
+                // SAFETY: `__m256` and `[f32; 8]` have the same size and any bits are valid.
+                let v: [f32; 8] = unsafe { core::mem::transmute::<__m256, [f32; 8]>(*v) };
+                let o = (t0 + t) * rows + r;
+                out[o..o + nr].copy_from_slice(&v[..nr]);
+            }
+            t0 += nt;
+        }
+        r += ROWS;
+    }
+}

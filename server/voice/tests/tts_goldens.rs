@@ -1,0 +1,164 @@
+//! pocket-tts against the reference implementation (pocket-tts==4.0.1 on torch, run by
+//! `scripts/tts-goldens.sh`) on the same synthetic weights (`testdata/models/tts-tiny`, real
+//! tensor names and shapes): token ids and chunks exactly; every latent frame and every sample
+//! within 2e-3 of the reference's largest magnitude (float32 on both sides, different
+//! summation orders; temperature 0, so no noise).
+//!
+//! With `TRILLIM_TTS_MODEL` pointing at a downloaded kyutai/pocket-tts language directory
+//! (`model.safetensors`, `tokenizer.json`, `embeddings/`), `real_weights_speak` also speaks a
+//! sentence with the real weights and checks the audio is finite, bounded and not silent.
+
+use std::path::{Path, PathBuf};
+
+use trillim_core::Sequential;
+use trillim_runtime::safetensors;
+use trillim_voice::tts::TtsModel;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn floats(t: &safetensors::TensorView<'_>) -> Vec<f32> {
+    t.data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn close(what: &str, got: &[f32], want: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| (a - b).abs() > rel * scale);
+    assert!(
+        worst <= rel * scale && first.is_none(),
+        "{what}: worst difference {worst} exceeds {rel} × {scale} (first at {first:?})"
+    );
+}
+
+#[test]
+fn matches_reference() {
+    let dir = root().join("testdata/models/tts-tiny");
+    let gold = root().join("testdata/golden/tts");
+    let model = TtsModel::load(&dir).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gold.join("goldens.json")).unwrap()).unwrap();
+    for t in index["tokenizer"].as_array().unwrap() {
+        let text = t["text"].as_str().unwrap();
+        assert_eq!(
+            model.tokenizer.encode(text),
+            ids(&t["ids"]),
+            "tokens of {text:?}"
+        );
+    }
+    let mut opts = model.default_options();
+    opts.temperature = 0.0;
+    opts.eos_threshold = -4.0;
+    for case in index["cases"].as_array().unwrap() {
+        let id = case["id"].as_str().unwrap();
+        let text = case["text"].as_str().unwrap();
+        opts.max_tokens = case["max_tokens"].as_u64().unwrap() as usize;
+        assert_eq!(
+            model.tokenizer.encode(text),
+            ids(&case["tokens"]),
+            "{id}: tokens"
+        );
+        let chunks: Vec<String> = case["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(model.chunks(text, opts.max_tokens), chunks, "{id}: chunks");
+        let voice_path = dir.join(format!(
+            "embeddings/{}.safetensors",
+            case["voice"].as_str().unwrap()
+        ));
+        let voice = model.voice(&std::fs::read(voice_path).unwrap()).unwrap();
+        let (mut latents, mut audio) = (Vec::new(), Vec::new());
+        model.speak(&Sequential, &voice, text, &opts, &mut |c| {
+            latents.extend_from_slice(c.latent);
+            audio.extend_from_slice(c.audio);
+            true
+        });
+        let buf = std::fs::read(gold.join(format!("{id}.safetensors"))).unwrap();
+        let tensors = safetensors::parse(&buf).unwrap();
+        let get = |n: &str| floats(tensors.iter().find(|t| t.name == n).unwrap());
+        close(&format!("{id}: latents"), &latents, &get("latents"), 2e-3);
+        close(&format!("{id}: audio"), &audio, &get("audio"), 2e-3);
+    }
+}
+
+#[test]
+fn stops_when_the_listener_goes() {
+    let dir = root().join("testdata/models/tts-tiny");
+    let model = TtsModel::load(&dir).unwrap();
+    let voice = model
+        .voice(&std::fs::read(dir.join("embeddings/alba.safetensors")).unwrap())
+        .unwrap();
+    let mut frames = 0;
+    model.speak(
+        &Sequential,
+        &voice,
+        "Hello world. It is the end.",
+        &model.default_options(),
+        &mut |_| {
+            frames += 1;
+            frames < 3
+        },
+    );
+    assert_eq!(frames, 3);
+}
+
+#[test]
+fn refuses_voices_of_another_shape() {
+    let dir = root().join("testdata/models/tts-tiny");
+    let model = TtsModel::load(&dir).unwrap();
+    assert!(model.voice(b"not a safetensors file").is_err());
+    assert!(model
+        .voice(&std::fs::read(dir.join("model.safetensors")).unwrap())
+        .is_err());
+}
+
+#[test]
+fn real_weights_speak() {
+    let Some(dir) = std::env::var_os("TRILLIM_TTS_MODEL") else {
+        eprintln!("TRILLIM_TTS_MODEL is not set: skipping the real-weights test");
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let model = TtsModel::load(&dir).unwrap();
+    let voice = model
+        .voice(&std::fs::read(dir.join("embeddings/alba.safetensors")).unwrap())
+        .unwrap();
+    let mut audio = Vec::new();
+    model.speak(
+        &Sequential,
+        &voice,
+        "Hello world, this is a test.",
+        &model.default_options(),
+        &mut |c| {
+            audio.extend_from_slice(c.audio);
+            true
+        },
+    );
+    assert!(audio.len() > model.sample_rate() as usize / 2);
+    assert!(audio.iter().all(|x| x.is_finite() && x.abs() < 4.0));
+    let rms = (audio.iter().map(|x| x * x).sum::<f32>() / audio.len() as f32).sqrt();
+    assert!(rms > 1e-3, "silent: rms {rms}");
+}
