@@ -25,6 +25,7 @@ pub mod q4_k;
 pub mod q5;
 pub mod q5_k;
 pub mod q6_k;
+pub mod quantize;
 pub mod scalar;
 mod table;
 pub mod ternary_tiles;
@@ -57,3 +58,5 @@ pub use table::{
 mod tests;
 #[cfg(test)]
 mod tests_formats;
+#[cfg(test)]
+mod tests_quantize;

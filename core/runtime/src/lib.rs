@@ -2,7 +2,9 @@
 //! and kernel selection, a persistent thread pool, memory-mapped model loading and sessions.
 
 pub mod bench;
+pub mod convert;
 pub mod cpu;
+pub mod gguf_write;
 pub mod lora;
 pub mod model;
 pub mod pool;

@@ -191,6 +191,86 @@ impl Adapter {
     }
 }
 
+impl Adapter {
+    /// Writes this adapter (read with [`LoraQuant::None`]) as llama.cpp's GGUF LoRA adapter
+    /// for `model`: `blk.N.<proj>.weight.lora_a` (`rank × in`) and `lora_b` (`out × rank`), f32,
+    /// in the model's row order. One `adapter.lora.alpha` gives every pair its scale when
+    /// `scale × rank` is the same for all; otherwise each `B` is multiplied by its scale and
+    /// the alpha is left out (scale 1).
+    pub fn write_gguf<W: std::io::Write>(
+        &self,
+        model: &LoadedModel,
+        out: W,
+    ) -> Result<u64, crate::gguf_write::WriteError> {
+        use crate::gguf_write::{GgufWriter, TensorDecl, Value};
+        let mut pairs = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            for (p, pair) in layer.iter().enumerate() {
+                if let Some(pair) = pair {
+                    let w = model.weights.layers[l].projections()[p];
+                    pairs.push((l, p, *pair, w.rows, w.cols));
+                }
+            }
+        }
+        let alphas: Vec<f32> = pairs
+            .iter()
+            .map(|(_, _, x, ..)| x.scale * x.rank as f32)
+            .collect();
+        if pairs.iter().any(|(_, _, x, ..)| x.ty != WeightType::F32) {
+            return Err(crate::gguf_write::WriteError::Data(
+                "the adapter was loaded with bf16 matrices; load it with lora_quant none".into(),
+            ));
+        }
+        let first = alphas.first().copied().unwrap_or(0.0);
+        let uniform = alphas.iter().all(|&a| a == first) && first != 0.0;
+        let mut meta = vec![
+            (
+                "general.architecture".to_string(),
+                Value::Str(model.config.arch_name.to_string()),
+            ),
+            ("general.type".to_string(), Value::Str("adapter".into())),
+            ("adapter.type".to_string(), Value::Str("lora".into())),
+        ];
+        if uniform {
+            meta.push(("adapter.lora.alpha".to_string(), Value::F32(first)));
+        }
+        let mut decls = Vec::new();
+        for &(l, p, pair, rows, cols) in &pairs {
+            let g = PROJECTIONS[p].1;
+            decls.push(TensorDecl {
+                name: format!("blk.{l}.{g}.weight.lora_a"),
+                dims: vec![cols as u64, pair.rank as u64],
+                ty: WeightType::F32,
+            });
+            decls.push(TensorDecl {
+                name: format!("blk.{l}.{g}.weight.lora_b"),
+                dims: vec![pair.rank as u64, rows as u64],
+                ty: WeightType::F32,
+            });
+        }
+        let mut w = GgufWriter::new(out, &meta, &decls)?;
+        let size = w.file_size();
+        let f32s = |off: usize, n: usize| -> Vec<f32> {
+            self.bytes[off..off + 4 * n]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        for &(_, _, pair, rows, cols) in &pairs {
+            let a = f32s(pair.a, pair.rank * cols);
+            w.write(&a.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
+            let bt = f32s(pair.b, pair.rank * rows);
+            let mut b = transpose(&bt, pair.rank, rows);
+            if !uniform {
+                b.iter_mut().for_each(|v| *v *= pair.scale);
+            }
+            w.write(&b.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
+        }
+        w.finish()?;
+        Ok(size)
+    }
+}
+
 fn read_limited(path: &Path, limit: u64) -> std::io::Result<String> {
     use std::io::Read as _;
     let mut s = String::new();
@@ -343,6 +423,8 @@ fn to_f32(dtype: Dtype, data: &[u8]) -> Vec<f32> {
         Dtype::F32 => WeightType::F32,
         Dtype::F16 => WeightType::F16,
         Dtype::BF16 => WeightType::BF16,
+        // `safetensors::parse` hands out float tensors only.
+        Dtype::U8 | Dtype::I8 => unreachable!("byte tensors are refused by parse"),
         Dtype::I64 => unreachable!("integer tensors are refused before conversion"),
     };
     let mut out = vec![0f32; data.len() / dtype.size()];

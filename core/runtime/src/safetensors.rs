@@ -17,6 +17,10 @@ pub enum Dtype {
     F16,
     /// bfloat16.
     BF16,
+    /// Unsigned bytes (BitNet's packed ternary weights).
+    U8,
+    /// Signed bytes.
+    I8,
     /// Signed 64-bit integers (positions and counters beside the weights).
     I64,
 }
@@ -27,6 +31,7 @@ impl Dtype {
         match self {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::U8 | Dtype::I8 => 1,
             Dtype::I64 => 8,
         }
     }
@@ -38,6 +43,9 @@ pub enum SafetensorsError {
     /// Shorter than its 8-byte header length.
     #[error("the file is too short to be safetensors ({0} bytes)")]
     TooShort(usize),
+    /// Reading the file failed.
+    #[error("cannot read the file: {0}")]
+    Io(String),
     /// The header length is larger than the file or the limit.
     #[error("the header length {len} does not fit the file of {file} bytes")]
     HeaderLength {
@@ -72,28 +80,54 @@ pub struct TensorView<'a> {
     pub data: &'a [u8],
 }
 
-/// The tensors of a safetensors buffer, in header order (`__metadata__` skipped).
-///
-/// Dtypes other than F32, F16, BF16 and I64 are refused, naming the tensor and dtype.
-pub fn parse(buf: &[u8]) -> Result<Vec<TensorView<'_>>, SafetensorsError> {
-    let Some(len_bytes) = buf.get(..8) else {
-        return Err(SafetensorsError::TooShort(buf.len()));
-    };
-    let mut lb = [0u8; 8];
-    lb.copy_from_slice(len_bytes);
-    let len = u64::from_le_bytes(lb);
-    let header_end = usize::try_from(len)
-        .ok()
-        .filter(|&l| l <= MAX_HEADER)
-        .and_then(|l| l.checked_add(8))
-        .filter(|&e| e <= buf.len())
+/// One tensor's entry in a header: where its bytes lie relative to the data section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// Its name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape, outermost first.
+    pub shape: Vec<usize>,
+    /// First byte, from the start of the data section.
+    pub begin: u64,
+    /// One past the last byte (`end − begin` is exactly `product(shape) × dtype.size()`).
+    pub end: u64,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn elems(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A header read from the front of a file: its tensors and where the data section starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Offset of the data section in the file (8 + the header's length).
+    pub data_start: u64,
+    /// The tensors, in header order (`__metadata__` skipped).
+    pub tensors: Vec<TensorInfo>,
+}
+
+/// Checks the 8-byte length prefix of a file of `file_len` bytes and returns the header's
+/// end (the data section's start).
+pub fn header_end(prefix: [u8; 8], file_len: u64) -> Result<u64, SafetensorsError> {
+    let len = u64::from_le_bytes(prefix);
+    len.checked_add(8)
+        .filter(|&e| len <= MAX_HEADER as u64 && e <= file_len)
         .ok_or(SafetensorsError::HeaderLength {
             len,
-            file: buf.len(),
-        })?;
-    let data = &buf[header_end..];
-    let header: serde_json::Value = serde_json::from_slice(&buf[8..header_end])
-        .map_err(|e| SafetensorsError::Header(e.to_string()))?;
+            file: usize::try_from(file_len).unwrap_or(usize::MAX),
+        })
+}
+
+/// Parses a header's JSON against a data section of `data_len` bytes: every dtype, shape and
+/// byte range is checked, so each [`TensorInfo`] lies inside the data.
+pub fn parse_header(json: &[u8], data_len: u64) -> Result<Vec<TensorInfo>, SafetensorsError> {
+    let header: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| SafetensorsError::Header(e.to_string()))?;
     let serde_json::Value::Object(entries) = header else {
         return Err(SafetensorsError::Header("not a JSON object".into()));
     };
@@ -106,24 +140,73 @@ pub fn parse(buf: &[u8]) -> Result<Vec<TensorView<'_>>, SafetensorsError> {
             name: name.clone(),
             why,
         };
-        out.push(tensor(name, entry, data).map_err(bad)?);
+        out.push(tensor_info(name, entry, data_len).map_err(bad)?);
     }
     Ok(out)
 }
 
-fn tensor<'a>(
-    name: &str,
-    entry: &serde_json::Value,
-    data: &'a [u8],
-) -> Result<TensorView<'a>, String> {
+/// Reads and checks the header at the front of `file` (the data is not read).
+pub fn read_header(file: &std::fs::File) -> Result<Header, SafetensorsError> {
+    use std::io::Read as _;
+    let io = |e: std::io::Error| SafetensorsError::Io(e.to_string());
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut r = file;
+    let mut prefix = [0u8; 8];
+    if file_len < 8 {
+        return Err(SafetensorsError::TooShort(file_len as usize));
+    }
+    r.read_exact(&mut prefix).map_err(io)?;
+    let data_start = header_end(prefix, file_len)?;
+    let mut json = vec![0u8; (data_start - 8) as usize];
+    r.read_exact(&mut json).map_err(io)?;
+    let tensors = parse_header(&json, file_len - data_start)?;
+    Ok(Header {
+        data_start,
+        tensors,
+    })
+}
+
+/// The tensors of a safetensors buffer, in header order (`__metadata__` skipped).
+///
+/// Dtypes other than F32, F16, BF16 and I64 are refused, naming the tensor and dtype.
+pub fn parse(buf: &[u8]) -> Result<Vec<TensorView<'_>>, SafetensorsError> {
+    let Some(len_bytes) = buf.get(..8) else {
+        return Err(SafetensorsError::TooShort(buf.len()));
+    };
+    let mut lb = [0u8; 8];
+    lb.copy_from_slice(len_bytes);
+    let header_end = header_end(lb, buf.len() as u64)? as usize;
+    let data = &buf[header_end..];
+    let infos = parse_header(&buf[8..header_end], data.len() as u64)?;
+    let mut out = Vec::with_capacity(infos.len());
+    for t in infos {
+        if !matches!(t.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::I64) {
+            return Err(SafetensorsError::Tensor {
+                name: t.name,
+                why: format!("dtype {:?} is not supported (F32, F16, BF16, I64)", t.dtype),
+            });
+        }
+        out.push(TensorView {
+            data: &data[t.begin as usize..t.end as usize],
+            name: t.name,
+            dtype: t.dtype,
+            shape: t.shape,
+        });
+    }
+    Ok(out)
+}
+
+fn tensor_info(name: &str, entry: &serde_json::Value, data_len: u64) -> Result<TensorInfo, String> {
     let dtype = match entry.get("dtype").and_then(|v| v.as_str()) {
         Some("F32") => Dtype::F32,
         Some("F16") => Dtype::F16,
         Some("BF16") => Dtype::BF16,
+        Some("U8") => Dtype::U8,
+        Some("I8") => Dtype::I8,
         Some("I64") => Dtype::I64,
         Some(other) => {
             return Err(format!(
-                "dtype {other} is not supported (F32, F16, BF16, I64)"
+                "dtype {other} is not supported (F32, F16, BF16, U8, I8, I64)"
             ))
         }
         None => return Err("no dtype".into()),
@@ -133,14 +216,14 @@ fn tensor<'a>(
         .and_then(|v| v.as_array())
         .ok_or("no shape")?;
     let mut shape = Vec::with_capacity(dims.len());
-    let mut elems: usize = 1;
+    let mut elems: u64 = 1;
     for d in dims {
         let d = d
             .as_u64()
-            .and_then(|d| usize::try_from(d).ok())
+            .filter(|&d| usize::try_from(d).is_ok())
             .ok_or("a dimension is not a non-negative integer")?;
         elems = elems.checked_mul(d).ok_or("the shape overflows")?;
-        shape.push(d);
+        shape.push(d as usize);
     }
     let offs = entry
         .get("data_offsets")
@@ -150,18 +233,17 @@ fn tensor<'a>(
     let off = |i: usize| {
         offs[i]
             .as_u64()
-            .and_then(|o| usize::try_from(o).ok())
             .ok_or("data_offsets are not non-negative integers")
     };
     let (begin, end) = (off(0)?, off(1)?);
-    if begin > end || end > data.len() {
+    if begin > end || end > data_len {
         return Err(format!(
-            "data_offsets [{begin}, {end}] lie outside the {} data bytes",
-            data.len()
+            "data_offsets [{begin}, {end}] lie outside the {data_len} data bytes"
         ));
     }
     let want = elems
-        .checked_mul(dtype.size())
+        .checked_mul(dtype.size() as u64)
+        .filter(|&w| usize::try_from(w).is_ok())
         .ok_or("the shape overflows")?;
     if end - begin != want {
         return Err(format!(
@@ -169,11 +251,12 @@ fn tensor<'a>(
             end - begin
         ));
     }
-    Ok(TensorView {
+    Ok(TensorInfo {
         name: name.to_string(),
         dtype,
         shape,
-        data: &data[begin..end],
+        begin,
+        end,
     })
 }
 

@@ -60,23 +60,26 @@ pub struct OwnedTokenizer {
     meta: TokenizerMeta,
 }
 
-impl OwnedTokenizer {
-    /// Loads `tokenizer.json` and, if given, `tokenizer_config.json` (for BOS/EOS and
-    /// `add_bos_token`/`add_eos_token`).
-    pub fn from_files(
-        tokenizer: &Path,
-        config: Option<&Path>,
-    ) -> Result<OwnedTokenizer, TokenizerJsonError> {
-        let t = std::fs::read_to_string(tokenizer)?;
-        let c = config.map(std::fs::read_to_string).transpose()?;
-        Self::from_json(&t, c.as_deref())
-    }
+/// A `tokenizer.json` vocabulary as GGUF stores one: tokens by id with their types (absent ids
+/// are empty and unused), merges, SentencePiece scores and the settings.
+#[derive(Debug, Clone)]
+pub struct Vocabulary {
+    /// Token strings and types, by id.
+    pub tokens: Vec<(String, TokenType)>,
+    /// Merges, best first.
+    pub merges: Vec<(String, String)>,
+    /// Scores by id (SentencePiece; zeros for byte-level BPE).
+    pub scores: Vec<f32>,
+    /// Model kind, pre-tokenizer, special tokens and flags.
+    pub config: VocabConfig,
+}
 
+impl Vocabulary {
     /// Parses the text of `tokenizer.json` (and optionally `tokenizer_config.json`).
     pub fn from_json(
         tokenizer_json: &str,
         tokenizer_config: Option<&str>,
-    ) -> Result<OwnedTokenizer, TokenizerJsonError> {
+    ) -> Result<Vocabulary, TokenizerJsonError> {
         let j: Value = serde_json::from_str(tokenizer_json)?;
         let cfg_json: Option<Value> = tokenizer_config.map(serde_json::from_str).transpose()?;
         let model = &j["model"];
@@ -277,25 +280,52 @@ impl OwnedTokenizer {
             }
         }
 
+        let tokens = by_id
+            .into_iter()
+            .map(|t| match t {
+                Some((s, TokenType::Normal)) if kind == ModelKind::Spm && is_byte_token(&s) => {
+                    (s, TokenType::Byte)
+                }
+                Some(t) => t,
+                None => (String::new(), TokenType::Unused),
+            })
+            .collect();
+        Ok(Vocabulary {
+            tokens,
+            merges,
+            scores,
+            config,
+        })
+    }
+}
+
+impl OwnedTokenizer {
+    /// Loads `tokenizer.json` and, if given, `tokenizer_config.json` (for BOS/EOS and
+    /// `add_bos_token`/`add_eos_token`).
+    pub fn from_files(
+        tokenizer: &Path,
+        config: Option<&Path>,
+    ) -> Result<OwnedTokenizer, TokenizerJsonError> {
+        let t = std::fs::read_to_string(tokenizer)?;
+        let c = config.map(std::fs::read_to_string).transpose()?;
+        Self::from_json(&t, c.as_deref())
+    }
+
+    /// Parses the text of `tokenizer.json` (and optionally `tokenizer_config.json`).
+    pub fn from_json(
+        tokenizer_json: &str,
+        tokenizer_config: Option<&str>,
+    ) -> Result<OwnedTokenizer, TokenizerJsonError> {
+        let v = Vocabulary::from_json(tokenizer_json, tokenizer_config)?;
+        let (by_id, merges, scores, config) = (v.tokens, v.merges, v.scores, v.config);
         // Strings in one buffer.
         let mut blob = Vec::new();
         let mut entries = Vec::with_capacity(by_id.len());
-        for (i, t) in by_id.iter().enumerate() {
+        for (i, (s, ty)) in by_id.iter().enumerate() {
             let start = blob.len();
-            let ty = match t {
-                Some((s, ty)) => {
-                    blob.extend_from_slice(s.as_bytes());
-                    if kind == ModelKind::Spm && *ty == TokenType::Normal && is_byte_token(s) {
-                        TokenType::Byte
-                    } else {
-                        *ty
-                    }
-                }
-                None => TokenType::Unused,
-            };
-            entries.push((start, blob.len(), ty, scores[i]));
+            blob.extend_from_slice(s.as_bytes());
+            entries.push((start, blob.len(), *ty, scores[i]));
         }
-        drop(lookup);
         let src = JsonVocab {
             blob: &blob,
             entries: &entries,
