@@ -28,6 +28,8 @@ step "dependency policy (deny.toml: licenses, duplicate versions, sources)"
 if ! command -v cargo-deny >/dev/null 2>&1; then
     cargo install --locked cargo-deny
 fi
+# The check reads the metadata of every platform's dependencies: fetch them all first.
+cargo fetch --locked
 cargo deny --offline check licenses bans sources
 
 step "Rust tests"
