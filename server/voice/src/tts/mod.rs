@@ -230,43 +230,23 @@ impl TtsModel {
     }
 }
 
-/// A small seeded generator for the flow noise (xoshiro256**, Box–Muller normals).
+/// Seeded normals for the flow noise: Box–Muller over the sampler's xoshiro256** stream.
 #[derive(Debug, Clone)]
 struct Rng {
-    s: [u64; 4],
+    bits: trillim_core::sampler::Rng,
     spare: Option<f32>,
 }
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        let mut z = seed;
-        let mut next = || {
-            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut x = z;
-            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            x ^ (x >> 31)
-        };
         Rng {
-            s: [next(), next(), next(), next()],
+            bits: trillim_core::sampler::Rng::new(seed),
             spare: None,
         }
     }
 
-    fn next_u64(&mut self) -> u64 {
-        let r = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = self.s[1] << 17;
-        self.s[2] ^= self.s[0];
-        self.s[3] ^= self.s[1];
-        self.s[1] ^= self.s[2];
-        self.s[0] ^= self.s[3];
-        self.s[2] ^= t;
-        self.s[3] = self.s[3].rotate_left(45);
-        r
-    }
-
     fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        ((self.bits.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 
     fn normal(&mut self) -> f32 {
