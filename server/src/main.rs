@@ -11,6 +11,7 @@ mod http;
 mod hub;
 mod metrics;
 mod openai;
+mod quantize;
 mod registry;
 mod state;
 mod store;
@@ -55,6 +56,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a web search and print the message the search harness would give the model.
     Search(harness::cli::SearchArgs),
+    /// Convert a Hugging Face checkpoint (or a PEFT adapter) into GGUF, into the store.
+    Quantize(quantize::QuantizeArgs),
 }
 
 fn main() {
@@ -79,6 +82,7 @@ fn main() {
         Command::Speak(a) => engines::tts::cli::speak(a),
         Command::Bench(a) => bench::run(a),
         Command::Search(a) => harness::cli::search_command(a),
+        Command::Quantize(a) => quantize::run(a),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

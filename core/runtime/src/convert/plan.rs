@@ -261,8 +261,14 @@ impl Plan {
                 ty.name()
             )));
         }
-        // Embeddings: ternary outputs keep them in f16 (as llama.cpp's TQ mixes).
-        let embd_ty = if ty.is_ternary() { WeightType::F16 } else { ty };
+        // Embeddings (and the output matrix, which shares their precision): f16 beside
+        // ternary projections (as llama.cpp's TQ mixes), Q8_0 beside 4-bit ones (as
+        // llama.cpp's Q4_0/Q4_1 files keep them: the output matrix is the most sensitive).
+        let embd_ty = match ty {
+            t if t.is_ternary() => WeightType::F16,
+            WeightType::Q4_0 | WeightType::Q4_1 => WeightType::Q8_0,
+            t => t,
+        };
         let mut p = Plan {
             items: Vec::new(),
             ty,
@@ -536,6 +542,7 @@ impl Plan {
         let mut out = Vec::new();
         let mut done = 0u64;
         for it in &self.items {
+            let base = done;
             let rb = it.ty.row_bytes(it.cols).expect("checked in push");
             let rows_per = (CHUNK_BYTES / (it.cols * 4)).max(1);
             let mut r0 = 0;
@@ -561,7 +568,8 @@ impl Plan {
                         let quarter = it.rows / 4;
                         let (block, p0) = (r0 / quarter, r0 % quarter);
                         ckpt.read_bytes(name, (p0 * it.cols) as u64, &mut bytes, n * it.cols)?;
-                        done += bytes.len() as u64;
+                        // Each packed byte is read once per row block: a quarter each time.
+                        done = base + ((r0 + n) * it.cols / 4) as u64;
                         vals.clear();
                         for &b in &bytes {
                             let code = (b >> (2 * block)) & 3;
