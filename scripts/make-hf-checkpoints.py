@@ -5,6 +5,7 @@ built from GGUF models whose goldens come from independent implementations.
     scripts/make-hf-checkpoints.py smollm2 SmolLM2-135M-Instruct.Q4_1.gguf OUT_DIR
     scripts/make-hf-checkpoints.py bitnet  tiny-b158-i2_s.gguf OUT_DIR
     scripts/make-hf-checkpoints.py bitnet-2b4t DONOR.gguf OUT_DIR   # random weights, 2B4T's shapes
+    scripts/make-hf-checkpoints.py tokenizer MODEL.gguf OUT_DIR       # tokenizer files only
 
 smollm2: `LlamaForCausalLM`, every tensor dequantized (gguf-py) to float32 (norms float16),
   q_proj/k_proj rows put back into Hugging Face's rotate-half order (the inverse of llama.cpp's
@@ -324,6 +325,9 @@ def main():
         smollm2(sys.argv[2], sys.argv[3])
     elif kind == "bitnet" and len(sys.argv) == 4:
         bitnet(sys.argv[2], sys.argv[3])
+    elif kind == "tokenizer" and len(sys.argv) == 4:
+        os.makedirs(sys.argv[3], exist_ok=True)
+        write_tokenizer(read_gguf(sys.argv[2])[0], sys.argv[3])
     elif kind == "bitnet-2b4t" and len(sys.argv) == 4:
         bitnet_2b4t(sys.argv[3], sys.argv[2])
     else:

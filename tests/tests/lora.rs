@@ -199,3 +199,116 @@ fn bad_adapters_are_refused_clearly() {
     let none = refused("gguf/..");
     assert!(none.contains("no adapter found"), "{none}");
 }
+
+/// A copy of the PEFT fixture with SmolLM2's own tokenizer files beside it
+/// (`scripts/make-hf-checkpoints.sh tokenizer`), changed by `edit`.
+fn peft_with_files(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lora-files-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(fixtures().join("peft")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let ok = Command::new("bash")
+        .arg(repo_root().join("scripts/make-hf-checkpoints.sh"))
+        .arg("tokenizer")
+        .arg(smollm2_path())
+        .arg(&dir)
+        .status()
+        .expect("run scripts/make-hf-checkpoints.sh")
+        .success();
+    assert!(ok, "scripts/make-hf-checkpoints.sh tokenizer failed");
+    edit(&dir);
+    dir
+}
+
+fn template_of(dir: &Path) -> Result<Option<String>, String> {
+    let model = open(&smollm2_path());
+    Adapter::open(dir, &model, LoraQuant::None)
+        .map(|a| a.chat_template)
+        .map_err(|e| e.to_string())
+}
+
+/// The model's own tokenizer files beside an adapter change nothing; a chat template there
+/// replaces the model's (`lora_chat_template.jinja` over `chat_template.jinja` over the
+/// tokenizer config's), and a GGUF adapter written from it carries the template along.
+#[test]
+fn an_adapter_brings_its_chat_template() {
+    let model_template = {
+        let m = open(&smollm2_path());
+        m.gguf()
+            .get_str("tokenizer.chat_template")
+            .unwrap()
+            .to_string()
+    };
+    let same = peft_with_files("same", |_| {});
+    assert_eq!(
+        template_of(&same).unwrap().as_deref(),
+        Some(&*model_template)
+    );
+
+    let custom = "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}";
+    let jinja = peft_with_files("jinja", |d| {
+        std::fs::write(d.join("chat_template.jinja"), custom).unwrap();
+    });
+    assert_eq!(template_of(&jinja).unwrap().as_deref(), Some(custom));
+    let lora_jinja = peft_with_files("lora-jinja", |d| {
+        std::fs::write(d.join("chat_template.jinja"), "ignored").unwrap();
+        std::fs::write(d.join("lora_chat_template.jinja"), custom).unwrap();
+    });
+    assert_eq!(template_of(&lora_jinja).unwrap().as_deref(), Some(custom));
+
+    // Written as a GGUF adapter (what `trillim quantize --adapter` does), the template and the
+    // matrices come back as they were.
+    let model = open(&smollm2_path());
+    let a = Adapter::open(&jinja, &model, LoraQuant::None).unwrap();
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lora-written.gguf");
+    let mut out = Vec::new();
+    a.write_gguf(&model, &mut out).unwrap();
+    std::fs::write(&path, &out).unwrap();
+    let back = Adapter::open(&path, &model, LoraQuant::None).unwrap();
+    assert_eq!(back.chat_template.as_deref(), Some(custom));
+    let (x, y) = (
+        logits(&with_adapter(
+            open(&smollm2_path()),
+            &jinja,
+            LoraQuant::None,
+        )),
+        logits(&with_adapter(open(&smollm2_path()), &path, LoraQuant::None)),
+    );
+    assert_eq!(
+        x, y,
+        "the written GGUF adapter computes what the PEFT one does"
+    );
+}
+
+/// Tokenizer files that describe another vocabulary, or other special tokens, are refused
+/// with a message that names the difference.
+#[test]
+fn an_adapter_that_changes_the_tokenizer_is_refused() {
+    let renamed = peft_with_files("renamed", |d| {
+        let p = d.join("tokenizer.json");
+        let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let vocab = j["model"]["vocab"].as_object_mut().unwrap();
+        let id = vocab
+            .remove("hello")
+            .expect("'hello' is in SmolLM2's vocabulary");
+        vocab.insert("howdy".into(), id);
+        std::fs::write(&p, j.to_string()).unwrap();
+    });
+    let e = template_of(&renamed).unwrap_err();
+    assert!(
+        e.contains("another vocabulary") && e.contains("howdy"),
+        "{e}"
+    );
+
+    let eos = peft_with_files("eos", |d| {
+        let p = d.join("tokenizer_config.json");
+        let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        j["eos_token"] = "<|endoftext|>".into();
+        std::fs::write(&p, j.to_string()).unwrap();
+    });
+    let e = template_of(&eos).unwrap_err();
+    assert!(e.contains("eos_token") && e.contains("<|im_end|>"), "{e}");
+}

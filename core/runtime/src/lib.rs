@@ -1,6 +1,7 @@
 //! std glue shared by trillim's shells (the server and the firmware): CPU feature detection
 //! and kernel selection, a persistent thread pool, memory-mapped model loading and sessions.
 
+pub mod adapter_files;
 pub mod bench;
 pub mod convert;
 pub mod cpu;

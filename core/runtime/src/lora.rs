@@ -111,6 +111,16 @@ pub struct Adapter {
     pub pairs: usize,
     /// Largest rank of its pairs.
     pub max_rank: usize,
+    /// The chat template it brings (see [`crate::adapter_files`]), which replaces the model's.
+    pub chat_template: Option<String>,
+}
+
+/// `tokenizer.chat_template` of a GGUF adapter's bytes.
+fn gguf_chat_template(bytes: &[u8]) -> Option<String> {
+    Gguf::parse(bytes)
+        .ok()?
+        .get_str("tokenizer.chat_template")
+        .map(str::to_string)
 }
 
 /// A row-major matrix read from the adapter file, as `f32`.
@@ -146,6 +156,7 @@ impl Adapter {
             let p = p.to_path_buf();
             move |cause| AdapterError::Io { path: p, cause }
         };
+        let mut gguf_template = None;
         let read = if path.is_dir() {
             let st = path.join("adapter_model.safetensors");
             if st.is_file() {
@@ -168,13 +179,24 @@ impl Adapter {
                     )));
                 };
                 let bytes = std::fs::read(one).map_err(io(one))?;
+                gguf_template = gguf_chat_template(&bytes);
                 read_gguf(&bytes, model, path)?
             }
         } else {
             let bytes = std::fs::read(path).map_err(io(path))?;
+            gguf_template = gguf_chat_template(&bytes);
             read_gguf(&bytes, model, path)?
         };
-        pack(read, &model.config, &model.weights, quant, path)
+        // Files beside the matrices win over a template inside a GGUF adapter.
+        let chat_template = if path.is_dir() {
+            crate::adapter_files::chat_template(path, &model.gguf())?
+        } else {
+            None
+        }
+        .or(gguf_template);
+        let mut a = pack(read, &model.config, &model.weights, quant, path)?;
+        a.chat_template = chat_template;
+        Ok(a)
     }
 
     /// The view the forward pass reads.
@@ -233,6 +255,9 @@ impl Adapter {
         ];
         if uniform {
             meta.push(("adapter.lora.alpha".to_string(), Value::F32(first)));
+        }
+        if let Some(t) = &self.chat_template {
+            meta.push(("tokenizer.chat_template".to_string(), Value::Str(t.clone())));
         }
         let mut decls = Vec::new();
         for &(l, p, pair, rows, cols) in &pairs {
@@ -665,6 +690,7 @@ fn pack(
         format: read.format,
         pairs,
         max_rank,
+        chat_template: None,
     })
 }
 

@@ -146,11 +146,13 @@ pub fn prepare_adapted(
         tracing::info!("{}: ternary tiles {}", gguf.display(), model.tile_source);
     }
     let tok = Tokenizer::new(model.clone())?;
-    let template = ChatTemplate::new(
-        model.gguf().get_str("tokenizer.chat_template"),
-        &tok.bos_text(),
-        &tok.eos_text(),
-    )?;
+    // An adapter's own chat template (a fine-tune's format) replaces the model's.
+    let meta = model.gguf();
+    let source = model
+        .adapter()
+        .and_then(|a| a.chat_template.as_deref())
+        .or_else(|| meta.get_str("tokenizer.chat_template"));
+    let template = ChatTemplate::new(source, &tok.bos_text(), &tok.eos_text())?;
     let ctx = match ctx {
         Some(c) if c < 16 => return Err(PrepareError::Ctx(c)),
         Some(c) => c.min(model.config.train_ctx.max(16)),
