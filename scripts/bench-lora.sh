@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Decode and prefill speed of SmolLM2-135M with PEFT adapters of rank 8, 16 and 64 on every
-# layer and all seven projections, against no adapter (`trillim bench`, 2 threads).
-#     scripts/bench-lora.sh [THREADS]
+# Decode and prefill speed of a model (default SmolLM2-135M) with PEFT adapters of rank 8, 16
+# and 64 on every layer and all seven projections, against no adapter (`trillim bench`, 2
+# threads).
+#     scripts/bench-lora.sh [THREADS] [MODEL.gguf]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 threads="${1:-2}"
-model="$(bash scripts/fetch-test-model.sh)"
-dir="${XDG_CACHE_HOME:-$HOME/.cache}/trillim/lora-bench"
+model="${2:-$(bash scripts/fetch-test-model.sh)}"
+dir="${XDG_CACHE_HOME:-$HOME/.cache}/trillim/lora-bench-$(basename "$model" .gguf)"
 if [ ! -f "$dir/complete" ]; then
     rm -rf "$dir"
     bash scripts/make-lora-fixtures.sh "$model" "$dir" --bench

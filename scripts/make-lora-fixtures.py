@@ -139,9 +139,10 @@ def main():
     model, out = sys.argv[1], sys.argv[2]
     bench = "--bench" in sys.argv[3:]
     reader = gguf.GGUFReader(model)
-    n_head = int(reader.fields["llama.attention.head_count"].contents())
-    n_kv = int(reader.fields["llama.attention.head_count_kv"].contents())
-    n_layers = int(reader.fields["llama.block_count"].contents())
+    arch = reader.fields["general.architecture"].contents()
+    n_head = int(reader.fields[f"{arch}.attention.head_count"].contents())
+    n_kv = int(reader.fields[f"{arch}.attention.head_count_kv"].contents())
+    n_layers = int(reader.fields[f"{arch}.block_count"].contents())
     os.makedirs(out, exist_ok=True)
     if bench:
         for r in (8, 16, 64):
