@@ -261,7 +261,6 @@ impl ChatTemplate<'_> {
                         && m.content.ends_with("</tool_response>"))
             })
             .unwrap_or(messages.len().saturating_sub(1));
-        let nl = |s: &str| s.trim_start_matches('\n');
         for (i, m) in messages.iter().enumerate() {
             let last = i + 1 == messages.len();
             match m.role {
@@ -306,6 +305,11 @@ impl ChatTemplate<'_> {
         }
         Ok(())
     }
+}
+
+/// Python's `str.lstrip('\n')`.
+fn nl(s: &str) -> &str {
+    s.trim_start_matches('\n')
 }
 
 /// Python's `str.strip()` (Jinja's `trim`): removes whitespace as Python defines it.
