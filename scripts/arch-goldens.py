@@ -49,6 +49,13 @@ CHATS = [
     ([{"role": "user", "content": "2+2?"},
       {"role": "assistant", "content": "<think>\nEasy.\n</think>\n\n4"},
       {"role": "user", "content": "And 3+3?"}], True),
+    # Tool results become one user turn of <tool_response> blocks; unknown roles are dropped.
+    ([{"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": "Checking."},
+      {"role": "tool", "content": "{\"temp\": 20}"},
+      {"role": "tool", "content": "{\"rain\": false}"},
+      {"role": "developer", "content": "Be brief."},
+      {"role": "user", "content": "Thanks"}], True),
 ]
 
 EXTRA_TEXTS = [

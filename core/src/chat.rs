@@ -435,6 +435,13 @@ mod tests {
             ChatTemplate::detect(Some("{{ messages }}")),
             Err(ChatError::UnsupportedTemplate)
         );
+        // ChatML with reasoning rules other than Qwen 3's (QwQ's opens a think block in the
+        // generation prompt) is not guessed at.
+        let qwq = "{{ '<|im_start|>' + message.role + '\\n' + message.content.split('</think>')[-1] + '<|im_end|>' }}{{ '<|im_start|>assistant\\n<think>\\n' }}";
+        assert_eq!(
+            ChatTemplate::detect(Some(qwq)),
+            Err(ChatError::UnsupportedTemplate)
+        );
         let t = ChatTemplate::detect(None).unwrap();
         let mut buf = [0u8; 10];
         assert_eq!(

@@ -101,6 +101,8 @@ fn tokenizer_matches_llama_cpp() {
         assert_eq!(gguf.get_str("tokenizer.ggml.pre"), Some("qwen2"));
         let mut mem = vec![0u32; Tokenizer::mem_words_for_gguf(&gguf).unwrap()];
         let tok = Tokenizer::from_gguf(&gguf, &mut mem).unwrap();
+        // <|endoftext|> and <|im_end|> end generation, <|im_start|> does not.
+        assert!(tok.is_eog(5117) && tok.is_eog(5119) && !tok.is_eog(5118));
         let encode = |text: &str| {
             let mut out = vec![0u32; tok.max_tokens(text)];
             let n = tok.encode(text, true, true, &mut out).unwrap();
