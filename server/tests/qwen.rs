@@ -61,6 +61,7 @@ fn chat_follows_llama_cpp_greedy() {
         let mut mem = vec![0u32; Tokenizer::mem_words_for_gguf(&gguf).unwrap()];
         let tok = Tokenizer::from_gguf(&gguf, &mut mem).unwrap();
         let s = serve(&file);
+        let (mut cases, mut checked) = (0, 0);
         // The chat cases, whose prompts are the model's template rendered by jinja2.
         for case in golden["greedy"].as_array().unwrap() {
             let Some(messages) = case.get("messages") else {
@@ -80,6 +81,7 @@ fn chat_follows_llama_cpp_greedy() {
             let steps = (0..want.len())
                 .find(|&k| lp(&t1[k]) - lp(&t2[k]) <= 0.75)
                 .unwrap_or(want.len() - 1);
+            cases += 1;
             let body = json!({"model": "qwen", "messages": messages, "temperature": 0,
                               "max_tokens": steps + 1, "logprobs": true, "top_logprobs": 2});
             let (st, v) = s.post("/v1/chat/completions", &body);
@@ -105,6 +107,7 @@ fn chat_follows_llama_cpp_greedy() {
                 let (a, b) = (lp(&top[0]["logprob"]), lp(&top[1]["logprob"]));
                 assert!((a - lp(&t1[k])).abs() < 0.4, "{name}: step {k} best {a}");
                 assert!((b - lp(&t2[k])).abs() < 0.4, "{name}: step {k} second {b}");
+                checked += 1;
                 if k == steps {
                     break;
                 }
@@ -120,5 +123,7 @@ fn chat_follows_llama_cpp_greedy() {
                 assert!(d < 0.4, "{name}: step {k} logprob off by {d}");
             }
         }
+        println!("{name}: {cases} chats, {checked} steps agree with llama.cpp");
+        assert!(cases == 2 && checked >= cases, "{name}");
     }
 }
