@@ -4,6 +4,7 @@
 # prints each file's path. Files are cached under ~/.cache/trillim/quant/.
 #
 #   scripts/quant-models.sh [TYPE...]   (default: every type the tests use)
+#   scripts/quant-models.sh --tool      builds the reference tool only and prints its path
 #
 # The quantizer is scripts/quant-ref.cpp linked against llama.cpp's library (built once by
 # scripts/build-llama-bench.sh with TARGET=llama; the library alone, a few minutes on 2 cores).
@@ -16,13 +17,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 types=("$@")
-[ ${#types[@]} -gt 0 ] || types=(Q4_K_M Q4_K_S Q5_K_M Q6_K Q3_K_M Q2_K Q2_K-pure Q5_0 Q5_1 IQ4_NL IQ4_XS BF16)
+tool_only=0
+if [ "${1:-}" = --tool ]; then
+    tool_only=1
+    types=()
+fi
+[ ${#types[@]} -gt 0 ] || [ $tool_only = 1 ] || types=(Q4_K_M Q4_K_S Q5_K_M Q6_K Q3_K_M Q2_K Q2_K-pure Q5_0 Q5_1 IQ4_NL IQ4_XS BF16)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/trillim/quant"
 mkdir -p "$cache"
 # The tests call this script from parallel threads: one caller at a time builds and quantizes.
 exec 9>"$cache/.lock"
 flock 9
-src=$(scripts/fetch-test-model.sh)
 tool="$cache/quant-ref"
 if [ ! -x "$tool" ] || [ scripts/quant-ref.cpp -nt "$tool" ]; then
     if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then
@@ -37,6 +42,11 @@ if [ ! -x "$tool" ] || [ scripts/quant-ref.cpp -nt "$tool" ]; then
         "${libs[@]}" -fopenmp -lpthread -o "$tool.part" >&2
     mv "$tool.part" "$tool"
 fi
+if [ $tool_only = 1 ]; then
+    echo "$tool"
+    exit 0
+fi
+src=$(scripts/fetch-test-model.sh)
 for t in "${types[@]}"; do
     out="$cache/SmolLM2-135M-Instruct.$t.gguf"
     if [ ! -s "$out" ]; then

@@ -8,6 +8,8 @@
 //   quant-ref goldens MODEL.gguf < requests    answer requests, one per line:
 //     L id id id ...   log-softmax after each prefix: "P i next next_logprob id:lp x5"
 //     G id id id ...   32 greedy steps after the prompt: "G k id top1_logprob top2_logprob"
+//     T hex            the ids of the UTF-8 text given in hex, special tokens parsed, no BOS
+//                      added: "T id id id ..."
 #include "gguf.h"
 #include "llama.h"
 
@@ -143,12 +145,29 @@ int main(int argc, char ** argv) {
     cp.n_ubatch = 2048;
     llama_context * ctx = llama_init_from_model(model, cp);
     if (!ctx) return 1;
-    const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
+    const llama_vocab * vocab = llama_model_get_vocab(model);
+    const int n_vocab = llama_vocab_n_tokens(vocab);
     std::string line;
     while (std::getline(std::cin, line)) {
         std::istringstream in(line);
         std::string kind;
         in >> kind;
+        if (kind == "T") {
+            std::string hex, text;
+            in >> hex;
+            for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+                text.push_back((char) std::stoi(hex.substr(i, 2), nullptr, 16));
+            }
+            std::vector<llama_token> ids(text.size() + 8);
+            int n = llama_tokenize(vocab, text.data(), (int) text.size(), ids.data(),
+                                   (int) ids.size(), false, true);
+            if (n < 0) return 1;
+            printf("T");
+            for (int i = 0; i < n; i++) printf(" %d", ids[i]);
+            printf("\n");
+            fflush(stdout);
+            continue;
+        }
         std::vector<llama_token> toks;
         int t;
         while (in >> t) toks.push_back(t);

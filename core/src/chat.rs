@@ -5,13 +5,18 @@
 //! - **ChatML** (`<|im_start|>role\ncontent<|im_end|>\n`), including a default system prompt
 //!   the template inserts when the conversation does not start with one (SmolLM2's "You are a
 //!   helpful AI assistant named SmolLM, trained by Hugging Face", Qwen2's);
+//! - **Qwen** (Qwen 2.5 and Qwen 3): ChatML whose `tool` messages become a user turn of
+//!   `<tool_response>` blocks and whose other unknown roles are left out; Qwen 3's template
+//!   also drops the reasoning (`<think>…</think>`) of assistant turns before the last user
+//!   message and writes a think block into the assistant turns after it;
 //! - **Llama 3** (`<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>`, content
 //!   trimmed, BOS text first), and the Llama 3.1/3.2 variant whose system header carries the
 //!   knowledge cut-off and a date;
 //! - **BitNet b1.58 2B4T** (`Role: content<|eot_id|>`, role capitalised, content trimmed,
 //!   `Assistant: ` as the generation prompt).
 //!
-//! Anything else is refused with [`ChatError::UnsupportedTemplate`] rather than guessed at.
+//! Anything else is refused with [`ChatError::UnsupportedTemplate`] rather than guessed at,
+//! including ChatML templates with other reasoning (`</think>`) rules.
 //! A model without a template gets ChatML, as llama.cpp does.
 
 use core::fmt;
@@ -39,8 +44,8 @@ impl fmt::Display for ChatError {
         match self {
             ChatError::UnsupportedTemplate => write!(
                 f,
-                "the model's chat template is not supported (supported: ChatML, Llama 3, \
-                 BitNet b1.58); use /v1/completions with a formatted prompt"
+                "the model's chat template is not supported (supported: ChatML, Qwen 2.5, \
+                 Qwen 3, Llama 3, BitNet b1.58); use /v1/completions with a formatted prompt"
             ),
             ChatError::BufferTooSmall => write!(f, "the rendered prompt is too long"),
         }
@@ -52,6 +57,10 @@ impl fmt::Display for ChatError {
 pub enum Family {
     /// `<|im_start|>` / `<|im_end|>`.
     ChatMl,
+    /// Qwen 2.5's ChatML: `tool` messages as `<tool_response>` user turns, other roles dropped.
+    Qwen,
+    /// Qwen 3's: as [`Family::Qwen`], with its reasoning rules for assistant turns.
+    Qwen3,
     /// Llama 3 headers.
     Llama3,
     /// Llama 3.1+ headers with a dated system block.
@@ -116,8 +125,15 @@ impl<'t> ChatTemplate<'t> {
             });
         };
         if contains(t, "<|im_start|>") && contains(t, "<|im_end|>") {
+            let qwen = contains(t, "<tool_response>");
+            let family = match (qwen, contains(t, "</think>")) {
+                (false, false) => Family::ChatMl,
+                (true, false) => Family::Qwen,
+                (true, true) if contains(t, "last_query_index") => Family::Qwen3,
+                _ => return Err(ChatError::UnsupportedTemplate),
+            };
             return Ok(ChatTemplate {
-                family: Family::ChatMl,
+                family,
                 default_system: chatml_default_system(t),
                 bos: false,
             });
@@ -173,6 +189,12 @@ impl<'t> ChatTemplate<'t> {
                     w.put("<|im_start|>assistant\n")?;
                 }
             }
+            Family::Qwen | Family::Qwen3 => {
+                self.render_qwen(messages, &mut w)?;
+                if add_generation_prompt {
+                    w.put("<|im_start|>assistant\n")?;
+                }
+            }
             Family::Llama3 | Family::Llama31 => {
                 let mut rest = messages;
                 if self.family == Family::Llama31 {
@@ -219,6 +241,75 @@ impl<'t> ChatTemplate<'t> {
         // Only whole `&str`s and whole characters were copied in.
         core::str::from_utf8(&w.buf[..n]).map_err(|_| ChatError::BufferTooSmall)
     }
+}
+
+impl ChatTemplate<'_> {
+    /// The message loop of Qwen 2.5's and Qwen 3's templates (without tools or tool calls).
+    fn render_qwen(&self, messages: &[Message<'_>], w: &mut Out<'_>) -> Result<(), ChatError> {
+        let first_system = messages.first().is_some_and(|m| m.role == "system");
+        if first_system {
+            w.puts(&["<|im_start|>system\n", messages[0].content, "<|im_end|>\n"])?;
+        } else if let Some(sys) = self.default_system {
+            w.puts(&["<|im_start|>system\n", sys, "<|im_end|>\n"])?;
+        }
+        // Qwen 3: the last user message that is not a wrapped tool response.
+        let last_query = messages
+            .iter()
+            .rposition(|m| {
+                m.role == "user"
+                    && !(m.content.starts_with("<tool_response>")
+                        && m.content.ends_with("</tool_response>"))
+            })
+            .unwrap_or(messages.len().saturating_sub(1));
+        for (i, m) in messages.iter().enumerate() {
+            let last = i + 1 == messages.len();
+            match m.role {
+                "user" => w.puts(&["<|im_start|>user\n", m.content, "<|im_end|>\n"])?,
+                "system" if i > 0 => {
+                    w.puts(&["<|im_start|>system\n", m.content, "<|im_end|>\n"])?
+                }
+                "assistant" if self.family == Family::Qwen3 => {
+                    let (mut content, mut reasoning) = (m.content, "");
+                    if let Some(end) = m.content.find("</think>") {
+                        let after = m.content.rfind("</think>").unwrap_or(end);
+                        content = nl(&m.content[after + "</think>".len()..]);
+                        let before = m.content[..end].trim_end_matches('\n');
+                        reasoning = nl(before.rsplit("<think>").next().unwrap_or(before));
+                    }
+                    if i > last_query && (last || !reasoning.is_empty()) {
+                        w.puts(&[
+                            "<|im_start|>assistant\n<think>\n",
+                            reasoning.trim_matches('\n'),
+                            "\n</think>\n\n",
+                            nl(content),
+                        ])?;
+                    } else {
+                        w.puts(&["<|im_start|>assistant\n", content])?;
+                    }
+                    w.put("<|im_end|>\n")?;
+                }
+                "assistant" => w.puts(&["<|im_start|>assistant\n", m.content, "<|im_end|>\n"])?,
+                "tool" => {
+                    if i == 0 || messages[i - 1].role != "tool" {
+                        w.put("<|im_start|>user")?;
+                    }
+                    w.puts(&["\n<tool_response>\n", m.content, "\n</tool_response>"])?;
+                    if last || messages[i + 1].role != "tool" {
+                        w.put("<|im_end|>\n")?;
+                    }
+                }
+                // The templates write nothing for other roles (nor a first system message
+                // twice).
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Python's `str.lstrip('\n')`.
+fn nl(s: &str) -> &str {
+    s.trim_start_matches('\n')
 }
 
 /// Python's `str.strip()` (Jinja's `trim`): removes whitespace as Python defines it.
@@ -342,6 +433,13 @@ mod tests {
     fn unknown_templates_and_small_buffers_are_errors() {
         assert_eq!(
             ChatTemplate::detect(Some("{{ messages }}")),
+            Err(ChatError::UnsupportedTemplate)
+        );
+        // ChatML with reasoning rules other than Qwen 3's (QwQ's opens a think block in the
+        // generation prompt) is not guessed at.
+        let qwq = "{{ '<|im_start|>' + message.role + '\\n' + message.content.split('</think>')[-1] + '<|im_end|>' }}{{ '<|im_start|>assistant\\n<think>\\n' }}";
+        assert_eq!(
+            ChatTemplate::detect(Some(qwq)),
             Err(ChatError::UnsupportedTemplate)
         );
         let t = ChatTemplate::detect(None).unwrap();

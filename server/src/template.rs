@@ -331,6 +331,31 @@ mod tests {
         }
     }
 
+    /// Qwen 2.5's and Qwen 3's own templates (in the tiny Qwen fixtures), against jinja2's
+    /// renderings (testdata/golden/logits-tiny-qwen*.json, from scripts/arch-goldens.py):
+    /// default system prompt, `namespace`, reversed loops, `split`/`strip` and think blocks.
+    #[test]
+    fn qwen_templates_render_as_jinja2() {
+        for name in ["tiny-qwen2-q8_0", "tiny-qwen3-f16"] {
+            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata");
+            let model = std::fs::read(format!("{root}/models/{name}.gguf")).unwrap();
+            let gguf = trillim_core::format::gguf::Gguf::parse(&model).unwrap();
+            let src = gguf.get_str("tokenizer.chat_template");
+            let t = ChatTemplate::new(src, "<|endoftext|>", "<|im_end|>").unwrap();
+            let golden = std::fs::read(format!("{root}/golden/logits-{name}.json")).unwrap();
+            let golden: serde_json::Value = serde_json::from_slice(&golden).unwrap();
+            for case in golden["chat"].as_array().unwrap() {
+                let msgs: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+                let agp = case["add_generation_prompt"].as_bool().unwrap();
+                assert_eq!(
+                    t.render(&msgs, agp).unwrap(),
+                    case["rendered"].as_str().unwrap(),
+                    "{name}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn hf_features() {
         let src = "{% if messages|length == 0 %}{{ raise_exception('no messages') }}{% endif %}\

@@ -149,17 +149,45 @@ fn smollm2_q4_1_matches_golden() {
     check(&m, "golden/logits-SmolLM2-135M-Instruct.Q4_1.json");
 }
 
+#[test]
+fn tiny_qwen2_q8_0_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-qwen2-q8_0.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-qwen2-q8_0.json");
+}
+
+#[test]
+fn tiny_qwen3_f16_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-qwen3-f16.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-qwen3-f16.json");
+}
+
 /// SmolLM2 greedy continuations, teacher-forced: wherever llama.cpp's top-1 leads its top-2 by
 /// more than 0.75 nats, our argmax must agree and our log-probability of that token must be
 /// within 0.4 nats of llama.cpp's.
 #[test]
 fn smollm2_greedy_teacher_forced_matches_golden() {
-    let p = smollm2_path();
-    let model = std::fs::read(p).unwrap();
-    let golden: Value = serde_json::from_slice(
-        &std::fs::read(testdata("golden/logits-SmolLM2-135M-Instruct.Q4_1.json")).unwrap(),
-    )
-    .unwrap();
+    let model = std::fs::read(smollm2_path()).unwrap();
+    greedy_teacher_forced(&model, "golden/logits-SmolLM2-135M-Instruct.Q4_1.json", 40);
+}
+
+/// The same for the tiny Qwen models (random weights: fewer confident steps).
+#[test]
+fn tiny_qwen_greedy_teacher_forced_matches_golden() {
+    for (model, golden, min) in [
+        ("tiny-qwen2-q8_0.gguf", "logits-tiny-qwen2-q8_0.json", 15),
+        ("tiny-qwen3-f16.gguf", "logits-tiny-qwen3-f16.json", 50),
+    ] {
+        let model = std::fs::read(testdata(&format!("models/{model}"))).unwrap();
+        greedy_teacher_forced(&model, &format!("golden/{golden}"), min);
+    }
+}
+
+/// Feeds each greedy case's prompt and llama.cpp's continuation; at every step whose golden
+/// margin exceeds 0.75 nats our argmax must be its token, within 0.4 nats of its log-prob.
+/// More than `min_checked` steps must be checked.
+fn greedy_teacher_forced(model: &[u8], golden_name: &str, min_checked: usize) {
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(testdata(golden_name)).unwrap()).unwrap();
     let ids = |v: &Value| -> Vec<u32> {
         v.as_array()
             .unwrap()
@@ -175,7 +203,7 @@ fn smollm2_greedy_teacher_forced_matches_golden() {
         let mut seq = prompt.clone();
         seq.extend_from_slice(&greedy);
         let logits = logits_all_par(
-            &model,
+            model,
             &seq,
             &trillim_runtime::cpu::best_kernels(),
             16,
@@ -198,8 +226,8 @@ fn smollm2_greedy_teacher_forced_matches_golden() {
             assert!(d < 0.4, "step {k}: logprob {} vs {t1}", lp[want as usize]);
         }
     }
-    println!("greedy: {checked} confident steps agree, worst |dlogprob| {worst:.4}");
-    assert!(checked > 40);
+    println!("{golden_name} greedy: {checked} confident steps agree, worst |dlogprob| {worst:.4}");
+    assert!(checked > min_checked, "{checked} confident steps");
 }
 
 /// The same logits at every thread count (the pool only changes who computes which rows).
@@ -222,17 +250,21 @@ fn thread_count_does_not_change_logits() {
 #[test]
 fn batch_size_does_not_change_logits() {
     let kernels = trillim_runtime::cpu::best_kernels();
-    let mut models: Vec<Vec<u8>> = [
+    let mut models: Vec<(Vec<u8>, u32)> = [
         "models/tiny-bitnet-tq2_0.gguf",
         "models/tiny-bitnet-tq1_0.gguf",
         "models/tiny-b158-i2_s.gguf",
     ]
     .iter()
-    .map(|m| std::fs::read(testdata(m)).unwrap())
+    .map(|m| (std::fs::read(testdata(m)).unwrap(), 49000))
     .collect();
-    models.push(std::fs::read(smollm2_path()).unwrap());
-    let tokens: Vec<u32> = (0..70).map(|i| (i * 7919 % 49000) as u32).collect();
-    for model in &models {
+    models.push((std::fs::read(smollm2_path()).unwrap(), 49000));
+    // The Qwen fixtures' vocabulary has 5120 tokens.
+    for m in ["models/tiny-qwen2-q8_0.gguf", "models/tiny-qwen3-f16.gguf"] {
+        models.push((std::fs::read(testdata(m)).unwrap(), 5000));
+    }
+    for (model, ids) in &models {
+        let tokens: Vec<u32> = (0..70).map(|i| i * 7919 % ids).collect();
         let reference = logits_all(model, &tokens, &kernels, 1);
         for batch in [7, 64] {
             let got = logits_all(model, &tokens, &kernels, batch);

@@ -16,6 +16,11 @@ pub enum Arch {
     Bitnet,
     /// BitNet b1.58 2B4T: as `bitnet` with ReLU² and per-token int8 activations.
     BitnetB158,
+    /// Qwen 2 / 2.5: as `llama` with half-split RoPE and biases on the Q, K and V projections.
+    Qwen2,
+    /// Qwen 3: half-split RoPE, no QKV biases, a per-head RMSNorm of Q and K before RoPE, and a
+    /// head size that need not be `d_model / n_heads` (`qwen3.attention.key_length`).
+    Qwen3,
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -84,6 +89,12 @@ pub struct Config {
     pub sub_norms: bool,
     /// Activation quantization of ternary projections.
     pub act_quant: ActQuant,
+    /// Whether `attn_q.bias`, `attn_k.bias` and `attn_v.bias` are read (each optional, as
+    /// llama.cpp reads them).
+    pub qkv_bias: bool,
+    /// Whether `attn_q_norm` and `attn_k_norm` (RMSNorm over each head, before RoPE) are
+    /// applied.
+    pub qk_norm: bool,
 }
 
 fn key(arch: &str, suffix: &str) -> Name {
@@ -126,14 +137,64 @@ fn opt_f32(g: &Gguf<'_>, arch: &str, suffix: &str, default: f32) -> Result<f32, 
 }
 
 /// The `general.architecture` values this build runs (aliases of the same family included).
-pub const SUPPORTED_ARCHITECTURES: [&str; 6] = [
+pub const SUPPORTED_ARCHITECTURES: [&str; 8] = [
     "llama",
     "mistral",
+    "qwen2",
+    "qwen3",
     "bitnet",
     "bitnet-b1.58",
     "bitnet_b1_58",
     "bitnet-25",
 ];
+
+/// What a family changes in the shared pass.
+struct Features {
+    rope_style: RopeStyle,
+    activation: Activation,
+    sub_norms: bool,
+    act_quant: ActQuant,
+    qkv_bias: bool,
+    qk_norm: bool,
+}
+
+impl Features {
+    fn of(arch: Arch) -> Features {
+        let llama = Features {
+            rope_style: RopeStyle::AdjacentPairs,
+            activation: Activation::Silu,
+            sub_norms: false,
+            act_quant: ActQuant::PerBlock,
+            qkv_bias: false,
+            qk_norm: false,
+        };
+        match arch {
+            Arch::Llama => llama,
+            Arch::Bitnet => Features {
+                rope_style: RopeStyle::HalfSplit,
+                sub_norms: true,
+                ..llama
+            },
+            Arch::BitnetB158 => Features {
+                rope_style: RopeStyle::HalfSplit,
+                activation: Activation::Relu2,
+                sub_norms: true,
+                act_quant: ActQuant::PerToken,
+                ..llama
+            },
+            Arch::Qwen2 => Features {
+                rope_style: RopeStyle::HalfSplit,
+                qkv_bias: true,
+                ..llama
+            },
+            Arch::Qwen3 => Features {
+                rope_style: RopeStyle::HalfSplit,
+                qk_norm: true,
+                ..llama
+            },
+        }
+    }
+}
 
 impl Config {
     /// Reads the configuration from GGUF metadata and the embedding tensor's shape.
@@ -145,6 +206,8 @@ impl Config {
             "llama" | "mistral" => Arch::Llama,
             "bitnet" => Arch::Bitnet,
             "bitnet-b1.58" | "bitnet_b1_58" | "bitnet-25" => Arch::BitnetB158,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
             other => return Err(ModelError::UnsupportedArchitecture(name(other))),
         };
         let a = arch_name;
@@ -192,26 +255,7 @@ impl Config {
             return Err(ModelError::BadShape(name("token_embd.weight")));
         }
         let n_vocab = embd.dims[1] as usize;
-        let (rope_style, activation, sub_norms, act_quant) = match arch {
-            Arch::Llama => (
-                RopeStyle::AdjacentPairs,
-                Activation::Silu,
-                false,
-                ActQuant::PerBlock,
-            ),
-            Arch::Bitnet => (
-                RopeStyle::HalfSplit,
-                Activation::Silu,
-                true,
-                ActQuant::PerBlock,
-            ),
-            Arch::BitnetB158 => (
-                RopeStyle::HalfSplit,
-                Activation::Relu2,
-                true,
-                ActQuant::PerToken,
-            ),
-        };
+        let f = Features::of(arch);
         Ok(Config {
             arch_name: name(arch_name),
             arch,
@@ -226,11 +270,13 @@ impl Config {
             rope_base,
             rope_dim,
             rope_linear_scale,
-            rope_style,
+            rope_style: f.rope_style,
             train_ctx,
-            activation,
-            sub_norms,
-            act_quant,
+            activation: f.activation,
+            sub_norms: f.sub_norms,
+            act_quant: f.act_quant,
+            qkv_bias: f.qkv_bias,
+            qk_norm: f.qk_norm,
         })
     }
 

@@ -1,7 +1,8 @@
 //! The transformer forward pass over a batch of tokens, for the `llama`/`mistral`, `bitnet`
-//! and `bitnet-b1.58` family: embedding, then per layer attention and feed-forward blocks
-//! ([`super::norm`], [`super::rope`], [`super::attention`], [`super::projection`]), then
-//! the logits of the tokens that want them.
+//! and `bitnet-b1.58` family and, with the steps of [`super::qwen`], for `qwen2` and `qwen3`:
+//! embedding, then per layer attention and feed-forward blocks ([`super::norm`],
+//! [`super::rope`], [`super::attention`], [`super::projection`]), then the logits of the
+//! tokens that want them.
 
 use trillim_kernels::f16::f32_to_f16;
 use trillim_kernels::formats::dequantize_row;
@@ -241,6 +242,8 @@ impl Forward<'_> {
             self.lora_side(li, Proj::Q, xn, d, b, s.q, qd, s.tmp, par);
             self.lora_side(li, Proj::K, xn, d, b, s.k, kvd, s.tmp, par);
             self.lora_side(li, Proj::V, xn, d, b, s.v, kvd, s.tmp, par);
+            let qkv = (&mut s.q[..b * qd], &mut s.k[..b * kvd], &mut s.v[..b * kvd]);
+            self.qkv_extras(l, b, qkv, par);
             for t in 0..b {
                 let rope = &s.rope[t * c.rope_dim..(t + 1) * c.rope_dim];
                 for h in s.q[t * qd..(t + 1) * qd].chunks_exact_mut(c.head_dim) {

@@ -1,8 +1,8 @@
 //! Transformer models: configuration from metadata, weight layout, and the forward pass
 //! (`forward`), built from shared blocks: the KV cache (`kv`), norms and activations (`norm`),
 //! rotary embeddings (`rope`), attention (`attention`), matrix products (`projection`) and
-//! the LoRA side path (`lora`). A new architecture family is a module beside `forward` over
-//! the same blocks.
+//! the LoRA side path (`lora`). An architecture family is a module beside `forward` over the
+//! same blocks: `qwen` holds what Qwen 2 and 3 add to the pass.
 
 mod attention;
 mod config;
@@ -12,6 +12,7 @@ mod kv;
 mod lora;
 mod norm;
 mod projection;
+mod qwen;
 mod rope;
 mod scratch;
 mod weights;

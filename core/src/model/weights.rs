@@ -94,6 +94,13 @@ pub struct Layer {
     pub down: Tensor,
     pub attn_sub_norm: Option<Tensor>,
     pub ffn_sub_norm: Option<Tensor>,
+    /// Biases added to the Q, K and V projections (Qwen 2).
+    pub q_bias: Option<Tensor>,
+    pub k_bias: Option<Tensor>,
+    pub v_bias: Option<Tensor>,
+    /// RMSNorm weights (`head_dim` long) of every query and key head before RoPE (Qwen 3).
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
 }
 
 impl Layer {
@@ -243,6 +250,20 @@ impl Weights {
         };
         let rope_freqs = l.opt("rope_freqs.weight", 1, c.rope_dim / 2)?;
         let mut layers = heapless::Vec::new();
+        let bias = |i: usize, s: &str, n: usize| -> Result<Option<Tensor>, ModelError> {
+            if c.qkv_bias {
+                l.opt(&blk(i, s), 1, n)
+            } else {
+                Ok(None)
+            }
+        };
+        let head_norm = |i: usize, s: &str| -> Result<Option<Tensor>, ModelError> {
+            if c.qk_norm {
+                l.req(&blk(i, s), 1, c.head_dim).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
         for i in 0..c.n_layers {
             let layer = Layer {
                 attn_norm: l.req(&blk(i, "attn_norm.weight"), 1, d)?,
@@ -264,6 +285,11 @@ impl Weights {
                 } else {
                     None
                 },
+                q_bias: bias(i, "attn_q.bias", c.q_dim())?,
+                k_bias: bias(i, "attn_k.bias", c.kv_dim())?,
+                v_bias: bias(i, "attn_v.bias", c.kv_dim())?,
+                q_norm: head_norm(i, "attn_q_norm.weight")?,
+                k_norm: head_norm(i, "attn_k_norm.weight")?,
             };
             layers
                 .push(layer)

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Tiny Qwen 2 and Qwen 3 models and their goldens, from llama.cpp itself.
+
+Writes testdata/models/tiny-qwen2-q8_0.gguf and tiny-qwen3-f16.gguf with scripts/make_gguf.py
+(random weights in the real tensor names and layouts; the tokenizer is the real Qwen 2 one that
+llama.cpp ships as models/ggml-vocab-qwen2.gguf, cut to its first 5117 tokens plus its three
+control tokens; the chat templates are llama.cpp's copies of Qwen2.5-7B-Instruct's and
+Qwen3-0.6B's), then has llama.cpp (scripts/quant-ref.cpp, built by scripts/quant-models.sh)
+tokenize texts, teacher-force the text of the other goldens and continue four prompts greedily,
+and writes testdata/golden/logits-<model>.json. Chats are rendered by jinja2 as Hugging Face
+transformers renders them (trim_blocks, lstrip_blocks).
+
+    scripts/arch-goldens.py          (needs: pip install gguf numpy jinja2)
+"""
+import hashlib
+import json
+import math
+import os
+import subprocess
+
+import jinja2
+import jinja2.sandbox
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = os.path.join(ROOT, "testdata/golden/logits-SmolLM2-135M-Instruct.Q4_1.json")
+TOKENIZER = os.path.join(ROOT, "testdata/golden/tokenizer-smollm2.json")
+VOCAB_KEEP = 5117
+
+# name, make_gguf.py arguments, chat template file under llama.cpp's models/templates/
+MODELS = [
+    ("tiny-qwen2-q8_0", ["--arch", "qwen2", "--shape", "qwen2-tiny", "--wtype", "q8_0",
+                         "--embd-type", "q8_0", "--untied", "--seed", "2"],
+     "Qwen-Qwen2.5-7B-Instruct.jinja"),
+    ("tiny-qwen3-f16", ["--arch", "qwen3", "--shape", "qwen3-tiny", "--head-dim", "64",
+                        "--wtype", "f16", "--embd-type", "q8_0", "--seed", "3"],
+     "Qwen-Qwen3-0.6B.jinja"),
+]
+
+CHATS = [
+    ([{"role": "user", "content": "What is the capital of France?"}], True),
+    ([{"role": "system", "content": "You are terse."},
+      {"role": "user", "content": "Name a prime."},
+      {"role": "assistant", "content": "7"},
+      {"role": "user", "content": "Another?"}], True),
+    # Ends with the assistant's turn: Qwen 3's template writes an empty think block there.
+    ([{"role": "user", "content": "Say hi."},
+      {"role": "assistant", "content": "Hi!"}], False),
+    # Reasoning in an earlier assistant turn, which Qwen 3's template drops.
+    ([{"role": "user", "content": "2+2?"},
+      {"role": "assistant", "content": "<think>\nEasy.\n</think>\n\n4"},
+      {"role": "user", "content": "And 3+3?"}], True),
+    # Tool results become one user turn of <tool_response> blocks; unknown roles are dropped.
+    ([{"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": "Checking."},
+      {"role": "tool", "content": "{\"temp\": 20}"},
+      {"role": "tool", "content": "{\"rain\": false}"},
+      {"role": "developer", "content": "Be brief."},
+      {"role": "user", "content": "Thanks"}], True),
+]
+
+EXTRA_TEXTS = [
+    "In 2024, 12345 apples cost $6.78.",
+    "<|im_start|>system\nYou are Qwen.<|im_end|>\n<|im_start|>assistant\n",
+    "Tab\there, CRLF\r\nend   \n\n  ",
+]
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def render(template, messages, add_generation_prompt):
+    def raise_exception(msg):
+        raise jinja2.exceptions.TemplateError(msg)
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(
+        messages=messages, add_generation_prompt=add_generation_prompt)
+
+
+def main():
+    llama = subprocess.run(
+        [os.path.join(ROOT, "scripts/build-llama-bench.sh")], env={**os.environ, "TARGET": "llama"},
+        check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+    tool = subprocess.run(
+        [os.path.join(ROOT, "scripts/quant-models.sh"), "--tool"],
+        check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+    donor = os.path.join(llama, "models/ggml-vocab-qwen2.gguf")
+    base = json.load(open(BASE))
+    texts = [t["text"] for t in json.load(open(TOKENIZER))["tokenize"]] + EXTRA_TEXTS
+    for name, args, template_file in MODELS:
+        template_path = os.path.join(llama, "models/templates", template_file)
+        template = open(template_path, encoding="utf-8").read()
+        path = os.path.join(ROOT, "testdata/models", name + ".gguf")
+        subprocess.run(
+            ["python3", os.path.join(ROOT, "scripts/make_gguf.py"), "--donor", donor,
+             "--vocab-keep", str(VOCAB_KEEP), "--eos-token", "<|im_end|>",
+             "--chat-template", template_path, *args, "-o", path],
+            check=True, stdout=subprocess.DEVNULL)
+        chats = [{"messages": m, "add_generation_prompt": g, "rendered": render(template, m, g)}
+                 for m, g in CHATS]
+        tok_req = "".join("T %s\n" % s.encode().hex()
+                          for s in [base["text"], *texts, *(c["rendered"] for c in chats)])
+        ans = subprocess.run([tool, "goldens", path], input=tok_req, check=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        ids = [[int(x) for x in line.split()[1:]] for line in ans.stdout.splitlines()]
+        tokens, ids = ids[0], ids[1:]
+        tokenize = [{"text": t, "ids": i} for t, i in zip(texts, ids)]
+        for c, i in zip(chats, ids[len(texts):]):
+            c["ids"] = i
+        prompts = [{"messages": chats[0]["messages"], "prompt_ids": chats[0]["ids"]},
+                   {"messages": chats[1]["messages"], "prompt_ids": chats[1]["ids"]}]
+        for g in base["greedy"]:
+            if "prompt" in g:
+                p = subprocess.run([tool, "goldens", path], check=True, text=True,
+                                   input="T %s\n" % g["prompt"].encode().hex(),
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                prompts.append({"prompt": g["prompt"],
+                                "prompt_ids": [int(x) for x in p.stdout.split()[1:]]})
+        req = "L " + " ".join(map(str, tokens)) + "\n"
+        for p in prompts:
+            req += "G " + " ".join(map(str, p["prompt_ids"])) + "\n"
+        ans = subprocess.run([tool, "goldens", path], input=req, check=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True).stdout.splitlines()
+        positions, greedy, nll = [], [], 0.0
+        for line in ans:
+            f = line.split()
+            if f[0] == "P":
+                nxt = int(f[2])
+                top = [[int(p.split(":")[0]), round(float(p.split(":")[1]), 5)] for p in f[4:]]
+                pos = {"top": top, "next": None, "next_logprob": None}
+                if nxt >= 0:
+                    pos["next"] = nxt
+                    pos["next_logprob"] = round(float(f[3]), 5)
+                    nll -= float(f[3])
+                positions.append(pos)
+            elif f[0] == "G":
+                if int(f[1]) == 0:
+                    greedy.append({"greedy_ids": [], "top1_logprob": [], "top2_logprob": []})
+                g = greedy[-1]
+                g["greedy_ids"].append(int(f[2]))
+                g["top1_logprob"].append(round(float(f[3]), 5))
+                g["top2_logprob"].append(round(float(f[4]), 5))
+        assert len(positions) == len(tokens) and len(greedy) == len(prompts)
+        for g, p in zip(greedy, prompts):
+            g.update(p)
+        out = {
+            "model": name + ".gguf",
+            "source": "llama.cpp (llama-cpp-python 0.3.36 sources) through scripts/quant-ref.cpp; "
+                      "chats rendered by jinja2 %s" % jinja2.__version__,
+            "model_sha256": sha256(path),
+            "text": base["text"],
+            "tokens": tokens,
+            "ppl": round(math.exp(nll / (len(positions) - 1)), 4),
+            "positions": positions,
+            "greedy": greedy,
+            "tokenize": tokenize,
+            "chat": chats,
+        }
+        dst = os.path.join(ROOT, "testdata/golden", "logits-%s.json" % name)
+        with open(dst, "w") as f:
+            json.dump(out, f, separators=(",", ":"), ensure_ascii=False)
+            f.write("\n")
+        print(dst, "ppl", out["ppl"], "size", os.path.getsize(path))
+
+
+if __name__ == "__main__":
+    main()
