@@ -503,3 +503,87 @@ fn float_checkpoints_refuse_ternary_types() {
     .to_string();
     assert!(e.contains("ternary"), "{e}");
 }
+
+/// Llama 3's RoPE scaling (`rope_scaling.rope_type: "llama3"`, as Llama 3.1/3.2 ship it) becomes
+/// GGUF's `rope_freqs.weight` with the divisors Meta's definition gives, and llama.cpp reads the
+/// written file as trillim does. The original context is set to 64 tokens so that the scaling
+/// changes the frequencies within the golden text's length.
+#[test]
+fn llama3_rope_scaling_becomes_rope_freqs() {
+    let src = fixtures().join("smollm2");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hf-smollm2-llama3-rope");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let to = dir.join(e.file_name());
+        if std::fs::hard_link(e.path(), &to).is_err() {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    let (factor, low, high, old_ctx) = (8.0f64, 1.0f64, 4.0f64, 64.0f64);
+    let cfg_path = dir.join("config.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["rope_scaling"] = serde_json::json!({
+        "rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+        "high_freq_factor": high, "original_max_position_embeddings": old_ctx
+    });
+    std::fs::remove_file(&cfg_path).unwrap(); // a hard link: do not write through it
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    let mut m = Vec::new();
+    convert::convert(&ckpt, None, &mut m, &mut |_, _| {}).unwrap();
+    let g = Gguf::parse(&m).unwrap();
+    let t = g.tensor("rope_freqs.weight").expect("rope_freqs.weight");
+    let freqs: Vec<f32> = t
+        .data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    // Meta's definition, restated: frequency f of pair i, wavelength 2π / f.
+    let theta = cfg["rope_theta"].as_f64().unwrap();
+    let hd = freqs.len() * 2;
+    let (mut kept, mut slowed, mut blended) = (0, 0, 0);
+    for (i, &got) in freqs.iter().enumerate() {
+        let f = theta.powf(-2.0 * i as f64 / hd as f64);
+        let wavelen = 2.0 * std::f64::consts::PI / f;
+        let scaled = if wavelen < old_ctx / high {
+            kept += 1;
+            f
+        } else if wavelen > old_ctx / low {
+            slowed += 1;
+            f / factor
+        } else {
+            blended += 1;
+            let s = (old_ctx / wavelen - low) / (high - low);
+            (1.0 - s) * f / factor + s * f
+        };
+        let want = f / scaled;
+        assert!(
+            (got as f64 - want).abs() < 1e-5 * want,
+            "pair {i}: {got} vs {want}"
+        );
+    }
+    assert!(
+        kept > 0 && slowed > 0 && blended > 0,
+        "{kept}/{slowed}/{blended}"
+    );
+
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smollm2-llama3-rope.gguf");
+    std::fs::write(&path, &m).unwrap();
+    let tokens = ids(&golden("golden/logits-SmolLM2-135M-Instruct.Q4_1.json")["tokens"]);
+    let reference = llama_cpp_goldens(&path, &tokens);
+    let kernels = trillim_runtime::cpu::best_kernels();
+    let logits = logits_all(&m, &tokens, &kernels, 64);
+    let n_vocab = logits.len() / tokens.len();
+    let lps: Vec<Vec<f64>> = logits.chunks_exact(n_vocab).map(log_softmax).collect();
+    check_positions("llama3 RoPE scaling against llama.cpp", &lps, &reference);
+    // And it matters: the unscaled model's log-probabilities are elsewhere.
+    let plain = convert_to("smollm2", None);
+    let base = logits_all(&plain, &tokens, &kernels, 64);
+    let base_lps: Vec<Vec<f64>> = base.chunks_exact(n_vocab).map(log_softmax).collect();
+    let moved = mean_abs_dlogprob(&base_lps, &reference);
+    println!("unscaled against the scaled reference: {moved:.3} nats");
+    assert!(moved > 0.15, "{moved}");
+}

@@ -49,6 +49,9 @@ pub struct ModelInfo {
     pub rope_theta: f32,
     /// Linear RoPE scaling factor, if any.
     pub rope_linear: Option<f32>,
+    /// Llama 3's RoPE scaling (`rope_type: "llama3"`): per rotary pair, the divisor of its
+    /// frequency, written as GGUF's `rope_freqs.weight`.
+    pub rope_factors: Option<Vec<f32>>,
     /// Trained context.
     pub ctx: usize,
     /// Whether the output matrix is the embedding.
@@ -133,21 +136,24 @@ impl ModelInfo {
                 "hidden_act '{act}' is not supported for this architecture ({want_act})"
             )));
         }
-        let rope_linear = match &c["rope_scaling"] {
-            serde_json::Value::Null => None,
+        let rope_theta = num("rope_theta", 10000.0)?;
+        let (mut rope_linear, mut rope_factors) = (None, None);
+        match &c["rope_scaling"] {
+            serde_json::Value::Null => {}
             s => {
                 let ty = s["rope_type"].as_str().or(s["type"].as_str()).unwrap_or("");
                 match ty {
-                    "linear" => Some(num_in(s, "factor")?),
-                    "default" => None,
+                    "linear" => rope_linear = Some(num_in(s, "factor")?),
+                    "llama3" => rope_factors = Some(llama3_rope_factors(s, rope_theta, head_dim)?),
+                    "default" => {}
                     other => {
                         return Err(bad(format!(
-                            "rope_scaling type '{other}' is not supported (linear)"
+                            "rope_scaling type '{other}' is not supported (linear, llama3)"
                         )))
                     }
                 }
             }
-        };
+        }
         let tied = c["tie_word_embeddings"]
             .as_bool()
             .unwrap_or(family == Family::BitNet);
@@ -161,8 +167,9 @@ impl ModelInfo {
             head_dim,
             d_ff: dim("intermediate_size")?,
             rms_eps: num("rms_norm_eps", 1e-6)?,
-            rope_theta: num("rope_theta", 10000.0)?,
+            rope_theta,
             rope_linear,
+            rope_factors,
             ctx: if c["max_position_embeddings"].is_null() {
                 2048
             } else {
@@ -179,6 +186,49 @@ impl ModelInfo {
             Family::BitNet => "bitnet-b1.58",
         }
     }
+}
+
+/// Llama 3's frequency-dependent RoPE scaling, as its reference defines it: rotary pairs whose
+/// wavelength is shorter than `original_max_position_embeddings / high_freq_factor` keep their
+/// frequency, those longer than `… / low_freq_factor` are slowed by `factor`, and those between
+/// blend the two. Returns each pair's divisor.
+fn llama3_rope_factors(
+    s: &serde_json::Value,
+    theta: f32,
+    head_dim: usize,
+) -> Result<Vec<f32>, ConvertError> {
+    let factor = num_in(s, "factor")? as f64;
+    let opt = |k: &str, d: f64| -> Result<f64, ConvertError> {
+        if s[k].is_null() {
+            Ok(d)
+        } else {
+            num_in(s, k).map(f64::from)
+        }
+    };
+    let low = opt("low_freq_factor", 1.0)?;
+    let high = opt("high_freq_factor", 4.0)?;
+    let old_ctx = opt("original_max_position_embeddings", 8192.0)?;
+    if high <= low {
+        return Err(ConvertError::Config(format!(
+            "rope_scaling: high_freq_factor {high} must exceed low_freq_factor {low}"
+        )));
+    }
+    let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
+    Ok((0..head_dim / 2)
+        .map(|i| {
+            let freq = (theta as f64).powf(-2.0 * i as f64 / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let divisor = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old_ctx / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            divisor as f32
+        })
+        .collect())
 }
 
 fn num_in(s: &serde_json::Value, k: &str) -> Result<f32, ConvertError> {
@@ -199,6 +249,8 @@ enum Src {
     Ternary(String, f32),
     /// A one-element `f32` tensor.
     Scalar(f32),
+    /// Values computed from the config (`rope_freqs.weight`).
+    Values(Vec<f32>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -291,6 +343,15 @@ impl Plan {
             1,
             d,
         )?;
+        if let Some(f) = &info.rope_factors {
+            p.push(
+                "rope_freqs.weight",
+                Src::Values(f.clone()),
+                WeightType::F32,
+                1,
+                f.len(),
+            )?;
+        }
         if !info.tied {
             p.float(
                 ckpt,
@@ -585,6 +646,10 @@ impl Plan {
                     Src::Scalar(v) => {
                         vals.clear();
                         vals.push(*v);
+                    }
+                    Src::Values(v) => {
+                        vals.clear();
+                        vals.extend_from_slice(v);
                     }
                 }
                 if let Some(bad) = vals.iter().position(|v| !v.is_finite()) {
