@@ -168,14 +168,14 @@ fn adapters_swap_in_and_out_over_http() {
     }
     let (st, v) = load(
         &s,
-        json!({"model_dir": "org/smol", "adapter_dir": "adapters/peft", "lora_quant": "q8_0"}),
+        json!({"model_dir": "org/smol", "adapter_dir": "adapters/peft", "lora_quant": "q6_k"}),
     );
     assert_error(&v, st, 400);
     assert!(
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("none, bf16"),
+            .contains("none, bf16, int8, q8_0, q4_0"),
         "{v}"
     );
 

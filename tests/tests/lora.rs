@@ -312,3 +312,49 @@ fn an_adapter_that_changes_the_tokenizer_is_refused() {
     let e = template_of(&eos).unwrap_err();
     assert!(e.contains("eos_token") && e.contains("<|im_end|>"), "{e}");
 }
+
+/// `lora_quant` int8, q8_0 and q4_0: the side path's error, as a share of how far the f32
+/// adapter moves the logits, stays within 5 % (int8), 8 % (q8_0, whose `A·x` also quantizes
+/// its input) and 25 % (q4_0), on the base whose
+/// products all take `f32` activations; the decode path (a token at a time) and the batched
+/// one agree, and the scalar kernels agree with the selected SIMD ones (within the float
+/// rounding the base model's own kernels already differ by, a few thousandths of a logit).
+#[test]
+fn quantized_adapters_stay_within_tolerance() {
+    let fx = fixtures();
+    let base_path = fx.join("base-f32.gguf");
+    let base = || open(&base_path);
+    let peft = fx.join("peft");
+    let f32s = logits(&with_adapter(base(), &peft, LoraQuant::None));
+    let effect = max_abs_diff(&f32s, &logits(&base()));
+    assert!(effect > 0.5, "the adapter moves the logits ({effect})");
+    for (quant, share) in [
+        (LoraQuant::Int8, 0.05),
+        (LoraQuant::Q8_0, 0.08),
+        (LoraQuant::Q4_0, 0.25),
+    ] {
+        let m = with_adapter(base(), &peft, quant);
+        let batched = logits(&m);
+        let err = max_abs_diff(&f32s, &batched);
+        println!(
+            "{quant:?}: max |dlogit| {err:.4} = {:.1} % of the adapter's effect {effect:.3}",
+            100.0 * err / effect
+        );
+        assert!(err < share * effect, "{quant:?}: {err} vs effect {effect}");
+        let stepwise = logits_stepwise(&m);
+        let d = max_abs_diff(&batched, &stepwise);
+        assert!(d < 0.03 * effect, "{quant:?}: decode path {d}");
+        let scalar =
+            LoadedModel::open(&base_path, trillim_core::kernels::Kernels::scalar()).unwrap();
+        let scalar = logits(&with_adapter(scalar, &peft, quant));
+        let d = max_abs_diff(&batched, &scalar);
+        println!(
+            "{quant:?}: decode path within {:.5}, scalar kernels within {d:.5}",
+            max_abs_diff(&batched, &stepwise)
+        );
+        assert!(d < 0.03 * effect, "{quant:?}: scalar kernels {d}");
+    }
+    // A name outside the list is refused naming the accepted ones.
+    let e = LoraQuant::parse("q5_k").unwrap_err();
+    assert!(e.contains("none, bf16, int8, q8_0, q4_0"), "{e}");
+}

@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 
 use trillim_core::format::gguf::{ggml_type_name, Gguf};
 use trillim_core::kernels::formats::dequantize_row;
+use trillim_core::kernels::quantize::quantize_row;
 use trillim_core::kernels::WeightType;
-use trillim_core::model::{Config, Lora, LoraPair, RopeStyle, Weights, MAX_LORA_RANK};
+use trillim_core::model::{
+    Config, Lora, LoraPair, LoraType, RopeStyle, Weights, MAX_LORA_QUANT_COLS, MAX_LORA_RANK,
+};
 
 use crate::safetensors::{self, Dtype};
 use crate::LoadedModel;
@@ -41,17 +44,37 @@ pub enum LoraQuant {
     None,
     /// bfloat16 (rounded to nearest even): half the memory traffic.
     Bf16,
+    /// int8 codes with one absmax scale per row: a quarter of the traffic, `f32` activations.
+    Int8,
+    /// ggml's Q8_0 blocks (a scale per 32 values), products over Q8 activations.
+    Q8_0,
+    /// ggml's Q4_0 blocks: an eighth of the traffic, the coarsest.
+    Q4_0,
 }
 
 impl LoraQuant {
     /// The accepted names.
-    pub const NAMES: &'static [&'static str] = &["none", "bf16"];
+    pub const NAMES: &'static [&'static str] = &["none", "bf16", "int8", "q8_0", "q4_0"];
+
+    /// How matrices are stored at this level.
+    pub fn lora_type(self) -> LoraType {
+        match self {
+            LoraQuant::None => LoraType::F32,
+            LoraQuant::Bf16 => LoraType::Bf16,
+            LoraQuant::Int8 => LoraType::Int8,
+            LoraQuant::Q8_0 => LoraType::Q8_0,
+            LoraQuant::Q4_0 => LoraType::Q4_0,
+        }
+    }
 
     /// Parses a level name.
     pub fn parse(name: &str) -> Result<LoraQuant, String> {
         match name {
             "none" => Ok(LoraQuant::None),
             "bf16" => Ok(LoraQuant::Bf16),
+            "int8" => Ok(LoraQuant::Int8),
+            "q8_0" => Ok(LoraQuant::Q8_0),
+            "q4_0" => Ok(LoraQuant::Q4_0),
             other => Err(format!(
                 "lora_quant '{other}' is not available in this build (accepted: {})",
                 Self::NAMES.join(", ")
@@ -238,9 +261,10 @@ impl Adapter {
             .iter()
             .map(|(_, _, x, ..)| x.scale * x.rank as f32)
             .collect();
-        if pairs.iter().any(|(_, _, x, ..)| x.ty != WeightType::F32) {
+        if pairs.iter().any(|(_, _, x, ..)| x.ty != LoraType::F32) {
             return Err(crate::gguf_write::WriteError::Data(
-                "the adapter was loaded with bf16 matrices; load it with lora_quant none".into(),
+                "the adapter was loaded with quantized matrices; load it with lora_quant none"
+                    .into(),
             ));
         }
         let first = alphas.first().copied().unwrap_or(0.0);
@@ -665,14 +689,21 @@ fn pack(
             return Err(invalid(format!("{what} holds a value that is not finite")));
         }
         let scale = (read.scale)(rank);
-        let ty = match quant {
-            LoraQuant::None => WeightType::F32,
-            LoraQuant::Bf16 => WeightType::BF16,
-        };
+        let ty = quant.lora_type();
+        if ty.blocks().is_some()
+            && (!w.cols.is_multiple_of(32)
+                || !w.rows.is_multiple_of(32)
+                || w.cols > MAX_LORA_QUANT_COLS)
+        {
+            return Err(invalid(format!(
+                "{what}: lora_quant {quant:?} stores rows in blocks of 32 values, but the                  matrix is {}×{} (use none, bf16 or int8)",
+                w.rows, w.cols
+            )));
+        }
         let a_off = bytes.len();
-        store(&mut bytes, &a.data, quant);
+        store(&mut bytes, &a.data, a.cols, ty);
         let b_off = bytes.len();
-        store(&mut bytes, &transpose(&b.data, b.rows, b.cols), quant);
+        store(&mut bytes, &transpose(&b.data, b.rows, b.cols), b.rows, ty);
         layers[layer][proj] = Some(LoraPair {
             a: a_off,
             b: b_off,
@@ -705,10 +736,32 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-fn store(out: &mut Vec<u8>, data: &[f32], quant: LoraQuant) {
-    match quant {
-        LoraQuant::None => out.extend(data.iter().flat_map(|v| v.to_le_bytes())),
-        LoraQuant::Bf16 => out.extend(data.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes())),
+/// Appends the rows (`cols` values each) of `data` stored as `ty`.
+fn store(out: &mut Vec<u8>, data: &[f32], cols: usize, ty: LoraType) {
+    match ty {
+        LoraType::F32 => out.extend(data.iter().flat_map(|v| v.to_le_bytes())),
+        LoraType::Bf16 => out.extend(data.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes())),
+        LoraType::Int8 => {
+            for row in data.chunks_exact(cols) {
+                let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = amax / 127.0;
+                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+                out.extend_from_slice(&scale.to_le_bytes());
+                out.extend(
+                    row.iter()
+                        .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8),
+                );
+            }
+        }
+        LoraType::Q8_0 | LoraType::Q4_0 => {
+            let wt = ty.blocks().expect("a block type");
+            let rb = wt.row_bytes(cols).expect("checked: whole blocks");
+            for row in data.chunks_exact(cols) {
+                let at = out.len();
+                out.resize(at + rb, 0);
+                quantize_row(wt, row, &mut out[at..]);
+            }
+        }
     }
 }
 

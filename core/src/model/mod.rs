@@ -21,6 +21,6 @@ pub use config::{ActQuant, Activation, Arch, Config, RopeStyle, MAX_LAYERS};
 pub use error::{ModelError, Name};
 pub use forward::Forward;
 pub use kv::{KvCache, SeqToken, MAX_SLOTS};
-pub use lora::{Lora, LoraPair, Proj, MAX_LORA_RANK};
+pub use lora::{Lora, LoraPair, LoraType, Proj, MAX_LORA_QUANT_COLS, MAX_LORA_RANK};
 pub use scratch::{Scratch, ScratchSizes};
 pub use weights::{Buffers, Layer, Storage, Tensor, Weights};
