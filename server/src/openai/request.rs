@@ -8,7 +8,10 @@ use serde_json::{Map, Value};
 use trillim_core::api::{self, Capabilities, Endpoint, GenParams};
 use trillim_core::sampler::{SamplerConfig, SamplerOverrides};
 
+use std::sync::Arc;
+
 use super::error::ApiError;
+use crate::engines::llm::grammar::Grammar;
 use crate::template::Message;
 
 /// Options shared by chat and completions.
@@ -30,6 +33,8 @@ pub struct GenOptions {
     pub ignore_eos: bool,
     /// `n`: choices per prompt (each its own sequence).
     pub n: usize,
+    /// `response_format` other than text: the grammar the output is masked to.
+    pub grammar: Option<Arc<Grammar>>,
 }
 
 impl GenOptions {
@@ -234,6 +239,8 @@ fn gen_options(
         include_usage: p.include_usage,
         ignore_eos: p.ignore_eos,
         n: p.n,
+        // Set from the body by `schema::response_format` (it needs the properties' order).
+        grammar: None,
     };
     Ok((opts, p))
 }
