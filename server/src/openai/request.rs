@@ -227,6 +227,8 @@ fn gen_options(
         suffix: f
             .get("suffix")
             .is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty())),
+        // This server compiles `response_format` itself (`schema::response_format`).
+        structured: false,
     };
     let p = api::validate(&raw, endpoint, Capabilities::FULL)
         .map_err(|e| ApiError::invalid_param(e.param().unwrap_or("body"), e.to_string()))?;
