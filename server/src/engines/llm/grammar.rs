@@ -255,3 +255,132 @@ impl Constraint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use trillim_core::format::gguf::Gguf;
+    use trillim_core::grammar::{Node, SchemaBuilder};
+
+    /// Every mask (plain-text fast path, trie walks, cache) against a scan of the whole
+    /// vocabulary along random constrained walks on SmolLM2; prints the costs.
+    #[test]
+    fn smollm2_masks_equal_a_vocabulary_scan() {
+        let file = std::fs::read(trillim_tests::smollm2_path()).unwrap();
+        let g = Gguf::parse(&file).unwrap();
+        let mut mem = vec![0u32; Tokenizer::mem_words_for_gguf(&g).unwrap()];
+        let tok = Tokenizer::from_gguf(&g, &mut mem).unwrap();
+        let vocab = Vocab::new(&tok);
+        println!("tables built in {:?}", vocab.built_in);
+        let n = vocab.n_vocab;
+        let mut entries = vec![Entry::Alt(0); 64];
+        let mut pool = vec![0u8; 256];
+        let mut b = SchemaBuilder::new(&mut entries, &mut pool);
+        let s = b
+            .node(Node::String {
+                min: 0,
+                max: u32::MAX,
+            })
+            .unwrap();
+        let short = b.node(Node::String { min: 2, max: 6 }).unwrap();
+        let i = b
+            .node(Node::Number {
+                integer: true,
+                min: -5.0,
+                max: 300.0,
+            })
+            .unwrap();
+        let arr = b
+            .node(Node::Array {
+                items: short,
+                min: 0,
+                max: 4,
+            })
+            .unwrap();
+        let root = b
+            .object(&[(b"text", s, true), (b"n", i, false), (b"xs", arr, true)])
+            .unwrap();
+        let (ne, nb) = (b.len(), b.bytes_used());
+        b.finish(root).unwrap();
+        entries.truncate(ne);
+        pool.truncate(nb);
+        let compiled = CompiledSchema {
+            entries,
+            bytes: pool,
+            root,
+        };
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut logits = vec![0.0f32; n];
+        for grammar in [Grammar::JsonObject, Grammar::Schema(compiled)] {
+            let grammar = Arc::new(grammar);
+            for _walk in 0..3 {
+                let mut c = Constraint::new(grammar.clone());
+                for _ in 0..60 {
+                    if c.is_done() {
+                        break;
+                    }
+                    logits.fill(0.0);
+                    c.mask(&vocab, &mut logits);
+                    let scan: Vec<bool> = (0..n as u32)
+                        .map(|id| {
+                            let bytes = vocab.bytes(id);
+                            if tok.is_eog(id) {
+                                return false;
+                            }
+                            let mut t = Constraint {
+                                cache: HashMap::new(),
+                                ..Constraint::new(grammar.clone())
+                            };
+                            t.state = c.state;
+                            !bytes.is_empty() && t.feed(bytes)
+                        })
+                        .collect();
+                    let accepting = match (&c.state, &*grammar) {
+                        (State::Json(j), _) => j.is_accepting(),
+                        (State::Schema(st), Grammar::Schema(s)) => {
+                            SchemaMachine::with_state(&s.schema(), *st).is_accepting()
+                        }
+                        _ => false,
+                    };
+                    // Same bytes as a lower id: only that one is in the tries.
+                    let mut seen = HashMap::new();
+                    for id in 0..n {
+                        let first = *seen.entry(vocab.bytes(id as u32)).or_insert(id) == id;
+                        let masked = logits[id] == f32::NEG_INFINITY;
+                        if tok.is_eog(id as u32) {
+                            assert_eq!(!masked, accepting, "eog {id}");
+                        } else if first || vocab.plain[id] == 0 {
+                            assert_eq!(
+                                !masked,
+                                scan[id],
+                                "token {id} {:?}",
+                                vocab.bytes(id as u32)
+                            );
+                        }
+                    }
+                    // Follow a random allowed token, preferring longer text.
+                    let ok: Vec<u32> = (0..n as u32)
+                        .filter(|&id| logits[id as usize] != f32::NEG_INFINITY && !tok.is_eog(id))
+                        .collect();
+                    if ok.is_empty() {
+                        break;
+                    }
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let id = ok[(rng % ok.len() as u64) as usize];
+                    assert!(c.feed(vocab.bytes(id)));
+                }
+                let name = match &*grammar {
+                    Grammar::JsonObject => "json_object",
+                    Grammar::Schema(_) => "json_schema",
+                };
+                println!(
+                    "{name}: {} masks computed, {} cached, {:?}",
+                    c.computed, c.hits, c.spent
+                );
+            }
+        }
+    }
+}
