@@ -1,7 +1,7 @@
 extern crate std;
 
 use super::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::vec;
 use std::vec::Vec;
 
@@ -51,11 +51,6 @@ fn prefix_ok(o: &Owned, s: &str) -> bool {
 const STR: Node = Node::String {
     min: 0,
     max: u32::MAX,
-};
-const INT: Node = Node::Number {
-    integer: true,
-    min: f64::NEG_INFINITY,
-    max: f64::INFINITY,
 };
 
 /// {"name": string, "age"?: integer 0..=150, "tags": [string]{1,3}, "ok": boolean}
@@ -254,7 +249,7 @@ fn recursion_is_bounded_and_unsatisfiable_schemas_refused() {
         deep.push_str(r#"{"name":"x","kids":["#);
         levels += 1;
     }
-    assert!(levels >= 4 && levels <= MAX_STACK);
+    assert!((4..=MAX_STACK).contains(&levels));
     // From the deepest point there is still a way to close everything.
     assert!(random_completion(&mut m, 1, 100_000));
     // Required recursion has no finite value.
@@ -295,7 +290,7 @@ fn random_completion(m: &mut SchemaMachine<'_>, seed: u64, steps: usize) -> bool
     let mut alphabet: Vec<u8> = b"{}[],:\"\\ 0123456789.-+eEtrufalsnbxyz".to_vec();
     alphabet.extend([0xc3, 0xa9, b'\n']);
     for _ in 0..steps {
-        if m.is_accepting() && (m.is_done() || r.next() % 4 == 0) {
+        if m.is_accepting() && (m.is_done() || r.next().is_multiple_of(4)) {
             return true;
         }
         // Prefer closing bytes as the walk goes on so it ends.
@@ -309,7 +304,7 @@ fn random_completion(m: &mut SchemaMachine<'_>, seed: u64, steps: usize) -> bool
             return false;
         }
         let closers: Vec<u8> = ok.iter().copied().filter(|b| b"}]\"".contains(b)).collect();
-        let pick = if !closers.is_empty() && r.next() % 3 != 0 {
+        let pick = if !closers.is_empty() && !r.next().is_multiple_of(3) {
             closers[r.next() as usize % closers.len()]
         } else {
             let pref: Vec<u8> = ok
@@ -379,7 +374,7 @@ fn random_walks_end_in_valid_documents() {
                 .copied()
                 .filter(|b| b.is_ascii_graphic() || *b == b' ')
                 .collect();
-            let b = if steps > 40 && !closers.is_empty() && r.next() % 2 == 0 {
+            let b = if steps > 40 && !closers.is_empty() && r.next().is_multiple_of(2) {
                 closers[r.next() as usize % closers.len()]
             } else if !printable.is_empty() {
                 printable[r.next() as usize % printable.len()]

@@ -505,7 +505,7 @@ impl Compiler<'_, '_> {
         for (k, v) in props {
             let id = self.node(v, &format!("{at}/properties/{k}"), nesting + 1)?;
             let name = serde_json::Value::String(k.clone()).to_string();
-            let name = name[1..name.len() - 1].as_bytes().to_vec();
+            let name = name.as_bytes()[1..name.len() - 1].to_vec();
             compiled.push((name, id, required.contains(&k.as_str())));
         }
         let refs: Vec<(&[u8], u16, bool)> = compiled

@@ -45,7 +45,9 @@ pub enum Grammar {
 /// Masks kept per sequence.
 const CACHE: usize = 256;
 
-/// A sequence's recognizer state (hashable: the mask cache's key).
+/// A sequence's recognizer state (hashable: the mask cache's key). Kept inline, not boxed:
+/// it is copied and hashed once per token.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum State {
     Json(JsonMachine),
