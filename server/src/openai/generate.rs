@@ -133,6 +133,13 @@ pub(crate) async fn generate(
                 "the search harness answers with one choice; send n = 1",
             ));
         }
+        if opts.grammar.is_some() {
+            return Err(ApiError::invalid_param(
+                "response_format",
+                "the search harness answers in text; response_format json_object/json_schema \
+                 needs a model loaded without it (or use /v1/completions)",
+            ));
+        }
         let Some((prompt, _)) = prompts.into_iter().next() else {
             return Err(ApiError::invalid_param(param, "no prompt given"));
         };
