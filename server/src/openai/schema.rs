@@ -392,32 +392,41 @@ impl Compiler<'_, '_> {
         if types.len() > 1 {
             let mut ids = Vec::with_capacity(types.len());
             for t in &types {
-                ids.push(self.typed(s, t, &enforced, at, nesting)?);
+                ids.push(self.typed(s, t, &types, &enforced, at, nesting)?);
             }
             return self.b.union(&ids).map_err(|e| built(e, at));
         }
-        self.typed(s, types[0], &enforced, at, nesting)
+        self.typed(s, types[0], &types, &enforced, at, nesting)
     }
 
-    /// A node of one type `t`; keywords of another type are refused.
+    /// A node of type `t`, one of `types` (the schema's `type` list): each keyword must
+    /// belong to one of them, and each type takes its own.
     fn typed(
         &mut self,
         s: &Ordered,
         t: &str,
+        types: &[&str],
         enforced: &[&str],
         at: &str,
         nesting: usize,
     ) -> Result<u16, String> {
-        let own: &[&str] = match t {
-            "object" => OBJECT,
-            "array" => ARRAY,
-            "string" => STRING,
-            "number" | "integer" => NUMBER,
-            "boolean" | "null" => &[],
-            _ => return Err(format!("unknown type '{t}' at {at}")),
+        let own = |t: &str| -> Result<&'static [&'static str], String> {
+            Ok(match t {
+                "object" => OBJECT,
+                "array" => ARRAY,
+                "string" => STRING,
+                "number" | "integer" => NUMBER,
+                "boolean" | "null" => &[],
+                _ => return Err(format!("unknown type '{t}' at {at}")),
+            })
         };
-        if enforced.len() > 1 || !own.is_empty() {
-            if let Some(k) = enforced.iter().find(|k| **k != "type" && !own.contains(k)) {
+        own(t)?;
+        for k in enforced.iter().filter(|k| **k != "type") {
+            let mut applies = false;
+            for ty in types {
+                applies |= own(ty)?.contains(k);
+            }
+            if !applies {
                 return Err(format!(
                     "keyword '{k}' does not apply to type '{t}' at {at}"
                 ));
@@ -531,5 +540,77 @@ impl Compiler<'_, '_> {
         let to = self.node(target, r, nesting + 1)?;
         self.b.define(id, to);
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trillim_core::grammar::{ByteMachine, SchemaMachine};
+
+    fn compiled(schema: &str) -> Result<CompiledSchema, String> {
+        compile(&serde_json::from_str::<Ordered>(schema).unwrap())
+    }
+
+    fn accepts(c: &CompiledSchema, text: &str) -> bool {
+        let s = c.schema();
+        let mut m = SchemaMachine::new(&s);
+        m.push_all(text.as_bytes()) && m.is_accepting()
+    }
+
+    #[test]
+    fn properties_keep_document_order_and_refs_resolve() {
+        let c = compiled(
+            r##"{"type": "object", "title": "T",
+                "properties": {"zeta": {"type": "boolean"}, "alpha": {"$ref": "#/$defs/list"},
+                               "mid": {"type": ["integer", "null"], "minimum": 1}},
+                "required": ["zeta"], "additionalProperties": false,
+                "$defs": {"list": {"type": "array", "items": {"$ref": "#/$defs/list"}, "maxItems": 2}}}"##,
+        )
+        .unwrap();
+        assert!(accepts(&c, r#"{"zeta":true,"alpha":[[],[[]]],"mid":null}"#));
+        assert!(accepts(&c, r#"{"zeta":false,"mid":3}"#));
+        assert!(!accepts(&c, r#"{"alpha":[],"zeta":true}"#));
+        assert!(!accepts(&c, r#"{"zeta":true,"mid":0}"#));
+        assert!(!accepts(&c, r#"{"zeta":true,"alpha":[[],[],[]]}"#));
+        // Names are matched as JSON text, escapes included.
+        let c = compiled(
+            r#"{"type":"object","properties":{"a\"b":{"const":"é"}},"required":["a\"b"]}"#,
+        )
+        .unwrap();
+        assert!(accepts(&c, r#"{"a\"b":"é"}"#));
+    }
+
+    #[test]
+    fn refusals_name_the_keyword_or_the_problem() {
+        for (schema, want) in [
+            (
+                r#"{"type":"object","properties":{"a":{"type":"string","format":"email"}}}"#,
+                "unsupported keyword 'format' at #/properties/a",
+            ),
+            (
+                r#"{"type":"number","exclusiveMinimum":0}"#,
+                "unsupported keyword 'exclusiveMinimum'",
+            ),
+            (r#"{"type":"array"}"#, "arrays need an 'items'"),
+            (r#"{"$ref":"http://x/y"}"#, "only local $refs"),
+            (
+                r##"{"$ref":"#/$defs/a","$defs":{"a":{"$ref":"#/$defs/a"}}}"##,
+                "never defined",
+            ),
+            (r#"{"type":["number","integer"]}"#, "start differently"),
+            (r#"{"enum":[]}"#, "non-empty array"),
+            (
+                r#"{"type":"string","minLength":3,"maxLength":2}"#,
+                "minimum is above",
+            ),
+            (
+                r#"{"type":"object","additionalProperties":{"type":"string"}}"#,
+                "additionalProperties",
+            ),
+        ] {
+            let e = compiled(schema).unwrap_err();
+            assert!(e.contains(want), "{schema}: {e}");
+        }
     }
 }
