@@ -9,7 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 # playwright: only its driver is used; the chat-page test runs Debian's chromium.
-python3 -m pip install --quiet --disable-pip-version-check "openai>=1.40" pytest prometheus_client pyyaml playwright >&2
+python3 -m pip install --quiet --disable-pip-version-check "openai>=1.40" pytest jsonschema prometheus_client pyyaml playwright >&2
 # The replica tests put a real nginx in front of several servers; the chat page is tested in
 # a real headless browser.
 need=()

@@ -444,6 +444,7 @@ fn run_blocking(
         logprobs: None,
         echo_logprobs: false,
         ignore_eos: false,
+        grammar: None,
         request_id: "cli".into(),
         events: tx,
     };

@@ -610,6 +610,12 @@ fn search_harness_through_chat_completions() {
     common::assert_error(&v, st, 400);
     let (st, v) = c.post("/v1/chat/completions", &few_shot(json!({"n": 2})));
     common::assert_error(&v, st, 400);
+    let (st, v) = c.post(
+        "/v1/chat/completions",
+        &few_shot(json!({"response_format": {"type": "json_object"}})),
+    );
+    common::assert_error(&v, st, 400);
+    assert_eq!(v["error"]["param"], "response_format", "{v}");
 
     // A rate-limited DuckDuckGo (HTTP 202) degrades to an answer from memory.
     world.rate_limited.store(true, Ordering::SeqCst);

@@ -411,6 +411,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Strings<'a> {
     }
 }
 
+/// `response_format`: only its `type` matters to the validation both servers share.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+struct ResponseFormat<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<JsonStr<'a>>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 struct StreamOptions {
     include_usage: Option<bool>,
@@ -470,6 +477,7 @@ struct Body<'a> {
     top_logprobs: Option<Int>,
     echo: Option<bool>,
     suffix: Option<JsonStr<'a>>,
+    response_format: Option<ResponseFormat<'a>>,
 }
 
 /// What each known field must be, for the 400 when it is not.
@@ -512,6 +520,10 @@ const FIELD_TYPES: &[(&str, &str)] = &[
     ("top_logprobs", "top_logprobs must be an integer"),
     ("echo", "echo must be a boolean"),
     ("suffix", "suffix must be a string"),
+    (
+        "response_format",
+        "response_format must be an object with a string type",
+    ),
 ];
 
 /// Reads a body, noting in `field` which known field's value is being read, so that a value
@@ -566,6 +578,7 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
                 "top_logprobs" => b.top_logprobs = m.next_value()?,
                 "echo" => b.echo = m.next_value()?,
                 "suffix" => b.suffix = m.next_value()?,
+                "response_format" => b.response_format = m.next_value()?,
                 _ => {
                     m.next_value::<IgnoredAny>()?;
                 }
@@ -656,6 +669,11 @@ fn params<'a>(b: &Body<'a>, endpoint: Endpoint) -> Result<(GenParams, Stops<'a>)
         top_logprobs: b.top_logprobs.map(|v| v.0),
         echo: b.echo,
         suffix: b.suffix.is_some_and(|s| !s.0.is_empty()),
+        structured: b
+            .response_format
+            .as_ref()
+            .and_then(|r| r.kind)
+            .is_some_and(|k| k.0 != "text"),
     };
     Ok((validate(&f, endpoint, Capabilities::TEXT)?, stop))
 }
@@ -898,6 +916,18 @@ mod tests {
         assert_eq!(param(br#"{"prompt":"a","logprobs":6}"#), Some("logprobs"));
         assert_eq!(param(br#"{"prompt":"a","echo":true}"#), Some("echo"));
         assert_eq!(param(br#"{"prompt":"a","suffix":"z"}"#), Some("suffix"));
+        assert_eq!(
+            param(br#"{"prompt":"a","response_format":{"type":"json_object"}}"#),
+            Some("response_format")
+        );
+        assert_eq!(
+            param(br#"{"prompt":"a","response_format":7}"#),
+            Some("response_format")
+        );
+        assert!(parse_completion(
+            br#"{"prompt":"a","response_format":{"type":"text","json_schema":{"a":[1]}}}"#
+        )
+        .is_ok());
         assert_eq!(param(br#"{"prompt":5}"#), Some("prompt"));
         assert!(parse_completion(br#"{"prompt":"a","echo":false,"suffix":""}"#).is_ok());
     }

@@ -66,6 +66,8 @@ pub struct Fields {
     pub echo: Option<bool>,
     /// `suffix` is a non-empty string.
     pub suffix: bool,
+    /// `response_format` asks for more than text (`json_object`, `json_schema`).
+    pub structured: bool,
 }
 
 /// What a server can do beyond plain generation.
@@ -75,6 +77,8 @@ pub struct Capabilities {
     pub max_n: usize,
     /// Log-probabilities and `echo`.
     pub logprobs: bool,
+    /// Constrained output (`response_format` other than text).
+    pub structured: bool,
 }
 
 impl Capabilities {
@@ -82,11 +86,13 @@ impl Capabilities {
     pub const FULL: Capabilities = Capabilities {
         max_n: MAX_N,
         logprobs: true,
+        structured: true,
     };
     /// The firmware: one choice, text only.
     pub const TEXT: Capabilities = Capabilities {
         max_n: 1,
         logprobs: false,
+        structured: false,
     };
 }
 
@@ -204,6 +210,11 @@ pub fn validate(
         "only best_of = 1 is supported",
     )?;
     check(!f.suffix, "suffix", "suffix is not supported")?;
+    check(
+        !f.structured || caps.structured,
+        "response_format",
+        "response_format json_object/json_schema is not supported by this server",
+    )?;
     check(
         f.stops <= super::MAX_STOP,
         "stop",
@@ -342,6 +353,12 @@ mod tests {
         let text = Capabilities::TEXT;
         let n4 = Fields { n: Some(4), ..d };
         assert_eq!(validate(&n4, Chat, full).unwrap().n, 4);
+        let rf = Fields {
+            structured: true,
+            ..d
+        };
+        assert!(validate(&rf, Chat, full).is_ok());
+        assert_eq!(param(rf, Completion, text), Some("response_format"));
         assert_eq!(param(n4, Chat, text), Some("n"));
         let lp = Fields {
             logprobs: Some(true),

@@ -10,7 +10,7 @@ pub const MAX_DEPTH: u8 = 128;
 /// Longest run of whitespace accepted between two JSON tokens.
 pub const MAX_WHITESPACE: u8 = 2;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Lit {
     True,
     False,
@@ -27,7 +27,7 @@ impl Lit {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Num {
     /// After `-`: a digit must come.
     Minus,
@@ -45,7 +45,7 @@ enum Num {
     Exp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum St {
     /// Before the top-level object.
     Start,
@@ -91,7 +91,7 @@ enum St {
 }
 
 /// The recognizer's state: copy it to explore, keep it to commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct JsonMachine {
     st: St,
     /// Bit `i` set: level `i` is an array; clear: an object.
@@ -346,5 +346,9 @@ impl ByteMachine for JsonMachine {
 
     fn is_done(&self) -> bool {
         self.st == St::Done
+    }
+
+    fn plain_budget(&self) -> Option<usize> {
+        matches!(self.st, St::Str { .. }).then_some(usize::MAX)
     }
 }

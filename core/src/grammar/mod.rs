@@ -6,9 +6,14 @@
 //! its prefix is refused, so a step costs the allowed prefixes, not the vocabulary.
 
 mod json;
+mod schema;
 mod trie;
 
 pub use json::JsonMachine;
+pub use schema::{
+    Entry, Node, Schema, SchemaBuilder, SchemaError, SchemaMachine, SchemaState, MAX_ENTRY_BYTES,
+    MAX_STACK,
+};
 pub use trie::{TokenTrie, TrieError, TrieNode, MAX_TOKEN_BYTES};
 
 /// A recognizer over bytes; cheap to copy, so the trie walk can keep one state per depth.
@@ -19,7 +24,15 @@ pub trait ByteMachine: Copy {
     fn is_accepting(&self) -> bool;
     /// Whether no byte can follow (only the end may come next).
     fn is_done(&self) -> bool;
+    /// `Some(n)` when the machine is inside a string that takes any *plain* text (complete
+    /// UTF-8 without `"`, `\\` or control bytes) of up to `n` characters and stays there, so a
+    /// mask may admit such tokens without walking them.
+    fn plain_budget(&self) -> Option<usize> {
+        None
+    }
 }
 
+#[cfg(test)]
+mod schema_tests;
 #[cfg(test)]
 mod tests;

@@ -107,6 +107,12 @@ impl<'a> TokenTrie<'a> {
         })
     }
 
+    /// A trie over nodes a [`build`](Self::build) left (its first [`len`](Self::len)), kept
+    /// by the caller.
+    pub fn from_nodes(nodes: &'a [TrieNode], n_vocab: usize) -> TokenTrie<'a> {
+        TokenTrie { nodes, n_vocab }
+    }
+
     /// The nodes in use.
     pub fn len(&self) -> usize {
         self.nodes.len()

@@ -117,6 +117,7 @@ impl Ctx {
             logprobs: self.req.logprobs,
             echo_logprobs: false,
             ignore_eos: self.req.ignore_eos,
+            grammar: None,
             request_id: self.req.request_id.clone(),
             events: tx,
         };

@@ -32,10 +32,15 @@ pub(crate) async fn generate(
         Chat(request::ChatRequest),
         Completion(request::CompletionRequest),
     }
-    let parsed = match kind {
+    let mut parsed = match kind {
         Kind::Chat => Parsed::Chat(request::chat(&m)?),
         Kind::Completion => Parsed::Completion(request::completion(&m)?),
     };
+    let grammar = super::schema::response_format(body)?;
+    match &mut parsed {
+        Parsed::Chat(c) => c.opts.grammar = grammar,
+        Parsed::Completion(c) => c.opts.grammar = grammar,
+    }
     let sh = shared.clone();
     // One (tokens, echo text) per prompt: chat has one, completions may have several.
     let (parsed, prompts) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
@@ -128,6 +133,13 @@ pub(crate) async fn generate(
                 "the search harness answers with one choice; send n = 1",
             ));
         }
+        if opts.grammar.is_some() {
+            return Err(ApiError::invalid_param(
+                "response_format",
+                "the search harness answers in text; response_format json_object/json_schema \
+                 needs a model loaded without it (or use /v1/completions)",
+            ));
+        }
         let Some((prompt, _)) = prompts.into_iter().next() else {
             return Err(ApiError::invalid_param(param, "no prompt given"));
         };
@@ -184,6 +196,7 @@ pub(crate) async fn generate(
                 logprobs,
                 echo_logprobs: echo && logprobs.is_some(),
                 ignore_eos: opts.ignore_eos,
+                grammar: opts.grammar.clone(),
                 request_id: rid.to_string(),
                 events: tokio::sync::mpsc::unbounded_channel().0,
             };

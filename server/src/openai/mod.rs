@@ -10,5 +10,6 @@ pub mod load;
 pub mod models;
 pub mod output;
 pub mod request;
+pub mod schema;
 
 pub use error::ApiError;

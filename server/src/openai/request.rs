@@ -8,7 +8,10 @@ use serde_json::{Map, Value};
 use trillim_core::api::{self, Capabilities, Endpoint, GenParams};
 use trillim_core::sampler::{SamplerConfig, SamplerOverrides};
 
+use std::sync::Arc;
+
 use super::error::ApiError;
+use crate::engines::llm::grammar::Grammar;
 use crate::template::Message;
 
 /// Options shared by chat and completions.
@@ -30,6 +33,8 @@ pub struct GenOptions {
     pub ignore_eos: bool,
     /// `n`: choices per prompt (each its own sequence).
     pub n: usize,
+    /// `response_format` other than text: the grammar the output is masked to.
+    pub grammar: Option<Arc<Grammar>>,
 }
 
 impl GenOptions {
@@ -222,6 +227,8 @@ fn gen_options(
         suffix: f
             .get("suffix")
             .is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty())),
+        // This server compiles `response_format` itself (`schema::response_format`).
+        structured: false,
     };
     let p = api::validate(&raw, endpoint, Capabilities::FULL)
         .map_err(|e| ApiError::invalid_param(e.param().unwrap_or("body"), e.to_string()))?;
@@ -234,6 +241,8 @@ fn gen_options(
         include_usage: p.include_usage,
         ignore_eos: p.ignore_eos,
         n: p.n,
+        // Set from the body by `schema::response_format` (it needs the properties' order).
+        grammar: None,
     };
     Ok((opts, p))
 }

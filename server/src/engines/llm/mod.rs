@@ -4,6 +4,7 @@
 //! per-request channel whose closing (the client went away) cancels the generation before its
 //! next forward step.
 
+pub mod grammar;
 pub mod scheduler;
 
 use std::path::{Path, PathBuf};
@@ -305,6 +306,8 @@ pub struct Job {
     pub echo_logprobs: bool,
     /// Keep generating past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// `response_format` other than text: the output is masked to this grammar.
+    pub grammar: Option<Arc<grammar::Grammar>>,
     /// Request id for logs.
     pub request_id: String,
     /// Where events go; dropping the receiver cancels the job.
@@ -430,6 +433,7 @@ mod tests {
                 logprobs: None,
                 echo_logprobs: false,
                 ignore_eos: false,
+                grammar: None,
                 request_id: "test".into(),
                 events: tx,
             })

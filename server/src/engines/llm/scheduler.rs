@@ -18,6 +18,7 @@ use trillim_core::model::SeqToken;
 use trillim_core::sampler::Candidate;
 use trillim_runtime::{LoadedModel, Session, ThreadPool};
 
+use super::grammar::{Constraint, Vocab};
 use super::{
     logprobs_of, Event, Finish, GenerationError, Job, ModelShared, Msg, Prepared, TokenLogprob,
 };
@@ -40,6 +41,8 @@ struct Seq {
     /// Sampling, text and the finish decision: the step machine both servers share.
     dec: Decoder<Vec<u8>>,
     prompt_lps: Vec<TokenLogprob>,
+    /// The `response_format` grammar and where the output is in it.
+    constraint: Option<Constraint>,
     started: Instant,
     last_token: Option<Instant>,
 }
@@ -65,6 +68,8 @@ struct Worker {
     used: Vec<u64>,
     clock: u64,
     metrics: Arc<Metrics>,
+    /// Token tables for constrained decoding, built on the first request that needs them.
+    vocab: Option<Vocab>,
 }
 
 /// The engine thread: admits jobs into free slots and steps every running sequence.
@@ -90,6 +95,7 @@ pub(super) fn run(prepared: Prepared, rx: Receiver<Msg>, metrics: Arc<Metrics>) 
         used: vec![0; slots],
         clock: 0,
         metrics,
+        vocab: None,
     };
     let mut running: VecDeque<Seq> = VecDeque::new();
     let mut closing = false;
@@ -213,7 +219,17 @@ impl Worker {
             held,
             false,
         );
+        let constraint = job.grammar.clone().map(|g| {
+            if self.vocab.is_none() {
+                let v = Vocab::new(&self.shared.tok.view());
+                tracing::info!(model = %self.shared.id, ms = v.built_in.as_millis() as u64,
+                    "constrained-decoding tables built");
+                self.vocab = Some(v);
+            }
+            Constraint::new(g)
+        });
         Some(Seq {
+            constraint,
             job,
             slot,
             cached,
@@ -333,6 +349,13 @@ impl Worker {
     fn sample_next(&mut self, seq: &mut Seq, logits: &mut [f32]) -> Option<End> {
         let job = &seq.job;
         let tok = self.shared.tok.view();
+        if let (Some(c), Some(v)) = (seq.constraint.as_mut(), self.vocab.as_ref()) {
+            if c.is_done() {
+                // The value is complete: nothing more may be generated.
+                return Some(End::Finished(Finish::Stop));
+            }
+            c.mask(v, logits);
+        }
         let lp = job.logprobs.map(|n| {
             self.top.resize(n.min(logits.len()), (0, 0.0));
             LogprobBufs {
@@ -356,6 +379,11 @@ impl Worker {
             },
         );
         if let Some(id) = step.token {
+            if let (Some(c), Some(v)) = (seq.constraint.as_mut(), self.vocab.as_ref()) {
+                if !c.feed(v.bytes(id)) {
+                    tracing::warn!(request_id = %job.request_id, id, "sampled a token the grammar refuses");
+                }
+            }
             let now = Instant::now();
             if let Some(prev) = seq.last_token.replace(now) {
                 self.metrics.inter_token(now - prev);
@@ -408,6 +436,10 @@ impl Worker {
                     finish,
                     completion_tokens: seq.dec.generated(),
                 });
+                if let Some(c) = &seq.constraint {
+                    tracing::info!(request_id = %job.request_id, masks = c.computed, cached = c.hits,
+                        mask_ms = format!("{:.3}", c.spent.as_secs_f64() * 1e3), "constrained decoding");
+                }
                 tracing::info!(
                     request_id = %job.request_id, prompt_tokens = job.prompt.len(), cached_tokens = seq.cached,
                     completion_tokens = seq.dec.generated(), finish = finish.as_str(),
