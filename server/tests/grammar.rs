@@ -5,46 +5,29 @@
 mod common;
 
 use std::io::BufRead;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{assert_error, free_port, Client, Server};
+use common::{assert_error, Client, Server};
 use serde_json::{json, Value};
 
 fn start(tag: &str) -> Server {
-    let home = std::env::temp_dir().join(format!("trillim-grammar-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
-    let dir = home.join("models/org/smol");
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = trillim_tests::smollm2_path();
-    let dest = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if std::fs::hard_link(&model, &dest).is_err() {
-        std::fs::copy(&model, &dest).unwrap();
-    }
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_trillim"))
-        .args(["serve", "org/smol", "--port", &port.to_string()])
-        .args(["--threads", "2", "--ctx", "1024", "--parallel", "2"])
-        .env("TRILLIM_HOME", &home)
-        .env("TRILLIM_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start trillim");
-    let s = Server {
-        child,
-        client: Client { port },
+    let home = common::store_with(
+        &format!("grammar-{tag}"),
+        "org/smol",
+        &trillim_tests::smollm2_path(),
+    );
+    common::serve(
         home,
-    };
-    let t0 = Instant::now();
-    while !matches!(s.try_request("GET", "/health", None, &[]), Ok((200, _, _))) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "server did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s
+        &[
+            "org/smol",
+            "--threads",
+            "2",
+            "--ctx",
+            "1024",
+            "--parallel",
+            "2",
+        ],
+        &[],
+    )
 }
 
 /// {"name": string ≤ 24 chars, "age": 0..=120, "tags": 1-3 of red/green/blue, "pet"?: null or

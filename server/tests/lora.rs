@@ -7,24 +7,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::*;
 use serde_json::{json, Value};
 
 fn smollm2() -> PathBuf {
-    let p = match std::env::var_os("TRILLIM_TEST_MODEL") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-            .join(".cache/trillim/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    };
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-test-model.sh",
-        p.display()
-    );
-    p
+    trillim_tests::smollm2_path()
 }
 
 /// The adapters (built once per target directory).
@@ -57,53 +46,18 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A store with SmolLM2 as `org/smol` and the adapters under `adapters/`.
 fn store(tag: &str) -> PathBuf {
-    let home = std::env::temp_dir().join(format!("trillim-lora-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
-    let models = home.join("models");
-    std::fs::create_dir_all(models.join("org/smol")).unwrap();
-    let dst = models.join("org/smol/smol.gguf");
-    if std::fs::hard_link(smollm2(), &dst).is_err() {
-        std::fs::copy(smollm2(), &dst).unwrap();
-    }
+    let home = store_with(&format!("lora-{tag}"), "org/smol", &smollm2());
     let a = adapters();
     for name in ["peft", "gguf", "bad-half", "bad-arch"] {
-        copy_dir(&a.join(name), &models.join("adapters").join(name));
+        copy_dir(&a.join(name), &home.join("models/adapters").join(name));
     }
     home
 }
 
 fn serve(home: &Path, extra: &[&str]) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_trillim"))
-        .args([
-            "serve",
-            "org/smol",
-            "--port",
-            &port.to_string(),
-            "--threads",
-            "2",
-        ])
-        .args(extra)
-        .env("TRILLIM_HOME", home)
-        .env("TRILLIM_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start trillim");
-    let s = Server {
-        child,
-        client: Client { port },
-        home: home.to_path_buf(),
-    };
-    let t0 = Instant::now();
-    while !matches!(s.try_request("GET", "/health", None, &[]), Ok((200, _, _))) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "server did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s
+    let mut args = vec!["org/smol", "--threads", "2"];
+    args.extend_from_slice(extra);
+    common::serve(home.to_path_buf(), &args, &[])
 }
 
 /// The greedy completion's tokens and their log-probabilities.

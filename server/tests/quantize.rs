@@ -16,17 +16,7 @@ fn repo() -> PathBuf {
 }
 
 fn smollm2() -> PathBuf {
-    let p = match std::env::var_os("TRILLIM_TEST_MODEL") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-            .join(".cache/trillim/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    };
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-test-model.sh",
-        p.display()
-    );
-    p
+    trillim_tests::smollm2_path()
 }
 
 /// Runs `script args… DIR trailing…` once per target directory, with DIR named `name`.

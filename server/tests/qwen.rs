@@ -5,45 +5,15 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{fixture, free_port, Client, Server};
+use common::{fixture, Server};
 use serde_json::{json, Value};
 use trillim_core::format::gguf::Gguf;
 use trillim_core::tokenizer::Tokenizer;
 
 fn serve(file: &str) -> Server {
     let tag = file.trim_end_matches(".gguf");
-    let home = std::env::temp_dir().join(format!("trillim-qwen-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
-    let d = home.join("models/org/qwen");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::copy(fixture(file), d.join(file)).unwrap();
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_trillim"))
-        .args(["serve", "org/qwen", "--port", &port.to_string()])
-        .args(["--threads", "1", "--ctx", "256"])
-        .env("TRILLIM_HOME", &home)
-        .env("TRILLIM_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start trillim");
-    let s = Server {
-        child,
-        client: Client { port },
-        home,
-    };
-    let t0 = Instant::now();
-    while !matches!(s.try_request("GET", "/health", None, &[]), Ok((200, _, _))) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "server did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s
+    let home = common::store_with(&format!("qwen-{tag}"), "org/qwen", &fixture(file));
+    common::serve(home, &["org/qwen", "--threads", "1", "--ctx", "256"], &[])
 }
 
 #[test]

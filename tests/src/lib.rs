@@ -207,3 +207,63 @@ impl GgufBuilder {
         out
     }
 }
+
+/// Logits after every token of `tokens` for the GGUF model `model`, computed by the core's
+/// forward pass in passes of `batch` tokens over `par`.
+///
+/// # Panics
+///
+/// When the model does not load or the pass fails.
+pub fn logits_all_par(
+    model: &[u8],
+    tokens: &[u32],
+    kernels: &trillim_core::kernels::Kernels,
+    batch: usize,
+    par: &dyn trillim_core::Parallel,
+) -> Vec<f32> {
+    use trillim_core::format::gguf::Gguf;
+    use trillim_core::model::{Buffers, Config, Forward, KvCache, Scratch, ScratchSizes, Weights};
+    let g = Gguf::parse(model).expect("parse");
+    let config = Config::from_gguf(&g).expect("config");
+    let weights = Weights::from_gguf(&g, &config).expect("weights");
+    let sz = ScratchSizes::new(&config, batch);
+    let (mut f, mut q, mut i) = (vec![0f32; sz.f32s], vec![0i8; sz.i8s], vec![0i32; sz.i32s]);
+    let mut scratch = Scratch::new(&config, batch, &mut f, &mut q, &mut i).expect("scratch");
+    let mut kv_buf = vec![0u16; KvCache::elems(&config, tokens.len())];
+    let mut kv = KvCache::new(&config, &mut kv_buf, tokens.len()).expect("kv");
+    let fwd = Forward {
+        config: &config,
+        weights: &weights,
+        bufs: Buffers::file(model),
+        kernels,
+        lora: None,
+    };
+    let mut logits = vec![0f32; tokens.len() * config.n_vocab];
+    fwd.run(tokens, &mut kv, &mut scratch, par, &mut logits)
+        .expect("forward");
+    logits
+}
+
+/// A JSON array of token ids.
+///
+/// # Panics
+///
+/// When `v` is not an array of non-negative integers.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}
+
+/// The JSON file at `testdata/<rel>`.
+///
+/// # Panics
+///
+/// When it is missing or not JSON.
+pub fn testdata_json(rel: &str) -> serde_json::Value {
+    let p = testdata(rel);
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}

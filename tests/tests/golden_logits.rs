@@ -3,12 +3,10 @@
 #![forbid(unsafe_code)]
 
 use serde_json::Value;
-use trillim_core::format::gguf::Gguf;
 use trillim_core::kernels::Kernels;
-use trillim_core::model::{Buffers, Config, Forward, KvCache, Scratch, ScratchSizes, Weights};
-use trillim_core::{Parallel, Sequential};
+use trillim_core::Sequential;
 use trillim_runtime::ThreadPool;
-use trillim_tests::{log_softmax, smollm2_path, testdata};
+use trillim_tests::{log_softmax, logits_all_par, smollm2_path, testdata};
 
 struct Scores {
     mean_abs_dlogprob: f64,
@@ -20,34 +18,6 @@ struct Scores {
 
 fn logits_all(model: &[u8], tokens: &[u32], kernels: &Kernels, batch: usize) -> Vec<f32> {
     logits_all_par(model, tokens, kernels, batch, &Sequential)
-}
-
-fn logits_all_par(
-    model: &[u8],
-    tokens: &[u32],
-    kernels: &Kernels,
-    batch: usize,
-    par: &dyn Parallel,
-) -> Vec<f32> {
-    let g = Gguf::parse(model).expect("parse");
-    let config = Config::from_gguf(&g).expect("config");
-    let weights = Weights::from_gguf(&g, &config).expect("weights");
-    let sz = ScratchSizes::new(&config, batch);
-    let (mut f, mut q, mut i) = (vec![0f32; sz.f32s], vec![0i8; sz.i8s], vec![0i32; sz.i32s]);
-    let mut scratch = Scratch::new(&config, batch, &mut f, &mut q, &mut i).expect("scratch");
-    let mut kv_buf = vec![0u16; KvCache::elems(&config, tokens.len())];
-    let mut kv = KvCache::new(&config, &mut kv_buf, tokens.len()).expect("kv");
-    let fwd = Forward {
-        config: &config,
-        weights: &weights,
-        bufs: Buffers::file(model),
-        kernels,
-        lora: None,
-    };
-    let mut logits = vec![0f32; tokens.len() * config.n_vocab];
-    fwd.run(tokens, &mut kv, &mut scratch, par, &mut logits)
-        .expect("forward");
-    logits
 }
 
 fn score(model: &[u8], golden: &Value, kernels: &Kernels, batch: usize) -> Scores {

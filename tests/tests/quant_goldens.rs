@@ -26,9 +26,8 @@ use serde_json::Value;
 use trillim_core::format::gguf::Gguf;
 use trillim_core::kernels::formats::dequantize_row;
 use trillim_core::kernels::Kernels;
-use trillim_core::model::{Buffers, Config, Forward, KvCache, Scratch, ScratchSizes, Weights};
 use trillim_runtime::ThreadPool;
-use trillim_tests::{argmax, log_softmax, repo_root, testdata};
+use trillim_tests::{argmax, ids, log_softmax, logits_all_par, repo_root, testdata};
 
 /// The model file of `ty`, made by `scripts/quant-models.sh` when missing.
 fn model_path(ty: &str) -> PathBuf {
@@ -48,39 +47,7 @@ fn model_path(ty: &str) -> PathBuf {
 
 /// Logits after every token of `tokens`, computed in passes of `batch` tokens.
 fn logits_all(model: &[u8], tokens: &[u32], kernels: &Kernels, batch: usize) -> Vec<f32> {
-    let g = Gguf::parse(model).expect("parse");
-    let config = Config::from_gguf(&g).expect("config");
-    let weights = Weights::from_gguf(&g, &config).expect("weights");
-    let sz = ScratchSizes::new(&config, batch);
-    let (mut f, mut q, mut i) = (vec![0f32; sz.f32s], vec![0i8; sz.i8s], vec![0i32; sz.i32s]);
-    let mut scratch = Scratch::new(&config, batch, &mut f, &mut q, &mut i).expect("scratch");
-    let mut kv_buf = vec![0u16; KvCache::elems(&config, tokens.len())];
-    let mut kv = KvCache::new(&config, &mut kv_buf, tokens.len()).expect("kv");
-    let fwd = Forward {
-        config: &config,
-        weights: &weights,
-        bufs: Buffers::file(model),
-        kernels,
-        lora: None,
-    };
-    let mut logits = vec![0f32; tokens.len() * config.n_vocab];
-    fwd.run(
-        tokens,
-        &mut kv,
-        &mut scratch,
-        &ThreadPool::new(2),
-        &mut logits,
-    )
-    .expect("forward");
-    logits
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    logits_all_par(model, tokens, kernels, batch, &ThreadPool::new(2))
 }
 
 /// Teacher-forced log-probabilities of the golden text: mean |Δ logprob|, perplexity and clear

@@ -9,7 +9,7 @@ use trillim_core::chat::{ChatTemplate, Family, Message};
 use trillim_core::format::gguf::Gguf;
 use trillim_core::model::{Arch, Config, RopeStyle, Weights};
 use trillim_core::tokenizer::Tokenizer;
-use trillim_tests::testdata;
+use trillim_tests::{ids, testdata};
 
 const MODELS: [(&str, &str); 2] = [
     (
@@ -26,14 +26,6 @@ fn load(model: &str, golden: &str) -> (Vec<u8>, Value) {
     let bytes = std::fs::read(testdata(model)).unwrap();
     let g = serde_json::from_slice(&std::fs::read(testdata(golden)).unwrap()).unwrap();
     (bytes, g)
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]

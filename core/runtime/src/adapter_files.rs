@@ -14,6 +14,7 @@ use std::path::Path;
 use trillim_core::format::gguf::Gguf;
 
 use crate::convert::checkpoint::read_text;
+use crate::convert::vocab::config_chat_template;
 use crate::lora::AdapterError;
 use crate::tokenizer_json::Vocabulary;
 
@@ -92,15 +93,7 @@ pub fn chat_template(dir: &Path, model: &Gguf<'_>) -> Result<Option<String>, Ada
             return Ok(Some(t));
         }
     }
-    Ok(config.and_then(|(_, j)| match &j["chat_template"] {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .find(|t| t["name"] == "default")
-            .and_then(|t| t["template"].as_str())
-            .map(str::to_string),
-        _ => None,
-    }))
+    Ok(config.and_then(|(_, j)| config_chat_template(&j)))
 }
 
 fn base_tokens(model: &Gguf<'_>) -> Vec<String> {

@@ -81,17 +81,34 @@ pub fn start(tag: &str, extra: &[&str]) -> Server {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::copy(fixture(file), d.join(file)).unwrap();
     }
+    let mut args = vec!["org/tiny", "--threads", "1"];
+    args.extend_from_slice(extra);
+    serve(home, &args, &[])
+}
+
+/// A fresh store under the temp directory (`trillim-<tag>-<pid>`) holding the model file
+/// `src` as store id `id` (hard-linked where the file system allows).
+pub fn store_with(tag: &str, id: &str, src: &Path) -> PathBuf {
+    let home = std::env::temp_dir().join(format!("trillim-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let dir = home.join("models").join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let dest = dir.join(src.file_name().unwrap());
+    if std::fs::hard_link(src, &dest).is_err() {
+        std::fs::copy(src, &dest).unwrap();
+    }
+    home
+}
+
+/// Runs `trillim serve ARGS… --port P` on the store under `home` (removed when the server is
+/// dropped) with the extra environment `env`, and waits until `/health` answers.
+pub fn serve(home: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_trillim"))
-        .args([
-            "serve",
-            "org/tiny",
-            "--port",
-            &port.to_string(),
-            "--threads",
-            "1",
-        ])
-        .args(extra)
+        .arg("serve")
+        .args(args)
+        .args(["--port", &port.to_string()])
+        .envs(env.iter().copied())
         .env("TRILLIM_HOME", &home)
         .env("TRILLIM_LOG", "warn")
         .stdout(Stdio::null())
@@ -104,16 +121,14 @@ pub fn start(tag: &str, extra: &[&str]) -> Server {
         home,
     };
     let t0 = Instant::now();
-    loop {
-        if let Ok((200, _, _)) = s.try_request("GET", "/health", None, &[]) {
-            return s;
-        }
+    while !matches!(s.try_request("GET", "/health", None, &[]), Ok((200, _, _))) {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "server did not come up"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    s
 }
 
 pub type Resp = (u16, Vec<(String, String)>, String);

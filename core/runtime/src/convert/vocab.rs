@@ -118,16 +118,7 @@ pub fn metadata(dir: &Path, n_vocab: usize) -> Result<Vec<(String, Value)>, Conv
             Value::Bool(c.add_space_prefix),
         );
     }
-    let template = match &cfg["chat_template"] {
-        serde_json::Value::String(s) => Some(s.clone()),
-        // A list of named templates: the default one.
-        serde_json::Value::Array(a) => a
-            .iter()
-            .find(|t| t["name"] == "default")
-            .and_then(|t| t["template"].as_str())
-            .map(str::to_string),
-        _ => None,
-    };
+    let template = config_chat_template(&cfg);
     let template = template.or_else(|| {
         let p = dir.join("chat_template.jinja");
         p.is_file()
@@ -138,4 +129,18 @@ pub fn metadata(dir: &Path, n_vocab: usize) -> Result<Vec<(String, Value)>, Conv
         put("tokenizer.chat_template", Value::Str(t));
     }
     Ok(m)
+}
+
+/// The `chat_template` of a `tokenizer_config.json`: a string, or the one named `default` in a
+/// list of named templates.
+pub fn config_chat_template(cfg: &serde_json::Value) -> Option<String> {
+    match &cfg["chat_template"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .find(|t| t["name"] == "default")
+            .and_then(|t| t["template"].as_str())
+            .map(str::to_string),
+        _ => None,
+    }
 }
