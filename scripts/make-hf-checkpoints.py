@@ -5,6 +5,7 @@ built from GGUF models whose goldens come from independent implementations.
     scripts/make-hf-checkpoints.py smollm2 SmolLM2-135M-Instruct.Q4_1.gguf OUT_DIR
     scripts/make-hf-checkpoints.py bitnet  tiny-b158-i2_s.gguf OUT_DIR
     scripts/make-hf-checkpoints.py bitnet-2b4t DONOR.gguf OUT_DIR   # random weights, 2B4T's shapes
+    scripts/make-hf-checkpoints.py qwen tiny-qwen2-q8_0.gguf OUT_DIR  # Qwen2/Qwen3ForCausalLM
     scripts/make-hf-checkpoints.py tokenizer MODEL.gguf OUT_DIR       # tokenizer files only
 
 smollm2: `LlamaForCausalLM`, every tensor dequantized (gguf-py) to float32 (norms float16),
@@ -152,6 +153,10 @@ def save_bf16(tensors, path):
             f.write(np.ascontiguousarray(v).tobytes())
 
 
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 def write_tokenizer(meta, out):
     tokens = meta["tokenizer.ggml.tokens"]
     types = meta.get("tokenizer.ggml.token_type", [1] * len(tokens))
@@ -169,6 +174,10 @@ def write_tokenizer(meta, out):
         "added_tokens": added,
         "normalizer": None,
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+            dict(byte_level, use_regex=False)]}
+        if meta.get("tokenizer.ggml.pre") == "qwen2" else
+        {"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": True}, byte_level]},
         "post_processor": byte_level,
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
@@ -260,6 +269,43 @@ def smollm2(src, out):
     write_tokenizer(meta, out)
 
 
+def qwen(src, out):
+    """`Qwen2ForCausalLM` / `Qwen3ForCausalLM`: float32 matrices, no q/k permutation (GGUF's
+    qwen architectures rotate halves as Hugging Face does), Qwen 2's q/k/v biases, Qwen 3's
+    per-head q/k norms, the output matrix apart unless the GGUF shares the embedding."""
+    meta, ts = read_gguf(src)
+    arch = meta["general.architecture"]
+    assert arch in ("qwen2", "qwen3"), arch
+    tied = "output.weight" not in ts
+    cls = "Qwen2ForCausalLM" if arch == "qwen2" else "Qwen3ForCausalLM"
+    cfg = hf_config(meta, cls, model_type=arch, hidden_act="silu", torch_dtype="float32",
+                    tie_word_embeddings=tied, use_sliding_window=False)
+    if f"{arch}.attention.key_length" in meta:
+        cfg["head_dim"] = meta[f"{arch}.attention.key_length"]
+    f32 = lambda n: to_f32(*ts[n])
+    t = {"model.embed_tokens.weight": f32("token_embd.weight"),
+         "model.norm.weight": f32("output_norm.weight").reshape(-1)}
+    if not tied:
+        t["lm_head.weight"] = f32("output.weight")
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = f32(f"blk.{i}.attn_norm.weight").reshape(-1)
+        t[p + "post_attention_layernorm.weight"] = f32(f"blk.{i}.ffn_norm.weight").reshape(-1)
+        for hf, gg in PROJ:
+            t[p + hf + ".weight"] = np.ascontiguousarray(f32(f"blk.{i}.{gg}.weight"))
+        for x in "qkv":
+            if f"blk.{i}.attn_{x}.bias" in ts:
+                t[p + f"self_attn.{x}_proj.bias"] = f32(f"blk.{i}.attn_{x}.bias").reshape(-1)
+        for x in "qk":
+            if f"blk.{i}.attn_{x}_norm.weight" in ts:
+                t[p + f"self_attn.{x}_norm.weight"] = f32(f"blk.{i}.attn_{x}_norm.weight").reshape(-1)
+    os.makedirs(out, exist_ok=True)
+    save_file(t, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    write_tokenizer(meta, out)
+
+
 BITNET_EXTRA = dict(model_type="bitnet", hidden_act="relu2", torch_dtype="bfloat16",
                     quantization_config={"quant_method": "bitnet", "linear_class": "autobitlinear",
                                          "quantization_mode": "offline"})
@@ -325,6 +371,8 @@ def main():
         smollm2(sys.argv[2], sys.argv[3])
     elif kind == "bitnet" and len(sys.argv) == 4:
         bitnet(sys.argv[2], sys.argv[3])
+    elif kind == "qwen" and len(sys.argv) == 4:
+        qwen(sys.argv[2], sys.argv[3])
     elif kind == "tokenizer" and len(sys.argv) == 4:
         os.makedirs(sys.argv[3], exist_ok=True)
         write_tokenizer(read_gguf(sys.argv[2])[0], sys.argv[3])

@@ -557,3 +557,49 @@ fn llama3_rope_scaling_becomes_rope_freqs() {
     println!("unscaled against the scaled reference: {moved:.3} nats");
     assert!(moved > 0.15, "{moved}");
 }
+
+/// The tiny Qwen 2 and Qwen 3 fixtures as `Qwen2ForCausalLM` / `Qwen3ForCausalLM`
+/// checkpoints (float32, Qwen 2's pre-tokenizer), made once per build directory.
+fn qwen_fixture(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hf-{name}"));
+    if !dir.join("config.json").exists() {
+        let ok = Command::new("bash")
+            .arg(repo_root().join("scripts/make-hf-checkpoints.sh"))
+            .arg("qwen")
+            .arg(testdata(&format!("models/{name}.gguf")))
+            .arg(&dir)
+            .status()
+            .expect("run scripts/make-hf-checkpoints.sh")
+            .success();
+        assert!(ok, "scripts/make-hf-checkpoints.sh qwen failed");
+    }
+    dir
+}
+
+/// Qwen checkpoints convert into files that match llama.cpp's goldens of the originals: the
+/// biases and head norms land where the engine reads them, and the tokenizer gives
+/// llama.cpp's ids.
+#[test]
+fn qwen_checkpoints_match_llama_cpp() {
+    for (name, ty) in [
+        ("tiny-qwen2-q8_0", WeightType::Q8_0),
+        ("tiny-qwen3-f16", WeightType::F16),
+    ] {
+        let ckpt = Checkpoint::open(&qwen_fixture(name)).unwrap();
+        let mut m = Vec::new();
+        convert::convert(&ckpt, Some(ty), &mut m, &mut |_, _| {}).unwrap();
+        let g = Gguf::parse(&m).unwrap();
+        let arch = &name[5..10];
+        assert_eq!(Config::from_gguf(&g).unwrap().arch_name, arch);
+        let gold = golden(&format!("golden/logits-{name}.json"));
+        check_text(&format!("{name} HF -> {ty:?}"), &m, &gold);
+        let mut mem = vec![0u32; Tokenizer::mem_words_for_gguf(&g).unwrap()];
+        let tok = Tokenizer::from_gguf(&g, &mut mem).unwrap();
+        for case in gold["tokenize"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let mut out = vec![0u32; tok.max_tokens(text)];
+            let n = tok.encode(text, true, true, &mut out).unwrap();
+            assert_eq!(&out[..n], ids(&case["ids"]).as_slice(), "{name}: {text:?}");
+        }
+    }
+}

@@ -22,6 +22,10 @@ pub enum Family {
     Llama,
     /// `BitNetForCausalLM` (BitNet b1.58 2B4T): GGUF architecture `bitnet-b1.58`.
     BitNet,
+    /// `Qwen2ForCausalLM` (Qwen 2, 2.5): biases on q/k/v; GGUF architecture `qwen2`.
+    Qwen2,
+    /// `Qwen3ForCausalLM` (dense Qwen 3): per-head q/k norms; GGUF architecture `qwen3`.
+    Qwen3,
 }
 
 /// Hyper-parameters from `config.json`.
@@ -79,12 +83,22 @@ impl ModelInfo {
             || matches!(model_type, "llama" | "mistral")
         {
             Family::Llama
+        } else if archs.contains(&"Qwen2ForCausalLM") || model_type == "qwen2" {
+            Family::Qwen2
+        } else if archs.contains(&"Qwen3ForCausalLM") || model_type == "qwen3" {
+            Family::Qwen3
         } else {
             return Err(bad(format!(
                 "architecture {archs:?} (model_type '{model_type}') is not supported \
-                 (LlamaForCausalLM, MistralForCausalLM, BitNetForCausalLM)"
+                 (LlamaForCausalLM, MistralForCausalLM, BitNetForCausalLM, Qwen2ForCausalLM, \
+                 Qwen3ForCausalLM)"
             )));
         };
+        if c["use_sliding_window"].as_bool() == Some(true) {
+            return Err(bad(
+                "use_sliding_window is true: sliding-window attention is not converted".into(),
+            ));
+        }
         let dim = |k: &str| -> Result<usize, ConvertError> {
             c[k].as_u64()
                 .filter(|&v| v > 0 && v <= 1 << 24)
@@ -128,7 +142,7 @@ impl ModelInfo {
         }
         let act = c["hidden_act"].as_str().unwrap_or("silu");
         let want_act = match family {
-            Family::Llama => "silu",
+            Family::Llama | Family::Qwen2 | Family::Qwen3 => "silu",
             Family::BitNet => "relu2",
         };
         if act != want_act {
@@ -184,6 +198,8 @@ impl ModelInfo {
         match self.family {
             Family::Llama => "llama",
             Family::BitNet => "bitnet-b1.58",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
         }
     }
 }
@@ -385,6 +401,33 @@ impl Plan {
                 };
                 let permute = info.family == Family::Llama && k < 2;
                 p.proj(ckpt, &hf(h), &gg(g), ty, rows, cols, permute.then_some(hd))?;
+            }
+            match info.family {
+                Family::Qwen2 => {
+                    for (x, n) in [("q", q_dim), ("k", kv_dim), ("v", kv_dim)] {
+                        p.float(
+                            ckpt,
+                            &hf(&format!("self_attn.{x}_proj.bias")),
+                            &gg(&format!("attn_{x}.bias")),
+                            WeightType::F32,
+                            1,
+                            n,
+                        )?;
+                    }
+                }
+                Family::Qwen3 => {
+                    for x in ["q", "k"] {
+                        p.float(
+                            ckpt,
+                            &hf(&format!("self_attn.{x}_norm.weight")),
+                            &gg(&format!("attn_{x}_norm.weight")),
+                            WeightType::F32,
+                            1,
+                            hd,
+                        )?;
+                    }
+                }
+                Family::Llama | Family::BitNet => {}
             }
             p.float(
                 ckpt,
