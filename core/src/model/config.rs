@@ -21,6 +21,9 @@ pub enum Arch {
     /// Qwen 3: half-split RoPE, no QKV biases, a per-head RMSNorm of Q and K before RoPE, and a
     /// head size that need not be `d_model / n_heads` (`qwen3.attention.key_length`).
     Qwen3,
+    /// Phi-3 / Phi-3.5 mini: as `llama` with half-split (possibly partial) RoPE and fused
+    /// `attn_qkv` and gate-then-up `ffn_up` matrices, split into row views at load.
+    Phi3,
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -81,7 +84,8 @@ pub struct Config {
     pub rope_linear_scale: f32,
     /// RoPE pairing.
     pub rope_style: RopeStyle,
-    /// Context length the model was trained for.
+    /// Context length the model was trained for (capped at `attention.sliding_window`, where
+    /// there is one).
     pub train_ctx: usize,
     /// FFN activation.
     pub activation: Activation,
@@ -137,11 +141,12 @@ fn opt_f32(g: &Gguf<'_>, arch: &str, suffix: &str, default: f32) -> Result<f32, 
 }
 
 /// The `general.architecture` values this build runs (aliases of the same family included).
-pub const SUPPORTED_ARCHITECTURES: [&str; 8] = [
+pub const SUPPORTED_ARCHITECTURES: [&str; 9] = [
     "llama",
     "mistral",
     "qwen2",
     "qwen3",
+    "phi3",
     "bitnet",
     "bitnet-b1.58",
     "bitnet_b1_58",
@@ -192,6 +197,10 @@ impl Features {
                 qk_norm: true,
                 ..llama
             },
+            Arch::Phi3 => Features {
+                rope_style: RopeStyle::HalfSplit,
+                ..llama
+            },
         }
     }
 }
@@ -208,6 +217,7 @@ impl Config {
             "bitnet-b1.58" | "bitnet_b1_58" | "bitnet-25" => Arch::BitnetB158,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
+            "phi3" => Arch::Phi3,
             other => return Err(ModelError::UnsupportedArchitecture(name(other))),
         };
         let a = arch_name;
@@ -247,7 +257,16 @@ impl Config {
             Some("none") | None => 1.0,
             Some(_) => return Err(ModelError::BadValue(key(a, "rope.scaling.type"))),
         };
-        let train_ctx = opt_u64(g, a, "context_length")?.unwrap_or(2048);
+        let mut train_ctx = opt_u64(g, a, "context_length")?.unwrap_or(2048);
+        // Sliding-window attention (query `i` sees keys `i - j < window`) equals full attention
+        // while a sequence fits the window, so the context is capped there rather than the
+        // window ignored.
+        let swa = key(a, "attention.sliding_window");
+        match g.get(&swa).map(|v| v.as_u64()) {
+            None | Some(Some(0)) => {}
+            Some(Some(w)) => train_ctx = train_ctx.min(w.min(1 << 24) as usize),
+            Some(None) => return Err(ModelError::BadValue(swa)),
+        }
         let embd = g
             .tensor("token_embd.weight")
             .ok_or_else(|| ModelError::MissingTensor(name("token_embd.weight")))?;

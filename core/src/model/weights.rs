@@ -1,9 +1,9 @@
 use core::fmt::Write;
 
-use trillim_kernels::formats::i2s_scale;
+use trillim_kernels::formats::{i2s_scale, I2S_TAIL_BYTES};
 use trillim_kernels::WeightType;
 
-use super::config::{Config, MAX_LAYERS};
+use super::config::{Arch, Config, MAX_LAYERS};
 use super::error::{name, ModelError, Name};
 use crate::format::gguf::{ggml_type_name, Gguf, TensorInfo};
 
@@ -66,6 +66,25 @@ impl Tensor {
     /// Bytes of one row (of a tile's share of it for tiled tensors).
     pub fn row_bytes(&self) -> usize {
         self.len / self.rows
+    }
+
+    /// Rows `start..start + n` as a tensor of their own: a view of the same bytes (rows are
+    /// contiguous in every weight format), so a fused matrix splits without a copy. `None` if
+    /// the range is out of bounds or the tensor is not laid out in rows.
+    pub fn row_range(&self, start: usize, n: usize) -> Option<Tensor> {
+        if self.storage != Storage::File || n == 0 || start.checked_add(n)? > self.rows {
+            return None;
+        }
+        let mut rb = self.ty.row_bytes(self.cols)?;
+        if self.ty == WeightType::I2S {
+            rb -= I2S_TAIL_BYTES;
+        }
+        Some(Tensor {
+            offset: self.offset + start * rb,
+            len: n * rb,
+            rows: n,
+            ..*self
+        })
     }
 
     /// The tensor's data within whichever of `b` holds it.
@@ -249,6 +268,14 @@ impl Weights {
             None => token_embd,
         };
         let rope_freqs = l.opt("rope_freqs.weight", 1, c.rope_dim / 2)?;
+        for n in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+            if g.tensor(n).is_some() {
+                return Err(ModelError::UnsupportedFeature {
+                    found: name(n),
+                    feature: "LongRoPE frequency factors (128k-context Phi-3 variants)",
+                });
+            }
+        }
         let mut layers = heapless::Vec::new();
         let bias = |i: usize, s: &str, n: usize| -> Result<Option<Tensor>, ModelError> {
             if c.qkv_bias {
@@ -264,16 +291,50 @@ impl Weights {
                 Ok(None)
             }
         };
+        let (qd, kvd, ff) = (c.q_dim(), c.kv_dim(), c.d_ff);
         for i in 0..c.n_layers {
+            // Q, K and V fused into one matrix (rows: Q, then K, then V), as llama.cpp's
+            // converter writes Phi-3; separate matrices otherwise.
+            let (q, k, v) = if g.tensor(&blk(i, "attn_qkv.weight")).is_some() {
+                let n = blk(i, "attn_qkv.weight");
+                let qkv = l.proj(&blk(i, "attn_qkv"), qd + 2 * kvd, d)?;
+                let part = |start, rows| {
+                    qkv.row_range(start, rows)
+                        .ok_or(ModelError::BadShape(n.clone()))
+                };
+                (part(0, qd)?, part(qd, kvd)?, part(qd + kvd, kvd)?)
+            } else {
+                (
+                    l.proj(&blk(i, "attn_q"), qd, d)?,
+                    l.proj(&blk(i, "attn_k"), kvd, d)?,
+                    l.proj(&blk(i, "attn_v"), kvd, d)?,
+                )
+            };
+            // Phi-3 fuses the gate and up matrices into `ffn_up` (gate rows first).
+            let (gate, up) = if c.arch == Arch::Phi3 {
+                let n = blk(i, "ffn_up.weight");
+                let fused = l.proj(&blk(i, "ffn_up"), 2 * ff, d)?;
+                let part = |start| {
+                    fused
+                        .row_range(start, ff)
+                        .ok_or(ModelError::BadShape(n.clone()))
+                };
+                (part(0)?, part(ff)?)
+            } else {
+                (
+                    l.proj(&blk(i, "ffn_gate"), ff, d)?,
+                    l.proj(&blk(i, "ffn_up"), ff, d)?,
+                )
+            };
             let layer = Layer {
                 attn_norm: l.req(&blk(i, "attn_norm.weight"), 1, d)?,
-                q: l.proj(&blk(i, "attn_q"), c.q_dim(), d)?,
-                k: l.proj(&blk(i, "attn_k"), c.kv_dim(), d)?,
-                v: l.proj(&blk(i, "attn_v"), c.kv_dim(), d)?,
+                q,
+                k,
+                v,
                 o: l.proj(&blk(i, "attn_output"), d, c.q_dim())?,
                 ffn_norm: l.req(&blk(i, "ffn_norm.weight"), 1, d)?,
-                gate: l.proj(&blk(i, "ffn_gate"), c.d_ff, d)?,
-                up: l.proj(&blk(i, "ffn_up"), c.d_ff, d)?,
+                gate,
+                up,
                 down: l.proj(&blk(i, "ffn_down"), d, c.d_ff)?,
                 attn_sub_norm: if c.sub_norms {
                     Some(l.req(&blk(i, "attn_sub_norm.weight"), 1, c.q_dim())?)
