@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tiny Qwen 2, Qwen 3 and Phi-3 models and their goldens, from llama.cpp itself.
 
-Writes testdata/models/tiny-qwen2-q8_0.gguf, tiny-qwen3-f16.gguf and tiny-phi3-q8_0.gguf with
+Writes testdata/models/tiny-qwen2-q8_0.gguf, tiny-qwen3-f16.gguf, tiny-phi3-q8_0.gguf and
+tiny-phi3.5-q8_0.gguf (LongRoPE) with
 scripts/make_gguf.py (random weights in the real tensor names and layouts; the Qwen tokenizer is
 the real Qwen 2 one that llama.cpp ships as models/ggml-vocab-qwen2.gguf, cut to its first 5117
 tokens plus its three control tokens, the Phi-3 one models/ggml-vocab-phi-3.gguf cut to its first
@@ -42,6 +43,12 @@ MODELS = [
                         "--arch", "phi3", "--shape", "phi3-tiny", "--rope-dim", "16",
                         "--sliding-window", "2047", "--wtype", "q8_0", "--embd-type", "q8_0",
                         "--seed", "4"],
+     "microsoft-Phi-3.5-mini-instruct.jinja"),
+    # LongRoPE as Phi-3.5-mini: 128k context, short factors within the original 4096.
+    ("tiny-phi3.5-q8_0", ["--donor-vocab", "phi-3", "--vocab-keep", "8000", "--eos-token",
+                          "<|end|>", "--arch", "phi3", "--shape", "phi3.5-tiny", "--rope-dim", "16",
+                          "--longrope", "4096", "--sliding-window", "262144", "--wtype", "q8_0",
+                          "--embd-type", "q8_0", "--seed", "5"],
      "microsoft-Phi-3.5-mini-instruct.jinja"),
 ]
 

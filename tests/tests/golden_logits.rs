@@ -137,6 +137,12 @@ fn tiny_phi3_q8_0_matches_golden() {
     check(&m, "golden/logits-tiny-phi3-q8_0.json");
 }
 
+#[test]
+fn tiny_phi3_5_longrope_q8_0_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-phi3.5-q8_0.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-phi3.5-q8_0.json");
+}
+
 /// SmolLM2 greedy continuations, teacher-forced: wherever llama.cpp's top-1 leads its top-2 by
 /// more than 0.75 nats, our argmax must agree and our log-probability of that token must be
 /// within 0.4 nats of llama.cpp's.
@@ -153,6 +159,7 @@ fn tiny_qwen_greedy_teacher_forced_matches_golden() {
         ("tiny-qwen2-q8_0.gguf", "logits-tiny-qwen2-q8_0.json", 15),
         ("tiny-qwen3-f16.gguf", "logits-tiny-qwen3-f16.json", 50),
         ("tiny-phi3-q8_0.gguf", "logits-tiny-phi3-q8_0.json", 15),
+        ("tiny-phi3.5-q8_0.gguf", "logits-tiny-phi3.5-q8_0.json", 15),
     ] {
         let model = std::fs::read(testdata(&format!("models/{model}"))).unwrap();
         greedy_teacher_forced(&model, &format!("golden/{golden}"), min);

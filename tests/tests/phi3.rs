@@ -1,6 +1,7 @@
-//! The tiny Phi-3 fixture (scripts/arch-goldens.py) beyond its logits: the configuration read
-//! from its metadata (partial RoPE, the sliding window), the fused Q/K/V and gate/up matrices
-//! split into views of the file, the refusal of LongRoPE, its tokenizer (the real Phi-3
+//! The tiny Phi-3 fixtures (scripts/arch-goldens.py) beyond their logits: the configuration read
+//! from their metadata (partial RoPE, the sliding window, Phi-3.5's LongRoPE), the fused Q/K/V
+//! and gate/up matrices split into views of the file, the refusal of LongRoPE's long factors
+//! alone, the tokenizer (the real Phi-3
 //! SentencePiece vocabulary, cut down) against llama.cpp's ids, and the native chat renderer's
 //! refusal of its template (the server renders it with minijinja).
 #![forbid(unsafe_code)]
@@ -39,6 +40,31 @@ fn configuration_follows_the_metadata() {
     assert!(!c.qkv_bias && !c.qk_norm && !c.sub_norms);
 }
 
+/// Phi-3.5's LongRoPE: 128k context, run within the original 4096 where the short factors
+/// apply, with the attention factor on cos and sin.
+#[test]
+fn longrope_runs_its_short_factors_within_the_original_context() {
+    let bytes = std::fs::read(testdata("models/tiny-phi3.5-q8_0.gguf")).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    let c = Config::from_gguf(&g).unwrap();
+    assert_eq!(g.get_u64("phi3.context_length"), Some(131072));
+    assert_eq!(c.train_ctx, 4096);
+    let want = (1.0 + (32f64).ln() / (4096f64).ln()).sqrt() as f32;
+    assert!(
+        (c.rope_attn_factor - want).abs() < 1e-6,
+        "{}",
+        c.rope_attn_factor
+    );
+    let w = Weights::from_gguf(&g, &c).unwrap();
+    let short = g.tensor("rope_factors_short.weight").unwrap();
+    let freqs = w.rope_freqs.unwrap();
+    assert_eq!(
+        freqs.offset,
+        short.data.as_ptr() as usize - bytes.as_ptr() as usize
+    );
+    assert_eq!(freqs.cols, c.rope_dim / 2);
+}
+
 #[test]
 fn fused_matrices_split_into_views_of_the_file() {
     let (bytes, _) = load();
@@ -64,9 +90,9 @@ fn fused_matrices_split_into_views_of_the_file() {
     assert_eq!(w.output, w.token_embd, "the fixture ties its embeddings");
 }
 
-/// A file with LongRoPE factors (the 128k variants) is refused, naming them.
+/// A file with LongRoPE's long factors but not its short ones is refused, naming them.
 #[test]
-fn longrope_factors_are_refused() {
+fn longrope_without_short_factors_is_refused() {
     let (mut bytes, _) = load();
     let (from, to) = (b"blk.0.attn_output.weight", b"rope_factors_long.weight");
     let at = bytes.windows(from.len()).position(|w| w == from).unwrap();

@@ -82,10 +82,12 @@ pub struct Config {
     pub rope_dim: usize,
     /// Linear RoPE position scale (1 = none).
     pub rope_linear_scale: f32,
+    /// Factor on RoPE's cos and sin (`rope.scaling.attn_factor`, LongRoPE's; 1 = none).
+    pub rope_attn_factor: f32,
     /// RoPE pairing.
     pub rope_style: RopeStyle,
-    /// Context length the model was trained for (capped at `attention.sliding_window`, where
-    /// there is one).
+    /// Context length the model was trained for (capped at `attention.sliding_window`, and
+    /// for LongRoPE at `rope.scaling.original_context_length`, where there are).
     pub train_ctx: usize,
     /// FFN activation.
     pub activation: Activation,
@@ -261,6 +263,14 @@ impl Config {
         // Sliding-window attention (query `i` sees keys `i - j < window`) equals full attention
         // while a sequence fits the window, so the context is capped there rather than the
         // window ignored.
+        // LongRoPE (Phi-3 128k): within the original context its short factors apply (as in
+        // llama.cpp, whose choice is by context size, and Hugging Face, by sequence length);
+        // the context is capped there so the long ones are never needed.
+        if g.tensor("rope_factors_short.weight").is_some() {
+            if let Some(orig) = opt_u64(g, a, "rope.scaling.original_context_length")? {
+                train_ctx = train_ctx.min(orig);
+            }
+        }
         let swa = key(a, "attention.sliding_window");
         match g.get(&swa).map(|v| v.as_u64()) {
             None | Some(Some(0)) => {}
@@ -289,6 +299,7 @@ impl Config {
             rope_base,
             rope_dim,
             rope_linear_scale,
+            rope_attn_factor: opt_f32(g, a, "rope.scaling.attn_factor", 1.0)?,
             rope_style: f.rope_style,
             train_ctx,
             activation: f.activation,

@@ -153,7 +153,7 @@ pub struct Weights {
     pub output_norm: Tensor,
     /// Output projection (the embeddings when tied).
     pub output: Tensor,
-    /// Llama 3 style RoPE frequency factors.
+    /// RoPE frequency divisors: Llama 3's `rope_freqs` or LongRoPE's `rope_factors_short`.
     pub rope_freqs: Option<Tensor>,
     /// Transformer blocks.
     pub layers: heapless::Vec<Layer, MAX_LAYERS>,
@@ -267,14 +267,17 @@ impl Weights {
             Some(t) => t,
             None => token_embd,
         };
-        let rope_freqs = l.opt("rope_freqs.weight", 1, c.rope_dim / 2)?;
-        for n in ["rope_factors_long.weight", "rope_factors_short.weight"] {
-            if g.tensor(n).is_some() {
-                return Err(ModelError::UnsupportedFeature {
-                    found: name(n),
-                    feature: "LongRoPE frequency factors (128k-context Phi-3 variants)",
-                });
-            }
+        // Llama 3's factors, or LongRoPE's short ones (the context is capped where they apply).
+        let rope_freqs = match l.opt("rope_freqs.weight", 1, c.rope_dim / 2)? {
+            Some(t) => Some(t),
+            None => l.opt("rope_factors_short.weight", 1, c.rope_dim / 2)?,
+        };
+        let long = "rope_factors_long.weight";
+        if g.tensor(long).is_some() && g.tensor("rope_factors_short.weight").is_none() {
+            return Err(ModelError::UnsupportedFeature {
+                found: name(long),
+                feature: "LongRoPE long factors without the short ones",
+            });
         }
         let mut layers = heapless::Vec::new();
         let bias = |i: usize, s: &str, n: usize| -> Result<Option<Tensor>, ModelError> {
