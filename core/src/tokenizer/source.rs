@@ -196,7 +196,8 @@ impl<'a> GgufVocab<'a> {
         config.add_bos = flag("tokenizer.ggml.add_bos_token", config.add_bos);
         config.add_eos = flag("tokenizer.ggml.add_eos_token", config.add_eos);
         config.add_space_prefix = flag("tokenizer.ggml.add_space_prefix", config.add_space_prefix);
-        // llama.cpp recognises Phi-3 by its name; the architecture says it as well.
+        // llama.cpp recognises Phi-3 by its name; a `phi3` file with a SentencePiece vocabulary
+        // is one too, whatever it is called.
         let has = |n: &str, w: &str| {
             n.as_bytes()
                 .windows(w.len())
@@ -205,7 +206,9 @@ impl<'a> GgufVocab<'a> {
         let named_phi3 = g
             .get_str("general.name")
             .is_some_and(|n| has(n, "phi-3") || has(n, "phi3"));
-        config.rstrip_specials = named_phi3 || g.get_str("general.architecture") == Some("phi3");
+        // Phi-4 shares the `phi3` architecture but has a BPE vocabulary without the rule.
+        let phi3_spm = model == ModelKind::Spm && g.get_str("general.architecture") == Some("phi3");
+        config.rstrip_specials = named_phi3 || phi3_spm;
         Ok(GgufVocab {
             blob: g.bytes(),
             tokens,
