@@ -1,7 +1,8 @@
-//! `trillim serve` on the tiny Phi-3 fixture over real HTTP: the model's own chat template
+//! `trillim serve` on the tiny Phi-3 fixtures over real HTTP: the model's own chat template
 //! (Phi-3.5-mini-instruct's, which the native renderer does not know, so minijinja renders it)
 //! gives llama.cpp's prompt ids, and greedy decoding follows llama.cpp's continuation
-//! (testdata/golden/logits-tiny-phi3-q8_0.json, from scripts/arch-goldens.py).
+//! (testdata/golden/logits-tiny-phi3*.json, from scripts/arch-goldens.py), for Phi-3 with a
+//! sliding window and Phi-3.5 with LongRoPE.
 #![forbid(unsafe_code)]
 
 mod common;
@@ -19,7 +20,7 @@ fn serve(file: &str) -> Server {
 
 #[test]
 fn chat_follows_llama_cpp_greedy() {
-    for name in ["tiny-phi3-q8_0"] {
+    for name in ["tiny-phi3-q8_0", "tiny-phi3.5-q8_0"] {
         let file = format!("{name}.gguf");
         let golden = std::fs::read(format!(
             "{}/../testdata/golden/logits-{name}.json",
