@@ -1,6 +1,6 @@
 use core::fmt::Write;
 
-use trillim_kernels::formats::{i2s_scale, I2S_TAIL_BYTES};
+use trillim_kernels::formats::i2s_scale;
 use trillim_kernels::WeightType;
 
 use super::config::{Arch, Config, MAX_LAYERS};
@@ -75,10 +75,8 @@ impl Tensor {
         if self.storage != Storage::File || n == 0 || start.checked_add(n)? > self.rows {
             return None;
         }
-        let mut rb = self.ty.row_bytes(self.cols)?;
-        if self.ty == WeightType::I2S {
-            rb -= I2S_TAIL_BYTES;
-        }
+        // Row bytes without I2_S's per-tensor scale tail, which `scale` already holds.
+        let rb = self.ty.row_bytes(self.cols)?;
         Some(Tensor {
             offset: self.offset + start * rb,
             len: n * rb,
