@@ -295,8 +295,10 @@ impl Weights {
         let (qd, kvd, ff) = (c.q_dim(), c.kv_dim(), c.d_ff);
         for i in 0..c.n_layers {
             // Q, K and V fused into one matrix (rows: Q, then K, then V), as llama.cpp's
-            // converter writes Phi-3; separate matrices otherwise.
-            let (q, k, v) = if g.tensor(&blk(i, "attn_qkv.weight")).is_some() {
+            // converter writes Phi-3 (which may also have them apart); separate matrices
+            // otherwise.
+            let fused_qkv = c.arch == Arch::Phi3 && g.tensor(&blk(i, "attn_qkv.weight")).is_some();
+            let (q, k, v) = if fused_qkv {
                 let n = blk(i, "attn_qkv.weight");
                 let qkv = l.proj(&blk(i, "attn_qkv"), qd + 2 * kvd, d)?;
                 let part = |start, rows| {
@@ -375,5 +377,48 @@ impl Weights {
             }
         }
         total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Storage, Tensor};
+    use trillim_kernels::WeightType;
+
+    fn q8(rows: usize) -> Tensor {
+        Tensor {
+            offset: 1000,
+            len: rows * 34 * 2,
+            ty: WeightType::Q8_0,
+            rows,
+            cols: 64,
+            scale: 0.5,
+            storage: Storage::File,
+        }
+    }
+
+    #[test]
+    fn row_range_is_a_byte_range_of_the_rows() {
+        let t = q8(10);
+        let v = t.row_range(4, 3).unwrap();
+        assert_eq!(
+            (v.offset, v.len, v.rows, v.cols),
+            (1000 + 4 * 68, 3 * 68, 3, 64)
+        );
+        assert_eq!((v.ty, v.scale, v.storage), (t.ty, t.scale, Storage::File));
+        assert_eq!(t.row_range(0, 10), Some(t));
+    }
+
+    #[test]
+    fn row_range_out_of_bounds_or_repacked_is_none() {
+        let t = q8(10);
+        assert_eq!(t.row_range(8, 3), None);
+        assert_eq!(t.row_range(0, 0), None);
+        assert_eq!(t.row_range(usize::MAX, 2), None);
+        let tiled = Tensor {
+            storage: Storage::Tiles,
+            ..t
+        };
+        assert_eq!(tiled.row_range(0, 2), None);
     }
 }
