@@ -1,22 +1,25 @@
 #!/usr/bin/env python3
-"""Tiny Qwen 2 and Qwen 3 models and their goldens, from llama.cpp itself.
+"""Tiny Qwen 2, Qwen 3 and Phi-3 models and their goldens, from llama.cpp itself.
 
-Writes testdata/models/tiny-qwen2-q8_0.gguf and tiny-qwen3-f16.gguf with scripts/make_gguf.py
-(random weights in the real tensor names and layouts; the tokenizer is the real Qwen 2 one that
-llama.cpp ships as models/ggml-vocab-qwen2.gguf, cut to its first 5117 tokens plus its three
-control tokens; the chat templates are llama.cpp's copies of Qwen2.5-7B-Instruct's and
-Qwen3-0.6B's), then has llama.cpp (scripts/quant-ref.cpp, built by scripts/quant-models.sh)
+Writes testdata/models/tiny-qwen2-q8_0.gguf, tiny-qwen3-f16.gguf, tiny-phi3-q8_0.gguf and
+tiny-phi3.5-q8_0.gguf (LongRoPE) with
+scripts/make_gguf.py (random weights in the real tensor names and layouts; the Qwen tokenizer is
+the real Qwen 2 one that llama.cpp ships as models/ggml-vocab-qwen2.gguf, cut to its first 5117
+tokens plus its three control tokens, the Phi-3 one models/ggml-vocab-phi-3.gguf cut to its first
+8000 tokens plus its special tokens; the chat templates are llama.cpp's copies of
+Qwen2.5-7B-Instruct's, Qwen3-0.6B's and Phi-3.5-mini-instruct's), then has llama.cpp (scripts/quant-ref.cpp, built by scripts/quant-models.sh)
 tokenize texts, teacher-force the text of the other goldens and continue four prompts greedily,
 and writes testdata/golden/logits-<model>.json. Chats are rendered by jinja2 as Hugging Face
 transformers renders them (trim_blocks, lstrip_blocks).
 
-    scripts/arch-goldens.py          (needs: pip install gguf numpy jinja2)
+    scripts/arch-goldens.py [NAME...]   (needs: pip install gguf numpy jinja2; NAME: only those)
 """
 import hashlib
 import json
 import math
 import os
 import subprocess
+import sys
 
 import jinja2
 import jinja2.sandbox
@@ -26,14 +29,27 @@ BASE = os.path.join(ROOT, "testdata/golden/logits-SmolLM2-135M-Instruct.Q4_1.jso
 TOKENIZER = os.path.join(ROOT, "testdata/golden/tokenizer-smollm2.json")
 VOCAB_KEEP = 5117
 
+QWEN = ["--donor-vocab", "qwen2", "--vocab-keep", str(VOCAB_KEEP), "--eos-token", "<|im_end|>"]
 # name, make_gguf.py arguments, chat template file under llama.cpp's models/templates/
 MODELS = [
-    ("tiny-qwen2-q8_0", ["--arch", "qwen2", "--shape", "qwen2-tiny", "--wtype", "q8_0",
-                         "--embd-type", "q8_0", "--untied", "--seed", "2"],
+    ("tiny-qwen2-q8_0", QWEN + ["--arch", "qwen2", "--shape", "qwen2-tiny", "--wtype", "q8_0",
+                                "--embd-type", "q8_0", "--untied", "--seed", "2"],
      "Qwen-Qwen2.5-7B-Instruct.jinja"),
-    ("tiny-qwen3-f16", ["--arch", "qwen3", "--shape", "qwen3-tiny", "--head-dim", "64",
-                        "--wtype", "f16", "--embd-type", "q8_0", "--seed", "3"],
+    ("tiny-qwen3-f16", QWEN + ["--arch", "qwen3", "--shape", "qwen3-tiny", "--head-dim", "64",
+                               "--wtype", "f16", "--embd-type", "q8_0", "--seed", "3"],
      "Qwen-Qwen3-0.6B.jinja"),
+    # Partial RoPE (16 of 32 dimensions) and a sliding window longer than any text here.
+    ("tiny-phi3-q8_0", ["--donor-vocab", "phi-3", "--vocab-keep", "8000", "--eos-token", "<|end|>",
+                        "--arch", "phi3", "--shape", "phi3-tiny", "--rope-dim", "16",
+                        "--sliding-window", "2047", "--wtype", "q8_0", "--embd-type", "q8_0",
+                        "--seed", "4"],
+     "microsoft-Phi-3.5-mini-instruct.jinja"),
+    # LongRoPE as Phi-3.5-mini: 128k context, short factors within the original 4096.
+    ("tiny-phi3.5-q8_0", ["--donor-vocab", "phi-3", "--vocab-keep", "8000", "--eos-token",
+                          "<|end|>", "--arch", "phi3", "--shape", "phi3.5-tiny", "--rope-dim", "16",
+                          "--longrope", "4096", "--sliding-window", "262144", "--wtype", "q8_0",
+                          "--embd-type", "q8_0", "--seed", "5"],
+     "microsoft-Phi-3.5-mini-instruct.jinja"),
 ]
 
 CHATS = [
@@ -73,7 +89,7 @@ def sha256(path):
     return h.hexdigest()
 
 
-def render(template, messages, add_generation_prompt):
+def render(template, messages, add_generation_prompt, eos_token):
     def raise_exception(msg):
         raise jinja2.exceptions.TemplateError(msg)
 
@@ -81,7 +97,7 @@ def render(template, messages, add_generation_prompt):
     env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
     env.globals["raise_exception"] = raise_exception
     return env.from_string(template).render(
-        messages=messages, add_generation_prompt=add_generation_prompt)
+        messages=messages, add_generation_prompt=add_generation_prompt, eos_token=eos_token)
 
 
 def main():
@@ -91,19 +107,23 @@ def main():
     tool = subprocess.run(
         [os.path.join(ROOT, "scripts/quant-models.sh"), "--tool"],
         check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
-    donor = os.path.join(llama, "models/ggml-vocab-qwen2.gguf")
     base = json.load(open(BASE))
     texts = [t["text"] for t in json.load(open(TOKENIZER))["tokenize"]] + EXTRA_TEXTS
     for name, args, template_file in MODELS:
+        if len(sys.argv) > 1 and name not in sys.argv[1:]:
+            continue
+        i = args.index("--donor-vocab")
+        donor = os.path.join(llama, "models/ggml-vocab-%s.gguf" % args[i + 1])
+        args = args[:i] + args[i + 2:]
+        eos = args[args.index("--eos-token") + 1]
         template_path = os.path.join(llama, "models/templates", template_file)
         template = open(template_path, encoding="utf-8").read()
         path = os.path.join(ROOT, "testdata/models", name + ".gguf")
         subprocess.run(
             ["python3", os.path.join(ROOT, "scripts/make_gguf.py"), "--donor", donor,
-             "--vocab-keep", str(VOCAB_KEEP), "--eos-token", "<|im_end|>",
              "--chat-template", template_path, *args, "-o", path],
             check=True, stdout=subprocess.DEVNULL)
-        chats = [{"messages": m, "add_generation_prompt": g, "rendered": render(template, m, g)}
+        chats = [{"messages": m, "add_generation_prompt": g, "rendered": render(template, m, g, eos)}
                  for m, g in CHATS]
         tok_req = "".join("T %s\n" % s.encode().hex()
                           for s in [base["text"], *texts, *(c["rendered"] for c in chats)])

@@ -356,6 +356,27 @@ mod tests {
         }
     }
 
+    /// Phi-3.5-mini-instruct's template (in the tiny Phi-3 fixture), which the native renderer
+    /// refuses, against jinja2's renderings, `eos_token` included.
+    #[test]
+    fn phi3_template_renders_as_jinja2() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata");
+        let model = std::fs::read(format!("{root}/models/tiny-phi3-q8_0.gguf")).unwrap();
+        let gguf = trillim_core::format::gguf::Gguf::parse(&model).unwrap();
+        let src = gguf.get_str("tokenizer.chat_template");
+        let t = ChatTemplate::new(src, "<s>", "<|end|>").unwrap();
+        let golden = std::fs::read(format!("{root}/golden/logits-tiny-phi3-q8_0.json")).unwrap();
+        let golden: serde_json::Value = serde_json::from_slice(&golden).unwrap();
+        for case in golden["chat"].as_array().unwrap() {
+            let msgs: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+            let agp = case["add_generation_prompt"].as_bool().unwrap();
+            assert_eq!(
+                t.render(&msgs, agp).unwrap(),
+                case["rendered"].as_str().unwrap()
+            );
+        }
+    }
+
     #[test]
     fn hf_features() {
         let src = "{% if messages|length == 0 %}{{ raise_exception('no messages') }}{% endif %}\

@@ -158,7 +158,7 @@ fn model(arch: &str, ty: WeightType, ternary_weights: bool) -> Vec<u8> {
         .tensor("output_norm.weight", &[D as u64], 0, ones(D));
     for l in 0..2 {
         let p = |s: &str| format!("blk.{l}.{s}");
-        for (name, rows, cols) in [
+        let mut mats: Vec<(&str, usize, usize, Vec<f32>)> = [
             ("attn_q.weight", D, D),
             ("attn_k.weight", kv, D),
             ("attn_v.weight", kv, D),
@@ -166,8 +166,30 @@ fn model(arch: &str, ty: WeightType, ternary_weights: bool) -> Vec<u8> {
             ("ffn_gate.weight", FF, D),
             ("ffn_up.weight", FF, D),
             ("ffn_down.weight", D, FF),
-        ] {
-            let w = mat(rows, cols);
+        ]
+        .into_iter()
+        .map(|(name, rows, cols)| (name, rows, cols, mat(rows, cols)))
+        .collect();
+        if arch == "phi3" {
+            // Phi-3's fused matrices: Q, K and V rows in one, gate then up rows in another.
+            let fuse = |parts: &[&(&str, usize, usize, Vec<f32>)]| -> (usize, Vec<f32>) {
+                let rows = parts.iter().map(|m| m.1).sum();
+                (
+                    rows,
+                    parts.iter().flat_map(|m| m.3.iter().copied()).collect(),
+                )
+            };
+            let (qkv_rows, qkv) = fuse(&[&mats[0], &mats[1], &mats[2]]);
+            let (gu_rows, gate_up) = fuse(&[&mats[4], &mats[5]]);
+            let (o, down) = (mats[3].clone(), mats[6].clone());
+            mats = vec![
+                ("attn_qkv.weight", qkv_rows, D, qkv),
+                o,
+                ("ffn_up.weight", gu_rows, D, gate_up),
+                down,
+            ];
+        }
+        for (name, rows, cols, w) in mats {
             b = b.tensor(
                 &p(name),
                 &[cols as u64, rows as u64],
@@ -177,7 +199,7 @@ fn model(arch: &str, ty: WeightType, ternary_weights: bool) -> Vec<u8> {
         }
         b = b.tensor(&p("attn_norm.weight"), &[D as u64], 0, ones(D));
         b = b.tensor(&p("ffn_norm.weight"), &[D as u64], 0, ones(D));
-        if arch != "llama" {
+        if arch.starts_with("bitnet") {
             b = b.tensor(&p("attn_sub_norm.weight"), &[D as u64], 0, ones(D));
             b = b.tensor(&p("ffn_sub_norm.weight"), &[FF as u64], 0, ones(FF));
         }
@@ -235,6 +257,27 @@ fn ternary_formats_agree_with_f32() {
                 0.03,
             );
         }
+    }
+}
+
+/// Phi-3's fused `attn_qkv` and gate-then-up `ffn_up`, split into row views at load, give the
+/// same logits, bit for bit, as the same weights stored apart (`qwen2` without biases is the
+/// same pass), in every format: the views are exact byte ranges of each format's rows.
+#[test]
+fn fused_phi3_matrices_equal_separate_ones_in_every_format() {
+    for (ty, ternary) in [
+        (WeightType::F32, false),
+        (WeightType::F16, false),
+        (WeightType::BF16, false),
+        (WeightType::Q8_0, false),
+        (WeightType::Q4_0, false),
+        (WeightType::TQ2_0, true),
+        (WeightType::TQ1_0, true),
+        (WeightType::I2S, true),
+    ] {
+        let apart = logits(model("qwen2", ty, ternary));
+        let fused = logits(model("phi3", ty, ternary));
+        assert!(apart == fused, "{}: fused logits differ", ty.name());
     }
 }
 

@@ -131,6 +131,18 @@ fn tiny_qwen3_f16_matches_golden() {
     check(&m, "golden/logits-tiny-qwen3-f16.json");
 }
 
+#[test]
+fn tiny_phi3_q8_0_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-phi3-q8_0.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-phi3-q8_0.json");
+}
+
+#[test]
+fn tiny_phi3_5_longrope_q8_0_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-phi3.5-q8_0.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-phi3.5-q8_0.json");
+}
+
 /// SmolLM2 greedy continuations, teacher-forced: wherever llama.cpp's top-1 leads its top-2 by
 /// more than 0.75 nats, our argmax must agree and our log-probability of that token must be
 /// within 0.4 nats of llama.cpp's.
@@ -140,12 +152,14 @@ fn smollm2_greedy_teacher_forced_matches_golden() {
     greedy_teacher_forced(&model, "golden/logits-SmolLM2-135M-Instruct.Q4_1.json", 40);
 }
 
-/// The same for the tiny Qwen models (random weights: fewer confident steps).
+/// The same for the tiny Qwen and Phi-3 models (random weights: fewer confident steps).
 #[test]
 fn tiny_qwen_greedy_teacher_forced_matches_golden() {
     for (model, golden, min) in [
         ("tiny-qwen2-q8_0.gguf", "logits-tiny-qwen2-q8_0.json", 15),
         ("tiny-qwen3-f16.gguf", "logits-tiny-qwen3-f16.json", 50),
+        ("tiny-phi3-q8_0.gguf", "logits-tiny-phi3-q8_0.json", 15),
+        ("tiny-phi3.5-q8_0.gguf", "logits-tiny-phi3.5-q8_0.json", 15),
     ] {
         let model = std::fs::read(testdata(&format!("models/{model}"))).unwrap();
         greedy_teacher_forced(&model, &format!("golden/{golden}"), min);
@@ -233,6 +247,11 @@ fn batch_size_does_not_change_logits() {
     for m in ["models/tiny-qwen2-q8_0.gguf", "models/tiny-qwen3-f16.gguf"] {
         models.push((std::fs::read(testdata(m)).unwrap(), 5000));
     }
+    // The Phi-3 fixture's has 8064.
+    models.push((
+        std::fs::read(testdata("models/tiny-phi3-q8_0.gguf")).unwrap(),
+        8000,
+    ));
     for (model, ids) in &models {
         let tokens: Vec<u32> = (0..70).map(|i| i * 7919 % ids).collect();
         let reference = logits_all(model, &tokens, &kernels, 1);

@@ -21,6 +21,9 @@ pub enum Arch {
     /// Qwen 3: half-split RoPE, no QKV biases, a per-head RMSNorm of Q and K before RoPE, and a
     /// head size that need not be `d_model / n_heads` (`qwen3.attention.key_length`).
     Qwen3,
+    /// Phi-3 / Phi-3.5 mini: as `llama` with half-split (possibly partial) RoPE and fused
+    /// `attn_qkv` and gate-then-up `ffn_up` matrices, split into row views at load.
+    Phi3,
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -79,9 +82,12 @@ pub struct Config {
     pub rope_dim: usize,
     /// Linear RoPE position scale (1 = none).
     pub rope_linear_scale: f32,
+    /// Factor on RoPE's cos and sin (`rope.scaling.attn_factor`, LongRoPE's; 1 = none).
+    pub rope_attn_factor: f32,
     /// RoPE pairing.
     pub rope_style: RopeStyle,
-    /// Context length the model was trained for.
+    /// Context length the model was trained for (capped at `attention.sliding_window`, and
+    /// for LongRoPE at `rope.scaling.original_context_length`, where there are).
     pub train_ctx: usize,
     /// FFN activation.
     pub activation: Activation,
@@ -137,11 +143,12 @@ fn opt_f32(g: &Gguf<'_>, arch: &str, suffix: &str, default: f32) -> Result<f32, 
 }
 
 /// The `general.architecture` values this build runs (aliases of the same family included).
-pub const SUPPORTED_ARCHITECTURES: [&str; 8] = [
+pub const SUPPORTED_ARCHITECTURES: [&str; 9] = [
     "llama",
     "mistral",
     "qwen2",
     "qwen3",
+    "phi3",
     "bitnet",
     "bitnet-b1.58",
     "bitnet_b1_58",
@@ -192,6 +199,10 @@ impl Features {
                 qk_norm: true,
                 ..llama
             },
+            Arch::Phi3 => Features {
+                rope_style: RopeStyle::HalfSplit,
+                ..llama
+            },
         }
     }
 }
@@ -208,6 +219,7 @@ impl Config {
             "bitnet-b1.58" | "bitnet_b1_58" | "bitnet-25" => Arch::BitnetB158,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
+            "phi3" => Arch::Phi3,
             other => return Err(ModelError::UnsupportedArchitecture(name(other))),
         };
         let a = arch_name;
@@ -247,7 +259,24 @@ impl Config {
             Some("none") | None => 1.0,
             Some(_) => return Err(ModelError::BadValue(key(a, "rope.scaling.type"))),
         };
-        let train_ctx = opt_u64(g, a, "context_length")?.unwrap_or(2048);
+        let mut train_ctx = opt_u64(g, a, "context_length")?.unwrap_or(2048);
+        // Sliding-window attention (query `i` sees keys `i - j < window`) equals full attention
+        // while a sequence fits the window, so the context is capped there rather than the
+        // window ignored.
+        // LongRoPE (Phi-3 128k): within the original context its short factors apply (as in
+        // llama.cpp, whose choice is by context size, and Hugging Face, by sequence length);
+        // the context is capped there so the long ones are never needed.
+        if g.tensor("rope_factors_short.weight").is_some() {
+            if let Some(orig) = opt_u64(g, a, "rope.scaling.original_context_length")? {
+                train_ctx = train_ctx.min(orig);
+            }
+        }
+        let swa = key(a, "attention.sliding_window");
+        match g.get(&swa).map(|v| v.as_u64()) {
+            None | Some(Some(0)) => {}
+            Some(Some(w)) => train_ctx = train_ctx.min(w.min(1 << 24) as usize),
+            Some(None) => return Err(ModelError::BadValue(swa)),
+        }
         let embd = g
             .tensor("token_embd.weight")
             .ok_or_else(|| ModelError::MissingTensor(name("token_embd.weight")))?;
@@ -270,6 +299,7 @@ impl Config {
             rope_base,
             rope_dim,
             rope_linear_scale,
+            rope_attn_factor: opt_f32(g, a, "rope.scaling.attn_factor", 1.0)?,
             rope_style: f.rope_style,
             train_ctx,
             activation: f.activation,

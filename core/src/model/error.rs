@@ -46,6 +46,13 @@ pub enum ModelError {
     BadToken(u32),
     /// The sequence would exceed the KV cache capacity.
     ContextFull,
+    /// The model uses a feature this build does not run (named by the tensor or key).
+    UnsupportedFeature {
+        /// Tensor or metadata key that shows the feature.
+        found: Name,
+        /// The feature.
+        feature: &'static str,
+    },
 }
 
 impl From<GgufError> for ModelError {
@@ -85,6 +92,9 @@ impl fmt::Display for ModelError {
             ModelError::BufferTooSmall(b) => write!(f, "buffer '{b}' is too small"),
             ModelError::BadToken(t) => write!(f, "token id {t} is outside the vocabulary"),
             ModelError::ContextFull => write!(f, "the context window is full"),
+            ModelError::UnsupportedFeature { found, feature } => {
+                write!(f, "'{found}' asks for {feature}, which is not supported")
+            }
         }
     }
 }

@@ -20,6 +20,10 @@ impl Forward<'_> {
                 let theta = p * freq;
                 r[i] = libm::cos(theta) as f32;
                 r[half + i] = libm::sin(theta) as f32;
+                if c.rope_attn_factor != 1.0 {
+                    r[i] *= c.rope_attn_factor;
+                    r[half + i] *= c.rope_attn_factor;
+                }
             }
         }
     }

@@ -3,7 +3,7 @@ use core::fmt::Write;
 use trillim_kernels::formats::i2s_scale;
 use trillim_kernels::WeightType;
 
-use super::config::{Config, MAX_LAYERS};
+use super::config::{Arch, Config, MAX_LAYERS};
 use super::error::{name, ModelError, Name};
 use crate::format::gguf::{ggml_type_name, Gguf, TensorInfo};
 
@@ -66,6 +66,23 @@ impl Tensor {
     /// Bytes of one row (of a tile's share of it for tiled tensors).
     pub fn row_bytes(&self) -> usize {
         self.len / self.rows
+    }
+
+    /// Rows `start..start + n` as a tensor of their own: a view of the same bytes (rows are
+    /// contiguous in every weight format), so a fused matrix splits without a copy. `None` if
+    /// the range is out of bounds or the tensor is not laid out in rows.
+    pub fn row_range(&self, start: usize, n: usize) -> Option<Tensor> {
+        if self.storage != Storage::File || n == 0 || start.checked_add(n)? > self.rows {
+            return None;
+        }
+        // Row bytes without I2_S's per-tensor scale tail, which `scale` already holds.
+        let rb = self.ty.row_bytes(self.cols)?;
+        Some(Tensor {
+            offset: self.offset + start * rb,
+            len: n * rb,
+            rows: n,
+            ..*self
+        })
     }
 
     /// The tensor's data within whichever of `b` holds it.
@@ -134,7 +151,7 @@ pub struct Weights {
     pub output_norm: Tensor,
     /// Output projection (the embeddings when tied).
     pub output: Tensor,
-    /// Llama 3 style RoPE frequency factors.
+    /// RoPE frequency divisors: Llama 3's `rope_freqs` or LongRoPE's `rope_factors_short`.
     pub rope_freqs: Option<Tensor>,
     /// Transformer blocks.
     pub layers: heapless::Vec<Layer, MAX_LAYERS>,
@@ -248,7 +265,18 @@ impl Weights {
             Some(t) => t,
             None => token_embd,
         };
-        let rope_freqs = l.opt("rope_freqs.weight", 1, c.rope_dim / 2)?;
+        // Llama 3's factors, or LongRoPE's short ones (the context is capped where they apply).
+        let rope_freqs = match l.opt("rope_freqs.weight", 1, c.rope_dim / 2)? {
+            Some(t) => Some(t),
+            None => l.opt("rope_factors_short.weight", 1, c.rope_dim / 2)?,
+        };
+        let long = "rope_factors_long.weight";
+        if g.tensor(long).is_some() && g.tensor("rope_factors_short.weight").is_none() {
+            return Err(ModelError::UnsupportedFeature {
+                found: name(long),
+                feature: "LongRoPE long factors without the short ones",
+            });
+        }
         let mut layers = heapless::Vec::new();
         let bias = |i: usize, s: &str, n: usize| -> Result<Option<Tensor>, ModelError> {
             if c.qkv_bias {
@@ -264,16 +292,52 @@ impl Weights {
                 Ok(None)
             }
         };
+        let (qd, kvd, ff) = (c.q_dim(), c.kv_dim(), c.d_ff);
         for i in 0..c.n_layers {
+            // Q, K and V fused into one matrix (rows: Q, then K, then V), as llama.cpp's
+            // converter writes Phi-3 (which may also have them apart); separate matrices
+            // otherwise.
+            let fused_qkv = c.arch == Arch::Phi3 && g.tensor(&blk(i, "attn_qkv.weight")).is_some();
+            let (q, k, v) = if fused_qkv {
+                let n = blk(i, "attn_qkv.weight");
+                let qkv = l.proj(&blk(i, "attn_qkv"), qd + 2 * kvd, d)?;
+                let part = |start, rows| {
+                    qkv.row_range(start, rows)
+                        .ok_or(ModelError::BadShape(n.clone()))
+                };
+                (part(0, qd)?, part(qd, kvd)?, part(qd + kvd, kvd)?)
+            } else {
+                (
+                    l.proj(&blk(i, "attn_q"), qd, d)?,
+                    l.proj(&blk(i, "attn_k"), kvd, d)?,
+                    l.proj(&blk(i, "attn_v"), kvd, d)?,
+                )
+            };
+            // Phi-3 fuses the gate and up matrices into `ffn_up` (gate rows first).
+            let (gate, up) = if c.arch == Arch::Phi3 {
+                let n = blk(i, "ffn_up.weight");
+                let fused = l.proj(&blk(i, "ffn_up"), 2 * ff, d)?;
+                let part = |start| {
+                    fused
+                        .row_range(start, ff)
+                        .ok_or(ModelError::BadShape(n.clone()))
+                };
+                (part(0)?, part(ff)?)
+            } else {
+                (
+                    l.proj(&blk(i, "ffn_gate"), ff, d)?,
+                    l.proj(&blk(i, "ffn_up"), ff, d)?,
+                )
+            };
             let layer = Layer {
                 attn_norm: l.req(&blk(i, "attn_norm.weight"), 1, d)?,
-                q: l.proj(&blk(i, "attn_q"), c.q_dim(), d)?,
-                k: l.proj(&blk(i, "attn_k"), c.kv_dim(), d)?,
-                v: l.proj(&blk(i, "attn_v"), c.kv_dim(), d)?,
+                q,
+                k,
+                v,
                 o: l.proj(&blk(i, "attn_output"), d, c.q_dim())?,
                 ffn_norm: l.req(&blk(i, "ffn_norm.weight"), 1, d)?,
-                gate: l.proj(&blk(i, "ffn_gate"), c.d_ff, d)?,
-                up: l.proj(&blk(i, "ffn_up"), c.d_ff, d)?,
+                gate,
+                up,
                 down: l.proj(&blk(i, "ffn_down"), d, c.d_ff)?,
                 attn_sub_norm: if c.sub_norms {
                     Some(l.req(&blk(i, "attn_sub_norm.weight"), 1, c.q_dim())?)
@@ -313,5 +377,48 @@ impl Weights {
             }
         }
         total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Storage, Tensor};
+    use trillim_kernels::WeightType;
+
+    fn q8(rows: usize) -> Tensor {
+        Tensor {
+            offset: 1000,
+            len: rows * 34 * 2,
+            ty: WeightType::Q8_0,
+            rows,
+            cols: 64,
+            scale: 0.5,
+            storage: Storage::File,
+        }
+    }
+
+    #[test]
+    fn row_range_is_a_byte_range_of_the_rows() {
+        let t = q8(10);
+        let v = t.row_range(4, 3).unwrap();
+        assert_eq!(
+            (v.offset, v.len, v.rows, v.cols),
+            (1000 + 4 * 68, 3 * 68, 3, 64)
+        );
+        assert_eq!((v.ty, v.scale, v.storage), (t.ty, t.scale, Storage::File));
+        assert_eq!(t.row_range(0, 10), Some(t));
+    }
+
+    #[test]
+    fn row_range_out_of_bounds_or_repacked_is_none() {
+        let t = q8(10);
+        assert_eq!(t.row_range(8, 3), None);
+        assert_eq!(t.row_range(0, 0), None);
+        assert_eq!(t.row_range(usize::MAX, 2), None);
+        let tiled = Tensor {
+            storage: Storage::Tiles,
+            ..t
+        };
+        assert_eq!(tiled.row_range(0, 2), None);
     }
 }

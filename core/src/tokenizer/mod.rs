@@ -881,6 +881,12 @@ impl<'a> Tokenizer<'a> {
         None
     }
 
+    /// Whether whitespace after special token `id` is dropped ([`VocabConfig::rstrip_specials`]).
+    fn rstrips(&self, id: u32) -> bool {
+        self.meta.config.rstrip_specials
+            && !matches!(self.token_text(id), b"<unk>" | b"<s>" | b"<|endoftext|>")
+    }
+
     /// Splits `text` at special tokens the way llama.cpp does: the longest special token is
     /// split out everywhere first, then shorter ones in the remaining text.
     fn partition<F>(
@@ -918,6 +924,14 @@ impl<'a> Tokenizer<'a> {
                 self.partition(before, j + 1, parse_special, f)?;
                 f(Frag::Special(id))?;
                 start = at + pat.len();
+                if self.rstrips(id) {
+                    while hay
+                        .get(start)
+                        .is_some_and(|&b| b.is_ascii_whitespace() || b == 0x0b)
+                    {
+                        start += 1;
+                    }
+                }
                 match find_bytes(hay, pat, start) {
                     Some(p) => at = p,
                     None => break,

@@ -77,6 +77,9 @@ pub struct VocabConfig {
     pub add_space_prefix: bool,
     /// BPE: a pre-tokenized word that is itself a token is emitted without merging (Llama 3).
     pub ignore_merges: bool,
+    /// Phi-3: whitespace right after a special token is dropped (its tokenizer marks them
+    /// `rstrip`), except after `<unk>`, `<s>` and `<|endoftext|>`.
+    pub rstrip_specials: bool,
 }
 
 impl VocabConfig {
@@ -102,6 +105,7 @@ impl VocabConfig {
             add_eos: false,
             add_space_prefix: model == ModelKind::Spm,
             ignore_merges: model == ModelKind::Bpe && llama3,
+            rstrip_specials: false,
         }
     }
 }
@@ -192,6 +196,19 @@ impl<'a> GgufVocab<'a> {
         config.add_bos = flag("tokenizer.ggml.add_bos_token", config.add_bos);
         config.add_eos = flag("tokenizer.ggml.add_eos_token", config.add_eos);
         config.add_space_prefix = flag("tokenizer.ggml.add_space_prefix", config.add_space_prefix);
+        // llama.cpp recognises Phi-3 by its name; a `phi3` file with a SentencePiece vocabulary
+        // is one too, whatever it is called.
+        let has = |n: &str, w: &str| {
+            n.as_bytes()
+                .windows(w.len())
+                .any(|x| x.eq_ignore_ascii_case(w.as_bytes()))
+        };
+        let named_phi3 = g
+            .get_str("general.name")
+            .is_some_and(|n| has(n, "phi-3") || has(n, "phi3"));
+        // Phi-4 shares the `phi3` architecture but has a BPE vocabulary without the rule.
+        let phi3_spm = model == ModelKind::Spm && g.get_str("general.architecture") == Some("phi3");
+        config.rstrip_specials = named_phi3 || phi3_spm;
         Ok(GgufVocab {
             blob: g.bytes(),
             tokens,
