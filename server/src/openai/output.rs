@@ -63,6 +63,9 @@ pub struct Output {
     finish: Option<Finish>,
     completion_tokens: usize,
     error: Option<GenerationError>,
+    /// Chat with tools: the call format and the callable names; a reply holding calls is
+    /// answered as `tool_calls`.
+    pub tools: Option<(super::tools::Format, Vec<String>, bool)>,
 }
 
 #[derive(Default)]
@@ -116,6 +119,7 @@ impl Output {
             finish: None,
             completion_tokens: 0,
             error: None,
+            tools: None,
         }
     }
 
@@ -241,8 +245,29 @@ impl Output {
                 &self.usage(),
             )
         })?;
-        serde_json::from_str(&body)
-            .map_err(|e| ApiError::internal(format!("response writer produced invalid JSON: {e}")))
+        let mut v: Value = serde_json::from_str(&body).map_err(|e| {
+            ApiError::internal(format!("response writer produced invalid JSON: {e}"))
+        })?;
+        if let Some((format, names, parallel)) = &self.tools {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            if let Some((before, mut calls)) =
+                super::tools::parse_reply(*format, &self.text, &names)
+            {
+                if !parallel {
+                    calls.truncate(1);
+                }
+                let choice = &mut v["choices"][0];
+                choice["message"]["content"] = if before.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(before)
+                };
+                choice["message"]["tool_calls"] =
+                    Value::Array(calls.iter().map(super::tools::Call::to_openai).collect());
+                choice["finish_reason"] = Value::String("tool_calls".into());
+            }
+        }
+        Ok(v)
     }
 
     /// One SSE event holding a chunk of choice 0.
