@@ -93,8 +93,8 @@ pub fn parse(m: &Map<String, Value>) -> Result<Option<Tools>, ApiError> {
         match f.get("parameters") {
             None => {}
             Some(Value::Object(s))
-                if s.get("type").map_or(true, |t| t == "object")
-                    && s.get("properties").map_or(true, Value::is_object) => {}
+                if s.get("type").is_none_or(|t| t == "object")
+                    && s.get("properties").is_none_or(Value::is_object) => {}
             Some(_) => {
                 return Err(ApiError::invalid_param(
                     &format!("{p}.function.parameters"),
