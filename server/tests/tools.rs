@@ -40,6 +40,49 @@ fn tool_calls() {
         assert!(o["city"].as_str().unwrap().chars().count() <= 20, "{args}");
         assert!((1..=7).contains(&o["days"].as_i64().unwrap()), "{args}");
     }
+    // Streamed: no content, one `tool_calls` delta with the whole call, then `tool_calls`.
+    let body = json!({"messages": [user], "tools": [weather()], "max_tokens": 120, "seed": 1,
+        "stream": true, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
+    let (st, _, text) = s
+        .try_request(
+            "POST",
+            "/v1/chat/completions",
+            Some(body.to_string().as_bytes()),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(st, 200, "{text}");
+    let chunks: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let mut calls = Vec::new();
+    let mut finish = Value::Null;
+    for c in &chunks {
+        let ch = &c["choices"][0];
+        assert!(
+            ch["delta"]
+                .get("content")
+                .is_none_or(|v| v.is_null() || v == ""),
+            "{c}"
+        );
+        if let Some(t) = ch["delta"]["tool_calls"].as_array() {
+            calls.extend(t.iter().cloned());
+        }
+        if !ch["finish_reason"].is_null() {
+            finish = ch["finish_reason"].clone();
+        }
+    }
+    assert_eq!(finish, "tool_calls", "{text}");
+    assert_eq!(calls.len(), 1, "{text}");
+    assert_eq!(calls[0]["index"], 0);
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!((1..=7).contains(&args["days"].as_i64().unwrap()), "{args}");
+
     // A conversation carrying the call and its result renders and is answered.
     let (st, v) = s.post(
         "/v1/chat/completions",
