@@ -496,6 +496,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
             let msgs = [Message {
                 role: "user".into(),
                 content: c.clone(),
+                ..Default::default()
             }];
             let text = shared.template.render(&msgs, true)?;
             shared.tok.encode(&text, shared.template.is_fallback)
@@ -558,6 +559,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             h.push(Message {
                 role: "system".into(),
                 content: s.clone(),
+                ..Default::default()
             });
         }
     };
@@ -590,6 +592,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         history.push(Message {
             role: "user".into(),
             content: line.to_string(),
+            ..Default::default()
         });
         let encode = |h: &[Message]| -> anyhow::Result<Vec<u32>> {
             let text = shared.template.render(h, true)?;
@@ -634,6 +637,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         history.push(Message {
             role: "assistant".into(),
             content: reply,
+            ..Default::default()
         });
     }
     engine.shutdown();

@@ -22,12 +22,19 @@ pub enum TemplateError {
 }
 
 /// One chat message as the template sees it.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Message {
-    /// `system`, `user`, `assistant`, … (passed through).
+    /// `system`, `user`, `assistant`, `tool`, … (passed through).
     pub role: String,
     /// Text content.
     pub content: String,
+    /// An assistant turn's tool calls, as OpenAI writes them
+    /// (`{"id", "type": "function", "function": {"name", "arguments"}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A `tool` turn's answer to the call with this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 /// A compiled chat template.
@@ -38,6 +45,7 @@ pub struct ChatTemplate {
     pub is_fallback: bool,
     bos: String,
     eos: String,
+    source: String,
 }
 
 impl ChatTemplate {
@@ -52,14 +60,23 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned("chat", source)
+        env.add_template_owned("chat", source.clone())
             .map_err(TemplateError::Compile)?;
         Ok(ChatTemplate {
             env,
             is_fallback,
             bos: bos.to_string(),
             eos: eos.to_string(),
+            source,
         })
+    }
+
+    /// The template's Jinja source (`None` for the ChatML fallback).
+    pub fn source(&self) -> Option<&str> {
+        if self.is_fallback {
+            return None;
+        }
+        Some(&self.source)
     }
 
     /// Renders `messages`, ending with the assistant's turn opener when `add_generation_prompt`.
@@ -68,12 +85,24 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Renders `messages` with the `tools` variable set (a list of
+    /// `{"type": "function", "function": {...}}`) as transformers does; `None` leaves it undefined.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
         let tmpl = self
             .env
             .get_template("chat")
             .map_err(|e| TemplateError::Render(e.to_string()))?;
         let ctx = minijinja::context! {
             messages => Value::from_serialize(messages),
+            tools => tools.map(Value::from_serialize),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
@@ -321,6 +350,7 @@ mod tests {
                 .map(|m| Message {
                     role: m["role"].as_str().unwrap().into(),
                     content: m["content"].as_str().unwrap().into(),
+                    ..Default::default()
                 })
                 .collect();
             let agp = case["add_generation_prompt"].as_bool().unwrap();
@@ -385,6 +415,7 @@ mod tests {
         let m = [Message {
             role: "user".into(),
             content: " hi \"<x>\" ".into(),
+            ..Default::default()
         }];
         assert_eq!(
             t.render(&m, true).unwrap(),
@@ -404,6 +435,7 @@ mod tests {
         let m = [Message {
             role: "user".into(),
             content: "Hi".into(),
+            ..Default::default()
         }];
         assert_eq!(
             t.render(&m, true).unwrap(),

@@ -109,6 +109,7 @@ pub fn results_message(content: &str) -> crate::template::Message {
     crate::template::Message {
         role: "user".into(),
         content: format!("Search results:\n{content}"),
+        ..Default::default()
     }
 }
 

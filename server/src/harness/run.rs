@@ -273,6 +273,7 @@ impl Ctx {
             messages.push(Message {
                 role: "assistant".into(),
                 content: turn.text,
+                ..Default::default()
             });
             match self.search(&query).await {
                 Ok(content) => {
@@ -284,6 +285,7 @@ impl Ctx {
                     messages.push(Message {
                         role: "user".into(),
                         content: UNAVAILABLE.into(),
+                        ..Default::default()
                     });
                     progress(super::UNAVAILABLE_MARKER.to_string());
                     break;
@@ -402,6 +404,7 @@ pub async fn converse(
     messages.push(Message {
         role: "assistant".into(),
         content: answer,
+        ..Default::default()
     });
     Ok(messages.split_off(before))
 }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc::unbounded_channel;
 use trillim_core::generate::prompt_fits;
 
 use super::output::{Kind, Output};
+use super::tools;
 use super::{request, ApiError};
 use crate::engines::llm::{Event, Job, SubmitError};
 use crate::harness::{self, run::SearchRequest, Harness};
@@ -36,7 +37,27 @@ pub(crate) async fn generate(
         Kind::Chat => Parsed::Chat(request::chat(&m)?),
         Kind::Completion => Parsed::Completion(request::completion(&m)?),
     };
-    let grammar = super::schema::response_format(body)?;
+    let mut grammar = super::schema::response_format(body)?;
+    let format = tools::Format::of_template(shared.template.source());
+    // A forced call (tool_choice required or named): the prompt opens the call, and the
+    // grammar makes the rest a well-formed call.
+    let mut prefill = "";
+    if let Parsed::Chat(c) = &parsed {
+        if let Some(t) = &c.tools {
+            if let Some(g) = tools::forced_grammar(body, t, format)? {
+                if grammar.is_some() {
+                    return Err(ApiError::invalid_param(
+                        "tool_choice",
+                        "a forced tool call cannot be combined with response_format",
+                    ));
+                }
+                grammar = Some(g);
+                if format == tools::Format::Hermes {
+                    prefill = "<tool_call>\n";
+                }
+            }
+        }
+    }
     match &mut parsed {
         Parsed::Chat(c) => c.opts.grammar = grammar,
         Parsed::Completion(c) => c.opts.grammar = grammar,
@@ -49,8 +70,13 @@ pub(crate) async fn generate(
             Parsed::Chat(c) => {
                 let text = sh
                     .template
-                    .render(&c.messages, true)
-                    .map_err(|e| ApiError::invalid(e.to_string()))?;
+                    .render_with_tools(
+                        &c.messages,
+                        c.tools.as_ref().and_then(|t| t.for_template()),
+                        true,
+                    )
+                    .map_err(|e| ApiError::invalid(e.to_string()))?
+                    + prefill;
                 prompts.push((sh.tok.encode(&text, sh.template.is_fallback), None));
             }
             Parsed::Completion(c) => {
@@ -172,13 +198,28 @@ pub(crate) async fn generate(
     // Every (prompt, choice) pair is a sequence of its own; they run side by side, as many at
     // a time as the engine has slots, and are merged in order.
     let n = opts.n;
+    let tool_names = match &parsed {
+        Parsed::Chat(c) => c.tools.as_ref().and_then(|t| {
+            t.for_template().map(|defs| {
+                let names = match &t.choice {
+                    tools::ToolChoice::Named(n) => vec![n.clone()],
+                    _ => defs
+                        .iter()
+                        .filter_map(|d| d["function"]["name"].as_str().map(String::from))
+                        .collect(),
+                };
+                (format, names, t.parallel)
+            })
+        }),
+        Parsed::Completion(_) => None,
+    };
     let mut pending = Vec::new();
     for (prompt, echo_text) in prompts {
         for k in 0..n {
             let mut sampler = opts.sampler(&shared.defaults, random_u64());
             // A seeded request with n > 1 still gets n different choices, reproducibly.
             sampler.seed = sampler.seed.wrapping_add(k as u64);
-            let out = Output::new(
+            let mut out = Output::new(
                 kind,
                 id.clone(),
                 model.clone(),
@@ -188,6 +229,7 @@ pub(crate) async fn generate(
                 opts.include_usage,
                 echo_text.clone(),
             );
+            out.tools = tool_names.clone();
             let job = Job {
                 prompt: prompt.clone(),
                 sampler,

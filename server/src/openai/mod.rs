@@ -11,5 +11,6 @@ pub mod models;
 pub mod output;
 pub mod request;
 pub mod schema;
+pub mod tools;
 
 pub use error::ApiError;

@@ -63,6 +63,9 @@ pub struct Output {
     finish: Option<Finish>,
     completion_tokens: usize,
     error: Option<GenerationError>,
+    /// Chat with tools: the call format and the callable names; a reply holding calls is
+    /// answered as `tool_calls`.
+    pub tools: Option<(super::tools::Format, Vec<String>, bool)>,
 }
 
 #[derive(Default)]
@@ -116,6 +119,7 @@ impl Output {
             finish: None,
             completion_tokens: 0,
             error: None,
+            tools: None,
         }
     }
 
@@ -241,8 +245,73 @@ impl Output {
                 &self.usage(),
             )
         })?;
-        serde_json::from_str(&body)
-            .map_err(|e| ApiError::internal(format!("response writer produced invalid JSON: {e}")))
+        let mut v: Value = serde_json::from_str(&body).map_err(|e| {
+            ApiError::internal(format!("response writer produced invalid JSON: {e}"))
+        })?;
+        if let Some((format, names, parallel)) = &self.tools {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            if let Some((before, mut calls)) =
+                super::tools::parse_reply(*format, &self.text, &names)
+            {
+                if !parallel {
+                    calls.truncate(1);
+                }
+                let choice = &mut v["choices"][0];
+                choice["message"]["content"] = if before.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(before)
+                };
+                choice["message"]["tool_calls"] =
+                    Value::Array(calls.iter().map(super::tools::Call::to_openai).collect());
+                choice["finish_reason"] = Value::String("tool_calls".into());
+            }
+        }
+        Ok(v)
+    }
+
+    /// A held chat reply at its end: the text to send as content, and the calls it holds
+    /// (`None`: it is plain text).
+    fn held_reply(&self) -> (String, Option<Vec<super::tools::Call>>) {
+        let Some((format, names, parallel)) = &self.tools else {
+            return (self.text.clone(), None);
+        };
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        match super::tools::parse_reply(*format, &self.text, &names) {
+            Some((before, mut calls)) => {
+                if !parallel {
+                    calls.truncate(1);
+                }
+                (before, Some(calls))
+            }
+            None => (self.text.clone(), None),
+        }
+    }
+
+    /// The SSE event carrying every call as OpenAI `tool_calls` deltas (each whole: index,
+    /// id, type, name and the complete arguments).
+    fn tool_calls_chunk(&self, calls: &[super::tools::Call]) -> String {
+        let deltas: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut v = c.to_openai();
+                v["index"] = json!(i);
+                v
+            })
+            .collect();
+        let mut v = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": {"tool_calls": deltas}, "logprobs": null,
+                         "finish_reason": null}],
+        });
+        if self.include_usage {
+            v["usage"] = Value::Null;
+        }
+        sse(&v)
     }
 
     /// One SSE event holding a chunk of choice 0.
@@ -329,6 +398,11 @@ impl EventFormatter for Output {
                 let s = self.chunk(Delta::Text(&text), Some(&l.to_json()));
                 (s, false)
             }
+            Event::Text { text, .. } if self.tools.is_some() && self.kind == Kind::Chat => {
+                // With tools, the reply is held until it is known to be a call or text.
+                self.text.push_str(&text);
+                (String::new(), false)
+            }
             Event::Text { text, logprobs } => {
                 let s = match self.kind {
                     Kind::Chat => {
@@ -355,7 +429,19 @@ impl EventFormatter for Output {
                 completion_tokens,
             } => {
                 self.completion_tokens = completion_tokens;
-                let mut s = self.chunk(Delta::Finish(finish), None);
+                let mut s = String::new();
+                let mut finish_chunk = self.chunk(Delta::Finish(finish), None);
+                if self.tools.is_some() && self.kind == Kind::Chat {
+                    let (held, calls) = self.held_reply();
+                    if !held.is_empty() {
+                        s.push_str(&self.chunk(Delta::Text(&held), None));
+                    }
+                    if let Some(calls) = calls {
+                        s.push_str(&self.tool_calls_chunk(&calls));
+                        finish_chunk = retag_finish(&finish_chunk, "tool_calls");
+                    }
+                }
+                s.push_str(&finish_chunk);
                 if self.include_usage {
                     let (head, usage) = (self.head(), self.usage());
                     s.push_str(&sse_of(render(|w| openai::usage_chunk(w, &head, &usage))));
@@ -372,5 +458,17 @@ impl EventFormatter for Output {
 
     fn abort(&mut self) -> String {
         sse(&ApiError::internal("the model was unloaded before the generation finished").body())
+    }
+}
+
+/// A rendered finish chunk (`data: {…}\n\n`) with another `finish_reason`.
+fn retag_finish(event: &str, reason: &str) -> String {
+    let json = event.trim_start_matches("data: ").trim_end();
+    match serde_json::from_str::<Value>(json) {
+        Ok(mut v) => {
+            v["choices"][0]["finish_reason"] = Value::String(reason.into());
+            sse(&v)
+        }
+        Err(_) => event.to_string(),
     }
 }

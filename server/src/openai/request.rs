@@ -53,6 +53,8 @@ pub struct ChatRequest {
     pub logprobs: bool,
     /// `top_logprobs` (0..=20).
     pub top_logprobs: usize,
+    /// `tools` with `tool_choice`; `None` when no tools were sent.
+    pub tools: Option<super::tools::Tools>,
 }
 
 /// What `/v1/completions` was asked to complete.
@@ -318,15 +320,84 @@ pub fn chat(m: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
             }
         };
         let content = content_text(i, o.get("content"))?;
-        messages.push(Message { role, content });
+        let tool_calls = match o.get("tool_calls") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .enumerate()
+                    .map(|(j, c)| template_tool_call(i, j, c))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    &format!("messages[{i}].tool_calls"),
+                    "tool_calls must be an array",
+                ))
+            }
+        };
+        let tool_call_id = match o.get("tool_call_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    &format!("messages[{i}].tool_call_id"),
+                    "tool_call_id must be a string",
+                ))
+            }
+        };
+        if role == "tool" && tool_call_id.is_none() {
+            return Err(ApiError::invalid_param(
+                &format!("messages[{i}].tool_call_id"),
+                "a tool message needs the tool_call_id it answers",
+            ));
+        }
+        messages.push(Message {
+            role,
+            content,
+            tool_calls,
+            tool_call_id,
+        });
     }
+    let tools = super::tools::parse(m)?;
     let (opts, p) = gen_options(m, Endpoint::Chat)?;
     Ok(ChatRequest {
         messages,
         opts,
         logprobs: p.logprobs.is_some(),
         top_logprobs: p.logprobs.unwrap_or(0),
+        tools,
     })
+}
+
+/// An assistant message's tool call as templates expect it: OpenAI's shape, with
+/// `function.arguments` decoded from its JSON string into an object (as transformers users
+/// pass it).
+fn template_tool_call(i: usize, j: usize, c: &Value) -> Result<Value, ApiError> {
+    let param = format!("messages[{i}].tool_calls[{j}]");
+    let bad = || {
+        ApiError::invalid_param(
+            &param,
+            "a tool call is {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}",
+        )
+    };
+    let mut c = c.as_object().ok_or_else(bad)?.clone();
+    let f = c
+        .get_mut("function")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(bad)?;
+    if !f.get("name").is_some_and(Value::is_string) {
+        return Err(bad());
+    }
+    if let Some(Value::String(a)) = f.get("arguments") {
+        let parsed: Value = serde_json::from_str(a).map_err(|_| {
+            ApiError::invalid_param(
+                &format!("{param}.function.arguments"),
+                "arguments must be a JSON string",
+            )
+        })?;
+        f.insert("arguments".into(), parsed);
+    }
+    Ok(Value::Object(c))
 }
 
 /// Most prompts one completion request may carry.
