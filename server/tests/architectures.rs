@@ -1,6 +1,8 @@
-//! `trillim serve` on the tiny Qwen 2 and Qwen 3 fixtures over real HTTP: the model's own chat
-//! template gives llama.cpp's prompt ids, and greedy decoding follows llama.cpp's continuation
-//! (testdata/golden/logits-tiny-qwen*.json, from scripts/arch-goldens.py).
+//! `trillim serve` on the tiny fixtures of each architecture family beyond Llama and BitNet
+//! (Qwen 2, Qwen 3, Phi-3 with a sliding window, Phi-3.5 with LongRoPE) over real HTTP: the
+//! model's own chat template (rendered by minijinja where the native renderer does not know
+//! it) gives llama.cpp's prompt ids, and greedy decoding follows llama.cpp's continuation
+//! (testdata/golden/logits-tiny-*.json, from scripts/arch-goldens.py).
 #![forbid(unsafe_code)]
 
 mod common;
@@ -12,13 +14,18 @@ use trillim_core::tokenizer::Tokenizer;
 
 fn serve(file: &str) -> Server {
     let tag = file.trim_end_matches(".gguf");
-    let home = common::store_with(&format!("qwen-{tag}"), "org/qwen", &fixture(file));
-    common::serve(home, &["org/qwen", "--threads", "1", "--ctx", "256"], &[])
+    let home = common::store_with(&format!("arch-{tag}"), "org/arch", &fixture(file));
+    common::serve(home, &["org/arch", "--threads", "1", "--ctx", "256"], &[])
 }
 
 #[test]
 fn chat_follows_llama_cpp_greedy() {
-    for name in ["tiny-qwen2-q8_0", "tiny-qwen3-f16"] {
+    for name in [
+        "tiny-qwen2-q8_0",
+        "tiny-qwen3-f16",
+        "tiny-phi3-q8_0",
+        "tiny-phi3.5-q8_0",
+    ] {
         let file = format!("{name}.gguf");
         let golden = std::fs::read(format!(
             "{}/../testdata/golden/logits-{name}.json",
@@ -52,7 +59,7 @@ fn chat_follows_llama_cpp_greedy() {
                 .find(|&k| lp(&t1[k]) - lp(&t2[k]) <= 0.75)
                 .unwrap_or(want.len() - 1);
             cases += 1;
-            let body = json!({"model": "qwen", "messages": messages, "temperature": 0,
+            let body = json!({"model": "arch", "messages": messages, "temperature": 0,
                               "max_tokens": steps + 1, "logprobs": true, "top_logprobs": 2});
             let (st, v) = s.post("/v1/chat/completions", &body);
             assert_eq!(st, 200, "{v}");
