@@ -267,3 +267,37 @@ pub fn testdata_json(rel: &str) -> serde_json::Value {
     let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// Where `tok` disagrees with a golden file's token ids (its `text`/`tokens`, every
+/// `tokenize[]` case and every rendered `chat[]` case), each as a readable line; empty when it
+/// agrees everywhere. `add_special` is passed to the encoder as the goldens were taken.
+pub fn tokenizer_mismatches(
+    tok: &trillim_core::tokenizer::Tokenizer<'_>,
+    golden: &serde_json::Value,
+    add_special: bool,
+) -> Vec<String> {
+    let mut cases = Vec::new();
+    if let Some(text) = golden["text"].as_str() {
+        cases.push((text, ids(&golden["tokens"])));
+    }
+    for c in golden["tokenize"].as_array().into_iter().flatten() {
+        cases.push((c["text"].as_str().expect("a text"), ids(&c["ids"])));
+    }
+    for c in golden["chat"].as_array().into_iter().flatten() {
+        cases.push((c["rendered"].as_str().expect("a rendering"), ids(&c["ids"])));
+    }
+    let mut failures = Vec::new();
+    for (text, want) in cases {
+        let mut out = vec![0u32; tok.max_tokens(text)];
+        let n = tok
+            .encode(text, add_special, true, &mut out)
+            .expect("encode");
+        if out[..n] != want[..] {
+            failures.push(format!(
+                "{text:?}:\n  got  {:?}\n  want {want:?}",
+                &out[..n]
+            ));
+        }
+    }
+    failures
+}

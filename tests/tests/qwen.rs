@@ -9,7 +9,7 @@ use trillim_core::chat::{ChatTemplate, Family, Message};
 use trillim_core::format::gguf::Gguf;
 use trillim_core::model::{Arch, Config, RopeStyle, Weights};
 use trillim_core::tokenizer::Tokenizer;
-use trillim_tests::{ids, testdata};
+use trillim_tests::{testdata, tokenizer_mismatches};
 
 const MODELS: [(&str, &str); 2] = [
     (
@@ -95,26 +95,7 @@ fn tokenizer_matches_llama_cpp() {
         let tok = Tokenizer::from_gguf(&gguf, &mut mem).unwrap();
         // <|endoftext|> and <|im_end|> end generation, <|im_start|> does not.
         assert!(tok.is_eog(5117) && tok.is_eog(5119) && !tok.is_eog(5118));
-        let encode = |text: &str| {
-            let mut out = vec![0u32; tok.max_tokens(text)];
-            let n = tok.encode(text, true, true, &mut out).unwrap();
-            out.truncate(n);
-            out
-        };
-        let mut failures = Vec::new();
-        let mut cases = vec![(g["text"].as_str().unwrap(), ids(&g["tokens"]))];
-        for c in g["tokenize"].as_array().unwrap() {
-            cases.push((c["text"].as_str().unwrap(), ids(&c["ids"])));
-        }
-        for c in g["chat"].as_array().unwrap() {
-            cases.push((c["rendered"].as_str().unwrap(), ids(&c["ids"])));
-        }
-        for (text, want) in cases {
-            let got = encode(text);
-            if got != want {
-                failures.push(format!("{text:?}:\n  got  {got:?}\n  want {want:?}"));
-            }
-        }
+        let failures = tokenizer_mismatches(&tok, &g, true);
         assert!(failures.is_empty(), "{model}: {}", failures.join("\n"));
     }
 }
