@@ -19,21 +19,18 @@ fn smollm2() -> PathBuf {
 /// The adapters (built once per target directory).
 fn adapters() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lora-adapters");
-    if !dir.join("complete").exists() {
-        let _ = std::fs::remove_dir_all(&dir);
+    trillim_tests::made_once(&dir, |out| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-lora-fixtures.sh");
         let ok = Command::new("bash")
             .arg(script)
             .arg(smollm2())
-            .arg(&dir)
+            .arg(out)
             .arg("--adapters")
             .status()
             .expect("run scripts/make-lora-fixtures.sh")
             .success();
         assert!(ok, "scripts/make-lora-fixtures.sh failed");
-        std::fs::write(dir.join("complete"), b"").unwrap();
-    }
-    dir
+    })
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -22,21 +22,17 @@ fn smollm2() -> PathBuf {
 /// Runs `script args… DIR trailing…` once per target directory, with DIR named `name`.
 fn fixture(name: &str, script: &str, args: &[&Path], trailing: &[&str]) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let stamp = dir.with_extension("complete");
-    if !stamp.exists() {
-        let _ = std::fs::remove_dir_all(&dir);
+    trillim_tests::made_once(&dir, |out| {
         let ok = Command::new("bash")
             .arg(repo().join(script))
             .args(args)
-            .arg(&dir)
+            .arg(out)
             .args(trailing)
             .status()
             .unwrap_or_else(|e| panic!("run {script}: {e}"))
             .success();
         assert!(ok, "{script} failed");
-        std::fs::write(&stamp, b"").unwrap();
-    }
-    dir
+    })
 }
 
 /// The tiny BitNet checkpoint.

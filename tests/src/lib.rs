@@ -1,7 +1,8 @@
 //! Shared helpers for trillim's end-to-end tests: locating test data and scoring logits.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {
@@ -39,6 +40,26 @@ pub fn smollm2_path() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The directory `dir`, made once by `make` (which fills the path it is given) and reused
+/// by later runs of the same build directory.
+///
+/// `make` writes into a sibling staging directory that is renamed into place when it
+/// returns, and calls are serialized within the test binary: a test that reads the
+/// fixture never sees it half written, whether another test is making it or an earlier
+/// run was killed while making it.
+pub fn made_once(dir: &Path, make: impl FnOnce(&Path)) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !dir.exists() {
+        let staging = dir.with_extension("staging");
+        let _ = std::fs::remove_dir_all(&staging);
+        make(&staging);
+        std::fs::rename(&staging, dir)
+            .unwrap_or_else(|e| panic!("rename {} into place: {e}", staging.display()));
+    }
+    dir.to_path_buf()
 }
 
 /// `log_softmax(logits)[i]` for every `i`, computed in f64.

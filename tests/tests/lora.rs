@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use trillim_core::Sequential;
 use trillim_runtime::{Adapter, AdapterError, LoadedModel, LoraQuant, Session};
-use trillim_tests::{repo_root, smollm2_path};
+use trillim_tests::{made_once, repo_root, smollm2_path};
 
 /// "The quick brown fox jumps over the lazy dog. Once upon a time" in SmolLM2's vocabulary
 /// (any in-range ids serve: the comparisons are between two runs on the same tokens).
@@ -22,20 +22,16 @@ fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lora-fixtures");
-        let stamp = dir.join("complete");
-        if !stamp.exists() {
-            let _ = std::fs::remove_dir_all(&dir);
+        made_once(&dir, |out| {
             let ok = Command::new("bash")
                 .arg(repo_root().join("scripts/make-lora-fixtures.sh"))
                 .arg(smollm2_path())
-                .arg(&dir)
+                .arg(out)
                 .status()
                 .expect("run scripts/make-lora-fixtures.sh")
                 .success();
             assert!(ok, "scripts/make-lora-fixtures.sh failed");
-            std::fs::write(&stamp, b"").unwrap();
-        }
-        dir
+        })
     })
 }
 

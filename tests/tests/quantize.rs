@@ -27,8 +27,8 @@ use trillim_core::tokenizer::Tokenizer;
 use trillim_runtime::convert::{self, Checkpoint, ConvertError};
 use trillim_runtime::ThreadPool;
 use trillim_tests::{
-    argmax, ids, log_softmax, logits_all_par, repo_root, smollm2_path, testdata, testdata_json,
-    tokenizer_mismatches,
+    argmax, ids, log_softmax, logits_all_par, made_once, repo_root, smollm2_path, testdata,
+    testdata_json, tokenizer_mismatches,
 };
 
 /// The checkpoints, made once per build directory.
@@ -36,9 +36,7 @@ fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hf-checkpoints");
-        let stamp = dir.join("complete");
-        if !stamp.exists() {
-            let _ = std::fs::remove_dir_all(&dir);
+        made_once(&dir, |out| {
             let script = repo_root().join("scripts/make-hf-checkpoints.sh");
             for (kind, src) in [
                 ("smollm2", smollm2_path()),
@@ -48,15 +46,13 @@ fn fixtures() -> &'static Path {
                     .arg(&script)
                     .arg(kind)
                     .arg(src)
-                    .arg(dir.join(kind))
+                    .arg(out.join(kind))
                     .status()
                     .expect("run scripts/make-hf-checkpoints.sh")
                     .success();
                 assert!(ok, "scripts/make-hf-checkpoints.sh {kind} failed");
             }
-            std::fs::write(&stamp, b"").unwrap();
-        }
-        dir
+        })
     })
 }
 
