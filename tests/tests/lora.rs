@@ -65,6 +65,18 @@ fn logits_pooled(model: &LoadedModel, threads: usize) -> Vec<f32> {
         .to_vec()
 }
 
+/// Logits fed in pieces of `piece` tokens (decode steps of a few sequences' worth) on a pool
+/// of `threads`, after each token.
+fn logits_in_pieces(model: &LoadedModel, piece: usize, threads: usize) -> Vec<f32> {
+    let pool = trillim_runtime::ThreadPool::new(threads);
+    let mut s = Session::new(model, TOKENS.len(), piece);
+    let mut out = Vec::new();
+    for p in TOKENS.chunks(piece) {
+        out.extend_from_slice(s.feed(model, &pool, p, p.len()).unwrap());
+    }
+    out
+}
+
 fn with_adapter(mut model: LoadedModel, dir: &Path, quant: LoraQuant) -> LoadedModel {
     let a = Adapter::open(dir, &model, quant).unwrap();
     model.set_adapter(Some(a));
@@ -112,6 +124,11 @@ fn unmerged_equals_the_merged_reference() {
         // value the same way: equal bit for bit.
         let (batch, steps) = (logits(&model), logits_stepwise(&model));
         assert_eq!(batch, steps, "{dir}");
+        // Pieces of 1 to 5 tokens on 2 threads: a projection group's side paths in two pool
+        // passes (under 4 tokens) or a token per task, each value computed the same way.
+        for piece in 1..=5 {
+            assert_eq!(logits_in_pieces(&model, piece, 2), batch, "{dir}: {piece}");
+        }
         for got in [batch, steps] {
             let range = merged.iter().fold(0f32, |m, v| m.max(v.abs()));
             let diff = max_abs_diff(&got, &merged);

@@ -239,9 +239,12 @@ impl Forward<'_> {
                 par,
             );
             let xn = &s.xn[..b * d];
-            self.lora_side(li, Proj::Q, xn, d, b, s.q, qd, s.tmp, par);
-            self.lora_side(li, Proj::K, xn, d, b, s.k, kvd, s.tmp, par);
-            self.lora_side(li, Proj::V, xn, d, b, s.v, kvd, s.tmp, par);
+            let mut outs = [
+                (Proj::Q, &mut s.q[..b * qd]),
+                (Proj::K, &mut s.k[..b * kvd]),
+                (Proj::V, &mut s.v[..b * kvd]),
+            ];
+            self.lora_sides(li, xn, d, b, &mut outs, s.tmp, par);
             let qkv = (&mut s.q[..b * qd], &mut s.k[..b * kvd], &mut s.v[..b * kvd]);
             self.qkv_extras(l, b, qkv, par);
             for t in 0..b {
@@ -294,7 +297,8 @@ impl Forward<'_> {
                 &mut fmt,
                 par,
             );
-            self.lora_side(li, Proj::O, &s.att[..b * qd], qd, b, s.xn, d, s.tmp, par);
+            let mut outs = [(Proj::O, &mut s.xn[..b * d])];
+            self.lora_sides(li, &s.att[..b * qd], qd, b, &mut outs, s.tmp, par);
             for (x, o) in s.x[..b * d].iter_mut().zip(&s.xn[..b * d]) {
                 *x += o;
             }
@@ -313,8 +317,11 @@ impl Forward<'_> {
                 par,
             );
             let xn = &s.xn[..b * d];
-            self.lora_side(li, Proj::Gate, xn, d, b, s.g, ff, s.tmp, par);
-            self.lora_side(li, Proj::Up, xn, d, b, s.u, ff, s.tmp, par);
+            let mut outs = [
+                (Proj::Gate, &mut s.g[..b * ff]),
+                (Proj::Up, &mut s.u[..b * ff]),
+            ];
+            self.lora_sides(li, xn, d, b, &mut outs, s.tmp, par);
             // Gate activation times up, then the optional sub-norm, one token row per task.
             let sub = l.ffn_sub_norm.as_ref().map(|t| t.data(&self.bufs));
             let u = &s.u[..b * ff];
@@ -348,7 +355,8 @@ impl Forward<'_> {
                 &mut fmt,
                 par,
             );
-            self.lora_side(li, Proj::Down, &s.g[..b * ff], ff, b, s.xn, d, s.tmp, par);
+            let mut outs = [(Proj::Down, &mut s.xn[..b * d])];
+            self.lora_sides(li, &s.g[..b * ff], ff, b, &mut outs, s.tmp, par);
             for (x, o) in s.x[..b * d].iter_mut().zip(&s.xn[..b * d]) {
                 *x += o;
             }

@@ -20,9 +20,10 @@ pub const MAX_LORA_RANK: usize = 512;
 /// Output rows one task of the `B` product handles at most.
 const B_CHUNK: usize = 64;
 
-/// Multiply-adds below which the side path runs on the calling thread: a decode step's side
-/// path is a few microseconds of work, less than handing it to the pool costs.
-const PARALLEL_MACS: usize = 1 << 18;
+/// Multiply-adds below which side paths run on the calling thread: less work than that costs
+/// less than handing it to the pool (a hand-off is about a microsecond; 2^15 `f32`
+/// multiply-adds read 128 KiB of matrices).
+const PARALLEL_MACS: usize = 1 << 15;
 
 /// Widest input a block-quantized (`Q8_0`, `Q4_0`) `A` may have: a token's activation codes
 /// for it live on the stack.
@@ -199,101 +200,177 @@ fn a_times_x(
     }
 }
 
+/// One projection of a group whose side paths share their input: which one, and its output
+/// (`b` token rows).
+pub(super) type SideOut<'o> = (Proj, &'o mut [f32]);
+
+/// A side path ready to run: its pair and `A`, `Bᵀ` row sizes.
+#[derive(Clone, Copy)]
+struct Active {
+    pair: LoraPair,
+    a_rb: usize,
+    b_rb: usize,
+    rows: usize,
+}
+
 impl Forward<'_> {
-    /// Adds the adapter's side path of projection `p` of layer `li` to `out` (`b` token rows
-    /// of `rows`), for the `b` input rows of `input` (`cols` wide). `tmp` holds `A·x`
-    /// (at least `b × rank` values). Nothing happens without an adapter for it.
+    /// Adds the adapter's side paths of layer `li` to each output of `outs` (`b` token rows
+    /// each), for the `b` input rows of `input` (`cols` wide) that the group's projections
+    /// share. `tmp` is scratch (the forward pass's, sized for a group of one token's
+    /// outputs). Projections without an adapted pair are left alone.
+    ///
+    /// A few tokens run the whole group in two passes over the pool: every `A·x` row of
+    /// every projection, then every piece of every `B·h`, so that a decode step's small side
+    /// paths share the threads instead of running one after another on the calling thread.
+    /// More tokens run a token per task.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn lora_side(
+    pub(super) fn lora_sides(
         &self,
         li: usize,
-        p: Proj,
         input: &[f32],
         cols: usize,
         b: usize,
-        out: &mut [f32],
-        rows: usize,
+        outs: &mut [SideOut<'_>],
         tmp: &mut [f32],
         par: &dyn Parallel,
     ) {
         let Some(lora) = &self.lora else { return };
-        let Some(pair) = lora.layers.get(li).and_then(|l| l[p as usize]) else {
+        let Some(layer) = lora.layers.get(li) else {
             return;
         };
-        if pair.scale == 0.0 || b == 0 {
+        if b == 0 {
             return;
         }
-        let r = pair.rank;
+        let mut act: [Option<Active>; 7] = [None; 7];
+        for (slot, (p, out)) in act.iter_mut().zip(outs.iter()) {
+            let Some(pair) = layer[*p as usize].filter(|q| q.scale != 0.0) else {
+                continue;
+            };
+            let rows = out.len() / b;
+            if let (Some(a_rb), Some(b_rb)) = (pair.ty.row_bytes(cols), pair.ty.row_bytes(rows)) {
+                *slot = Some(Active {
+                    pair,
+                    a_rb,
+                    b_rb,
+                    rows,
+                });
+            }
+        }
+        let act = &act[..outs.len()];
+        let Some(first) = act.iter().flatten().next().copied() else {
+            return;
+        };
+        let (ty, r) = (first.pair.ty, first.pair.rank);
+        let uniform = act
+            .iter()
+            .flatten()
+            .all(|a| a.pair.ty == ty && a.pair.rank == r);
+        let n_h: usize = act.iter().flatten().map(|_| b * r).sum();
+        let n_c: usize = act.iter().flatten().map(|a| b * a.rows).sum();
+        if b >= 4 || !uniform || n_h + n_c > tmp.len() {
+            for ((_, out), a) in outs.iter_mut().zip(act) {
+                if let Some(a) = a {
+                    self.side_per_token(lora.bytes, a, input, cols, b, out, par);
+                }
+            }
+            return;
+        }
+        let macs: usize = act.iter().flatten().map(|a| b * r * (a.rows + cols)).sum();
+        let par = if macs < PARALLEL_MACS {
+            &Sequential
+        } else {
+            par
+        };
+        let kernels = self.kernels;
+        let members = || act.iter().flatten();
+        let (h, c) = tmp.split_at_mut(n_h);
+        // h: per member, per token, `r` values (A·x).
+        let blocks = ty.blocks().is_some();
+        let a_chunk = if blocks { r } else { 1 };
+        par.for_each_chunk(h, a_chunk, &|i, o| {
+            let (m, rest) = ((i * a_chunk) / (b * r), (i * a_chunk) % (b * r));
+            let a = members().nth(m).expect("a member per h block");
+            let (t, j) = (rest / r, rest % r);
+            let x = &input[t * cols..(t + 1) * cols];
+            let mat = &lora.bytes[a.pair.a..a.pair.a + r * a.a_rb];
+            let rows = &mat[j * a.a_rb..(j + o.len()) * a.a_rb];
+            a_times_x(kernels, ty, rows, a.a_rb, x, o);
+        });
+        let h = &*h;
+        // c: per member, per token, its rows of s·B·h; pieces never straddle a token and are
+        // whole 32-blocks for block types (their rows are whole blocks).
+        let step = if blocks { 32 } else { 1 };
+        let chunk = (1..=B_CHUNK / step)
+            .rev()
+            .map(|k| k * step)
+            .find(|k| members().all(|a| a.rows.is_multiple_of(*k)))
+            .unwrap_or(step);
+        let c = &mut c[..n_c];
+        par.for_each_chunk(c, chunk, &|i, o| {
+            let mut start = i * chunk;
+            for (m, a) in members().enumerate() {
+                if start < b * a.rows {
+                    let (t, r0) = (start / a.rows, start % a.rows);
+                    let side = Side {
+                        bt: &lora.bytes[a.pair.b..a.pair.b + r * a.b_rb],
+                        b_rb: a.b_rb,
+                        ty,
+                        scale: a.pair.scale,
+                    };
+                    o.fill(0.0);
+                    let hm = &h[(m * b + t) * r..(m * b + t + 1) * r];
+                    side.add(o, hm, r0);
+                    return;
+                }
+                start -= b * a.rows;
+            }
+        });
+        let mut off = 0;
+        for ((_, out), a) in outs.iter_mut().zip(act) {
+            if let Some(a) = a {
+                let n = b * a.rows;
+                for (y, v) in out[..n].iter_mut().zip(&c[off..off + n]) {
+                    *y += v;
+                }
+                off += n;
+            }
+        }
+    }
+
+    /// One side path, a token per task: its `A·x`, then its rows, in one pass over the pool.
+    #[allow(clippy::too_many_arguments)]
+    fn side_per_token(
+        &self,
+        bytes: &[u8],
+        a: &Active,
+        input: &[f32],
+        cols: usize,
+        b: usize,
+        out: &mut [f32],
+        par: &dyn Parallel,
+    ) {
+        let (r, rows) = (a.pair.rank, a.rows);
         let par = if b * r * (rows + cols) < PARALLEL_MACS {
             &Sequential
         } else {
             par
         };
-        let (Some(a_rb), Some(b_rb)) = (pair.ty.row_bytes(cols), pair.ty.row_bytes(rows)) else {
-            return;
-        };
-        let a = &lora.bytes[pair.a..pair.a + r * a_rb];
-        let bt = &lora.bytes[pair.b..pair.b + r * b_rb];
+        let mat = &bytes[a.pair.a..a.pair.a + r * a.a_rb];
         let side = Side {
-            bt,
-            b_rb,
-            ty: pair.ty,
-            scale: pair.scale,
+            bt: &bytes[a.pair.b..a.pair.b + r * a.b_rb],
+            b_rb: a.b_rb,
+            ty: a.pair.ty,
+            scale: a.pair.scale,
         };
         let kernels = self.kernels;
-        if b >= 4 {
-            // A token per task: its A·x, then its rows, in one pass over the pool.
-            par.for_each_chunk(&mut out[..b * rows], rows, &|t, o| {
-                let mut h = [0f32; MAX_LORA_RANK];
-                let h = &mut h[..r];
-                a_times_x(
-                    kernels,
-                    pair.ty,
-                    a,
-                    a_rb,
-                    &input[t * cols..(t + 1) * cols],
-                    h,
-                );
-                for (c, piece) in o.chunks_mut(B_CHUNK).enumerate() {
-                    side.add(piece, h, c * B_CHUNK);
-                }
-            });
-            return;
-        }
-        // A token or a few: h[t][j] = A[j] · x[t] a dot product per task, then chunks of
-        // rows that never straddle a token.
-        let h = &mut tmp[..b * r];
-        if pair.ty.blocks().is_some() {
-            // Block types quantize the token's input once for all of A's rows.
-            par.for_each_chunk(h, r, &|t, o| {
-                a_times_x(
-                    kernels,
-                    pair.ty,
-                    a,
-                    a_rb,
-                    &input[t * cols..(t + 1) * cols],
-                    o,
-                );
-            });
-        } else {
-            par.for_each_chunk(h, 1, &|i, o| {
-                let (t, j) = (i / r, i % r);
-                let x = &input[t * cols..(t + 1) * cols];
-                a_times_x(kernels, pair.ty, &a[j * a_rb..(j + 1) * a_rb], a_rb, x, o);
-            });
-        }
-        let h = &*h;
-        // Pieces of whole 32-blocks for block types (their rows are whole blocks).
-        let step = if pair.ty.blocks().is_some() { 32 } else { 1 };
-        let chunk = (1..=B_CHUNK.min(rows) / step)
-            .rev()
-            .map(|c| c * step)
-            .find(|c| rows.is_multiple_of(*c))
-            .unwrap_or(step);
-        par.for_each_chunk(&mut out[..b * rows], chunk, &|i, o| {
-            let start = i * chunk;
-            let (t, r0) = (start / rows, start % rows);
-            side.add(o, &h[t * r..(t + 1) * r], r0);
+        par.for_each_chunk(&mut out[..b * rows], rows, &|t, o| {
+            let mut h = [0f32; MAX_LORA_RANK];
+            let h = &mut h[..r];
+            let x = &input[t * cols..(t + 1) * cols];
+            a_times_x(kernels, a.pair.ty, mat, a.a_rb, x, h);
+            for (c, piece) in o.chunks_mut(B_CHUNK).enumerate() {
+                side.add(piece, h, c * B_CHUNK);
+            }
         });
     }
 }

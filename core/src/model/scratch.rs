@@ -1,5 +1,6 @@
 use super::config::Config;
 use super::error::ModelError;
+use super::lora::MAX_LORA_RANK;
 
 /// Element counts of the three arenas a [`Scratch`] is carved from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +23,9 @@ struct Dims {
     rope: usize,
     max_in: usize,
     max_rows: usize,
+    /// Extra `tmp` room for one token's group of projections that share their input (Q, K
+    /// and V; gate and up) and their LoRA `A·x`: such a group runs as one pass.
+    group: usize,
 }
 
 fn dims(c: &Config) -> Dims {
@@ -34,6 +38,7 @@ fn dims(c: &Config) -> Dims {
         rope: c.rope_dim,
         max_in: d.max(q).max(ff),
         max_rows: d.max(q).max(kv).max(ff),
+        group: (q + 2 * kv).max(2 * ff).max(d) + 3 * MAX_LORA_RANK,
     }
 }
 
@@ -45,6 +50,7 @@ impl ScratchSizes {
         let blocks = m.max_in.div_ceil(32);
         ScratchSizes {
             f32s: b * (m.d + 2 * m.q.max(m.d) + m.q + 2 * m.kv + 2 * m.ff + m.max_rows + m.rope)
+                + m.group
                 + b * blocks,
             i8s: b * m.max_in,
             i32s: b * blocks + 2 * b,
@@ -115,7 +121,7 @@ impl<'s> Scratch<'s> {
             att: carve(&mut f, b * m.q.max(m.d)),
             g: carve(&mut f, b * m.ff),
             u: carve(&mut f, b * m.ff),
-            tmp: carve(&mut f, b * m.max_rows),
+            tmp: carve(&mut f, b * m.max_rows + m.group),
             rope: carve(&mut f, b * m.rope),
             act_d: carve(&mut f, b * blocks),
             act_qs: carve(&mut i8s, b * m.max_in),
