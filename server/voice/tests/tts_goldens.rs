@@ -238,3 +238,36 @@ fn refuses_bad_recordings() {
         );
     }
 }
+
+/// With `TRILLIM_TTS_CLONE_BENCH` pointing at a model directory (e.g. the English-shape
+/// synthetic weights `make-tts-fixtures.py --shape english` writes), times cloning a 10 s
+/// recording on `TRILLIM_TTS_THREADS` threads (default 2).
+#[test]
+fn clone_timing() {
+    let Some(dir) = std::env::var_os("TRILLIM_TTS_CLONE_BENCH") else {
+        eprintln!("TRILLIM_TTS_CLONE_BENCH is not set: skipping the cloning timing");
+        return;
+    };
+    let threads = std::env::var("TRILLIM_TTS_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let model = TtsModel::load(Path::new(&dir)).unwrap();
+    let pool = trillim_runtime::ThreadPool::new(threads);
+    // 10 s at 24 kHz: a gliding buzz in bursts, so the pause trimming keeps it all.
+    let samples: Vec<f32> = (0..240_000)
+        .map(|i| {
+            let t = i as f32 / 24000.0;
+            0.3 * (std::f32::consts::TAU * (120.0 + 30.0 * (t * 2.0).sin()) * t).sin()
+                * (0.6 + 0.4 * (t * 9.0).sin())
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let voice = model.clone_voice(&pool, &samples, 24000).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "cloned 10 s in {secs:.2} s on {threads} threads ({} positions)",
+        voice.cache.offset
+    );
+    assert_eq!(voice.cache.offset, 1 + 126);
+}
