@@ -17,6 +17,8 @@ tail; written here from a fixed seed) is cloned with `get_state_for_audio_prompt
 truncate=True)`. clone-voice.safetensors is the voice state the reference exports;
 clone.safetensors holds `latents` [frames, 32] (the Mimi encoder's output for the prompt, as
 `encode_to_latent` returns it) and `speech` [samples], "Hello world." spoken with the voice.
+clone-16k*.safetensors are the same for the clip written at 16 kHz (voice-16k.wav), which the
+reference resamples with scipy's polyphase filter (no speech).
 
 Run through scripts/tts-goldens.sh, which builds the torch environment once.
 """
@@ -95,7 +97,7 @@ def voice_clip(path, seed=7, rate=24000):
         w.writeframes(pcm.tobytes())
 
 
-def clone_golden(model, out, clip):
+def clone_golden(model, out, clip, name="clone", speak=True):
     """The reference's voice state and encoder latents for `clip`, and speech with it."""
     enc = model.mimi.encode_to_latent
     captured = []
@@ -108,15 +110,18 @@ def clone_golden(model, out, clip):
     model.mimi.encode_to_latent = spy
     state = model.get_state_for_audio_prompt(Path(clip), truncate=True)
     model.mimi.encode_to_latent = enc
-    export_model_state(state, os.path.join(out, "clone-voice.safetensors"))
-    speech = model.generate_audio(state, "Hello world.").numpy()
+    export_model_state(state, os.path.join(out, f"{name}-voice.safetensors"))
     lat = captured[0].astype(np.float32)
-    write_safetensors(os.path.join(out, "clone.safetensors"),
-                      {"latents": lat, "speech": speech.astype(np.float32)})
-    print("clone", lat.shape, speech.shape, file=sys.stderr)
-    return {"clip": os.path.relpath(clip, os.path.join(os.path.dirname(__file__), "..")),
-            "frames": int(lat.shape[0]), "text": "Hello world.",
-            "samples": int(speech.shape[0])}
+    tensors = {"latents": lat}
+    info = {"clip": os.path.relpath(clip, os.path.join(os.path.dirname(__file__), "..")),
+            "frames": int(lat.shape[0])}
+    if speak:
+        speech = model.generate_audio(state, "Hello world.").numpy()
+        tensors["speech"] = speech.astype(np.float32)
+        info.update(text="Hello world.", samples=int(speech.shape[0]))
+    write_safetensors(os.path.join(out, f"{name}.safetensors"), tensors)
+    print(name, lat.shape, file=sys.stderr)
+    return info
 
 
 def main():
@@ -170,10 +175,15 @@ def main():
     index["tokenizer"] = [{"text": t, "ids": tok.encode(t)} for t in [
         "Hello world.", "the quick brown fox", "  spaces   between ", "It's 42, isn't it?",
         "Thething", "...!?", "Zebra"]]
-    clip = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testdata", "audio",
-                        "voice-24k.wav")
-    voice_clip(os.path.normpath(clip))
-    index["clone"] = clone_golden(model, a.out, os.path.normpath(clip))
+    audio_dir = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                              "testdata", "audio"))
+    clip = os.path.join(audio_dir, "voice-24k.wav")
+    voice_clip(clip)
+    index["clone"] = clone_golden(model, a.out, clip)
+    # The same clip at 16 kHz: the reference resamples with scipy's resample_poly.
+    clip16 = os.path.join(audio_dir, "voice-16k.wav")
+    voice_clip(clip16, rate=16000)
+    index["clone_16k"] = clone_golden(model, a.out, clip16, "clone-16k", speak=False)
     with open(os.path.join(a.out, "goldens.json"), "w") as fh:
         json.dump(index, fh, indent=1, ensure_ascii=False)
 
