@@ -396,6 +396,7 @@ fn voices_cloned_from_recordings() {
         let (st, v) = upload(&s, "bad", &file);
         assert_error(&v, st, 400);
         assert_eq!(v["error"]["param"], "file", "{what}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_audio", "{what}: {v}");
         assert!(
             v["error"]["message"].as_str().unwrap().contains("clone"),
             "{what}: {v}"

@@ -310,3 +310,16 @@ fn clones_resampled_recordings_like_reference() {
         close(&format!("clone 16k: layer {i} values"), &a.v, &b.v, 2e-3);
     }
 }
+
+/// Only the first 30 s of a recording are used (pocket-tts's `truncate=True`): 40 s give the
+/// positions of 30 s (375 frames, one more for the 80 ms pause, and `bos_before_voice`).
+#[test]
+fn long_recordings_are_cut_to_30_seconds() {
+    let dir = root().join("testdata/models/tts-tiny");
+    let model = TtsModel::load(&dir).unwrap();
+    let samples: Vec<f32> = (0..40 * 24000)
+        .map(|i| 0.3 * (i as f32 * 0.031).sin())
+        .collect();
+    let voice = model.clone_voice(&Sequential, &samples, 24000).unwrap();
+    assert_eq!(voice.cache.offset, 1 + 376);
+}
