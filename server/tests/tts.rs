@@ -2,8 +2,10 @@
 //! (`testdata/models/tts-tiny`, temperature 0 in its config, so the audio is deterministic):
 //! the streamed WAV (unbounded header, then PCM matching the reference's samples) and raw PCM,
 //! speed, bad requests answered 400 before streaming, a client that hangs up, custom voices
-//! (upload, list, use, survive a restart, delete; `../` ids, built-ins, 9 MB and recordings
-//! refused with nothing written) and `trillim speak`.
+//! (upload, list, use, survive a restart, delete; `../` ids, built-ins and 9 MB refused with
+//! nothing written), voices cloned from recordings (the reference's speech with the cloned
+//! voice; empty, truncated, zero-second and non-audio files refused with nothing written) and
+//! `trillim speak`.
 
 mod common;
 
@@ -72,9 +74,15 @@ fn header<'a>(h: &'a [(String, String)], k: &str) -> &'a str {
 
 /// The reference's samples for "Hello world." (voice alba), as 16-bit PCM.
 fn golden_pcm() -> Vec<i16> {
-    let buf = std::fs::read(root().join("testdata/golden/tts/hello.safetensors")).unwrap();
+    golden_samples("hello", "audio")
+}
+
+/// A float tensor of a golden file, as 16-bit PCM.
+fn golden_samples(file: &str, name: &str) -> Vec<i16> {
+    let buf =
+        std::fs::read(root().join(format!("testdata/golden/tts/{file}.safetensors"))).unwrap();
     let t = trillim_runtime::safetensors::parse(&buf).unwrap();
-    let a = t.iter().find(|t| t.name == "audio").unwrap();
+    let a = t.iter().find(|t| t.name == name).unwrap();
     a.data
         .chunks_exact(4)
         .map(|c| {
@@ -283,8 +291,6 @@ fn custom_voices_persist_and_are_checked() {
     }
     let (st, _) = upload(&s, "big", &vec![0u8; 9 << 20]);
     assert_eq!(st, 413);
-    let (st, _) = upload(&s, "wav", b"RIFF\x24\x00\x00\x00WAVEfmt ");
-    assert_eq!(st, 501);
     let (st, _) = upload(&s, "junk", b"not a voice state");
     assert_eq!(st, 400);
     assert!(
@@ -352,4 +358,155 @@ fn speak_command_writes_a_wav() {
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("`trillim pull` does not fetch pocket-tts")
     );
+}
+
+/// A 16-bit PCM WAV of `samples` (interleaved when `channels` > 1).
+fn wav(samples: &[f32], rate: u32, channels: u16) -> Vec<u8> {
+    let data = samples.len() as u32 * 2;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&channels.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2 * channels as u32).to_le_bytes());
+    b.extend_from_slice(&(2 * channels).to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for x in samples {
+        b.extend_from_slice(&((x * 32767.0) as i16).to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn voices_cloned_from_recordings() {
+    let vd = voices_dir("clone");
+    let s = tts_server("tts-clone", &vd);
+    let clip = std::fs::read(root().join("testdata/audio/voice-24k.wav")).unwrap();
+    for (what, file) in [
+        ("empty", Vec::new()),
+        ("truncated header", clip[..20].to_vec()),
+        ("zero seconds", wav(&[], 24000, 1)),
+        ("not audio", b"just some text, not a recording".to_vec()),
+    ] {
+        let (st, v) = upload(&s, "bad", &file);
+        assert_error(&v, st, 400);
+        assert_eq!(v["error"]["param"], "file", "{what}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_audio", "{what}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("clone"),
+            "{what}: {v}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(&vd).map_or(0, |d| d.count()) == 0,
+        "nothing may be written"
+    );
+    let (st, v) = upload(&s, "cloned", &clip);
+    assert_eq!((st, v["status"].as_str()), (200, Some("created")), "{v}");
+    assert!(vd.join("cloned.safetensors").is_file());
+    assert_eq!(
+        list(&s).last().unwrap(),
+        &("cloned".to_string(), "custom".to_string())
+    );
+    // The reference spoke "Hello world." with the voice it cloned from the same clip.
+    let want = golden_samples("clone", "speech");
+    let (st, _, body) = speech(
+        &s,
+        json!({"input": "Hello world.", "voice": "cloned", "response_format": "pcm"}),
+    );
+    assert_eq!(st, 200);
+    assert_close(&pcm(&body), &want);
+    // Another rate and two channels go through the resampler.
+    let stereo: Vec<f32> = (0..16000 * 2)
+        .map(|i| 0.3 * ((i / 2) as f32 * 0.05).sin() * ((i / 2) as f32 * 0.0007).sin())
+        .collect();
+    let (st, v) = upload(&s, "stereo-16k", &wav(&stereo, 16000, 2));
+    assert_eq!(st, 200, "{v}");
+    drop(s);
+    let s = tts_server("tts-clone2", &vd);
+    assert_eq!(list(&s).len(), 10);
+    let (st, _, body) = speech(
+        &s,
+        json!({"input": "Hello world.", "voice": "cloned", "response_format": "pcm"}),
+    );
+    assert_eq!(st, 200);
+    assert_close(&pcm(&body), &want);
+    for id in ["cloned", "stereo-16k"] {
+        let (st, _, body) = s
+            .try_request("DELETE", &format!("/v1/voices/{id}"), None, &[])
+            .unwrap();
+        assert_eq!(st, 200, "{body}");
+    }
+    assert_eq!(list(&s).len(), 8);
+    assert!(!vd.join("cloned.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&vd);
+}
+
+/// A copy of the fixture without the Mimi encoder (as the models released without voice
+/// cloning are) in a fresh directory.
+fn model_without_encoder(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trillim-tts-noenc-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("embeddings")).unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "embeddings/alba.safetensors",
+    ] {
+        std::fs::copy(model_dir().join(f), dir.join(f)).unwrap();
+    }
+    let buf = std::fs::read(model_dir().join("model.safetensors")).unwrap();
+    let views = trillim_runtime::safetensors::parse(&buf).unwrap();
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for v in views
+        .iter()
+        .filter(|v| !v.name.starts_with("mimi.encoder."))
+    {
+        assert_eq!(v.dtype, trillim_runtime::safetensors::Dtype::F32);
+        header.insert(
+            v.name.clone(),
+            json!({"dtype": "F32", "shape": v.shape, "data_offsets": [data.len(), data.len() + v.data.len()]}),
+        );
+        data.extend_from_slice(v.data);
+    }
+    let h = Value::Object(header).to_string().into_bytes();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    std::fs::write(dir.join("model.safetensors"), out).unwrap();
+    dir
+}
+
+#[test]
+fn models_without_an_encoder_refuse_recordings() {
+    let vd = voices_dir("noenc");
+    let model = model_without_encoder("noenc");
+    let s = start(
+        "tts-noenc",
+        &[
+            "--voice",
+            "--tts-model",
+            model.to_str().unwrap(),
+            "--voices-dir",
+            vd.to_str().unwrap(),
+        ],
+    );
+    let clip = std::fs::read(root().join("testdata/audio/voice-24k.wav")).unwrap();
+    let (st, v) = upload(&s, "cloned", &clip);
+    assert_error(&v, st, 501);
+    assert_eq!(v["error"]["code"], "voice_cloning_unavailable", "{v}");
+    assert!(std::fs::read_dir(&vd).map_or(0, |d| d.count()) == 0);
+    // Voice states are still accepted.
+    let state = std::fs::read(model_dir().join("embeddings/marius.safetensors")).unwrap();
+    let (st, v) = upload(&s, "state", &state);
+    assert_eq!(st, 200, "{v}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&vd);
+    let _ = std::fs::remove_dir_all(&model);
 }

@@ -2,8 +2,8 @@
 `client.audio.transcriptions.create` with Whisper tiny.en (scripts/fetch-voice-models.sh),
 checked against CTranslate2's transcripts in tests/fixtures/voice/goldens.json, and
 `client.audio.speech.with_streaming_response.create` on the synthetic pocket-tts fixture
-(testdata/models/tts-tiny), plus custom voices registered, listed, used across a restart and
-deleted."""
+(testdata/models/tts-tiny), plus custom voices registered (from a voice state or cloned from a
+recording), listed, used across a restart and deleted."""
 
 import json
 import os
@@ -161,3 +161,17 @@ def test_custom_voices_across_a_restart(voice):
         assert again.raw("DELETE", "/v1/voices/e2e-voice")[0] == 404
     finally:
         again.stop()
+
+
+def test_voice_cloned_from_a_recording(voice):
+    clip = (ROOT / "testdata" / "audio" / "voice-24k.wav").read_bytes()
+    body, h = multipart({"voice_id": "e2e-bad"}, clip[:20])
+    status, _, out = voice.raw("POST", "/v1/voices", body, h)
+    assert status == 400 and json.loads(out)["error"]["param"] == "file"
+    body, h = multipart({"voice_id": "e2e-cloned"}, clip)
+    status, _, out = voice.raw("POST", "/v1/voices", body, h)
+    assert status == 200 and json.loads(out)["status"] == "created", out
+    assert ("e2e-cloned", "custom") in voice_ids(voice)
+    _, p = speak(voice, voice="e2e-cloned", input="Hello world.", response_format="pcm")
+    assert len(p) > 0
+    assert voice.raw("DELETE", "/v1/voices/e2e-cloned")[0] == 200

@@ -84,6 +84,18 @@ fn tts_error(e: TtsError) -> ApiError {
         },
         TtsError::UnknownVoice(_) => ApiError::invalid_param("voice", e.to_string()),
         TtsError::BadVoice(m) => ApiError::invalid_param("file", m),
+        TtsError::BadRecording(_) => ApiError {
+            code: Some("invalid_audio"),
+            ..ApiError::invalid_param("file", e.to_string())
+        },
+        TtsError::NoCloning => ApiError {
+            status: StatusCode::NOT_IMPLEMENTED,
+            message: e.to_string(),
+            kind: "not_implemented_error",
+            param: Some("file".into()),
+            code: Some("voice_cloning_unavailable"),
+            retry_after: None,
+        },
         TtsError::Stopped => ApiError::internal(e.to_string()),
     }
 }
@@ -192,9 +204,9 @@ fn check_custom_id(id: &str, verb: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /v1/voices`: multipart `voice_id` and `file`, a voice state (`.safetensors`, as
-/// pocket-tts exports them) for the served model. Cloning from a recording is not in this
-/// build: audio files are refused with a 501.
+/// `POST /v1/voices`: multipart `voice_id` and `file`, either a voice state (`.safetensors`,
+/// as pocket-tts exports them) for the served model or a recording to clone the voice from
+/// (its first 30 s; stored as the voice state it gives).
 pub async fn add_voice(
     state: &Arc<AppState>,
     req: Request<Incoming>,
@@ -234,23 +246,12 @@ pub async fn add_voice(
     if file.len() > MAX_UPLOAD {
         return Err(upload_too_large());
     }
-    if file.starts_with(b"RIFF")
-        || file.starts_with(b"fLaC")
-        || file.starts_with(b"OggS")
-        || file.starts_with(b"ID3")
-    {
-        return Err(ApiError {
-            status: StatusCode::NOT_IMPLEMENTED,
-            message: "cloning a voice from a recording is not available in this build; upload a \
-                      voice state (.safetensors, as `pocket-tts export-voice` writes) instead"
-                .into(),
-            kind: "not_implemented_error",
-            param: Some("file".into()),
-            code: Some("voice_cloning_unavailable"),
-            retry_after: None,
-        });
+    if is_voice_state(file) {
+        engine.add_voice(&id, file).map_err(tts_error)?;
+    } else {
+        let voice = engine.clone_voice(file.to_vec()).await.map_err(tts_error)?;
+        engine.add_cloned_voice(&id, voice).map_err(tts_error)?;
     }
-    engine.add_voice(&id, file).map_err(tts_error)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"voice_id": id, "status": "created"}),
@@ -268,6 +269,14 @@ pub fn delete_voice(state: &Arc<AppState>, id: &str) -> Result<Response<Body>, A
         StatusCode::OK,
         &json!({"status": "deleted", "voice_id": id}),
     ))
+}
+
+/// Whether an upload is a safetensors file (a little-endian header length, then its JSON);
+/// anything else is taken for a recording.
+fn is_voice_state(file: &[u8]) -> bool {
+    file.len() > 8
+        && file[8] == b'{'
+        && u64::from_le_bytes(file[..8].try_into().unwrap_or([0; 8])) <= file.len() as u64
 }
 
 fn upload_too_large() -> ApiError {

@@ -1,7 +1,8 @@
 //! The text-to-speech engine: one OS thread owning a pocket-tts model and its thread pool,
 //! fed through a bounded queue (a full queue is refused at once: 429). Each utterance streams
 //! 16-bit PCM through a small bounded channel as frames are decoded; when the client goes,
-//! the channel closes and synthesis stops at the next frame.
+//! the channel closes and synthesis stops at the next frame. Cloning a voice from a recording
+//! goes through the same queue and pool.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use trillim_runtime::ThreadPool;
 use trillim_voice::tts::{TtsModel, VoiceState};
 
@@ -47,13 +48,23 @@ pub enum TtsError {
     BadVoice(String),
     #[error("the text-to-speech engine stopped")]
     Stopped,
+    #[error("cloning a voice from a recording needs a model with the Mimi encoder and speaker projection; this one has none (upload a voice state instead)")]
+    NoCloning,
+    #[error("cannot clone a voice from this file: {0}")]
+    BadRecording(String),
 }
 
-struct Job {
-    text: String,
-    voice: Arc<VoiceState>,
-    speed: f32,
-    out: mpsc::Sender<Bytes>,
+enum Job {
+    Speak {
+        text: String,
+        voice: Arc<VoiceState>,
+        speed: f32,
+        out: mpsc::Sender<Bytes>,
+    },
+    Clone {
+        recording: Vec<u8>,
+        reply: oneshot::Sender<Result<VoiceState, trillim_voice::tts::TtsError>>,
+    },
 }
 
 /// A running text-to-speech engine.
@@ -205,6 +216,14 @@ impl Speed {
     }
 }
 
+/// An utterance taken off the queue.
+struct SpeakJob {
+    text: String,
+    voice: Arc<VoiceState>,
+    speed: f32,
+    out: mpsc::Sender<Bytes>,
+}
+
 impl Tts {
     /// Loads the model and starts the engine thread.
     pub fn start(
@@ -245,6 +264,35 @@ impl Tts {
                 let pool = ThreadPool::new(threads);
                 let mut opts = model.default_options();
                 while let Ok(job) = rx.recv() {
+                    let (text, voice, speed, out) = match job {
+                        Job::Speak {
+                            text,
+                            voice,
+                            speed,
+                            out,
+                        } => (text, voice, speed, out),
+                        Job::Clone { recording, reply } => {
+                            if reply.is_closed() {
+                                continue;
+                            }
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                model.clone_voice_file(&pool, &recording)
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(trillim_voice::tts::TtsError::Voice(
+                                    "the recording could not be encoded".into(),
+                                ))
+                            });
+                            let _ = reply.send(r);
+                            continue;
+                        }
+                    };
+                    let job = SpeakJob {
+                        text,
+                        voice,
+                        speed,
+                        out,
+                    };
                     if job.out.is_closed() {
                         continue;
                     }
@@ -263,6 +311,26 @@ impl Tts {
             })
             .context("cannot start the text-to-speech thread")?;
         Ok(tx)
+    }
+
+    /// Clones a voice from a recording on the engine thread (queued like an utterance).
+    pub async fn clone_voice(&self, recording: Vec<u8>) -> Result<VoiceState, TtsError> {
+        if !self.model.can_clone() {
+            return Err(TtsError::NoCloning);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Job::Clone { recording, reply })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => TtsError::Busy,
+                TrySendError::Disconnected(_) => TtsError::Stopped,
+            })?;
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(trillim_voice::tts::TtsError::NoCloning)) => Err(TtsError::NoCloning),
+            Ok(Err(e)) => Err(TtsError::BadRecording(e.to_string())),
+            Err(_) => Err(TtsError::Stopped),
+        }
     }
 
     /// Output sample rate.
@@ -324,6 +392,17 @@ impl Tts {
         let v = self.model.voice(bytes).map_err(|e| {
             TtsError::BadVoice(format!("the file is not a voice state for this model: {e}"))
         })?;
+        self.store_voice(id, v, bytes)
+    }
+
+    /// Registers (or replaces) a cloned voice, stored as its voice-state file.
+    pub fn add_cloned_voice(&self, id: &str, v: VoiceState) -> Result<(), TtsError> {
+        let bytes = self.model.voice_file(&v);
+        self.store_voice(id, v, &bytes)
+    }
+
+    /// Writes `bytes` (the voice-state file of `v`) as `id` within the caps, atomically.
+    fn store_voice(&self, id: &str, v: VoiceState, bytes: &[u8]) -> Result<(), TtsError> {
         let existing = self.custom_voices();
         if !existing.iter().any(|e| e == id) && existing.len() >= MAX_CUSTOM_VOICES {
             return Err(TtsError::BadVoice(format!(
@@ -382,7 +461,7 @@ impl Tts {
     ) -> Result<mpsc::Receiver<Bytes>, TtsError> {
         let (out, rx) = mpsc::channel(8);
         self.tx
-            .try_send(Job {
+            .try_send(Job::Speak {
                 text,
                 voice,
                 speed,

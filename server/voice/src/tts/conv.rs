@@ -80,6 +80,11 @@ impl Conv1d {
         })
     }
 
+    /// The stride.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
     /// Left context carried between calls, per input channel.
     pub fn state_len(&self) -> usize {
         (self.k - 1) * self.dilation + 1 - self.stride

@@ -12,6 +12,7 @@ use trillim_core::Parallel;
 
 pub mod config;
 pub mod conv;
+pub mod encoder;
 pub mod flow;
 pub mod mimi;
 pub mod nn;
@@ -24,6 +25,7 @@ pub mod weights;
 pub use config::TtsConfig;
 pub use voice::VoiceState;
 
+use encoder::MimiEncoder;
 use flow::FlowLm;
 use mimi::{MimiDecoder, MimiState};
 use tokenizer::Tokenizer;
@@ -40,7 +42,17 @@ pub enum TtsError {
     Tokenizer(String),
     #[error("the voice is not usable: {0}")]
     Voice(String),
+    #[error("this model cannot clone voices (it has no Mimi encoder or speaker projection)")]
+    NoCloning,
+    #[error("{0}")]
+    Audio(#[from] crate::audio::AudioError),
 }
+
+/// Longest recording a voice is cloned from, in seconds; the rest is cut off (pocket-tts's
+/// `truncate` limit).
+pub const MAX_CLONE_SECONDS: u32 = 30;
+/// Longest upload decoded for cloning, in seconds (it is then cut to `MAX_CLONE_SECONDS`).
+pub const MAX_CLONE_UPLOAD_SECONDS: u32 = 600;
 
 /// Tokens per chunk the model is given at once (longer text is segmented).
 pub const MAX_TOKENS_PER_CHUNK: usize = 50;
@@ -54,6 +66,7 @@ pub struct TtsModel {
     pub tokenizer: Tokenizer,
     flow: FlowLm,
     mimi: MimiDecoder,
+    encoder: Option<MimiEncoder>,
 }
 
 /// How an utterance is sampled.
@@ -92,11 +105,13 @@ impl TtsModel {
         drop(buf);
         let flow = FlowLm::load(&mut t, &config)?;
         let mimi = MimiDecoder::load(&mut t, &config)?;
+        let encoder = MimiEncoder::load(&mut t, &config)?;
         Ok(TtsModel {
             config,
             tokenizer,
             flow,
             mimi,
+            encoder,
         })
     }
 
@@ -127,6 +142,87 @@ impl TtsModel {
             self.flow.transformer.dims().layers,
             self.flow.transformer.kv_width(),
         )
+    }
+
+    /// Whether voices can be cloned from recordings with this model.
+    pub fn can_clone(&self) -> bool {
+        self.encoder.is_some() && self.flow.speaker_proj.is_some()
+    }
+
+    /// The voice-state file of `voice` for this model.
+    pub fn voice_file(&self, voice: &VoiceState) -> Vec<u8> {
+        let dims = self.flow.transformer.dims();
+        voice.to_safetensors(dims.kv_heads, dims.attn_dim / dims.heads)
+    }
+
+    /// Clones a voice from an uploaded recording (any format `audio::decode_mono` reads).
+    pub fn clone_voice_file(
+        &self,
+        par: &dyn Parallel,
+        bytes: &[u8],
+    ) -> Result<VoiceState, TtsError> {
+        if !self.can_clone() {
+            return Err(TtsError::NoCloning);
+        }
+        if bytes.is_empty() {
+            return Err(crate::audio::AudioError::Empty.into());
+        }
+        let (mono, rate) = crate::audio::decode_mono(bytes, MAX_CLONE_UPLOAD_SECONDS)?;
+        if mono.is_empty() {
+            return Err(crate::audio::AudioError::NoSamples.into());
+        }
+        self.clone_voice(par, &mono, rate)
+    }
+
+    /// Clones a voice from mono samples at `rate` Hz as pocket-tts's
+    /// `get_state_for_audio_prompt(…, truncate=True)` does: the first 30 s, resampled to the
+    /// codec's rate, ended on a pause, encoded by Mimi, projected to the FlowLM's width after
+    /// its `bos_before_voice` row, and run through the FlowLM's transformer; the voice is the
+    /// key/value cache that leaves.
+    pub fn clone_voice(
+        &self,
+        par: &dyn Parallel,
+        samples: &[f32],
+        rate: u32,
+    ) -> Result<VoiceState, TtsError> {
+        let (Some(enc), Some(proj)) = (&self.encoder, &self.flow.speaker_proj) else {
+            return Err(TtsError::NoCloning);
+        };
+        if rate == 0 {
+            return Err(crate::audio::AudioError::BadParameters.into());
+        }
+        let keep = samples
+            .len()
+            .min(MAX_CLONE_SECONDS as usize * rate as usize);
+        let wav = crate::resample::resample(&samples[..keep], rate, self.config.sample_rate);
+        if wav.is_empty() {
+            return Err(crate::audio::AudioError::NoSamples.into());
+        }
+        if wav.iter().any(|x| !x.is_finite()) {
+            return Err(TtsError::Voice(
+                "the recording holds non-finite samples".into(),
+            ));
+        }
+        let wav = voice::end_on_pause(&wav, self.config.sample_rate);
+        let latents = enc.encode(par, &wav);
+        let n = latents.len() / enc.dim;
+        let d = self.flow.d;
+        let bos = self.flow.bos_before_voice.as_deref().unwrap_or(&[]);
+        let lead = bos.len() / d;
+        let mut rows = vec![0f32; (lead + n) * d];
+        rows[..bos.len()].copy_from_slice(bos);
+        proj.forward(par, &latents, n, &mut rows[bos.len()..]);
+        if lead + n > voice::MAX_VOICE_POSITIONS {
+            return Err(TtsError::Voice("the recording is too long".into()));
+        }
+        let mut cache = KvCache::new(self.flow.transformer.dims().layers);
+        self.flow.prompt_rows(par, &mut rows, lead + n, &mut cache);
+        Ok(VoiceState { cache })
+    }
+
+    /// The Mimi encoder's latents of 24 kHz samples (for tests against the reference).
+    pub fn encode_latents(&self, par: &dyn Parallel, samples: &[f32]) -> Option<Vec<f32>> {
+        self.encoder.as_ref().map(|e| e.encode(par, samples))
     }
 
     /// The chunks `text` is spoken in.
