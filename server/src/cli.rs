@@ -123,7 +123,8 @@ pub struct LoraArgs {
     /// directory holding one GGUF adapter, or a GGUF adapter file.
     #[arg(long, value_name = "DIR")]
     pub lora: Option<std::path::PathBuf>,
-    /// How the adapter's matrices are stored: none (f32), bf16, int8, q8_0 or q4_0.
+    /// How the adapter's matrices are stored: bf16 (the default), none (f32 as loaded), int8,
+    /// q8_0 or q4_0.
     #[arg(long, value_parser = LoraQuant::parse, requires = "lora")]
     pub lora_quant: Option<LoraQuant>,
 }

@@ -32,7 +32,7 @@ pub(crate) async fn load(state: &Arc<AppState>, body: &[u8]) -> Result<Response<
         markers: super::generate::search_markers(&m)?.unwrap_or(current.markers),
     };
     let lora_quant = match &r.lora_quant {
-        None => LoraQuant::None,
+        None => LoraQuant::default(),
         Some(v) if !LORA_QUANTS.contains(&v.as_str()) => {
             return Err(ApiError::invalid_param(
                 "lora_quant",
