@@ -709,9 +709,8 @@ pub fn doctor(_args: DoctorArgs) -> anyhow::Result<()> {
     let tts = crate::engines::tts::cli::stored_models(&store);
     if tts.is_empty() {
         println!(
-            "text-to-speech models: none (place {}'s languages/english/ folder in {} for `trillim serve --voice`)",
+            "text-to-speech models: none (`trillim pull {}` for `trillim serve --voice`)",
             crate::engines::tts::DEFAULT_TTS_MODEL,
-            store.root().join(crate::engines::tts::DEFAULT_TTS_MODEL).display()
         );
     } else {
         println!("text-to-speech models:");

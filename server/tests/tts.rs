@@ -355,9 +355,7 @@ fn speak_command_writes_a_wav() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("`trillim pull` does not fetch pocket-tts")
-    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("run `trillim pull kyutai/pocket-tts`"));
 }
 
 /// A 16-bit PCM WAV of `samples` (interleaved when `channels` > 1).

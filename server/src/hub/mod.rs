@@ -86,6 +86,17 @@ pub enum HubError {
         revision: String,
     },
     /// The repository has several GGUF files and none was chosen.
+    /// A pocket-tts repository without a language folder this build reads, or with several
+    /// and none chosen.
+    #[error("text-to-speech model '{repo}': {why}{}", choices_suffix(.choices))]
+    TtsLanguage {
+        /// The repository.
+        repo: String,
+        /// What is wrong.
+        why: String,
+        /// The language folders that could be pulled.
+        choices: Vec<String>,
+    },
     #[error("model '{repo}' has several GGUF files; choose one with --file NAME:\n  {}", .choices.join("\n  "))]
     Ambiguous {
         /// The repository.
@@ -365,15 +376,67 @@ impl Hub {
     /// Pulls `repo` into `<store>/<org>/<name>/`: one GGUF model (all parts of a split set)
     /// and the repository's small metadata files. Returns the GGUF file's path. A repository
     /// with no GGUF file but a CTranslate2 `model.bin` (a Whisper checkpoint such as
-    /// `Systran/faster-whisper-tiny.en`) gets `model.bin` and its vocabulary instead.
+    /// `Systran/faster-whisper-tiny.en`) gets `model.bin` and its vocabulary instead, and a
+    /// pocket-tts repository one language folder (see [`pocket_tts_files`]); the path is then
+    /// that of `model.bin` or `model.safetensors`.
     pub fn pull(&self, store: &Store, repo: &str, opts: &PullOptions) -> Result<PathBuf, HubError> {
         check_repo(repo)?;
         let revision = opts.revision.as_deref().unwrap_or("main");
         let info = self.model_info(repo, revision)?;
-        let chosen = match ctranslate2_files(&info.siblings, opts.file.as_deref()) {
-            Some(files) => files,
-            None => choose_gguf(repo, revision, &info.siblings, opts.file.as_deref())?,
+        let file = opts.file.as_deref();
+        // (file, where it goes under the model directory)
+        let tts = pocket_tts_files(repo, &info.siblings, file)?;
+        let (chosen, with_metadata): (Vec<(&Sibling, String)>, bool) = match &tts {
+            Some((files, _)) => (files.clone(), false),
+            None => {
+                let files = match ctranslate2_files(&info.siblings, file) {
+                    Some(files) => files,
+                    None => choose_gguf(repo, revision, &info.siblings, file)?,
+                };
+                let bad = |s: &Sibling| HubError::BadResponse {
+                    url: format!("{}/api/models/{repo}", self.endpoint),
+                    detail: format!("unusable file name '{}'", s.rfilename),
+                };
+                let named = files
+                    .into_iter()
+                    .map(|s| {
+                        Ok((
+                            s,
+                            local_name(&s.rfilename).ok_or_else(|| bad(s))?.to_string(),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, HubError>>()?;
+                (named, true)
+            }
         };
+        // Kyutai keeps the tokenizer and the built-in voices of the gated `kyutai/pocket-tts`
+        // in its public twin `kyutai/pocket-tts-without-voice-cloning`.
+        let twin_repo = format!("{repo}{TTS_TWIN_SUFFIX}");
+        let twin_info;
+        let mut twin_files = Vec::new();
+        if let Some((files, lang)) = &tts {
+            if !files.iter().any(|(_, l)| l == "tokenizer.json") {
+                let missing = || HubError::TtsLanguage {
+                    repo: repo.to_string(),
+                    why: format!("languages/{lang}/ has no tokenizer.json, here or in {twin_repo}"),
+                    choices: Vec::new(),
+                };
+                if repo.ends_with(TTS_TWIN_SUFFIX) {
+                    return Err(missing());
+                }
+                twin_info = self.model_info(&twin_repo, "main").map_err(|e| match e {
+                    HubError::NotFound { .. } => missing(),
+                    e => e,
+                })?;
+                twin_files = tts_folder_files(&twin_info.siblings, lang)
+                    .into_iter()
+                    .filter(|(_, l)| l != "model.safetensors" && l != "config.json")
+                    .collect();
+                if !twin_files.iter().any(|(_, l)| l == "tokenizer.json") {
+                    return Err(missing());
+                }
+            }
+        }
         let dir = store
             .model_dir(repo)
             .map_err(|_| HubError::InvalidRepo(repo.to_string()))?;
@@ -388,11 +451,18 @@ impl Hub {
             Err(std::fs::TryLockError::Error(e)) => return Err(HubError::io(&lock_path, e)),
         }
 
-        let mut jobs: Vec<&Sibling> = chosen.clone();
-        for meta in METADATA_FILES {
+        // (repository, revision, file, where it goes)
+        let mut jobs: Vec<(&str, &str, &Sibling, String)> = chosen
+            .iter()
+            .map(|(s, l)| (repo, revision, *s, l.clone()))
+            .collect();
+        for meta in METADATA_FILES.iter().filter(|_| with_metadata) {
             if let Some(s) = info.siblings.iter().find(|s| s.rfilename == *meta) {
-                jobs.push(s);
+                jobs.push((repo, revision, s, meta.to_string()));
             }
+        }
+        for (s, l) in &twin_files {
+            jobs.push((&twin_repo, "main", *s, l.clone()));
         }
         if opts.progress {
             let commit = info
@@ -406,12 +476,12 @@ impl Hub {
                 dir.display()
             );
         }
-        for s in jobs {
-            let local = local_name(&s.rfilename).ok_or_else(|| HubError::BadResponse {
-                url: format!("{}/api/models/{repo}", self.endpoint),
-                detail: format!("unusable file name '{}'", s.rfilename),
-            })?;
+        for &(repo, revision, s, ref local) in &jobs {
+            let local = local.as_str();
             let dest = dir.join(local);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
+            }
             let url = format!(
                 "{}/{repo}/resolve/{}/{}",
                 self.endpoint,
@@ -443,8 +513,7 @@ impl Hub {
             }
         }
         drop(lock);
-        let first = local_name(&chosen[0].rfilename).expect("checked above");
-        Ok(dir.join(first))
+        Ok(dir.join(&chosen[0].1))
     }
 
     fn map_err(&self, err: ureq::Error, url: &str, ctx: &Ctx<'_>) -> HubError {
@@ -629,6 +698,124 @@ fn remote_models(siblings: &[Sibling]) -> Vec<RemoteModel<'_>> {
     }
     out.sort_by(|a, b| a.parts[0].rfilename.cmp(&b.parts[0].rfilename));
     out
+}
+
+/// Suffix of the public twin of a gated pocket-tts repository, which holds its tokenizer and
+/// built-in voices.
+const TTS_TWIN_SUFFIX: &str = "-without-voice-cloning";
+
+/// A language folder's files and the folder's name, when the repository is a pocket-tts one.
+type TtsFiles<'a> = Result<Option<(Vec<(&'a Sibling, String)>, String)>, HubError>;
+
+/// A pocket-tts repository (`kyutai/pocket-tts`, `kyutai/pocket-tts-without-voice-cloning`)
+/// keeps each language in `languages/<name>/`: `model.safetensors`, `tokenizer.json`, and the
+/// built-in voices in `embeddings/<voice>.safetensors`. When the repository is laid out so,
+/// the files of one language (`file` names it, exactly or as the only folder containing it;
+/// else `english`, or the only `english…` folder), each with where it goes in the model
+/// directory: the folder's layout, flattened, as `trillim serve --tts-model` reads it.
+fn pocket_tts_files<'a>(repo: &str, siblings: &'a [Sibling], file: Option<&str>) -> TtsFiles<'a> {
+    let lang_of = |s: &Sibling| -> Option<String> {
+        let rest = s.rfilename.strip_prefix("languages/")?;
+        let (lang, name) = rest.split_once('/')?;
+        (name == "model.safetensors" && local_name(lang) == Some(lang)).then(|| lang.to_string())
+    };
+    let all: Vec<String> = siblings.iter().filter_map(lang_of).collect();
+    if all.is_empty() || !remote_models(siblings).is_empty() {
+        return Ok(None);
+    }
+    let has = |lang: &str, name: &str| {
+        let want = format!("languages/{lang}/{name}");
+        siblings.iter().any(|s| s.rfilename == want)
+    };
+    // Folders whose tokenizer is SentencePiece's `tokenizer.model` only are not offered.
+    let mut usable: Vec<String> = all
+        .iter()
+        .filter(|l| !has(l, "tokenizer.model") || has(l, "tokenizer.json"))
+        .cloned()
+        .collect();
+    usable.sort();
+    let err = |why: String, choices: Vec<String>| HubError::TtsLanguage {
+        repo: repo.to_string(),
+        why,
+        choices,
+    };
+    if usable.is_empty() {
+        return Err(err(
+            format!(
+                "no language folder has a tokenizer.json (found {}; SentencePiece                  tokenizer.model files are not read)",
+                all.join(", ")
+            ),
+            Vec::new(),
+        ));
+    }
+    let pick = |pred: &dyn Fn(&str) -> bool| -> Vec<String> {
+        usable.iter().filter(|l| pred(l)).cloned().collect()
+    };
+    let lang = match file {
+        Some(want) if usable.iter().any(|l| l == want) => want.to_string(),
+        Some(want) => {
+            let needle = want.to_ascii_lowercase();
+            match &pick(&|l| l.to_ascii_lowercase().contains(&needle))[..] {
+                [one] => one.clone(),
+                [] => {
+                    let why = match all
+                        .iter()
+                        .find(|l| l.to_ascii_lowercase().contains(&needle))
+                    {
+                        Some(l) => format!(
+                            "languages/{l}/ has only a SentencePiece tokenizer.model, which this \
+                             build does not read (it reads tokenizer.json)"
+                        ),
+                        None => format!("no language folder matches '{want}'"),
+                    };
+                    return Err(err(why, usable));
+                }
+                several => {
+                    return Err(err(
+                        format!("several language folders match '{want}'; choose one with --file"),
+                        several.to_vec(),
+                    ))
+                }
+            }
+        }
+        None if usable.iter().any(|l| l == "english") => "english".to_string(),
+        None => match &pick(&|l| l.starts_with("english"))[..] {
+            [one] => one.clone(),
+            _ => {
+                return Err(err(
+                    "choose a language folder with --file NAME".to_string(),
+                    usable,
+                ))
+            }
+        },
+    };
+    Ok(Some((tts_folder_files(siblings, &lang), lang)))
+}
+
+/// The files of `languages/<lang>/` that a pocket-tts model directory holds, with where each
+/// goes: `model.safetensors` (first), `tokenizer.json`, `config.json` and
+/// `embeddings/<voice>.safetensors`.
+fn tts_folder_files<'a>(siblings: &'a [Sibling], lang: &str) -> Vec<(&'a Sibling, String)> {
+    let prefix = format!("languages/{lang}/");
+    let mut files: Vec<(&Sibling, String)> = Vec::new();
+    for s in siblings {
+        let Some(rest) = s.rfilename.strip_prefix(&prefix) else {
+            continue;
+        };
+        let keep = match rest.split_once('/') {
+            None => matches!(rest, "model.safetensors" | "tokenizer.json" | "config.json"),
+            Some(("embeddings", voice)) => {
+                voice.ends_with(".safetensors") && local_name(voice) == Some(voice)
+            }
+            Some(_) => false,
+        };
+        if keep {
+            files.push((s, rest.to_string()));
+        }
+    }
+    // The weights first: `pull` answers with the first file's path.
+    files.sort_by_key(|(_, local)| (local != "model.safetensors", local.clone()));
+    files
 }
 
 /// A CTranslate2 checkpoint's files (`model.bin` first, then its vocabulary) when the

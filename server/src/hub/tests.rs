@@ -93,6 +93,55 @@ fn repos() -> HashMap<&'static str, FakeRepo> {
             ("README.md", b"# whisper".to_vec()),
         ]),
     );
+    // Kyutai's layout: the gated repository holds the weights with the voice-cloning encoder,
+    // its public twin the tokenizer and the built-in voices too.
+    m.insert(
+        "kyutai/pocket-tts",
+        public(vec![
+            (
+                "languages/english_2026-09/model.safetensors",
+                content(12, 4000),
+            ),
+            (
+                "languages/english_7m_2026-10/model.safetensors",
+                content(13, 900),
+            ),
+            (
+                "languages/english_7m_2026-10/tokenizer.model",
+                content(14, 90),
+            ),
+            ("languages/french/model.safetensors", content(15, 800)),
+            ("README.md", b"# pocket-tts".to_vec()),
+        ]),
+    );
+    m.insert(
+        "kyutai/pocket-tts-without-voice-cloning",
+        public(vec![
+            (
+                "languages/english_2026-09/model.safetensors",
+                content(16, 3000),
+            ),
+            (
+                "languages/english_2026-09/tokenizer.json",
+                b"{\"model\":{}}".to_vec(),
+            ),
+            (
+                "languages/english_2026-09/embeddings/alba.safetensors",
+                content(17, 64),
+            ),
+            (
+                "languages/english_2026-09/embeddings/marius.safetensors",
+                content(18, 64),
+            ),
+            (
+                "languages/english_2026-09/embeddings/notes.txt",
+                b"x".to_vec(),
+            ),
+            ("languages/french/model.safetensors", content(19, 700)),
+            ("languages/french/tokenizer.json", b"{}".to_vec()),
+            ("config.json", b"{}".to_vec()),
+        ]),
+    );
     m.insert(
         "acme/none",
         public(vec![("README.md", b"no weights".to_vec())]),
@@ -454,6 +503,89 @@ fn pull_fetches_a_ctranslate2_whisper_checkpoint() {
         );
     }
     assert!(!dir.join("README.md").exists());
+}
+
+#[test]
+fn pull_fetches_a_pocket_tts_language_folder() {
+    let hub = FakeHub::start();
+    let t = TempDir::new("pull-tts");
+    let store = Store::new(t.path().join("models"));
+    let twin = "kyutai/pocket-tts-without-voice-cloning";
+    // The public twin alone: its English folder, flattened; no root metadata, no other file.
+    let path = hub.client(None).pull(&store, twin, &opts()).unwrap();
+    let dir = store.root().join(twin);
+    assert_eq!(path, dir.join("model.safetensors"));
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "embeddings/alba.safetensors",
+        "embeddings/marius.safetensors",
+    ] {
+        let remote = format!("languages/english_2026-09/{f}");
+        assert_eq!(
+            fs::read(dir.join(f)).unwrap(),
+            hub.file(twin, &remote),
+            "{f}"
+        );
+    }
+    assert!(!dir.join("config.json").exists());
+    assert!(!dir.join("embeddings/notes.txt").exists());
+
+    // The gated repository: its weights, the twin's tokenizer and voices.
+    let path = hub
+        .client(None)
+        .pull(&store, "kyutai/pocket-tts", &opts())
+        .unwrap();
+    let dir = store.root().join("kyutai/pocket-tts");
+    assert_eq!(path, dir.join("model.safetensors"));
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        hub.file(
+            "kyutai/pocket-tts",
+            "languages/english_2026-09/model.safetensors"
+        )
+    );
+    for f in ["tokenizer.json", "embeddings/alba.safetensors"] {
+        let remote = format!("languages/english_2026-09/{f}");
+        assert_eq!(
+            fs::read(dir.join(f)).unwrap(),
+            hub.file(twin, &remote),
+            "{f}"
+        );
+    }
+
+    // Another language by name; one the twin lacks a tokenizer for, or none at all: clear errors.
+    let french = PullOptions {
+        file: Some("french".into()),
+        ..opts()
+    };
+    let t2 = TempDir::new("pull-tts-fr");
+    let store2 = Store::new(t2.path().join("models"));
+    let path = hub.client(None).pull(&store2, twin, &french).unwrap();
+    assert_eq!(
+        fs::read(path.with_file_name("tokenizer.json")).unwrap(),
+        b"{}"
+    );
+    for (repo, file, want) in [
+        (
+            "kyutai/pocket-tts",
+            Some("german"),
+            "no language folder matches 'german'",
+        ),
+        ("kyutai/pocket-tts", Some("english_7m"), "tokenizer.json"),
+        (twin, Some("e"), "several language folders"),
+    ] {
+        let o = PullOptions {
+            file: file.map(str::to_string),
+            ..opts()
+        };
+        let err = hub
+            .client(None)
+            .pull(&store2, repo, &o)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{repo} {file:?}: {err}");
+    }
 }
 
 #[test]

@@ -117,9 +117,10 @@ pub fn resolve(store: &Store, arg: &str) -> anyhow::Result<(String, PathBuf)> {
         .unwrap_or_else(|_| store.root().join(DEFAULT_TTS_MODEL));
     anyhow::bail!(
         "text-to-speech model `{arg}` is neither a directory with model.safetensors and \
-         tokenizer.json nor in the model store; `trillim pull` does not fetch pocket-tts \
-         repositories yet: download the `languages/english/` folder of {DEFAULT_TTS_MODEL} \
-         (model.safetensors, tokenizer.json, embeddings/) into {} or pass its directory",
+         tokenizer.json nor in the model store: run `trillim pull {DEFAULT_TTS_MODEL}` (gated: \
+         accept its terms on the Hub and set HF_TOKEN; `trillim pull \
+         {DEFAULT_TTS_MODEL}-without-voice-cloning` needs no token but cannot clone voices), or \
+         pass its directory (pulled, it is {})",
         into.display()
     )
 }
