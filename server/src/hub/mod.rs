@@ -377,7 +377,7 @@ impl Hub {
     /// and the repository's small metadata files. Returns the GGUF file's path. A repository
     /// with no GGUF file but a CTranslate2 `model.bin` (a Whisper checkpoint such as
     /// `Systran/faster-whisper-tiny.en`) gets `model.bin` and its vocabulary instead, and a
-    /// pocket-tts repository one language folder (see [`pocket_tts_files`]); the path is then
+    /// pocket-tts repository one language folder (`pocket_tts_files`); the path is then
     /// that of `model.bin` or `model.safetensors`.
     pub fn pull(&self, store: &Store, repo: &str, opts: &PullOptions) -> Result<PathBuf, HubError> {
         check_repo(repo)?;
