@@ -777,6 +777,30 @@ mod tests {
     }
 
     #[test]
+    fn agrees_with_the_whole_reply_parser() {
+        let names = ["get_weather", "time"];
+        for (f, text) in [
+            (Format::Hermes, "Sure.  \n\n<tool_call>{\"name\": \"time\", \"arguments\": {\"tz\": \"\\u00e9\"}}</tool_call>"),
+            (Format::Hermes, "<tool_call>\n{\"arguments\": {}, \"name\": \"time\"}\n</tool_call>"),
+            (Format::Hermes, "{\"name\": \"get_weather\", \"arguments\": {\"a\": {\"b\": [{}]}}}"),
+            (Format::Llama3Json, "\n{\"name\": \"time\", \"parameters\": null}"),
+            (Format::Llama3Json, "{\"name\": \"time\", \"parameters\": {\"n\": 0.5}, \"x\": 1}"),
+        ] {
+            let (before, want) = super::super::tools::parse_reply(f, text, &names).unwrap();
+            for n in [1, 2, 5, 1000] {
+                let (content, calls, called, _) = run(f, text, n, true);
+                assert!(called, "{text}");
+                assert_eq!(content, before, "{text}");
+                assert_eq!(calls.len(), want.len(), "{text}");
+                for (c, w) in calls.iter().zip(&want) {
+                    assert_eq!(c.0, w.name);
+                    assert_eq!(js(&c.1), w.arguments, "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn json_prefix_checker() {
         for ok in [
             "{}",
