@@ -1,6 +1,7 @@
 //! Tool calls end to end on SmolLM2: a named `tool_choice` answers with a call whose
 //! arguments validate, a conversation with a `tool` turn renders and answers, and bad tool
-//! definitions are 400s naming the field.
+//! definitions are 400s naming the field. Streamed, a call arrives as its header and then its
+//! arguments in fragments; a plain answer streams token by token.
 
 mod common;
 
@@ -40,48 +41,77 @@ fn tool_calls() {
         assert!(o["city"].as_str().unwrap().chars().count() <= 20, "{args}");
         assert!((1..=7).contains(&o["days"].as_i64().unwrap()), "{args}");
     }
-    // Streamed: no content, one `tool_calls` delta with the whole call, then `tool_calls`.
-    let body = json!({"messages": [user], "tools": [weather()], "max_tokens": 120, "seed": 1,
-        "stream": true, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
-    let (st, _, text) = s
-        .try_request(
-            "POST",
-            "/v1/chat/completions",
-            Some(body.to_string().as_bytes()),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(st, 200, "{text}");
-    let chunks: Vec<Value> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
+    // Streamed: the header (index, id, type, name, empty arguments) first, then the arguments
+    // in fragments that join to the non-streamed reply's for the same seed.
+    let forced = json!({"messages": [user], "tools": [weather()], "max_tokens": 120, "seed": 1,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
+    let (st, whole) = s.post("/v1/chat/completions", &forced);
+    assert_eq!(st, 200, "{whole}");
+    let whole_args: Value = serde_json::from_str(
+        whole["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut body = forced.clone();
+    body["stream"] = json!(true);
+    let chunks = stream(&s, &body);
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array())
+        .flatten()
         .collect();
-    let mut calls = Vec::new();
-    let mut finish = Value::Null;
-    for c in &chunks {
-        let ch = &c["choices"][0];
+    assert!(deltas.len() >= 3, "{chunks:?}");
+    let head = deltas[0];
+    assert_eq!(head["index"], 0);
+    assert!(head["id"].as_str().unwrap().starts_with("call_"), "{head}");
+    assert_eq!(head["type"], "function");
+    assert_eq!(head["function"]["name"], "get_weather");
+    assert_eq!(head["function"]["arguments"], "");
+    let mut args = String::new();
+    for d in &deltas[1..] {
+        assert_eq!(d["index"], 0, "{d}");
         assert!(
-            ch["delta"]
-                .get("content")
-                .is_none_or(|v| v.is_null() || v == ""),
+            d.get("id").is_none() && d["function"].get("name").is_none(),
+            "{d}"
+        );
+        args.push_str(d["function"]["arguments"].as_str().unwrap());
+    }
+    let args: Value = serde_json::from_str(&args).unwrap();
+    assert_eq!(args, whole_args);
+    for c in &chunks {
+        let delta = &c["choices"][0]["delta"];
+        assert!(
+            delta.get("content").is_none_or(|v| v.is_null() || v == ""),
             "{c}"
         );
-        if let Some(t) = ch["delta"]["tool_calls"].as_array() {
-            calls.extend(t.iter().cloned());
-        }
-        if !ch["finish_reason"].is_null() {
-            finish = ch["finish_reason"].clone();
-        }
     }
-    assert_eq!(finish, "tool_calls", "{text}");
-    assert_eq!(calls.len(), 1, "{text}");
-    assert_eq!(calls[0]["index"], 0);
-    assert_eq!(calls[0]["function"]["name"], "get_weather");
-    let args: Value =
-        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
-    assert!((1..=7).contains(&args["days"].as_i64().unwrap()), "{args}");
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finish, [&json!("tool_calls")]);
+    assert!(chunks.last().unwrap()["choices"][0]["finish_reason"] == "tool_calls");
+
+    // With tools but a plain answer, the text streams token by token, as without tools.
+    let auto = json!({"messages": [user], "tools": [weather()], "max_tokens": 24,
+        "temperature": 0});
+    let (st, whole) = s.post("/v1/chat/completions", &auto);
+    assert_eq!(st, 200, "{whole}");
+    let mut body = auto.clone();
+    body["stream"] = json!(true);
+    let chunks = stream(&s, &body);
+    let texts: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert!(texts.len() >= 10, "{chunks:?}");
+    assert_eq!(
+        texts.concat(),
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
 
     // A conversation carrying the call and its result renders and is answered.
     let (st, v) = s.post(
@@ -140,4 +170,26 @@ fn tool_calls() {
         assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
         assert_eq!(v["error"]["param"], param, "{v}");
     }
+}
+
+/// The `data:` chunks of a streamed request, `[DONE]` checked and left out.
+fn stream(s: &common::Server, body: &Value) -> Vec<Value> {
+    let (st, _, text) = s
+        .try_request(
+            "POST",
+            "/v1/chat/completions",
+            Some(body.to_string().as_bytes()),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(st, 200, "{text}");
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
 }

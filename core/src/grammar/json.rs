@@ -1,14 +1,24 @@
 //! A byte-level pushdown recognizer for JSON (RFC 8259) whose top level is an object, as
 //! `response_format: {"type": "json_object"}` asks. The stack is a bitset (object or array
 //! per level), so a state is a few words and copies freely. Runs of whitespace between
-//! tokens are capped so a model cannot pad forever.
+//! tokens are capped so a model cannot pad forever ([`ws_allowed`]).
 
 use super::ByteMachine;
 
 /// Deepest nesting accepted (the stack is one `u128`).
 pub const MAX_DEPTH: u8 = 128;
-/// Longest run of whitespace accepted between two JSON tokens.
+/// Longest run of whitespace accepted between two JSON tokens without a newline.
 pub const MAX_WHITESPACE: u8 = 2;
+/// Indentation accepted per nesting level after a newline (2- and 4-space pretty printing).
+pub const INDENT_PER_LEVEL: u16 = 4;
+
+/// Whether a whitespace run may be `run` bytes long at nesting `depth` (1 inside the top
+/// object), `newline` when one of its bytes is `\n`: any run of up to [`MAX_WHITESPACE`]
+/// bytes, or a newline-led run of at most 1 + [`INDENT_PER_LEVEL`] × `depth` bytes, so
+/// pretty-printed JSON is accepted while padding stays bounded per token.
+pub fn ws_allowed(run: u16, newline: bool, depth: u8) -> bool {
+    run <= MAX_WHITESPACE as u16 || (newline && run <= 1 + INDENT_PER_LEVEL * depth as u16)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Lit {
@@ -97,7 +107,9 @@ pub struct JsonMachine {
     /// Bit `i` set: level `i` is an array; clear: an object.
     stack: u128,
     depth: u8,
-    ws: u8,
+    /// The current whitespace run: its length, and whether it holds a newline.
+    ws: u16,
+    nl: bool,
 }
 
 impl Default for JsonMachine {
@@ -114,6 +126,7 @@ impl JsonMachine {
             stack: 0,
             depth: 0,
             ws: 0,
+            nl: false,
         }
     }
 
@@ -235,7 +248,7 @@ impl JsonMachine {
             (Num::Zero | Num::Int | Num::Frac | Num::Exp, _) => {
                 // The number ended; this byte belongs to what follows it.
                 self.st = St::After;
-                self.ws = 0;
+                (self.ws, self.nl) = (0, false);
                 return self.push(b);
             }
             _ => return false,
@@ -256,14 +269,15 @@ impl ByteMachine for JsonMachine {
             St::Start | St::Value | St::ObjOpen | St::Key | St::Colon | St::ArrOpen | St::After
         );
         if between && is_ws(b) {
-            if self.ws >= MAX_WHITESPACE {
+            let nl = self.nl || b == b'\n';
+            if !ws_allowed(self.ws + 1, nl, self.depth) {
                 return false;
             }
-            self.ws += 1;
+            (self.ws, self.nl) = (self.ws + 1, nl);
             return true;
         }
         let saved = *self;
-        self.ws = 0;
+        (self.ws, self.nl) = (0, false);
         let ok = match self.st {
             St::Start => b == b'{' && self.open(false),
             St::Value => self.value_start(b),

@@ -21,7 +21,7 @@
 //! reaches a state with no way out. Whitespace between tokens is capped like
 //! [`JsonMachine`](super::JsonMachine)'s.
 
-use super::json::{JsonMachine, MAX_WHITESPACE};
+use super::json::{ws_allowed, JsonMachine};
 use super::ByteMachine;
 
 /// Containers (objects and arrays) open at once, at most.
@@ -579,7 +579,9 @@ pub struct SchemaState {
     stack: [Frame; MAX_STACK],
     depth: u8,
     lex: Lex,
-    ws: u8,
+    /// The current whitespace run: its length, and whether it holds a newline.
+    ws: u16,
+    nl: bool,
     done: bool,
 }
 
@@ -595,6 +597,7 @@ impl SchemaState {
             depth: 0,
             lex: Lex::Expect(schema.root),
             ws: 0,
+            nl: false,
             done: false,
         }
     }
@@ -1160,10 +1163,11 @@ impl ByteMachine for SchemaMachine<'_> {
         let saved = self.state;
         let between = matches!(self.state.lex, Lex::None | Lex::Expect(_));
         if between && is_ws(b) {
-            if self.state.ws >= MAX_WHITESPACE {
+            let nl = self.state.nl || b == b'\n';
+            if !ws_allowed(self.state.ws + 1, nl, self.state.depth) {
                 return false;
             }
-            self.state.ws += 1;
+            (self.state.ws, self.state.nl) = (self.state.ws + 1, nl);
             return true;
         }
         let ok = match self.state.lex {
@@ -1177,7 +1181,7 @@ impl ByteMachine for SchemaMachine<'_> {
                 } else if self.num_complete() {
                     // The number ended; this byte belongs to what follows it.
                     self.value_done();
-                    self.state.ws = 0;
+                    (self.state.ws, self.state.nl) = (0, false);
                     let r = self.push(b);
                     if !r {
                         self.state = saved;
@@ -1212,7 +1216,7 @@ impl ByteMachine for SchemaMachine<'_> {
                     true
                 } else if complete {
                     self.value_done();
-                    self.state.ws = 0;
+                    (self.state.ws, self.state.nl) = (0, false);
                     let r = self.push(b);
                     if !r {
                         self.state = saved;
@@ -1236,7 +1240,7 @@ impl ByteMachine for SchemaMachine<'_> {
             }
         };
         if ok {
-            self.state.ws = 0;
+            (self.state.ws, self.state.nl) = (0, false);
         } else {
             self.state = saved;
         }

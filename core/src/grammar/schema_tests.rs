@@ -88,6 +88,8 @@ fn objects_follow_declared_order_and_required() {
         "{\n \"name\": \"\\u00e9\\n\u{1f600}\",\n \"tags\": [\"x\"],\n \"ok\": true\n}",
         r#"{"name":"","age":0,"tags":["a"],"ok":true}"#,
         r#"{"name":"","age":150,"tags":["a"],"ok":true}"#,
+        // Pretty-printed with 4 spaces: a newline and up to 1 + 4 per level.
+        "{\n    \"name\": \"Al\",\n    \"tags\": [\n        \"a\"\n    ],\n    \"ok\": true\n}",
     ] {
         assert!(accepts(&p, s), "{s}");
     }
@@ -108,6 +110,7 @@ fn objects_follow_declared_order_and_required() {
         r#"{"name":"Al","tags":["a"],"ok":true} "#,
         r#"{"name":"Al","tags":["a"],"ok":true,}"#,
         r#"{"name":   "Al","tags":["a"],"ok":true}"#, // whitespace run
+        "{\n     \"name\": \"Al\", \"tags\": [\"a\"], \"ok\": true}", // indented too far
     ] {
         assert!(!accepts(&p, s), "{s}");
     }

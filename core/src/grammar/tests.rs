@@ -1,6 +1,6 @@
 extern crate std;
 
-use super::json::MAX_WHITESPACE;
+use super::json::{INDENT_PER_LEVEL, MAX_WHITESPACE};
 use super::*;
 use std::string::ToString;
 use std::vec;
@@ -12,7 +12,8 @@ fn accepts(s: &[u8]) -> bool {
 }
 
 /// What the recognizer must say: valid JSON (checked by serde_json), an object at the top,
-/// no surrounding whitespace after it, and no whitespace run longer than the cap.
+/// no surrounding whitespace after it, and no whitespace run longer than the cap (2 bytes,
+/// or after a newline 1 + 4 per nesting level).
 fn expected(s: &[u8]) -> bool {
     let object = match serde_json::from_slice::<serde_json::Value>(s) {
         Ok(v) => v.is_object(),
@@ -23,8 +24,7 @@ fn expected(s: &[u8]) -> bool {
         }
         Err(_) => return false,
     };
-    let mut run = 0;
-    let mut max_run = 0;
+    let (mut run, mut nl, mut depth, mut runs_ok) = (0usize, false, 0usize, true);
     let (mut in_str, mut esc) = (false, false);
     for &b in s {
         if in_str {
@@ -32,16 +32,21 @@ fn expected(s: &[u8]) -> bool {
             continue;
         }
         in_str = b == b'"';
+        match b {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
         if matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
             run += 1;
-            max_run = max_run.max(run);
+            nl |= b == b'\n';
+            runs_ok &= run <= MAX_WHITESPACE as usize
+                || (nl && run <= 1 + INDENT_PER_LEVEL as usize * depth);
         } else {
-            run = 0;
+            (run, nl) = (0, false);
         }
     }
-    object
-        && !matches!(s.last(), Some(b' ' | b'\n' | b'\t' | b'\r'))
-        && max_run <= MAX_WHITESPACE as usize
+    object && !matches!(s.last(), Some(b' ' | b'\n' | b'\t' | b'\r')) && runs_ok
 }
 
 #[test]
@@ -318,4 +323,42 @@ fn small_buffers_are_errors() {
         &mut nodes,
     );
     assert_eq!(e.unwrap_err(), TrieError::OrderTooSmall);
+}
+
+#[test]
+fn pretty_printed_json_is_accepted_and_padding_stays_bounded() {
+    let v = serde_json::json!({"a": [1, {"b": [true, null]}], "c": {"d": {"e": "x"}}, "f": []});
+    let two = serde_json::to_string_pretty(&v).unwrap();
+    let mut four = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    serde::Serialize::serialize(
+        &v,
+        &mut serde_json::Serializer::with_formatter(&mut four, fmt),
+    )
+    .unwrap();
+    let tabs = two.replace("  ", "\t");
+    for s in [
+        two.as_bytes(),
+        &four[..],
+        tabs.as_bytes(),
+        b"{\r\n  \"a\": 1\r\n}",
+    ] {
+        assert!(accepts(s), "{}", std::string::String::from_utf8_lossy(s));
+        assert!(expected(s));
+    }
+    // Without a newline the cap is 2; after one, 1 + 4 per level, counting from the run's
+    // first byte.
+    for (s, ok) in [
+        ("{\"a\":   1}", false),
+        ("{\n    \"a\": 1}", true),
+        ("{\n     \"a\": 1}", false),
+        ("{\"a\": {\n        \"b\": 1}}", true),
+        ("{\"a\": {\n         \"b\": 1}}", false),
+        ("{\"a\": [\n\n\n\n\n\n1]}", true),
+        ("{\"a\": [\n\n\n\n\n\n\n\n\n\n1]}", false),
+        ("   {}", false),
+    ] {
+        assert_eq!(accepts(s.as_bytes()), ok, "{s:?}");
+        assert_eq!(expected(s.as_bytes()), ok, "{s:?}");
+    }
 }

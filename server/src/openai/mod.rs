@@ -11,6 +11,7 @@ pub mod models;
 pub mod output;
 pub mod request;
 pub mod schema;
+pub mod tool_stream;
 pub mod tools;
 
 pub use error::ApiError;

@@ -66,6 +66,8 @@ pub struct Output {
     /// Chat with tools: the call format and the callable names; a reply holding calls is
     /// answered as `tool_calls`.
     pub tools: Option<(super::tools::Format, Vec<String>, bool)>,
+    /// The streamed reply's tool-call parser, made on its first text.
+    tool_stream: Option<super::tool_stream::ToolStream>,
 }
 
 #[derive(Default)]
@@ -120,6 +122,7 @@ impl Output {
             completion_tokens: 0,
             error: None,
             tools: None,
+            tool_stream: None,
         }
     }
 
@@ -270,48 +273,49 @@ impl Output {
         Ok(v)
     }
 
-    /// A held chat reply at its end: the text to send as content, and the calls it holds
-    /// (`None`: it is plain text).
-    fn held_reply(&self) -> (String, Option<Vec<super::tools::Call>>) {
-        let Some((format, names, parallel)) = &self.tools else {
-            return (self.text.clone(), None);
-        };
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        match super::tools::parse_reply(*format, &self.text, &names) {
-            Some((before, mut calls)) => {
-                if !parallel {
-                    calls.truncate(1);
+    /// The SSE events for pieces of a streamed reply with tools.
+    fn pieces(&self, pieces: Vec<super::tool_stream::Piece>) -> String {
+        use super::tool_stream::Piece;
+        let mut s = String::new();
+        for p in pieces {
+            let call = match p {
+                Piece::Content(t) => {
+                    s.push_str(&self.chunk(Delta::Text(&t), None));
+                    continue;
                 }
-                (before, Some(calls))
+                Piece::Start { index, name } => json!({"index": index,
+                    "id": super::tools::call_id(), "type": "function",
+                    "function": {"name": name, "arguments": ""}}),
+                Piece::Args { index, text } => {
+                    json!({"index": index, "function": {"arguments": text}})
+                }
+            };
+            let mut v = json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "logprobs": null,
+                             "finish_reason": null}],
+            });
+            if self.include_usage {
+                v["usage"] = Value::Null;
             }
-            None => (self.text.clone(), None),
+            s.push_str(&sse(&v));
         }
+        s
     }
 
-    /// The SSE event carrying every call as OpenAI `tool_calls` deltas (each whole: index,
-    /// id, type, name and the complete arguments).
-    fn tool_calls_chunk(&self, calls: &[super::tools::Call]) -> String {
-        let deltas: Vec<Value> = calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let mut v = c.to_openai();
-                v["index"] = json!(i);
-                v
-            })
-            .collect();
-        let mut v = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": {"tool_calls": deltas}, "logprobs": null,
-                         "finish_reason": null}],
-        });
-        if self.include_usage {
-            v["usage"] = Value::Null;
-        }
-        sse(&v)
+    /// The streamed reply's tool-call parser (only called when `tools` is set).
+    fn tool_stream(&mut self) -> &mut super::tool_stream::ToolStream {
+        let tools = &self.tools;
+        self.tool_stream.get_or_insert_with(|| {
+            let (format, names, parallel) =
+                tools
+                    .clone()
+                    .unwrap_or((super::tools::Format::Hermes, Vec::new(), true));
+            super::tool_stream::ToolStream::new(format, names, parallel)
+        })
     }
 
     /// One SSE event holding a chunk of choice 0.
@@ -399,9 +403,9 @@ impl EventFormatter for Output {
                 (s, false)
             }
             Event::Text { text, .. } if self.tools.is_some() && self.kind == Kind::Chat => {
-                // With tools, the reply is held until it is known to be a call or text.
-                self.text.push_str(&text);
-                (String::new(), false)
+                // With tools, text streams as content or as calls once it is known which.
+                let pieces = self.tool_stream().push(&text);
+                (self.pieces(pieces), false)
             }
             Event::Text { text, logprobs } => {
                 let s = match self.kind {
@@ -432,12 +436,11 @@ impl EventFormatter for Output {
                 let mut s = String::new();
                 let mut finish_chunk = self.chunk(Delta::Finish(finish), None);
                 if self.tools.is_some() && self.kind == Kind::Chat {
-                    let (held, calls) = self.held_reply();
-                    if !held.is_empty() {
-                        s.push_str(&self.chunk(Delta::Text(&held), None));
-                    }
-                    if let Some(calls) = calls {
-                        s.push_str(&self.tool_calls_chunk(&calls));
+                    let ts = self.tool_stream();
+                    let pieces = ts.finish();
+                    let called = ts.called();
+                    s.push_str(&self.pieces(pieces));
+                    if called {
                         finish_chunk = retag_finish(&finish_chunk, "tool_calls");
                     }
                 }

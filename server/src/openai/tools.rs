@@ -351,7 +351,7 @@ fn llama3(text: &str) -> Option<Call> {
 }
 
 /// `{"name": ..., "arguments" | "parameters": {...}}` (the arguments also as a JSON string).
-fn call_object(s: &str) -> Option<Call> {
+pub(super) fn call_object(s: &str) -> Option<Call> {
     let Value::Object(mut o) = serde_json::from_str::<Value>(s).ok()? else {
         return None;
     };
