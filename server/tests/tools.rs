@@ -41,6 +41,26 @@ fn tool_calls() {
         assert!(o["city"].as_str().unwrap().chars().count() <= 20, "{args}");
         assert!((1..=7).contains(&o["days"].as_i64().unwrap()), "{args}");
     }
+    // `required` among several tools: a call to one of them, its arguments an object.
+    let time = json!({"type": "function", "function": {"name": "get_time", "description": "Time in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    for seed in 0..2 {
+        let (st, v) = s.post(
+            "/v1/chat/completions",
+            &json!({"messages": [user], "tools": [weather(), time], "max_tokens": 120,
+                "seed": seed, "tool_choice": "required"}),
+        );
+        assert_eq!(st, 200, "{v}");
+        let ch = &v["choices"][0];
+        assert_eq!(ch["finish_reason"], "tool_calls", "{v}");
+        let f = &ch["message"]["tool_calls"][0]["function"];
+        assert!(
+            ["get_weather", "get_time"].contains(&f["name"].as_str().unwrap()),
+            "{v}"
+        );
+        let args: Value = serde_json::from_str(f["arguments"].as_str().unwrap()).unwrap();
+        assert!(args.is_object(), "{v}");
+    }
     // Streamed: the header (index, id, type, name, empty arguments) first, then the arguments
     // in fragments that join to the non-streamed reply's for the same seed.
     let forced = json!({"messages": [user], "tools": [weather()], "max_tokens": 120, "seed": 1,

@@ -201,7 +201,9 @@ impl Format {
 
 /// The grammar that forces a call when `tool_choice` is `required` or names a function: one
 /// JSON object `{"name": <a chosen name>, "<arguments key>": <its parameters schema>}`, the
-/// key being `arguments` (Hermes) or `parameters` (Llama 3). `None` when no call is forced.
+/// key being `arguments` (Hermes) or `parameters` (Llama 3); with several tools to choose
+/// from, the name is one of them and the arguments any JSON object. `None` when no call is
+/// forced.
 pub fn forced_grammar(
     body: &[u8],
     tools: &Tools,
@@ -223,7 +225,7 @@ pub fn forced_grammar(
         Format::Llama3Json => "parameters",
     };
     let str = |s: &str| Ordered::String(s.to_string());
-    let mut alts = Vec::new();
+    let (mut alts, mut names) = (Vec::new(), Vec::new());
     for t in body.tools.unwrap_or_default() {
         let Some(f) = field(&t, "function") else {
             continue;
@@ -234,6 +236,7 @@ pub fn forced_grammar(
         if chosen.is_some_and(|c| c != name) {
             continue;
         }
+        names.push(str(name));
         let params = field(f, "parameters")
             .cloned()
             .unwrap_or_else(|| Ordered::Object(vec![("type".into(), str("object"))]));
@@ -256,10 +259,33 @@ pub fn forced_grammar(
             ("additionalProperties".into(), Ordered::Bool(false)),
         ]));
     }
+    // Several tools: their call objects all begin `{"name": "`, which a union cannot tell
+    // apart at its first byte, so the name is one of theirs and the arguments any object
+    // (each tool's own schema still reaches the model through its template).
     let schema = if alts.len() == 1 {
         alts.pop().unwrap_or(Ordered::Null)
     } else {
-        Ordered::Object(vec![("anyOf".into(), Ordered::Array(alts))])
+        Ordered::Object(vec![
+            ("type".into(), str("object")),
+            (
+                "properties".into(),
+                Ordered::Object(vec![
+                    (
+                        "name".into(),
+                        Ordered::Object(vec![("enum".into(), Ordered::Array(names))]),
+                    ),
+                    (
+                        key.into(),
+                        Ordered::Object(vec![("type".into(), str("object"))]),
+                    ),
+                ]),
+            ),
+            (
+                "required".into(),
+                Ordered::Array(vec![str("name"), str(key)]),
+            ),
+            ("additionalProperties".into(), Ordered::Bool(false)),
+        ])
     };
     let c = compile(&schema)
         .map_err(|e| ApiError::invalid_param("tools", format!("a tool's parameters: {e}")))?;
