@@ -1,6 +1,6 @@
 //! Whisper tiny.en against CTranslate2's goldens (`tests/fixtures/voice/goldens.json`, made by
 //! `scripts/voice-goldens.sh`) on espeak-ng clips: exact token ids per window in both decoding
-//! modes, word error rates across the sample-rate and format matrix, and a clip longer than one
+//! modes, greedy and with beam search (beam 5), word error rates across the sample-rate and format matrix, and a clip longer than one
 //! 30-second window. Needs the weights: `scripts/fetch-voice-models.sh`.
 
 use std::path::{Path, PathBuf};
@@ -108,6 +108,56 @@ fn tokens_equal_ctranslate2_on_every_clip() {
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+/// One window's tokens with beam search.
+fn window_tokens_beam(
+    m: &SpeechModel,
+    pool: &ThreadPool,
+    clip: &[f32],
+    timestamps: bool,
+    beam: usize,
+) -> Vec<u32> {
+    let mut padded = clip.to_vec();
+    padded.resize(clip.len() + WINDOW_SAMPLES, 0.0);
+    let mel = log_mel(&padded, m.net.dims.n_mels);
+    let enc = m.net.encode(pool, &mel.window(0));
+    let cross = m.net.cross_kv(pool, &enc);
+    let sot = m.sot_sequence("en", timestamps);
+    m.decode_window_beam(pool, &cross, &[], &sot, beam).tokens
+}
+
+#[test]
+fn beam_search_tokens_equal_ctranslate2_on_every_clip() {
+    let m = model();
+    let pool = ThreadPool::new(2);
+    let g = goldens();
+    let mut mismatches = Vec::new();
+    for (id, entry) in g["clips"].as_object().unwrap() {
+        let clip = samples(&format!("{id}.wav"));
+        for (mode, ts) in [("no_timestamps", false), ("timestamps", true)] {
+            let want = ids(&entry["beam5"][mode]["tokens"]);
+            let got = window_tokens_beam(&m, &pool, &clip, ts, 5);
+            if got != want {
+                mismatches.push(format!(
+                    "{id} {mode}: got {got:?} `{}`, want {want:?} `{}`",
+                    m.vocab.decode(&got),
+                    m.vocab.decode(&want)
+                ));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn beam_of_one_is_greedy() {
+    let m = model();
+    let pool = ThreadPool::new(2);
+    let g = goldens();
+    let clip = samples("fox.wav");
+    let want = ids(&g["clips"]["fox"]["timestamps"]["tokens"]);
+    assert_eq!(window_tokens_beam(&m, &pool, &clip, true, 1), want);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Whisper speech-to-text: the network ([`model`]), its vocabulary ([`vocab`]) and
-//! transcription — 30-second windows of log-mel frames, greedy decoding with Whisper's
+//! transcription — 30-second windows of log-mel frames, beam search or greedy decoding with Whisper's
 //! special tokens and timestamp rules (the same rules CTranslate2 applies), segments with
 //! start and end times, and seeking by the last timestamp across long audio.
 
@@ -21,6 +21,11 @@ pub use vocab::{Specials, Vocab, VocabError};
 const TIME_PRECISION: f64 = 0.02;
 /// The largest first timestamp a window may start with (1 s, as CTranslate2's default).
 const MAX_INITIAL_TIMESTAMP_INDEX: u32 = 50;
+/// Beam search's patience: it ends after `round(beam · PATIENCE)` hypotheses have ended
+/// (CTranslate2's and faster-whisper's default).
+const PATIENCE: f32 = 1.0;
+/// The beam size CTranslate2 and faster-whisper use by default.
+pub const DEFAULT_BEAM: usize = 5;
 
 /// Why a model directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -129,8 +134,11 @@ pub struct Options {
     pub prompt: Vec<u32>,
     /// Predict timestamps (segments with times); without them a window is one segment.
     pub timestamps: bool,
-    /// 0 decodes greedily; above that tokens are sampled at this temperature (seeded).
+    /// 0 decodes deterministically (beam search, or greedily when `beam` is 0 or 1); above
+    /// that tokens are sampled one at a time at this temperature (seeded), and `beam` is unused.
     pub temperature: f32,
+    /// Beam size at temperature 0; 0 or 1 decodes greedily.
+    pub beam: usize,
     /// Seed for sampling.
     pub seed: u64,
 }
@@ -224,13 +232,7 @@ impl SpeechModel {
     ) -> WindowTokens {
         let s = self.vocab.specials;
         let ctx = self.net.dims.n_text_ctx;
-        let mut prompt = Vec::new();
-        if let (Some(prev), false) = (s.sot_prev, previous.is_empty()) {
-            prompt.push(prev);
-            let keep = previous.len().min(ctx / 2 - 1);
-            prompt.extend_from_slice(&previous[previous.len() - keep..]);
-        }
-        prompt.extend_from_slice(sot_seq);
+        let prompt = self.window_prompt(previous, sot_seq);
         let timestamps = !sot_seq.contains(&s.no_timestamps);
         let max_new = (ctx / 2).min(ctx - prompt.len());
         let mut cache = self.net.new_cache();
@@ -238,17 +240,7 @@ impl SpeechModel {
         let mut out = Vec::new();
         let mut rng = Rng(rng_seed);
         for step in 0..max_new {
-            for &id in &self.config.suppress_ids {
-                disable(&mut logits, id);
-            }
-            if step == 0 {
-                for &id in &self.config.suppress_ids_begin {
-                    disable(&mut logits, id);
-                }
-            }
-            if timestamps {
-                self.timestamp_rules(&mut logits, &out);
-            }
+            self.constrain(&mut logits, &out, timestamps);
             let next = if temperature > 0.0 {
                 sample(&logits, temperature, &mut rng)
             } else {
@@ -264,6 +256,143 @@ impl SpeechModel {
             logits = self.net.decode(par, &[next], &mut cache, cross);
         }
         WindowTokens { tokens: out }
+    }
+
+    /// Decodes one window with beam search as CTranslate2 does: each step keeps the
+    /// `beam` likeliest continuations by summed log-probability, looking at `2 · beam`
+    /// candidates so a hypothesis that ends (end of text) is replaced by the next one; the
+    /// search stops once `round(beam · patience)` hypotheses have ended (or at the length
+    /// limit, where every live one ends), and the winner is the ended hypothesis with the best
+    /// score divided by its length (length penalty 1).
+    pub fn decode_window_beam(
+        &self,
+        par: &dyn Parallel,
+        cross: &[CrossKv],
+        previous: &[u32],
+        sot_seq: &[u32],
+        beam: usize,
+    ) -> WindowTokens {
+        let beam = beam.max(1);
+        let s = self.vocab.specials;
+        let ctx = self.net.dims.n_text_ctx;
+        let n_vocab = self.net.dims.n_vocab;
+        let prompt = self.window_prompt(previous, sot_seq);
+        let timestamps = !sot_seq.contains(&s.no_timestamps);
+        let max_new = (ctx / 2).min(ctx - prompt.len());
+        let max_ended = ((beam as f32) * PATIENCE).round().max(1.0) as usize;
+        let n_cand = 2 * beam;
+        let mut caches = vec![self.net.new_cache()];
+        let mut logits = self.net.decode(par, &prompt, &mut caches[0], cross);
+        // Live hypotheses: tokens so far and summed log-probability.
+        let mut live: Vec<(Vec<u32>, f32)> = vec![(Vec::new(), 0.0)];
+        let mut ended: Vec<(f32, Vec<u32>)> = Vec::new();
+        let mut spare: Vec<KvCache> = Vec::new();
+        for step in 0..max_new {
+            let last_step = step + 1 == max_new;
+            // The best n_cand (score, hypothesis, token) over every live hypothesis.
+            let mut cand: Vec<(f32, usize, u32)> = Vec::with_capacity(n_cand + 1);
+            for (b, (tokens, score)) in live.iter().enumerate() {
+                let row = &mut logits[b * n_vocab..(b + 1) * n_vocab];
+                self.constrain(row, tokens, timestamps);
+                let lse = log_sum_exp(row);
+                for (id, &l) in row.iter().enumerate() {
+                    let v = score + (l - lse);
+                    if cand.len() < n_cand || v > cand[cand.len() - 1].0 {
+                        let at = cand.partition_point(|c| c.0 >= v);
+                        cand.insert(at, (v, b, id as u32));
+                        cand.truncate(n_cand);
+                    }
+                }
+            }
+            let mut next: Vec<(f32, usize, u32)> = Vec::with_capacity(beam);
+            let mut secondary = beam;
+            for k in 0..beam.min(cand.len()) {
+                let mut c = cand[k];
+                if c.2 == s.eot || last_step {
+                    let mut tokens = live[c.1].0.clone();
+                    if c.2 != s.eot {
+                        tokens.push(c.2);
+                    }
+                    let norm = c.0 / tokens.len() as f32;
+                    ended.push((
+                        if norm.is_nan() {
+                            f32::NEG_INFINITY
+                        } else {
+                            norm
+                        },
+                        tokens,
+                    ));
+                    if let Some(j) = (secondary..cand.len()).find(|&j| cand[j].2 != s.eot) {
+                        c = cand[j];
+                        secondary = j + 1;
+                    }
+                }
+                next.push(c);
+            }
+            if last_step || ended.len() >= max_ended {
+                break;
+            }
+            // Each new hypothesis continues from its parent's cache.
+            let mut new_caches = Vec::with_capacity(next.len());
+            let mut new_live = Vec::with_capacity(next.len());
+            for &(score, b, id) in &next {
+                let mut cache = spare.pop().unwrap_or_else(|| self.net.new_cache());
+                cache.copy_from(&caches[b]);
+                new_caches.push(cache);
+                let mut tokens = live[b].0.clone();
+                tokens.push(id);
+                new_live.push((tokens, score));
+            }
+            spare.append(&mut caches);
+            caches = new_caches;
+            live = new_live;
+            if caches.iter().any(|c| c.len >= ctx) {
+                break;
+            }
+            let ids: Vec<u32> = next.iter().map(|c| c.2).collect();
+            logits = self.net.decode_rows(par, &ids, &mut caches, cross);
+        }
+        // The best ended hypothesis (the first of equals, as a stable sort keeps them).
+        let best = ended
+            .into_iter()
+            .fold(None, |best: Option<(f32, Vec<u32>)>, h| match best {
+                Some(b) if b.0 >= h.0 => Some(b),
+                _ => Some(h),
+            })
+            .map(|h| h.1)
+            .unwrap_or_else(|| live.swap_remove(0).0);
+        WindowTokens { tokens: best }
+    }
+
+    /// A window's decoder prompt: `<|startofprev|>` and the end of `previous` (if any), then
+    /// `sot_seq`.
+    fn window_prompt(&self, previous: &[u32], sot_seq: &[u32]) -> Vec<u32> {
+        let s = self.vocab.specials;
+        let ctx = self.net.dims.n_text_ctx;
+        let mut prompt = Vec::new();
+        if let (Some(prev), false) = (s.sot_prev, previous.is_empty()) {
+            prompt.push(prev);
+            let keep = previous.len().min(ctx / 2 - 1);
+            prompt.extend_from_slice(&previous[previous.len() - keep..]);
+        }
+        prompt.extend_from_slice(sot_seq);
+        prompt
+    }
+
+    /// The tokens a step may not produce after `sampled` in this window: the configured
+    /// suppressions, the blank-start ones at the first step, and the timestamp rules.
+    fn constrain(&self, logits: &mut [f32], sampled: &[u32], timestamps: bool) {
+        for &id in &self.config.suppress_ids {
+            disable(logits, id);
+        }
+        if sampled.is_empty() {
+            for &id in &self.config.suppress_ids_begin {
+                disable(logits, id);
+            }
+        }
+        if timestamps {
+            self.timestamp_rules(logits, sampled);
+        }
     }
 
     /// Whisper's timestamp rules over the tokens sampled so far in this window.
@@ -345,8 +474,10 @@ impl SpeechModel {
                 detected = true;
             }
             let sot = self.sot_sequence(&language, opts.timestamps);
-            let tokens = self
-                .decode_window(
+            let tokens = if opts.temperature <= 0.0 && opts.beam > 1 {
+                self.decode_window_beam(par, &cross, &previous, &sot, opts.beam)
+            } else {
+                self.decode_window(
                     par,
                     &cross,
                     &previous,
@@ -354,7 +485,8 @@ impl SpeechModel {
                     opts.temperature,
                     opts.seed.wrapping_add(window_index),
                 )
-                .tokens;
+            }
+            .tokens;
             window_index += 1;
             let size = WINDOW_FRAMES.min(content_frames - seek);
             let offset = seek as f64 * mel::HOP as f64 / mel::SAMPLE_RATE as f64;

@@ -6,7 +6,7 @@
 use trillim_core::kernels::{Kernels, MatVecF32Fn};
 use trillim_core::{Parallel, Sequential};
 
-use super::linalg::{attention, cross_attention, gelu, layer_norm, CrossKv, Linear};
+use super::linalg::{attention, cross_attention, gelu, layer_norm, rows_matvec, CrossKv, Linear};
 use crate::ct2::{f16_to_f32, Ct2Error, Ct2Model, DataType};
 
 /// Sizes of a Whisper network, read from its weights.
@@ -388,6 +388,7 @@ impl Whisper {
         let d = self.dims.d_model;
         KvCache {
             len: 0,
+            row: 2 * d,
             layers: vec![vec![0f32; self.dims.n_text_ctx * 2 * d]; self.dims.dec_layers],
         }
     }
@@ -474,17 +475,115 @@ impl Whisper {
             add(&mut x, &h);
         }
         cache.len = start + n;
-        let last = &x[(n - 1) * d..n * d];
-        let mut normed = vec![0f32; d];
-        layer_norm(last, &self.dec_norm.gamma, &self.dec_norm.beta, &mut normed);
-        let mut logits = vec![0f32; n_vocab];
-        let chunk = n_vocab.div_ceil(par.threads().max(1) * 4).max(64);
+        self.logits(par, &x[(n - 1) * d..n * d], 1)
+    }
+
+    /// Runs one token per sequence through the decoder (the hypotheses of a beam): token `i`
+    /// follows the tokens already in `caches[i]`. Returns each one's logits, `[n][n_vocab]`.
+    /// The layers' weights are read once for all of them.
+    pub fn decode_rows(
+        &self,
+        par: &dyn Parallel,
+        tokens: &[u32],
+        caches: &mut [KvCache],
+        cross: &[CrossKv],
+    ) -> Vec<f32> {
+        let Dims {
+            d_model: d,
+            n_vocab,
+            ..
+        } = self.dims;
+        let n = tokens.len();
+        assert_eq!(caches.len(), n, "one cache per token");
+        let heads = self.dims.dec_heads;
+        let mut x = vec![0f32; n * d];
+        for (i, &tok) in tokens.iter().enumerate() {
+            let pos = caches[i].len;
+            assert!(pos < self.dims.n_text_ctx, "decoder context");
+            let tok = (tok as usize).min(n_vocab - 1);
+            let e = self.tok_emb.row(tok, d);
+            let p = &self.dec_pos[pos * d..(pos + 1) * d];
+            for ((r, a), b) in x[i * d..(i + 1) * d].iter_mut().zip(&e).zip(p) {
+                *r = a + b;
+            }
+        }
+        let ff = self.dec_layers[0].fc1.n_out;
+        let mut h = vec![0f32; n * d];
+        let mut qkv = vec![0f32; n * 3 * d];
+        let mut q = vec![0f32; n * d];
+        let mut a = vec![0f32; n * d];
+        let mut f = vec![0f32; n * ff];
+        for (li, l) in self.dec_layers.iter().enumerate() {
+            layer_norm(&x, &l.self_norm.gamma, &l.self_norm.beta, &mut h);
+            l.self_qkv.forward(par, &h, n, &mut qkv);
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let pos = cache.len;
+                let kv = &mut cache.layers[li];
+                kv[pos * 2 * d..(pos + 1) * 2 * d]
+                    .copy_from_slice(&qkv[i * 3 * d + d..(i + 1) * 3 * d]);
+                attention(
+                    &Sequential,
+                    (&qkv[i * 3 * d..], 3 * d),
+                    (&kv[..], 2 * d),
+                    (&kv[d..], 2 * d),
+                    1,
+                    pos + 1,
+                    heads,
+                    d / heads,
+                    Some(pos),
+                    &mut a[i * d..(i + 1) * d],
+                );
+            }
+            l.self_out.forward(par, &a, n, &mut h);
+            add(&mut x, &h);
+            layer_norm(&x, &l.cross_norm.gamma, &l.cross_norm.beta, &mut h);
+            l.cross_q.forward(par, &h, n, &mut q);
+            cross_attention(
+                par,
+                l.cross_q.matvec,
+                &q,
+                n,
+                &cross[li],
+                heads,
+                d / heads,
+                &mut a,
+            );
+            l.cross_out.forward(par, &a, n, &mut h);
+            add(&mut x, &h);
+            layer_norm(&x, &l.ffn_norm.gamma, &l.ffn_norm.beta, &mut h);
+            l.fc1.forward(par, &h, n, &mut f);
+            gelu(&mut f);
+            l.fc2.forward(par, &f, n, &mut h);
+            add(&mut x, &h);
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        self.logits(par, &x, n)
+    }
+
+    /// The final norm and output projection of `n` hidden rows: `[n][n_vocab]` logits.
+    fn logits(&self, par: &dyn Parallel, hidden: &[f32], n: usize) -> Vec<f32> {
+        let d = self.dims.d_model;
+        let mut normed = vec![0f32; n * d];
+        layer_norm(
+            &hidden[..n * d],
+            &self.dec_norm.gamma,
+            &self.dec_norm.beta,
+            &mut normed,
+        );
+        let mut logits = vec![0f32; n * self.dims.n_vocab];
         let emb = &self.tok_emb;
-        let row_bytes = d * emb.dtype.size();
-        par.for_each_chunk(&mut logits, chunk, &|i, out| {
-            let rows = &emb.bytes[i * chunk * row_bytes..(i * chunk + out.len()) * row_bytes];
-            (emb.matvec)(rows, row_bytes, &normed, out);
-        });
+        rows_matvec(
+            par,
+            &emb.bytes,
+            d * emb.dtype.size(),
+            emb.matvec,
+            &normed,
+            d,
+            n,
+            &mut logits,
+        );
         logits
     }
 }
@@ -494,7 +593,21 @@ impl Whisper {
 pub struct KvCache {
     /// Tokens already in the cache.
     pub len: usize,
+    /// Floats per position: keys and values, `2 · d_model`.
+    row: usize,
     layers: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    /// Makes this cache a copy of `other`'s filled positions (a beam taking over another's
+    /// history), without allocating when both come from the same model.
+    pub fn copy_from(&mut self, other: &KvCache) {
+        let used = other.len * self.row;
+        for (a, b) in self.layers.iter_mut().zip(&other.layers) {
+            a[..used].copy_from_slice(&b[..used]);
+        }
+        self.len = other.len;
+    }
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
