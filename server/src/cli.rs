@@ -57,7 +57,8 @@ pub struct ServeArgs {
     /// Where custom voices are kept.
     #[arg(long)]
     pub voices_dir: Option<std::path::PathBuf>,
-    /// Whisper model for --voice: a store id or a directory with a CTranslate2 model.bin.
+    /// Whisper model for --voice: a store id or a directory with a CTranslate2 model.bin or a
+    /// Hugging Face model.safetensors.
     #[arg(long, default_value = crate::engines::stt::DEFAULT_WHISPER_MODEL)]
     pub whisper_model: String,
     /// Beam size for speech-to-text at temperature 0 (1 = greedy decoding); a request with a

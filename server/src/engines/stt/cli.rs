@@ -18,7 +18,8 @@ pub struct TranscribeArgs {
     /// Output: text, json, verbose_json, srt or vtt.
     #[arg(long, default_value = "text")]
     pub format: String,
-    /// Whisper model: a store id or a directory holding a CTranslate2 model.bin.
+    /// Whisper model: a store id or a directory holding a CTranslate2 model.bin or a Hugging
+    /// Face model.safetensors.
     #[arg(long, default_value = DEFAULT_WHISPER_MODEL)]
     pub whisper_model: String,
     /// Beam size (1 = greedy decoding).

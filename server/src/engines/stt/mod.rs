@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use trillim_runtime::tokenizer_json::OwnedTokenizer;
 use trillim_runtime::ThreadPool;
 use trillim_voice::audio::{decode_16k_mono, AudioError};
-use trillim_voice::whisper::{Options, SpeechModel, Transcript};
+use trillim_voice::whisper::{ModelFormat, Options, SpeechModel, Transcript};
 
 use crate::store::Store;
 
@@ -74,10 +74,11 @@ pub struct Stt {
     pub threads: usize,
 }
 
-/// Finds a Whisper model: a directory holding a CTranslate2 `model.bin`, or a store id.
+/// Finds a Whisper model: a directory holding a CTranslate2 `model.bin` or a Hugging Face
+/// `model.safetensors`, or a store id.
 pub fn resolve(store: &Store, arg: &str) -> anyhow::Result<(String, PathBuf)> {
     let as_path = Path::new(arg);
-    if as_path.join("model.bin").is_file() {
+    if ModelFormat::of(as_path).is_some() {
         let name = as_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -85,20 +86,20 @@ pub fn resolve(store: &Store, arg: &str) -> anyhow::Result<(String, PathBuf)> {
         return Ok((name, as_path.to_path_buf()));
     }
     if let Ok(dir) = store.model_dir(arg) {
-        if dir.join("model.bin").is_file() {
+        if ModelFormat::of(&dir).is_some() {
             return Ok((arg.to_string(), dir));
         }
         if dir.is_dir() {
             anyhow::bail!(
-                "{} holds no CTranslate2 model.bin (Whisper models in the CTranslate2 format, such as \
-                 {DEFAULT_WHISPER_MODEL}, are supported)",
+                "{} holds neither a CTranslate2 model.bin nor a Hugging Face model.safetensors \
+                 (Whisper models such as {DEFAULT_WHISPER_MODEL} or openai/whisper-tiny.en are supported)",
                 dir.display()
             );
         }
     }
     anyhow::bail!(
-        "Whisper model `{arg}` is neither a directory with a model.bin nor in the model store ({}); \
-         get it with `trillim pull {arg}`",
+        "Whisper model `{arg}` is neither a directory with a model.bin or model.safetensors nor in \
+         the model store ({}); get it with `trillim pull {arg}`",
         store.root().display()
     )
 }

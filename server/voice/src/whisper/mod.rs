@@ -3,6 +3,7 @@
 //! special tokens and timestamp rules (the same rules CTranslate2 applies), segments with
 //! start and end times, and seeking by the last timestamp across long audio.
 
+pub mod hf;
 pub mod linalg;
 pub mod model;
 pub mod vocab;
@@ -38,6 +39,10 @@ pub enum ModelDirError {
     #[error("{path}: {source}")]
     Model { path: String, source: LoadError },
     #[error("{path}: {source}")]
+    Hf { path: String, source: hf::HfError },
+    #[error("{dir} holds neither a CTranslate2 model.bin nor a Hugging Face model.safetensors")]
+    NoModel { dir: String },
+    #[error("{path}: {source}")]
     Vocab { path: String, source: VocabError },
     #[error("{path}: not valid JSON or not a CTranslate2 Whisper config: {msg}")]
     Config { path: String, msg: String },
@@ -60,7 +65,7 @@ pub struct SpeechModel {
     pub config: DecodeConfig,
 }
 
-fn read_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
+pub(crate) fn read_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
     v.get(key)
         .and_then(|a| a.as_array())
         .map(|a| {
@@ -72,9 +77,21 @@ fn read_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
 }
 
 impl SpeechModel {
-    /// Loads a CTranslate2 Whisper directory: `model.bin`, `vocabulary.txt` (or
-    /// `vocabulary.json`) and `config.json`.
+    /// Loads a Whisper directory in either format it holds: CTranslate2's (`model.bin`)
+    /// or Hugging Face's (`model.safetensors`, see [`hf`]).
     pub fn load_dir(dir: &Path) -> Result<SpeechModel, ModelDirError> {
+        match ModelFormat::of(dir) {
+            Some(ModelFormat::Ct2) => Self::load_ct2(dir),
+            Some(ModelFormat::Hf) => hf::load_dir(dir),
+            None => Err(ModelDirError::NoModel {
+                dir: dir.display().to_string(),
+            }),
+        }
+    }
+
+    /// Loads a CTranslate2 Whisper directory: `model.bin`, `vocabulary.txt` and
+    /// `config.json`.
+    pub fn load_ct2(dir: &Path) -> Result<SpeechModel, ModelDirError> {
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read(&path).map_err(|source| ModelDirError::Io {
@@ -122,6 +139,28 @@ impl SpeechModel {
             Err(_) => DecodeConfig::default(),
         };
         Ok(SpeechModel { net, vocab, config })
+    }
+}
+
+/// The checkpoint formats a Whisper directory may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// CTranslate2's `model.bin`.
+    Ct2,
+    /// Hugging Face's `model.safetensors` with `config.json`.
+    Hf,
+}
+
+impl ModelFormat {
+    /// What `dir` holds (`model.bin` first when it holds both).
+    pub fn of(dir: &Path) -> Option<ModelFormat> {
+        if dir.join("model.bin").is_file() {
+            Some(ModelFormat::Ct2)
+        } else if dir.join("model.safetensors").is_file() {
+            Some(ModelFormat::Hf)
+        } else {
+            None
+        }
     }
 }
 

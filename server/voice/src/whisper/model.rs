@@ -24,41 +24,41 @@ pub struct Dims {
 }
 
 #[derive(Debug, Clone)]
-struct Norm {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
+pub(super) struct Norm {
+    pub(super) gamma: Vec<f32>,
+    pub(super) beta: Vec<f32>,
 }
 
 #[derive(Debug, Clone)]
-struct EncoderLayer {
-    attn_norm: Norm,
-    qkv: Linear,
-    attn_out: Linear,
-    ffn_norm: Norm,
-    fc1: Linear,
-    fc2: Linear,
+pub(super) struct EncoderLayer {
+    pub(super) attn_norm: Norm,
+    pub(super) qkv: Linear,
+    pub(super) attn_out: Linear,
+    pub(super) ffn_norm: Norm,
+    pub(super) fc1: Linear,
+    pub(super) fc2: Linear,
 }
 
 #[derive(Debug, Clone)]
-struct DecoderLayer {
-    self_norm: Norm,
-    self_qkv: Linear,
-    self_out: Linear,
-    cross_norm: Norm,
-    cross_q: Linear,
-    cross_kv: Linear,
-    cross_out: Linear,
-    ffn_norm: Norm,
-    fc1: Linear,
-    fc2: Linear,
+pub(super) struct DecoderLayer {
+    pub(super) self_norm: Norm,
+    pub(super) self_qkv: Linear,
+    pub(super) self_out: Linear,
+    pub(super) cross_norm: Norm,
+    pub(super) cross_q: Linear,
+    pub(super) cross_kv: Linear,
+    pub(super) cross_out: Linear,
+    pub(super) ffn_norm: Norm,
+    pub(super) fc1: Linear,
+    pub(super) fc2: Linear,
 }
 
 /// The embedding matrix as stored, with the matrix-vector kernel for its element type.
 #[derive(Clone)]
-struct Embeddings {
-    bytes: Vec<u8>,
-    dtype: DataType,
-    matvec: MatVecF32Fn,
+pub(super) struct Embeddings {
+    pub(super) bytes: Vec<u8>,
+    pub(super) dtype: DataType,
+    pub(super) matvec: MatVecF32Fn,
 }
 
 impl std::fmt::Debug for Embeddings {
@@ -94,17 +94,17 @@ impl Embeddings {
 #[derive(Debug, Clone)]
 pub struct Whisper {
     pub dims: Dims,
-    conv1: Linear,
-    conv2: Linear,
-    enc_pos: Vec<f32>,
-    enc_layers: Vec<EncoderLayer>,
-    enc_norm: Norm,
+    pub(super) conv1: Linear,
+    pub(super) conv2: Linear,
+    pub(super) enc_pos: Vec<f32>,
+    pub(super) enc_layers: Vec<EncoderLayer>,
+    pub(super) enc_norm: Norm,
     /// Token embeddings, also the output projection, in the file's element type: the
     /// decoder reads all of it once per token, so f16 halves that traffic.
-    tok_emb: Embeddings,
-    dec_pos: Vec<f32>,
-    dec_layers: Vec<DecoderLayer>,
-    dec_norm: Norm,
+    pub(super) tok_emb: Embeddings,
+    pub(super) dec_pos: Vec<f32>,
+    pub(super) dec_layers: Vec<DecoderLayer>,
+    pub(super) dec_norm: Norm,
 }
 
 struct Reader<'a> {
