@@ -47,18 +47,26 @@ impl Linear {
                 let xs = view(&x[i * rows * k..], r, k, k);
                 general_mat_mul(1.0, &xs, &w, 0.0, &mut view_mut(chunk, r, n));
             });
+        } else if m == 1 {
+            // One row (decoding): the matrix-vector kernel, blocks of W's rows per task.
+            let w = bytemuck::cast_slice(&self.w);
+            rows_matvec(par, w, k * 4, self.matvec, x, k, m, y);
         } else {
-            // A few rows (decoding): the matrix-vector kernel, W read once for all rows.
-            rows_matvec(
-                par,
-                bytemuck::cast_slice(&self.w),
-                k * 4,
-                self.matvec,
-                x,
-                k,
-                m,
-                y,
-            );
+            // A few rows (a beam's hypotheses): blocks of W's rows per task, each a small
+            // blocked product with every row, written `[n][m]` and transposed.
+            let cols = n.div_ceil(threads * 2).max(32);
+            let mut yt = vec![0f32; n * m];
+            let xt = view_t(x, k, m, k);
+            par.for_each_chunk(&mut yt, cols * m, &|i, out| {
+                let r = out.len() / m;
+                let wb = view(&self.w[i * cols * k..], r, k, k);
+                general_mat_mul(1.0, &wb, &xt, 0.0, &mut view_mut(out, r, m));
+            });
+            for (j, row) in yt.chunks_exact(m).enumerate() {
+                for (t, &v) in row.iter().enumerate() {
+                    y[t * n + j] = v;
+                }
+            }
         }
         if let Some(b) = &self.b {
             for row in y.chunks_exact_mut(n) {
