@@ -250,6 +250,7 @@ pub fn whisper_from_safetensors(
             bytes: emb.data.to_vec(),
             dtype,
             matvec: emb_matvec,
+            f32_copy: std::sync::OnceLock::new(),
         },
         dec_pos: t.f32s(
             "model.decoder.embed_positions.weight",

@@ -52,21 +52,7 @@ impl Linear {
             let w = bytemuck::cast_slice(&self.w);
             rows_matvec(par, w, k * 4, self.matvec, x, k, m, y);
         } else {
-            // A few rows (a beam's hypotheses): blocks of W's rows per task, each a small
-            // blocked product with every row, written `[n][m]` and transposed.
-            let cols = n.div_ceil(threads * 2).max(32);
-            let mut yt = vec![0f32; n * m];
-            let xt = view_t(x, k, m, k);
-            par.for_each_chunk(&mut yt, cols * m, &|i, out| {
-                let r = out.len() / m;
-                let wb = view(&self.w[i * cols * k..], r, k, k);
-                general_mat_mul(1.0, &wb, &xt, 0.0, &mut view_mut(out, r, m));
-            });
-            for (j, row) in yt.chunks_exact(m).enumerate() {
-                for (t, &v) in row.iter().enumerate() {
-                    y[t * n + j] = v;
-                }
-            }
+            rows_gemm(par, &self.w, n, k, x, m, y);
         }
         if let Some(b) = &self.b {
             for row in y.chunks_exact_mut(n) {
@@ -118,6 +104,33 @@ pub fn rows_matvec(
                 }
             }
         }
+    });
+    for (j, row) in yt.chunks_exact(m).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            y[t * n + j] = v;
+        }
+    }
+}
+
+/// `y[m][n] = x[m][k] · Wᵀ` for a few rows (a beam's hypotheses) with `W` f32 `[n][k]`:
+/// blocks of W's rows per task, each a small blocked product with every row while the block
+/// is in cache, written `[n][m]` and transposed.
+pub fn rows_gemm(
+    par: &dyn Parallel,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) {
+    let cols = n.div_ceil(par.threads().max(1) * 2).max(32);
+    let mut yt = vec![0f32; n * m];
+    let xt = view_t(x, k, m, k);
+    par.for_each_chunk(&mut yt, cols * m, &|i, out| {
+        let r = out.len() / m;
+        let wb = view(&w[i * cols * k..], r, k, k);
+        general_mat_mul(1.0, &wb, &xt, 0.0, &mut view_mut(out, r, m));
     });
     for (j, row) in yt.chunks_exact(m).enumerate() {
         for (t, &v) in row.iter().enumerate() {

@@ -6,7 +6,9 @@
 use trillim_core::kernels::{Kernels, MatVecF32Fn};
 use trillim_core::{Parallel, Sequential};
 
-use super::linalg::{attention, cross_attention, gelu, layer_norm, rows_matvec, CrossKv, Linear};
+use super::linalg::{
+    attention, cross_attention, gelu, layer_norm, rows_gemm, rows_matvec, CrossKv, Linear,
+};
 use crate::ct2::{f16_to_f32, Ct2Error, Ct2Model, DataType};
 
 /// Sizes of a Whisper network, read from its weights.
@@ -59,6 +61,10 @@ pub(super) struct Embeddings {
     pub(super) bytes: Vec<u8>,
     pub(super) dtype: DataType,
     pub(super) matvec: MatVecF32Fn,
+    /// An f32 copy, made the first time a beam needs it: several rows' logits are one
+    /// blocked product over it (f32 arithmetic, no per-row conversions), at the cost of
+    /// `4 · n_vocab · d_model` bytes.
+    pub(super) f32_copy: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl std::fmt::Debug for Embeddings {
@@ -70,6 +76,28 @@ impl std::fmt::Debug for Embeddings {
 }
 
 impl Embeddings {
+    /// The matrix as f32 (the stored bytes themselves when they are f32 and aligned).
+    fn as_f32(&self) -> &[f32] {
+        if self.dtype == DataType::F32 {
+            if let Ok(w) = bytemuck::try_cast_slice(&self.bytes) {
+                return w;
+            }
+        }
+        self.f32_copy.get_or_init(|| {
+            let size = self.dtype.size();
+            self.bytes
+                .chunks_exact(size)
+                .map(|c| match self.dtype {
+                    DataType::F16 => f16_to_f32(u16::from_le_bytes([c[0], c[1]])),
+                    DataType::Bf16 => {
+                        f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)
+                    }
+                    _ => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                })
+                .collect()
+        })
+    }
+
     fn row(&self, i: usize, d: usize) -> Vec<f32> {
         let size = self.dtype.size();
         let b = &self.bytes[i * d * size..(i + 1) * d * size];
@@ -188,6 +216,7 @@ fn embeddings(m: &Ct2Model, buf: &[u8], n_vocab: usize, d: usize) -> Result<Embe
         bytes: buf[v.offset..v.offset + v.len].to_vec(),
         dtype: v.dtype,
         matvec,
+        f32_copy: std::sync::OnceLock::new(),
     })
 }
 
@@ -574,6 +603,11 @@ impl Whisper {
         );
         let mut logits = vec![0f32; n * self.dims.n_vocab];
         let emb = &self.tok_emb;
+        if n > 1 {
+            let w = emb.as_f32();
+            rows_gemm(par, w, self.dims.n_vocab, d, &normed, n, &mut logits);
+            return logits;
+        }
         rows_matvec(
             par,
             &emb.bytes,
