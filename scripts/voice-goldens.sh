@@ -5,11 +5,14 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 model="$("$root/scripts/fetch-voice-models.sh")"
-python3 -m pip install --quiet --disable-pip-version-check ctranslate2==4.8.5 numpy >&2
+# Its own venv, so the system Python stays as it is.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/trillim/ct2-venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ctranslate2==4.8.5 numpy >&2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-python3 -m pip download --quiet --no-deps --no-binary :all: --disable-pip-version-check \
+"$venv/bin/python" -m pip download --quiet --no-deps --no-binary :all: --disable-pip-version-check \
   openai-whisper==20250625 -d "$tmp" >&2
 tar xzf "$tmp"/openai_whisper-20250625.tar.gz -C "$tmp"
-python3 "$root/scripts/voice-goldens.py" "$model" \
+"$venv/bin/python" "$root/scripts/voice-goldens.py" "$model" \
   "$tmp/openai_whisper-20250625/whisper/assets/mel_filters.npz" "$root/tests/fixtures/voice"

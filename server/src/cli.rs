@@ -57,9 +57,14 @@ pub struct ServeArgs {
     /// Where custom voices are kept.
     #[arg(long)]
     pub voices_dir: Option<std::path::PathBuf>,
-    /// Whisper model for --voice: a store id or a directory with a CTranslate2 model.bin.
+    /// Whisper model for --voice: a store id or a directory with a CTranslate2 model.bin or a
+    /// Hugging Face model.safetensors.
     #[arg(long, default_value = crate::engines::stt::DEFAULT_WHISPER_MODEL)]
     pub whisper_model: String,
+    /// Beam size for speech-to-text at temperature 0 (1 = greedy decoding); a request with a
+    /// temperature above 0 samples instead.
+    #[arg(long, default_value_t = crate::engines::stt::DEFAULT_BEAM, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
+    pub whisper_beam: usize,
     /// Speech-to-text threads (0 = half the cores); separate from --threads.
     #[arg(long, default_value_t = 0)]
     pub voice_threads: usize,
@@ -325,7 +330,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         slots: args.parallel as usize,
     };
     let stt = if let Some((id, dir)) = whisper {
-        let stt = crate::engines::stt::Stt::start(id, &dir, args.voice_threads)?;
+        let stt = crate::engines::stt::Stt::start(id, &dir, args.voice_threads, args.whisper_beam)?;
         tracing::info!(model = %stt.model_id, threads = stt.threads, "speech-to-text ready");
         Some(stt)
     } else {

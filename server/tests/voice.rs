@@ -42,7 +42,8 @@ fn clip(name: &str) -> Vec<u8> {
 fn golden_text(id: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/voice/goldens.json");
     let g: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    g["clips"][id]["timestamps"]["text"]
+    // The server decodes with beam 5 by default: CTranslate2's beam-5 transcript.
+    g["clips"][id]["beam5"]["timestamps"]["text"]
         .as_str()
         .unwrap()
         .to_string()
@@ -340,4 +341,42 @@ fn transcribe_command_finds_the_model_by_store_id() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The same weights in Hugging Face's layout (`scripts/make-whisper-hf.sh`) served through
+/// `--whisper-model DIR`: beam search at temperature 0 gives CTranslate2's beam-5 transcript.
+#[test]
+fn hugging_face_safetensors_directory_serves_transcripts() {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+    let dir = cache.join("trillim/whisper-tiny.en-hf-f16");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "run scripts/make-whisper-hf.sh first"
+    );
+    let s = start(
+        "voice-hf",
+        &[
+            "--voice",
+            "--whisper-model",
+            dir.to_str().unwrap(),
+            "--whisper-beam",
+            "5",
+            "--voice-threads",
+            "2",
+        ],
+    );
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/voice/goldens.json"),
+    )
+    .unwrap();
+    let g: Value = serde_json::from_str(&text).unwrap();
+    let want = g["clips"]["stella"]["beam5"]["timestamps"]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, body) = transcribe(&s, &[], "stella.wav", &clip("stella.wav"));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(words(json(&body)["text"].as_str().unwrap()), words(&want));
 }

@@ -1,6 +1,6 @@
 //! Whisper tiny.en against CTranslate2's goldens (`tests/fixtures/voice/goldens.json`, made by
 //! `scripts/voice-goldens.sh`) on espeak-ng clips: exact token ids per window in both decoding
-//! modes, word error rates across the sample-rate and format matrix, and a clip longer than one
+//! modes, greedy and with beam search (beam 5), word error rates across the sample-rate and format matrix, and a clip longer than one
 //! 30-second window. Needs the weights: `scripts/fetch-voice-models.sh`.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use serde_json::Value;
 use trillim_runtime::ThreadPool;
 use trillim_voice::audio::decode_16k_mono;
 use trillim_voice::mel::{log_mel, WINDOW_SAMPLES};
-use trillim_voice::whisper::{Options, SpeechModel};
+use trillim_voice::whisper::{ModelFormat, Options, SpeechModel};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/voice")
@@ -26,6 +26,28 @@ fn model() -> SpeechModel {
         });
     SpeechModel::load_dir(&dir).unwrap_or_else(|e| {
         panic!("Whisper tiny.en is missing ({e}); run scripts/fetch-voice-models.sh first")
+    })
+}
+
+fn cache_root() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"))
+}
+
+/// The same weights in Hugging Face's layout (`scripts/make-whisper-hf.sh`), f32 or f16.
+fn hf_model(dtype: &str) -> SpeechModel {
+    let dir = cache_root().join(format!("trillim/whisper-tiny.en-hf-{dtype}"));
+    assert_eq!(
+        ModelFormat::of(&dir),
+        Some(ModelFormat::Hf),
+        "{}",
+        dir.display()
+    );
+    SpeechModel::load_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "Whisper tiny.en in HF layout is missing ({e}); run scripts/make-whisper-hf.sh first"
+        )
     })
 }
 
@@ -108,6 +130,134 @@ fn tokens_equal_ctranslate2_on_every_clip() {
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+/// One window's tokens with beam search.
+fn window_tokens_beam(
+    m: &SpeechModel,
+    pool: &ThreadPool,
+    clip: &[f32],
+    timestamps: bool,
+    beam: usize,
+) -> Vec<u32> {
+    let mut padded = clip.to_vec();
+    padded.resize(clip.len() + WINDOW_SAMPLES, 0.0);
+    let mel = log_mel(&padded, m.net.dims.n_mels);
+    let enc = m.net.encode(pool, &mel.window(0));
+    let cross = m.net.cross_kv(pool, &enc);
+    let sot = m.sot_sequence("en", timestamps);
+    m.decode_window_beam(pool, &cross, &[], &sot, beam).tokens
+}
+
+#[test]
+fn beam_search_tokens_equal_ctranslate2_on_every_clip() {
+    let m = model();
+    let pool = ThreadPool::new(2);
+    let g = goldens();
+    let mut mismatches = Vec::new();
+    for (id, entry) in g["clips"].as_object().unwrap() {
+        let clip = samples(&format!("{id}.wav"));
+        for (mode, ts) in [("no_timestamps", false), ("timestamps", true)] {
+            let want = ids(&entry["beam5"][mode]["tokens"]);
+            let got = window_tokens_beam(&m, &pool, &clip, ts, 5);
+            if got != want {
+                mismatches.push(format!(
+                    "{id} {mode}: got {got:?} `{}`, want {want:?} `{}`",
+                    m.vocab.decode(&got),
+                    m.vocab.decode(&want)
+                ));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+/// Every clip's tokens from `m` against CTranslate2's, greedy and beam 5, both modes.
+fn all_goldens_mismatches(m: &SpeechModel, beams: &[usize]) -> Vec<String> {
+    let pool = ThreadPool::new(2);
+    let g = goldens();
+    let mut mismatches = Vec::new();
+    for (id, entry) in g["clips"].as_object().unwrap() {
+        let clip = samples(&format!("{id}.wav"));
+        for (mode, ts) in [("no_timestamps", false), ("timestamps", true)] {
+            for &beam in beams {
+                let want = if beam == 1 {
+                    ids(&entry[mode]["tokens"])
+                } else {
+                    ids(&entry["beam5"][mode]["tokens"])
+                };
+                let got = if beam == 1 {
+                    window_tokens(m, &pool, &clip, ts)
+                } else {
+                    window_tokens_beam(m, &pool, &clip, ts, beam)
+                };
+                if got != want {
+                    mismatches.push(format!(
+                        "{id} {mode} beam {beam}: got {got:?}, want {want:?}"
+                    ));
+                }
+            }
+        }
+    }
+    mismatches
+}
+
+#[test]
+fn hf_safetensors_f32_tokens_equal_ctranslate2() {
+    let m = hf_model("f32");
+    let bad = all_goldens_mismatches(&m, &[1, 5]);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn hf_safetensors_f16_tokens_equal_ctranslate2() {
+    let m = hf_model("f16");
+    let bad = all_goldens_mismatches(&m, &[1]);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn hf_directory_errors_name_the_file() {
+    let cache = cache_root().join("trillim/whisper-tiny.en-hf-f16");
+    let tmp = std::env::temp_dir().join(format!("trillim-hf-broken-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let err = |dir: &Path| SpeechModel::load_dir(dir).unwrap_err().to_string();
+    assert!(err(&tmp).contains("neither"), "{}", err(&tmp));
+    for f in ["config.json", "generation_config.json", "tokenizer.json"] {
+        std::fs::copy(cache.join(f), tmp.join(f)).unwrap();
+    }
+    // A truncated model.safetensors.
+    std::fs::write(tmp.join("model.safetensors"), [1u8, 2, 3]).unwrap();
+    let e = err(&tmp);
+    assert!(e.contains("model.safetensors"), "{e}");
+    // A valid container missing the weights.
+    let empty = b"{}      ";
+    let mut bytes = (empty.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(empty);
+    std::fs::write(tmp.join("model.safetensors"), &bytes).unwrap();
+    let e = err(&tmp);
+    assert!(
+        e.contains("model.safetensors: tensor `model.") && e.contains("is missing"),
+        "{e}"
+    );
+    // A config that is not Whisper's.
+    std::fs::write(tmp.join("config.json"), br#"{"model_type": "llama"}"#).unwrap();
+    let e = err(&tmp);
+    assert!(e.contains("config.json") && e.contains("whisper"), "{e}");
+    std::fs::write(tmp.join("config.json"), b"{not json").unwrap();
+    assert!(err(&tmp).contains("config.json"));
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn beam_of_one_is_greedy() {
+    let m = model();
+    let pool = ThreadPool::new(2);
+    let g = goldens();
+    let clip = samples("fox.wav");
+    let want = ids(&g["clips"]["fox"]["timestamps"]["tokens"]);
+    assert_eq!(window_tokens_beam(&m, &pool, &clip, true, 1), want);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use trillim_runtime::ThreadPool;
 
-use super::{default_threads, resolve, Loaded, Request, DEFAULT_WHISPER_MODEL};
+use super::{default_threads, resolve, Loaded, Request, DEFAULT_BEAM, DEFAULT_WHISPER_MODEL};
 use crate::openai::audio::{subtitles, verbose_json, Format};
 use crate::store::Store;
 
@@ -18,9 +18,13 @@ pub struct TranscribeArgs {
     /// Output: text, json, verbose_json, srt or vtt.
     #[arg(long, default_value = "text")]
     pub format: String,
-    /// Whisper model: a store id or a directory holding a CTranslate2 model.bin.
+    /// Whisper model: a store id or a directory holding a CTranslate2 model.bin or a Hugging
+    /// Face model.safetensors.
     #[arg(long, default_value = DEFAULT_WHISPER_MODEL)]
     pub whisper_model: String,
+    /// Beam size (1 = greedy decoding).
+    #[arg(long, default_value_t = DEFAULT_BEAM, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
+    pub whisper_beam: usize,
     /// Language code for multilingual models (detected when absent).
     #[arg(long)]
     pub language: Option<String>,
@@ -50,7 +54,7 @@ pub fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
     let audio = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let t0 = std::time::Instant::now();
-    let loaded = Loaded::load(&dir)?;
+    let loaded = Loaded::load(&dir, args.whisper_beam)?;
     let load_secs = t0.elapsed().as_secs_f64();
     let threads = if args.threads == 0 {
         default_threads()

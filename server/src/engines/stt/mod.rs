@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use trillim_runtime::tokenizer_json::OwnedTokenizer;
 use trillim_runtime::ThreadPool;
 use trillim_voice::audio::{decode_16k_mono, AudioError};
-use trillim_voice::whisper::{Options, SpeechModel, Transcript};
+use trillim_voice::whisper::{ModelFormat, Options, SpeechModel, Transcript};
 
 use crate::store::Store;
 
@@ -28,6 +28,9 @@ pub const DEFAULT_WHISPER_MODEL: &str = "Systran/faster-whisper-tiny.en";
 pub const MAX_AUDIO_SECONDS: u32 = 30 * 60;
 /// Transcriptions that may wait behind the running one; more are refused.
 pub const QUEUE: usize = 8;
+/// Beam size at temperature 0 unless `--whisper-beam` says otherwise (CTranslate2's and
+/// faster-whisper's default).
+pub const DEFAULT_BEAM: usize = trillim_voice::whisper::DEFAULT_BEAM;
 
 /// What a transcription request asks for.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +39,7 @@ pub struct Request {
     pub language: Option<String>,
     /// Text that conditions the transcript (names, spelling, style).
     pub prompt: Option<String>,
-    /// Sampling temperature; 0 is greedy.
+    /// Sampling temperature; 0 decodes with the engine's beam search.
     pub temperature: f32,
     /// Seed for sampling.
     pub seed: u64,
@@ -71,10 +74,11 @@ pub struct Stt {
     pub threads: usize,
 }
 
-/// Finds a Whisper model: a directory holding a CTranslate2 `model.bin`, or a store id.
+/// Finds a Whisper model: a directory holding a CTranslate2 `model.bin` or a Hugging Face
+/// `model.safetensors`, or a store id.
 pub fn resolve(store: &Store, arg: &str) -> anyhow::Result<(String, PathBuf)> {
     let as_path = Path::new(arg);
-    if as_path.join("model.bin").is_file() {
+    if ModelFormat::of(as_path).is_some() {
         let name = as_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -82,20 +86,20 @@ pub fn resolve(store: &Store, arg: &str) -> anyhow::Result<(String, PathBuf)> {
         return Ok((name, as_path.to_path_buf()));
     }
     if let Ok(dir) = store.model_dir(arg) {
-        if dir.join("model.bin").is_file() {
+        if ModelFormat::of(&dir).is_some() {
             return Ok((arg.to_string(), dir));
         }
         if dir.is_dir() {
             anyhow::bail!(
-                "{} holds no CTranslate2 model.bin (Whisper models in the CTranslate2 format, such as \
-                 {DEFAULT_WHISPER_MODEL}, are supported)",
+                "{} holds neither a CTranslate2 model.bin nor a Hugging Face model.safetensors \
+                 (Whisper models such as {DEFAULT_WHISPER_MODEL} or openai/whisper-tiny.en are supported)",
                 dir.display()
             );
         }
     }
     anyhow::bail!(
-        "Whisper model `{arg}` is neither a directory with a model.bin nor in the model store ({}); \
-         get it with `trillim pull {arg}`",
+        "Whisper model `{arg}` is neither a directory with a model.bin or model.safetensors nor in \
+         the model store ({}); get it with `trillim pull {arg}`",
         store.root().display()
     )
 }
@@ -108,6 +112,8 @@ pub fn default_threads() -> usize {
 /// A loaded model with what the engine needs beside it.
 pub struct Loaded {
     model: SpeechModel,
+    /// Beam size at temperature 0 (1 = greedy).
+    beam: usize,
     tokenizer: Option<OwnedTokenizer>,
 }
 
@@ -118,8 +124,8 @@ impl std::fmt::Debug for Loaded {
 }
 
 impl Loaded {
-    /// Loads the model directory.
-    pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
+    /// Loads the model directory; `beam` is the beam size used at temperature 0.
+    pub fn load(dir: &Path, beam: usize) -> anyhow::Result<Loaded> {
         let model = SpeechModel::load_dir(dir)
             .with_context(|| format!("cannot load the Whisper model in {}", dir.display()))?;
         let tok = dir.join("tokenizer.json");
@@ -131,7 +137,11 @@ impl Loaded {
         } else {
             None
         };
-        Ok(Loaded { model, tokenizer })
+        Ok(Loaded {
+            model,
+            beam,
+            tokenizer,
+        })
     }
 
     /// Transcribes encoded audio.
@@ -147,6 +157,7 @@ impl Loaded {
             prompt: self.prompt_tokens(request.prompt.as_deref()),
             timestamps: true,
             temperature: request.temperature,
+            beam: self.beam,
             seed: request.seed,
         };
         Ok(self.model.transcribe(pool, &samples, &opts))
@@ -176,9 +187,10 @@ impl Loaded {
 }
 
 impl Stt {
-    /// Loads the model and starts the engine thread with a pool of `threads`.
-    pub fn start(model_id: String, dir: &Path, threads: usize) -> anyhow::Result<Stt> {
-        let loaded = Arc::new(Loaded::load(dir)?);
+    /// Loads the model and starts the engine thread with a pool of `threads`, decoding with
+    /// beams of `beam` at temperature 0.
+    pub fn start(model_id: String, dir: &Path, threads: usize, beam: usize) -> anyhow::Result<Stt> {
+        let loaded = Arc::new(Loaded::load(dir, beam)?);
         let threads = if threads == 0 {
             default_threads()
         } else {

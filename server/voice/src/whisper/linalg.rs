@@ -47,18 +47,12 @@ impl Linear {
                 let xs = view(&x[i * rows * k..], r, k, k);
                 general_mat_mul(1.0, &xs, &w, 0.0, &mut view_mut(chunk, r, n));
             });
+        } else if m == 1 {
+            // One row (decoding): the matrix-vector kernel, blocks of W's rows per task.
+            let w = bytemuck::cast_slice(&self.w);
+            rows_matvec(par, w, k * 4, self.matvec, x, k, m, y);
         } else {
-            // A few rows (decoding): the matrix-vector kernel per row, blocks of W's rows per
-            // task; W is read once per row and never packed.
-            let w: &[u8] = bytemuck::cast_slice(&self.w);
-            let cols = n.div_ceil(threads * 4).max(16);
-            for t in 0..m {
-                let xt = &x[t * k..(t + 1) * k];
-                par.for_each_chunk(&mut y[t * n..(t + 1) * n], cols, &|i, out| {
-                    let rows = &w[i * cols * k * 4..(i * cols + out.len()) * k * 4];
-                    (self.matvec)(rows, k * 4, xt, out);
-                });
-            }
+            rows_gemm(par, &self.w, n, k, x, m, y);
         }
         if let Some(b) = &self.b {
             for row in y.chunks_exact_mut(n) {
@@ -66,6 +60,81 @@ impl Linear {
                     *v += bb;
                 }
             }
+        }
+    }
+}
+
+/// `y[m][n_out] = x[m][k] · Wᵀ` for a few rows `x` and `W` stored as `n_out` rows of
+/// `row_bytes` that `matvec` reads (f32, f16 or bf16). Blocks of W's rows are split across
+/// the pool, and each block serves every row of `x` while it is in cache, so W is read from
+/// memory once however many rows there are (a beam's hypotheses).
+#[allow(clippy::too_many_arguments)]
+pub fn rows_matvec(
+    par: &dyn Parallel,
+    w: &[u8],
+    row_bytes: usize,
+    matvec: MatVecF32Fn,
+    x: &[f32],
+    k: usize,
+    m: usize,
+    y: &mut [f32],
+) {
+    const BLOCK: usize = 32;
+    let n = y.len() / m.max(1);
+    let cols = n.div_ceil(par.threads().max(1) * 4).max(BLOCK);
+    if m == 1 {
+        par.for_each_chunk(y, cols, &|i, out| {
+            let rows = &w[i * cols * row_bytes..(i * cols + out.len()) * row_bytes];
+            matvec(rows, row_bytes, &x[..k], out);
+        });
+        return;
+    }
+    // Written `[n][m]` so each task owns a contiguous piece, then transposed.
+    let mut yt = vec![0f32; n * m];
+    par.for_each_chunk(&mut yt, cols * m, &|i, out| {
+        let (r0, nr) = (i * cols, out.len() / m);
+        let mut tmp = [0f32; BLOCK];
+        for b0 in (0..nr).step_by(BLOCK) {
+            let bn = (nr - b0).min(BLOCK);
+            let rows = &w[(r0 + b0) * row_bytes..(r0 + b0 + bn) * row_bytes];
+            for t in 0..m {
+                matvec(rows, row_bytes, &x[t * k..(t + 1) * k], &mut tmp[..bn]);
+                for (j, &v) in tmp[..bn].iter().enumerate() {
+                    out[(b0 + j) * m + t] = v;
+                }
+            }
+        }
+    });
+    for (j, row) in yt.chunks_exact(m).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            y[t * n + j] = v;
+        }
+    }
+}
+
+/// `y[m][n] = x[m][k] · Wᵀ` for a few rows (a beam's hypotheses) with `W` f32 `[n][k]`:
+/// blocks of W's rows per task, each a small blocked product with every row while the block
+/// is in cache, written `[n][m]` and transposed.
+pub fn rows_gemm(
+    par: &dyn Parallel,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) {
+    let cols = n.div_ceil(par.threads().max(1) * 2).max(32);
+    let mut yt = vec![0f32; n * m];
+    let xt = view_t(x, k, m, k);
+    par.for_each_chunk(&mut yt, cols * m, &|i, out| {
+        let r = out.len() / m;
+        let wb = view(&w[i * cols * k..], r, k, k);
+        general_mat_mul(1.0, &wb, &xt, 0.0, &mut view_mut(out, r, m));
+    });
+    for (j, row) in yt.chunks_exact(m).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            y[t * n + j] = v;
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Whisper speech-to-text: the network ([`model`]), its vocabulary ([`vocab`]) and
-//! transcription — 30-second windows of log-mel frames, greedy decoding with Whisper's
+//! transcription — 30-second windows of log-mel frames, beam search or greedy decoding with Whisper's
 //! special tokens and timestamp rules (the same rules CTranslate2 applies), segments with
 //! start and end times, and seeking by the last timestamp across long audio.
 
+pub mod hf;
 pub mod linalg;
 pub mod model;
 pub mod vocab;
@@ -21,6 +22,11 @@ pub use vocab::{Specials, Vocab, VocabError};
 const TIME_PRECISION: f64 = 0.02;
 /// The largest first timestamp a window may start with (1 s, as CTranslate2's default).
 const MAX_INITIAL_TIMESTAMP_INDEX: u32 = 50;
+/// Beam search's patience: it ends after `round(beam · PATIENCE)` hypotheses have ended
+/// (CTranslate2's and faster-whisper's default).
+const PATIENCE: f32 = 1.0;
+/// The beam size CTranslate2 and faster-whisper use by default.
+pub const DEFAULT_BEAM: usize = 5;
 
 /// Why a model directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,10 @@ pub enum ModelDirError {
     },
     #[error("{path}: {source}")]
     Model { path: String, source: LoadError },
+    #[error("{path}: {source}")]
+    Hf { path: String, source: hf::HfError },
+    #[error("{dir} holds neither a CTranslate2 model.bin nor a Hugging Face model.safetensors")]
+    NoModel { dir: String },
     #[error("{path}: {source}")]
     Vocab { path: String, source: VocabError },
     #[error("{path}: not valid JSON or not a CTranslate2 Whisper config: {msg}")]
@@ -55,7 +65,7 @@ pub struct SpeechModel {
     pub config: DecodeConfig,
 }
 
-fn read_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
+pub(crate) fn read_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
     v.get(key)
         .and_then(|a| a.as_array())
         .map(|a| {
@@ -67,9 +77,21 @@ fn read_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
 }
 
 impl SpeechModel {
-    /// Loads a CTranslate2 Whisper directory: `model.bin`, `vocabulary.txt` (or
-    /// `vocabulary.json`) and `config.json`.
+    /// Loads a Whisper directory in either format it holds: CTranslate2's (`model.bin`)
+    /// or Hugging Face's (`model.safetensors`, see [`hf`]).
     pub fn load_dir(dir: &Path) -> Result<SpeechModel, ModelDirError> {
+        match ModelFormat::of(dir) {
+            Some(ModelFormat::Ct2) => Self::load_ct2(dir),
+            Some(ModelFormat::Hf) => hf::load_dir(dir),
+            None => Err(ModelDirError::NoModel {
+                dir: dir.display().to_string(),
+            }),
+        }
+    }
+
+    /// Loads a CTranslate2 Whisper directory: `model.bin`, `vocabulary.txt` and
+    /// `config.json`.
+    pub fn load_ct2(dir: &Path) -> Result<SpeechModel, ModelDirError> {
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read(&path).map_err(|source| ModelDirError::Io {
@@ -120,6 +142,28 @@ impl SpeechModel {
     }
 }
 
+/// The checkpoint formats a Whisper directory may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// CTranslate2's `model.bin`.
+    Ct2,
+    /// Hugging Face's `model.safetensors` with `config.json`.
+    Hf,
+}
+
+impl ModelFormat {
+    /// What `dir` holds (`model.bin` first when it holds both).
+    pub fn of(dir: &Path) -> Option<ModelFormat> {
+        if dir.join("model.bin").is_file() {
+            Some(ModelFormat::Ct2)
+        } else if dir.join("model.safetensors").is_file() {
+            Some(ModelFormat::Hf)
+        } else {
+            None
+        }
+    }
+}
+
 /// How to transcribe.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -129,8 +173,11 @@ pub struct Options {
     pub prompt: Vec<u32>,
     /// Predict timestamps (segments with times); without them a window is one segment.
     pub timestamps: bool,
-    /// 0 decodes greedily; above that tokens are sampled at this temperature (seeded).
+    /// 0 decodes deterministically (beam search, or greedily when `beam` is 0 or 1); above
+    /// that tokens are sampled one at a time at this temperature (seeded), and `beam` is unused.
     pub temperature: f32,
+    /// Beam size at temperature 0; 0 or 1 decodes greedily.
+    pub beam: usize,
     /// Seed for sampling.
     pub seed: u64,
 }
@@ -224,13 +271,7 @@ impl SpeechModel {
     ) -> WindowTokens {
         let s = self.vocab.specials;
         let ctx = self.net.dims.n_text_ctx;
-        let mut prompt = Vec::new();
-        if let (Some(prev), false) = (s.sot_prev, previous.is_empty()) {
-            prompt.push(prev);
-            let keep = previous.len().min(ctx / 2 - 1);
-            prompt.extend_from_slice(&previous[previous.len() - keep..]);
-        }
-        prompt.extend_from_slice(sot_seq);
+        let prompt = self.window_prompt(previous, sot_seq);
         let timestamps = !sot_seq.contains(&s.no_timestamps);
         let max_new = (ctx / 2).min(ctx - prompt.len());
         let mut cache = self.net.new_cache();
@@ -238,17 +279,7 @@ impl SpeechModel {
         let mut out = Vec::new();
         let mut rng = Rng(rng_seed);
         for step in 0..max_new {
-            for &id in &self.config.suppress_ids {
-                disable(&mut logits, id);
-            }
-            if step == 0 {
-                for &id in &self.config.suppress_ids_begin {
-                    disable(&mut logits, id);
-                }
-            }
-            if timestamps {
-                self.timestamp_rules(&mut logits, &out);
-            }
+            self.constrain(&mut logits, &out, timestamps);
             let next = if temperature > 0.0 {
                 sample(&logits, temperature, &mut rng)
             } else {
@@ -264,6 +295,143 @@ impl SpeechModel {
             logits = self.net.decode(par, &[next], &mut cache, cross);
         }
         WindowTokens { tokens: out }
+    }
+
+    /// Decodes one window with beam search as CTranslate2 does: each step keeps the
+    /// `beam` likeliest continuations by summed log-probability, looking at `2 · beam`
+    /// candidates so a hypothesis that ends (end of text) is replaced by the next one; the
+    /// search stops once `round(beam · patience)` hypotheses have ended (or at the length
+    /// limit, where every live one ends), and the winner is the ended hypothesis with the best
+    /// score divided by its length (length penalty 1).
+    pub fn decode_window_beam(
+        &self,
+        par: &dyn Parallel,
+        cross: &[CrossKv],
+        previous: &[u32],
+        sot_seq: &[u32],
+        beam: usize,
+    ) -> WindowTokens {
+        let beam = beam.max(1);
+        let s = self.vocab.specials;
+        let ctx = self.net.dims.n_text_ctx;
+        let n_vocab = self.net.dims.n_vocab;
+        let prompt = self.window_prompt(previous, sot_seq);
+        let timestamps = !sot_seq.contains(&s.no_timestamps);
+        let max_new = (ctx / 2).min(ctx - prompt.len());
+        let max_ended = ((beam as f32) * PATIENCE).round().max(1.0) as usize;
+        let n_cand = 2 * beam;
+        let mut caches = vec![self.net.new_cache()];
+        let mut logits = self.net.decode(par, &prompt, &mut caches[0], cross);
+        // Live hypotheses: tokens so far and summed log-probability.
+        let mut live: Vec<(Vec<u32>, f32)> = vec![(Vec::new(), 0.0)];
+        let mut ended: Vec<(f32, Vec<u32>)> = Vec::new();
+        let mut spare: Vec<KvCache> = Vec::new();
+        for step in 0..max_new {
+            let last_step = step + 1 == max_new;
+            // The best n_cand (score, hypothesis, token) over every live hypothesis.
+            let mut cand: Vec<(f32, usize, u32)> = Vec::with_capacity(n_cand + 1);
+            for (b, (tokens, score)) in live.iter().enumerate() {
+                let row = &mut logits[b * n_vocab..(b + 1) * n_vocab];
+                self.constrain(row, tokens, timestamps);
+                let lse = log_sum_exp(row);
+                for (id, &l) in row.iter().enumerate() {
+                    let v = score + (l - lse);
+                    if cand.len() < n_cand || v > cand[cand.len() - 1].0 {
+                        let at = cand.partition_point(|c| c.0 >= v);
+                        cand.insert(at, (v, b, id as u32));
+                        cand.truncate(n_cand);
+                    }
+                }
+            }
+            let mut next: Vec<(f32, usize, u32)> = Vec::with_capacity(beam);
+            let mut secondary = beam;
+            for k in 0..beam.min(cand.len()) {
+                let mut c = cand[k];
+                if c.2 == s.eot || last_step {
+                    let mut tokens = live[c.1].0.clone();
+                    if c.2 != s.eot {
+                        tokens.push(c.2);
+                    }
+                    let norm = c.0 / tokens.len() as f32;
+                    ended.push((
+                        if norm.is_nan() {
+                            f32::NEG_INFINITY
+                        } else {
+                            norm
+                        },
+                        tokens,
+                    ));
+                    if let Some(j) = (secondary..cand.len()).find(|&j| cand[j].2 != s.eot) {
+                        c = cand[j];
+                        secondary = j + 1;
+                    }
+                }
+                next.push(c);
+            }
+            if last_step || ended.len() >= max_ended {
+                break;
+            }
+            // Each new hypothesis continues from its parent's cache.
+            let mut new_caches = Vec::with_capacity(next.len());
+            let mut new_live = Vec::with_capacity(next.len());
+            for &(score, b, id) in &next {
+                let mut cache = spare.pop().unwrap_or_else(|| self.net.new_cache());
+                cache.copy_from(&caches[b]);
+                new_caches.push(cache);
+                let mut tokens = live[b].0.clone();
+                tokens.push(id);
+                new_live.push((tokens, score));
+            }
+            spare.append(&mut caches);
+            caches = new_caches;
+            live = new_live;
+            if caches.iter().any(|c| c.len >= ctx) {
+                break;
+            }
+            let ids: Vec<u32> = next.iter().map(|c| c.2).collect();
+            logits = self.net.decode_rows(par, &ids, &mut caches, cross);
+        }
+        // The best ended hypothesis (the first of equals, as a stable sort keeps them).
+        let best = ended
+            .into_iter()
+            .fold(None, |best: Option<(f32, Vec<u32>)>, h| match best {
+                Some(b) if b.0 >= h.0 => Some(b),
+                _ => Some(h),
+            })
+            .map(|h| h.1)
+            .unwrap_or_else(|| live.swap_remove(0).0);
+        WindowTokens { tokens: best }
+    }
+
+    /// A window's decoder prompt: `<|startofprev|>` and the end of `previous` (if any), then
+    /// `sot_seq`.
+    fn window_prompt(&self, previous: &[u32], sot_seq: &[u32]) -> Vec<u32> {
+        let s = self.vocab.specials;
+        let ctx = self.net.dims.n_text_ctx;
+        let mut prompt = Vec::new();
+        if let (Some(prev), false) = (s.sot_prev, previous.is_empty()) {
+            prompt.push(prev);
+            let keep = previous.len().min(ctx / 2 - 1);
+            prompt.extend_from_slice(&previous[previous.len() - keep..]);
+        }
+        prompt.extend_from_slice(sot_seq);
+        prompt
+    }
+
+    /// The tokens a step may not produce after `sampled` in this window: the configured
+    /// suppressions, the blank-start ones at the first step, and the timestamp rules.
+    fn constrain(&self, logits: &mut [f32], sampled: &[u32], timestamps: bool) {
+        for &id in &self.config.suppress_ids {
+            disable(logits, id);
+        }
+        if sampled.is_empty() {
+            for &id in &self.config.suppress_ids_begin {
+                disable(logits, id);
+            }
+        }
+        if timestamps {
+            self.timestamp_rules(logits, sampled);
+        }
     }
 
     /// Whisper's timestamp rules over the tokens sampled so far in this window.
@@ -345,8 +513,10 @@ impl SpeechModel {
                 detected = true;
             }
             let sot = self.sot_sequence(&language, opts.timestamps);
-            let tokens = self
-                .decode_window(
+            let tokens = if opts.temperature <= 0.0 && opts.beam > 1 {
+                self.decode_window_beam(par, &cross, &previous, &sot, opts.beam)
+            } else {
+                self.decode_window(
                     par,
                     &cross,
                     &previous,
@@ -354,7 +524,8 @@ impl SpeechModel {
                     opts.temperature,
                     opts.seed.wrapping_add(window_index),
                 )
-                .tokens;
+            }
+            .tokens;
             window_index += 1;
             let size = WINDOW_FRAMES.min(content_frames - seek);
             let offset = seek as f64 * mel::HOP as f64 / mel::SAMPLE_RATE as f64;

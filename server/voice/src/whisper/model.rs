@@ -6,7 +6,9 @@
 use trillim_core::kernels::{Kernels, MatVecF32Fn};
 use trillim_core::{Parallel, Sequential};
 
-use super::linalg::{attention, cross_attention, gelu, layer_norm, CrossKv, Linear};
+use super::linalg::{
+    attention, cross_attention, gelu, layer_norm, rows_gemm, rows_matvec, CrossKv, Linear,
+};
 use crate::ct2::{f16_to_f32, Ct2Error, Ct2Model, DataType};
 
 /// Sizes of a Whisper network, read from its weights.
@@ -24,41 +26,45 @@ pub struct Dims {
 }
 
 #[derive(Debug, Clone)]
-struct Norm {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
+pub(super) struct Norm {
+    pub(super) gamma: Vec<f32>,
+    pub(super) beta: Vec<f32>,
 }
 
 #[derive(Debug, Clone)]
-struct EncoderLayer {
-    attn_norm: Norm,
-    qkv: Linear,
-    attn_out: Linear,
-    ffn_norm: Norm,
-    fc1: Linear,
-    fc2: Linear,
+pub(super) struct EncoderLayer {
+    pub(super) attn_norm: Norm,
+    pub(super) qkv: Linear,
+    pub(super) attn_out: Linear,
+    pub(super) ffn_norm: Norm,
+    pub(super) fc1: Linear,
+    pub(super) fc2: Linear,
 }
 
 #[derive(Debug, Clone)]
-struct DecoderLayer {
-    self_norm: Norm,
-    self_qkv: Linear,
-    self_out: Linear,
-    cross_norm: Norm,
-    cross_q: Linear,
-    cross_kv: Linear,
-    cross_out: Linear,
-    ffn_norm: Norm,
-    fc1: Linear,
-    fc2: Linear,
+pub(super) struct DecoderLayer {
+    pub(super) self_norm: Norm,
+    pub(super) self_qkv: Linear,
+    pub(super) self_out: Linear,
+    pub(super) cross_norm: Norm,
+    pub(super) cross_q: Linear,
+    pub(super) cross_kv: Linear,
+    pub(super) cross_out: Linear,
+    pub(super) ffn_norm: Norm,
+    pub(super) fc1: Linear,
+    pub(super) fc2: Linear,
 }
 
 /// The embedding matrix as stored, with the matrix-vector kernel for its element type.
 #[derive(Clone)]
-struct Embeddings {
-    bytes: Vec<u8>,
-    dtype: DataType,
-    matvec: MatVecF32Fn,
+pub(super) struct Embeddings {
+    pub(super) bytes: Vec<u8>,
+    pub(super) dtype: DataType,
+    pub(super) matvec: MatVecF32Fn,
+    /// An f32 copy, made the first time a beam needs it: several rows' logits are one
+    /// blocked product over it (f32 arithmetic, no per-row conversions), at the cost of
+    /// `4 · n_vocab · d_model` bytes.
+    pub(super) f32_copy: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl std::fmt::Debug for Embeddings {
@@ -70,6 +76,28 @@ impl std::fmt::Debug for Embeddings {
 }
 
 impl Embeddings {
+    /// The matrix as f32 (the stored bytes themselves when they are f32 and aligned).
+    fn as_f32(&self) -> &[f32] {
+        if self.dtype == DataType::F32 {
+            if let Ok(w) = bytemuck::try_cast_slice(&self.bytes) {
+                return w;
+            }
+        }
+        self.f32_copy.get_or_init(|| {
+            let size = self.dtype.size();
+            self.bytes
+                .chunks_exact(size)
+                .map(|c| match self.dtype {
+                    DataType::F16 => f16_to_f32(u16::from_le_bytes([c[0], c[1]])),
+                    DataType::Bf16 => {
+                        f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)
+                    }
+                    _ => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                })
+                .collect()
+        })
+    }
+
     fn row(&self, i: usize, d: usize) -> Vec<f32> {
         let size = self.dtype.size();
         let b = &self.bytes[i * d * size..(i + 1) * d * size];
@@ -94,17 +122,17 @@ impl Embeddings {
 #[derive(Debug, Clone)]
 pub struct Whisper {
     pub dims: Dims,
-    conv1: Linear,
-    conv2: Linear,
-    enc_pos: Vec<f32>,
-    enc_layers: Vec<EncoderLayer>,
-    enc_norm: Norm,
+    pub(super) conv1: Linear,
+    pub(super) conv2: Linear,
+    pub(super) enc_pos: Vec<f32>,
+    pub(super) enc_layers: Vec<EncoderLayer>,
+    pub(super) enc_norm: Norm,
     /// Token embeddings, also the output projection, in the file's element type: the
     /// decoder reads all of it once per token, so f16 halves that traffic.
-    tok_emb: Embeddings,
-    dec_pos: Vec<f32>,
-    dec_layers: Vec<DecoderLayer>,
-    dec_norm: Norm,
+    pub(super) tok_emb: Embeddings,
+    pub(super) dec_pos: Vec<f32>,
+    pub(super) dec_layers: Vec<DecoderLayer>,
+    pub(super) dec_norm: Norm,
 }
 
 struct Reader<'a> {
@@ -188,6 +216,7 @@ fn embeddings(m: &Ct2Model, buf: &[u8], n_vocab: usize, d: usize) -> Result<Embe
         bytes: buf[v.offset..v.offset + v.len].to_vec(),
         dtype: v.dtype,
         matvec,
+        f32_copy: std::sync::OnceLock::new(),
     })
 }
 
@@ -388,6 +417,7 @@ impl Whisper {
         let d = self.dims.d_model;
         KvCache {
             len: 0,
+            row: 2 * d,
             layers: vec![vec![0f32; self.dims.n_text_ctx * 2 * d]; self.dims.dec_layers],
         }
     }
@@ -474,17 +504,120 @@ impl Whisper {
             add(&mut x, &h);
         }
         cache.len = start + n;
-        let last = &x[(n - 1) * d..n * d];
-        let mut normed = vec![0f32; d];
-        layer_norm(last, &self.dec_norm.gamma, &self.dec_norm.beta, &mut normed);
-        let mut logits = vec![0f32; n_vocab];
-        let chunk = n_vocab.div_ceil(par.threads().max(1) * 4).max(64);
+        self.logits(par, &x[(n - 1) * d..n * d], 1)
+    }
+
+    /// Runs one token per sequence through the decoder (the hypotheses of a beam): token `i`
+    /// follows the tokens already in `caches[i]`. Returns each one's logits, `[n][n_vocab]`.
+    /// The layers' weights are read once for all of them.
+    pub fn decode_rows(
+        &self,
+        par: &dyn Parallel,
+        tokens: &[u32],
+        caches: &mut [KvCache],
+        cross: &[CrossKv],
+    ) -> Vec<f32> {
+        let Dims {
+            d_model: d,
+            n_vocab,
+            ..
+        } = self.dims;
+        let n = tokens.len();
+        assert_eq!(caches.len(), n, "one cache per token");
+        let heads = self.dims.dec_heads;
+        let mut x = vec![0f32; n * d];
+        for (i, &tok) in tokens.iter().enumerate() {
+            let pos = caches[i].len;
+            assert!(pos < self.dims.n_text_ctx, "decoder context");
+            let tok = (tok as usize).min(n_vocab - 1);
+            let e = self.tok_emb.row(tok, d);
+            let p = &self.dec_pos[pos * d..(pos + 1) * d];
+            for ((r, a), b) in x[i * d..(i + 1) * d].iter_mut().zip(&e).zip(p) {
+                *r = a + b;
+            }
+        }
+        let ff = self.dec_layers[0].fc1.n_out;
+        let mut h = vec![0f32; n * d];
+        let mut qkv = vec![0f32; n * 3 * d];
+        let mut q = vec![0f32; n * d];
+        let mut a = vec![0f32; n * d];
+        let mut f = vec![0f32; n * ff];
+        for (li, l) in self.dec_layers.iter().enumerate() {
+            layer_norm(&x, &l.self_norm.gamma, &l.self_norm.beta, &mut h);
+            l.self_qkv.forward(par, &h, n, &mut qkv);
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let pos = cache.len;
+                let kv = &mut cache.layers[li];
+                kv[pos * 2 * d..(pos + 1) * 2 * d]
+                    .copy_from_slice(&qkv[i * 3 * d + d..(i + 1) * 3 * d]);
+                attention(
+                    &Sequential,
+                    (&qkv[i * 3 * d..], 3 * d),
+                    (&kv[..], 2 * d),
+                    (&kv[d..], 2 * d),
+                    1,
+                    pos + 1,
+                    heads,
+                    d / heads,
+                    Some(pos),
+                    &mut a[i * d..(i + 1) * d],
+                );
+            }
+            l.self_out.forward(par, &a, n, &mut h);
+            add(&mut x, &h);
+            layer_norm(&x, &l.cross_norm.gamma, &l.cross_norm.beta, &mut h);
+            l.cross_q.forward(par, &h, n, &mut q);
+            cross_attention(
+                par,
+                l.cross_q.matvec,
+                &q,
+                n,
+                &cross[li],
+                heads,
+                d / heads,
+                &mut a,
+            );
+            l.cross_out.forward(par, &a, n, &mut h);
+            add(&mut x, &h);
+            layer_norm(&x, &l.ffn_norm.gamma, &l.ffn_norm.beta, &mut h);
+            l.fc1.forward(par, &h, n, &mut f);
+            gelu(&mut f);
+            l.fc2.forward(par, &f, n, &mut h);
+            add(&mut x, &h);
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        self.logits(par, &x, n)
+    }
+
+    /// The final norm and output projection of `n` hidden rows: `[n][n_vocab]` logits.
+    fn logits(&self, par: &dyn Parallel, hidden: &[f32], n: usize) -> Vec<f32> {
+        let d = self.dims.d_model;
+        let mut normed = vec![0f32; n * d];
+        layer_norm(
+            &hidden[..n * d],
+            &self.dec_norm.gamma,
+            &self.dec_norm.beta,
+            &mut normed,
+        );
+        let mut logits = vec![0f32; n * self.dims.n_vocab];
         let emb = &self.tok_emb;
-        let row_bytes = d * emb.dtype.size();
-        par.for_each_chunk(&mut logits, chunk, &|i, out| {
-            let rows = &emb.bytes[i * chunk * row_bytes..(i * chunk + out.len()) * row_bytes];
-            (emb.matvec)(rows, row_bytes, &normed, out);
-        });
+        if n > 1 {
+            let w = emb.as_f32();
+            rows_gemm(par, w, self.dims.n_vocab, d, &normed, n, &mut logits);
+            return logits;
+        }
+        rows_matvec(
+            par,
+            &emb.bytes,
+            d * emb.dtype.size(),
+            emb.matvec,
+            &normed,
+            d,
+            n,
+            &mut logits,
+        );
         logits
     }
 }
@@ -494,7 +627,21 @@ impl Whisper {
 pub struct KvCache {
     /// Tokens already in the cache.
     pub len: usize,
+    /// Floats per position: keys and values, `2 · d_model`.
+    row: usize,
     layers: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    /// Makes this cache a copy of `other`'s filled positions (a beam taking over another's
+    /// history), without allocating when both come from the same model.
+    pub fn copy_from(&mut self, other: &KvCache) {
+        let used = other.len * self.row;
+        for (a, b) in self.layers.iter_mut().zip(&other.layers) {
+            a[..used].copy_from_slice(&b[..used]);
+        }
+        self.len = other.len;
+    }
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
