@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Tiny Qwen 2, Qwen 3, Phi-3 and Gemma 3 models and their goldens, from llama.cpp itself.
 
-Writes testdata/models/tiny-qwen2-q8_0.gguf, tiny-qwen3-f16.gguf, tiny-phi3-q8_0.gguf and
-tiny-phi3.5-q8_0.gguf (LongRoPE) with
+Writes testdata/models/tiny-qwen2-q8_0.gguf, tiny-qwen3-f16.gguf, tiny-phi3-q8_0.gguf,
+tiny-phi3.5-q8_0.gguf (LongRoPE), tiny-gemma3-q8_0.gguf and tiny-gemma2-q8_0.gguf with
 scripts/make_gguf.py (random weights in the real tensor names and layouts; the Qwen tokenizer is
 the real Qwen 2 one that llama.cpp ships as models/ggml-vocab-qwen2.gguf, cut to its first 5117
 tokens plus its three control tokens, the Phi-3 one models/ggml-vocab-phi-3.gguf cut to its first
