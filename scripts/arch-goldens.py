@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Tiny Qwen 2, Qwen 3 and Phi-3 models and their goldens, from llama.cpp itself.
+"""Tiny Qwen 2, Qwen 3, Phi-3 and Gemma 3 models and their goldens, from llama.cpp itself.
 
-Writes testdata/models/tiny-qwen2-q8_0.gguf, tiny-qwen3-f16.gguf, tiny-phi3-q8_0.gguf and
-tiny-phi3.5-q8_0.gguf (LongRoPE) with
+Writes testdata/models/tiny-qwen2-q8_0.gguf, tiny-qwen3-f16.gguf, tiny-phi3-q8_0.gguf,
+tiny-phi3.5-q8_0.gguf (LongRoPE), tiny-gemma3-q8_0.gguf and tiny-gemma2-q8_0.gguf with
 scripts/make_gguf.py (random weights in the real tensor names and layouts; the Qwen tokenizer is
 the real Qwen 2 one that llama.cpp ships as models/ggml-vocab-qwen2.gguf, cut to its first 5117
 tokens plus its three control tokens, the Phi-3 one models/ggml-vocab-phi-3.gguf cut to its first
@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 
+import gguf
 import jinja2
 import jinja2.sandbox
 
@@ -35,7 +36,7 @@ MODELS = [
     ("tiny-qwen2-q8_0", QWEN + ["--arch", "qwen2", "--shape", "qwen2-tiny", "--wtype", "q8_0",
                                 "--embd-type", "q8_0", "--untied", "--seed", "2"],
      "Qwen-Qwen2.5-7B-Instruct.jinja"),
-    ("tiny-qwen3-f16", QWEN + ["--arch", "qwen3", "--shape", "qwen3-tiny", "--head-dim", "64",
+    ("tiny-qwen3-f16", QWEN + ["--arch", "qwen3", "--shape", "qwen3-tiny", "--head-dim", "128",
                                "--wtype", "f16", "--embd-type", "q8_0", "--seed", "3"],
      "Qwen-Qwen3-0.6B.jinja"),
     # Partial RoPE (16 of 32 dimensions) and a sliding window longer than any text here.
@@ -50,6 +51,26 @@ MODELS = [
                           "--longrope", "4096", "--sliding-window", "262144", "--wtype", "q8_0",
                           "--embd-type", "q8_0", "--seed", "5"],
      "microsoft-Phi-3.5-mini-instruct.jinja"),
+]
+# Gemma: the SentencePiece vocabulary llama.cpp ships as models/ggml-vocab-llama-spm.gguf (it has
+# no Gemma one) cut to its first 8000 tokens, with Gemma's turn markers added and Gemma's
+# settings (no space prefix); the template is llama.cpp's copy of gemma-2-2b-it's, whose turns
+# Gemma 3's template writes the same way. A 16-token sliding window, shorter than the texts.
+GEMMA = ["--donor-vocab", "llama-spm", "--vocab-keep", "8000", "--add-tokens", "<start_of_turn>",
+         "<end_of_turn>", "--no-space-prefix", "--sliding-window", "16"]
+MODELS += [
+    # Eight layers: 0-4 and 6-7 local (base 10000, unscaled), 5 global (base 1e6, linear 8).
+    ("tiny-gemma3-q8_0", GEMMA + ["--arch", "gemma3", "--shape", "gemma3-tiny", "--head-dim", "128",
+                                  "--rope-linear", "8", "--wtype", "q8_0", "--embd-type", "q8_0",
+                                  "--untied", "--seed", "6"],
+     "google-gemma-2-2b-it.jinja"),
+    # Layers 0 and 2 local, 1 and 3 global; attention scores and logits soft-capped at 2 and 4
+    # (Gemma 2's own 50 and 30 are out of these random weights' reach); tied, as llama.cpp
+    # always runs Gemma 2.
+    ("tiny-gemma2-q8_0", GEMMA + ["--arch", "gemma2", "--shape", "gemma2-tiny", "--softcap", "2",
+                                  "4", "--embd-std", "0.06", "--wtype", "q8_0", "--embd-type",
+                                  "q8_0", "--seed", "7"],
+     "google-gemma-2-2b-it.jinja"),
 ]
 
 CHATS = [
@@ -89,7 +110,7 @@ def sha256(path):
     return h.hexdigest()
 
 
-def render(template, messages, add_generation_prompt, eos_token):
+def render(template, messages, add_generation_prompt, eos_token, bos_token):
     def raise_exception(msg):
         raise jinja2.exceptions.TemplateError(msg)
 
@@ -97,7 +118,8 @@ def render(template, messages, add_generation_prompt, eos_token):
     env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
     env.globals["raise_exception"] = raise_exception
     return env.from_string(template).render(
-        messages=messages, add_generation_prompt=add_generation_prompt, eos_token=eos_token)
+        messages=messages, add_generation_prompt=add_generation_prompt, eos_token=eos_token,
+        bos_token=bos_token)
 
 
 def main():
@@ -115,7 +137,12 @@ def main():
         i = args.index("--donor-vocab")
         donor = os.path.join(llama, "models/ggml-vocab-%s.gguf" % args[i + 1])
         args = args[:i] + args[i + 2:]
-        eos = args[args.index("--eos-token") + 1]
+        vocab = gguf.GGUFReader(donor)
+        names = vocab.fields["tokenizer.ggml.tokens"]
+        name_of = lambda key: bytes(names.parts[names.data[int(vocab.fields[key].contents())]]).decode()
+        eos = (args[args.index("--eos-token") + 1] if "--eos-token" in args
+               else name_of("tokenizer.ggml.eos_token_id"))
+        bos = name_of("tokenizer.ggml.bos_token_id")
         template_path = os.path.join(llama, "models/templates", template_file)
         template = open(template_path, encoding="utf-8").read()
         path = os.path.join(ROOT, "testdata/models", name + ".gguf")
@@ -123,8 +150,14 @@ def main():
             ["python3", os.path.join(ROOT, "scripts/make_gguf.py"), "--donor", donor,
              "--chat-template", template_path, *args, "-o", path],
             check=True, stdout=subprocess.DEVNULL)
-        chats = [{"messages": m, "add_generation_prompt": g, "rendered": render(template, m, g, eos)}
-                 for m, g in CHATS]
+        # Chats the template refuses (Gemma's: a system turn, turns not alternating) are left out.
+        chats = []
+        for m, g in CHATS:
+            try:
+                chats.append({"messages": m, "add_generation_prompt": g,
+                              "rendered": render(template, m, g, eos, bos)})
+            except jinja2.exceptions.TemplateError:
+                pass
         tok_req = "".join("T %s\n" % s.encode().hex()
                           for s in [base["text"], *texts, *(c["rendered"] for c in chats)])
         ans = subprocess.run([tool, "goldens", path], input=tok_req, check=True,
@@ -134,8 +167,8 @@ def main():
         tokenize = [{"text": t, "ids": i} for t, i in zip(texts, ids)]
         for c, i in zip(chats, ids[len(texts):]):
             c["ids"] = i
-        prompts = [{"messages": chats[0]["messages"], "prompt_ids": chats[0]["ids"]},
-                   {"messages": chats[1]["messages"], "prompt_ids": chats[1]["ids"]}]
+        prompts = [{"messages": c["messages"], "prompt_ids": c["ids"]}
+                   for c in chats if c["add_generation_prompt"]][:2]
         for g in base["greedy"]:
             if "prompt" in g:
                 p = subprocess.run([tool, "goldens", path], check=True, text=True,

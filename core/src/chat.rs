@@ -13,7 +13,11 @@
 //!   trimmed, BOS text first), and the Llama 3.1/3.2 variant whose system header carries the
 //!   knowledge cut-off and a date;
 //! - **BitNet b1.58 2B4T** (`Role: content<|eot_id|>`, role capitalised, content trimmed,
-//!   `Assistant: ` as the generation prompt).
+//!   `Assistant: ` as the generation prompt);
+//! - **Gemma** 2 and 3 (`<start_of_turn>role\ncontent<end_of_turn>\n`, `assistant` written
+//!   `model`, content trimmed, BOS text first, `<start_of_turn>model\n` as the generation
+//!   prompt): turns must alternate starting with `user`, as the templates demand; Gemma 3's puts
+//!   a leading system message before the first turn's content, Gemma 2's refuses it.
 //!
 //! Anything else is refused with [`ChatError::UnsupportedTemplate`] rather than guessed at,
 //! including ChatML templates with other reasoning (`</think>`) rules.
@@ -37,6 +41,8 @@ pub enum ChatError {
     UnsupportedTemplate,
     /// The output buffer is too small for the prompt.
     BufferTooSmall,
+    /// The template refuses the conversation (its `raise_exception` message).
+    Refused(&'static str),
 }
 
 impl fmt::Display for ChatError {
@@ -45,9 +51,10 @@ impl fmt::Display for ChatError {
             ChatError::UnsupportedTemplate => write!(
                 f,
                 "the model's chat template is not supported (supported: ChatML, Qwen 2.5, \
-                 Qwen 3, Llama 3, BitNet b1.58); use /v1/completions with a formatted prompt"
+                 Qwen 3, Llama 3, BitNet b1.58, Gemma 2 and 3); use /v1/completions with a formatted prompt"
             ),
             ChatError::BufferTooSmall => write!(f, "the rendered prompt is too long"),
+            ChatError::Refused(why) => write!(f, "the model's chat template refuses it: {why}"),
         }
     }
 }
@@ -67,6 +74,10 @@ pub enum Family {
     Llama31,
     /// BitNet b1.58 2B4T's `Role: content<|eot_id|>`.
     BitNet,
+    /// Gemma 2's `<start_of_turn>` turns (no system role).
+    Gemma2,
+    /// Gemma 3's: as Gemma 2's, a leading system message prefixed to the first turn.
+    Gemma3,
 }
 
 /// A recognised chat template.
@@ -157,6 +168,20 @@ impl<'t> ChatTemplate<'t> {
                 bos: contains(t, "bos_token"),
             });
         }
+        if contains(t, "<start_of_turn>") && contains(t, "<end_of_turn>") {
+            let family = if contains(t, "first_user_prefix") {
+                Family::Gemma3
+            } else if contains(t, "System role not supported") {
+                Family::Gemma2
+            } else {
+                return Err(ChatError::UnsupportedTemplate);
+            };
+            return Ok(ChatTemplate {
+                family,
+                default_system: None,
+                bos: contains(t, "bos_token"),
+            });
+        }
         Err(ChatError::UnsupportedTemplate)
     }
 
@@ -227,6 +252,12 @@ impl<'t> ChatTemplate<'t> {
                     w.put("<|start_header_id|>assistant<|end_header_id|>\n\n")?;
                 }
             }
+            Family::Gemma2 | Family::Gemma3 => {
+                self.render_gemma(messages, &mut w)?;
+                if add_generation_prompt {
+                    w.put("<start_of_turn>model\n")?;
+                }
+            }
             Family::BitNet => {
                 for m in messages {
                     w.capitalized(m.role)?;
@@ -244,6 +275,37 @@ impl<'t> ChatTemplate<'t> {
 }
 
 impl ChatTemplate<'_> {
+    /// The message loop of Gemma 2's and Gemma 3's templates (text content).
+    fn render_gemma(&self, messages: &[Message<'_>], w: &mut Out<'_>) -> Result<(), ChatError> {
+        let (mut prefix, mut turns) = (None, messages);
+        if let Some((first, rest)) = messages.split_first() {
+            if first.role == "system" {
+                if self.family == Family::Gemma2 {
+                    return Err(ChatError::Refused("System role not supported"));
+                }
+                (prefix, turns) = (Some(first.content), rest);
+            }
+        }
+        for (i, m) in turns.iter().enumerate() {
+            if (m.role == "user") != (i % 2 == 0) {
+                return Err(ChatError::Refused(
+                    "Conversation roles must alternate user/assistant/user/assistant/...",
+                ));
+            }
+            let role = if m.role == "assistant" {
+                "model"
+            } else {
+                m.role
+            };
+            w.puts(&["<start_of_turn>", role, "\n"])?;
+            if let (0, Some(p)) = (i, prefix) {
+                w.puts(&[p, "\n\n"])?;
+            }
+            w.puts(&[py_trim(m.content), "<end_of_turn>\n"])?;
+        }
+        Ok(())
+    }
+
     /// The message loop of Qwen 2.5's and Qwen 3's templates (without tools or tool calls).
     fn render_qwen(&self, messages: &[Message<'_>], w: &mut Out<'_>) -> Result<(), ChatError> {
         let first_system = messages.first().is_some_and(|m| m.role == "system");

@@ -407,6 +407,65 @@ mod tests {
         }
     }
 
+    /// Gemma 3's template (google/gemma-3-4b-it's tokenizer_config.json, text parts), rendered
+    /// by minijinja, against the native renderer, which the firmware uses: a system message
+    /// folded into the first turn, `assistant` written `model`, contents trimmed.
+    #[test]
+    fn gemma3_template_renders_as_the_native_renderer() {
+        const GEMMA3: &str = "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- if messages[0]['content'] is string -%}\n        {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\n    {%- else -%}\n        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}\n    {%- endif -%}\n    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n    {%- set loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n    {%- endif -%}\n    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n    {%- else -%}\n        {%- set role = message['role'] -%}\n    {%- endif -%}\n    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}\n    {%- if message['content'] is string -%}\n        {{ message['content'] | trim }}\n    {%- else -%}\n        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n    {{ '<end_of_turn>\\n' }}\n{%- endfor -%}\n{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\\n'}}\n{%- endif -%}\n";
+        let jinja = ChatTemplate::new(Some(GEMMA3), "<bos>", "<eos>").unwrap();
+        let native = trillim_core::chat::ChatTemplate::detect(Some(GEMMA3)).unwrap();
+        assert_eq!(native.family, trillim_core::chat::Family::Gemma3);
+        let m = |role: &str, content: &str| Message {
+            role: role.into(),
+            content: content.into(),
+            ..Default::default()
+        };
+        let chats = [
+            vec![m("user", "What is 2+2?")],
+            vec![
+                m("system", " Be terse. "),
+                m("user", " Hi \n"),
+                m("assistant", "Hello!"),
+                m("user", "Bye"),
+            ],
+            vec![m("user", "Say hi."), m("assistant", " Hi! ")],
+            vec![m("system", "Only a system message.")],
+        ];
+        for (i, chat) in chats.iter().enumerate() {
+            for agp in [true, false] {
+                let want = jinja.render(chat, agp).unwrap();
+                let msgs: Vec<trillim_core::chat::Message<'_>> = chat
+                    .iter()
+                    .map(|x| trillim_core::chat::Message {
+                        role: &x.role,
+                        content: &x.content,
+                    })
+                    .collect();
+                let mut out = vec![0u8; 1024];
+                let got = native.render(&msgs, agp, "<bos>", None, &mut out).unwrap();
+                assert_eq!(got, want, "chat {i}");
+            }
+        }
+        let twice = [m("user", "a"), m("user", "b")];
+        let err = jinja.render(&twice, true).unwrap_err().to_string();
+        assert!(err.contains("must alternate"), "{err}");
+        let msgs = [
+            trillim_core::chat::Message {
+                role: "user",
+                content: "a",
+            },
+            trillim_core::chat::Message {
+                role: "user",
+                content: "b",
+            },
+        ];
+        let e = native
+            .render(&msgs, true, "<bos>", None, &mut [0u8; 256])
+            .unwrap_err();
+        assert!(e.to_string().contains("must alternate"), "{e}");
+    }
+
     #[test]
     fn hf_features() {
         let src = "{% if messages|length == 0 %}{{ raise_exception('no messages') }}{% endif %}\

@@ -1,5 +1,6 @@
 //! `trillim serve` on the tiny fixtures of each architecture family beyond Llama and BitNet
-//! (Qwen 2, Qwen 3, Phi-3 with a sliding window, Phi-3.5 with LongRoPE) over real HTTP: the
+//! (Qwen 2, Qwen 3, Phi-3 with a sliding window, Phi-3.5 with LongRoPE, Gemma 3 with
+//! sliding-window layers shorter than its prompts) over real HTTP: the
 //! model's own chat template (rendered by minijinja where the native renderer does not know
 //! it) gives llama.cpp's prompt ids, and greedy decoding follows llama.cpp's continuation
 //! (testdata/golden/logits-tiny-*.json, from scripts/arch-goldens.py).
@@ -25,6 +26,8 @@ fn chat_follows_llama_cpp_greedy() {
         "tiny-qwen3-f16",
         "tiny-phi3-q8_0",
         "tiny-phi3.5-q8_0",
+        "tiny-gemma3-q8_0",
+        "tiny-gemma2-q8_0",
     ] {
         let file = format!("{name}.gguf");
         let golden = std::fs::read(format!(

@@ -143,6 +143,20 @@ fn tiny_phi3_5_longrope_q8_0_matches_golden() {
     check(&m, "golden/logits-tiny-phi3.5-q8_0.json");
 }
 
+/// Gemma 3: sliding-window layers (16 positions, shorter than the text) around a global one.
+#[test]
+fn tiny_gemma3_q8_0_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-gemma3-q8_0.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-gemma3-q8_0.json");
+}
+
+/// Gemma 2: alternating sliding-window and global layers, soft-capped attention and logits.
+#[test]
+fn tiny_gemma2_q8_0_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-gemma2-q8_0.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-gemma2-q8_0.json");
+}
+
 /// SmolLM2 greedy continuations, teacher-forced: wherever llama.cpp's top-1 leads its top-2 by
 /// more than 0.75 nats, our argmax must agree and our log-probability of that token must be
 /// within 0.4 nats of llama.cpp's.
@@ -152,7 +166,7 @@ fn smollm2_greedy_teacher_forced_matches_golden() {
     greedy_teacher_forced(&model, "golden/logits-SmolLM2-135M-Instruct.Q4_1.json", 40);
 }
 
-/// The same for the tiny Qwen and Phi-3 models (random weights: fewer confident steps).
+/// The same for the tiny Qwen, Phi-3 and Gemma models (random weights: fewer confident steps).
 #[test]
 fn tiny_qwen_greedy_teacher_forced_matches_golden() {
     for (model, golden, min) in [
@@ -160,6 +174,8 @@ fn tiny_qwen_greedy_teacher_forced_matches_golden() {
         ("tiny-qwen3-f16.gguf", "logits-tiny-qwen3-f16.json", 50),
         ("tiny-phi3-q8_0.gguf", "logits-tiny-phi3-q8_0.json", 15),
         ("tiny-phi3.5-q8_0.gguf", "logits-tiny-phi3.5-q8_0.json", 15),
+        ("tiny-gemma3-q8_0.gguf", "logits-tiny-gemma3-q8_0.json", 25),
+        ("tiny-gemma2-q8_0.gguf", "logits-tiny-gemma2-q8_0.json", 10),
     ] {
         let model = std::fs::read(testdata(&format!("models/{model}"))).unwrap();
         greedy_teacher_forced(&model, &format!("golden/{golden}"), min);
@@ -252,6 +268,13 @@ fn batch_size_does_not_change_logits() {
         std::fs::read(testdata("models/tiny-phi3-q8_0.gguf")).unwrap(),
         8000,
     ));
+    // The Gemma fixtures' have 8002; 70 tokens cross their 16-position windows.
+    for m in [
+        "models/tiny-gemma3-q8_0.gguf",
+        "models/tiny-gemma2-q8_0.gguf",
+    ] {
+        models.push((std::fs::read(testdata(m)).unwrap(), 8000));
+    }
     for (model, ids) in &models {
         let tokens: Vec<u32> = (0..70).map(|i| i * 7919 % ids).collect();
         let reference = logits_all(model, &tokens, &kernels, 1);

@@ -35,8 +35,10 @@ fn configuration_follows_the_metadata() {
     assert_eq!(c.rope_style, RopeStyle::HalfSplit);
     // RoPE turns 16 of each head's 32 dimensions.
     assert_eq!(c.rope_dim, 16);
-    // context_length is 4096; full attention equals the 2047-token window only within it.
-    assert_eq!(c.train_ctx, 2047);
+    // The whole 4096-token context, each query seeing the last 2047 positions in every layer.
+    assert_eq!(c.train_ctx, 4096);
+    assert_eq!(c.sliding_window, 2047);
+    assert!((0..c.n_layers).all(|l| c.is_local(l)));
     assert!(!c.qkv_bias && !c.qk_norm && !c.sub_norms);
 }
 

@@ -1,5 +1,6 @@
 //! Causal grouped-query attention over the KV cache, each token against its own sequence.
 
+use super::gemma::softcap;
 use super::kv::KvCache;
 use super::norm::expf_in_range;
 use super::Forward;
@@ -13,6 +14,8 @@ const ATT_HEADS: usize = 8;
 impl Forward<'_> {
     /// Causal attention for tokens `t` at slot `slots[t]`, position `pos[t]` (keys already
     /// cached), one (token, head group) pair per task, with a single-pass (online) softmax.
+    /// A sliding-window layer's query at position `p` sees the keys at `p - w + 1 ..= p` only;
+    /// the cache keeps every position, so the window is a bound on the loop.
     pub(super) fn attention(
         &self,
         layer: usize,
@@ -26,7 +29,13 @@ impl Forward<'_> {
         let b = pos.len();
         let hd = c.head_dim;
         let group = c.n_heads / c.n_kv_heads;
-        let scale = 1.0 / libm::sqrtf(hd as f32);
+        let scale = c.attn_scale;
+        let cap = c.attn_softcap;
+        let window = if c.sliding_window > 0 && c.is_local(layer) {
+            c.sliding_window
+        } else {
+            usize::MAX
+        };
         let scores_fn = self.kernels.scores_f16;
         let mix_fn = self.kernels.mix_f16;
         // Heads per task: as many of a key/value head's query heads as keep every thread
@@ -54,7 +63,7 @@ impl Forward<'_> {
                 // rescale of each running sum, the block's exponentials in one vectorizable
                 // pass, then the weighted values.
                 let mut e = [0f32; ATT_HEADS * ATT_BLOCK];
-                let mut p0 = 0;
+                let mut p0 = n.saturating_sub(window);
                 while p0 < n {
                     let nb = ATT_BLOCK.min(n - p0);
                     let es = &mut e[..g * nb];
@@ -65,6 +74,11 @@ impl Forward<'_> {
                         let mut bm = f32::NEG_INFINITY;
                         for v in row.iter_mut() {
                             *v *= scale;
+                        }
+                        if cap > 0.0 {
+                            softcap(row, cap);
+                        }
+                        for v in row.iter() {
                             bm = bm.max(*v);
                         }
                         if bm > m[j] {

@@ -24,6 +24,13 @@ pub enum Arch {
     /// Phi-3 / Phi-3.5 mini: as `llama` with half-split (possibly partial) RoPE and fused
     /// `attn_qkv` and gate-then-up `ffn_up` matrices, split into row views at load.
     Phi3,
+    /// Gemma 2: embedding scaled by `√d_model`, RMSNorms after attention and the FFN as well as
+    /// before, GeGLU (tanh GELU), half-split RoPE, sliding-window layers alternating with global
+    /// ones, soft-capped attention scores and logits.
+    Gemma2,
+    /// Gemma 3: as Gemma 2 with per-head Q/K RMSNorms, every 6th layer global, local layers at
+    /// their own RoPE base (`rope.freq_base_swa`, 10 000) and no attention soft-capping.
+    Gemma3,
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -42,6 +49,8 @@ pub enum Activation {
     Silu,
     /// `relu(g)² · u`
     Relu2,
+    /// `gelu(g) · u` with GELU's tanh approximation (GeGLU).
+    GeluTanh,
 }
 
 /// How the input of an int8-activation projection is quantized.
@@ -86,9 +95,30 @@ pub struct Config {
     pub rope_attn_factor: f32,
     /// RoPE pairing.
     pub rope_style: RopeStyle,
-    /// Context length the model was trained for (capped at `attention.sliding_window`, and
-    /// for LongRoPE at `rope.scaling.original_context_length`, where there are).
+    /// Context length the model was trained for (for LongRoPE capped at
+    /// `rope.scaling.original_context_length`).
     pub train_ctx: usize,
+    /// Keys a query of a sliding-window layer sees, itself included (`attention.sliding_window`;
+    /// 0: every layer attends to the whole sequence).
+    pub sliding_window: usize,
+    /// Which layers are sliding-window ones (bit `l % 64` of word `l / 64`); see
+    /// [`Config::is_local`].
+    pub local_layers: [u64; MAX_LAYERS / 64],
+    /// RoPE base and linear position scale of sliding-window layers.
+    pub rope_base_local: f32,
+    /// See [`Config::rope_base_local`].
+    pub rope_linear_scale_local: f32,
+    /// Factor on every query before attention (`1/√head_dim` unless the family says otherwise).
+    pub attn_scale: f32,
+    /// Attention scores become `c·tanh(s/c)` (0 = none).
+    pub attn_softcap: f32,
+    /// Logits become `c·tanh(z/c)` (0 = none).
+    pub final_softcap: f32,
+    /// Factor on the token embedding (`√d_model` for Gemma, else 1).
+    pub embd_scale: f32,
+    /// Whether `post_attention_norm` and `post_ffw_norm` normalize each block's output before
+    /// it joins the residual stream (Gemma).
+    pub post_norms: bool,
     /// FFN activation.
     pub activation: Activation,
     /// Whether `attn_sub_norm` and `ffn_sub_norm` are applied.
@@ -142,13 +172,58 @@ fn opt_f32(g: &Gguf<'_>, arch: &str, suffix: &str, default: f32) -> Result<f32, 
     }
 }
 
+/// The sliding-window layers of a model with a window: `attention.sliding_window_pattern` as a
+/// per-layer array of booleans (true: sliding-window) or a period `n` (layer `l` is global when
+/// `l % n == n - 1`; 0 or 1: none global), else the family's period.
+fn local_layers(
+    g: &Gguf<'_>,
+    a: &str,
+    n_layers: usize,
+    every: usize,
+) -> Result<[u64; MAX_LAYERS / 64], ModelError> {
+    let k = key(a, "attention.sliding_window_pattern");
+    let mut bits = [0u64; MAX_LAYERS / 64];
+    let mut set = |l: usize| bits[l / 64] |= 1 << (l % 64);
+    match g.get(&k) {
+        Some(v) if v.as_u64().is_none() => {
+            let arr = v
+                .as_array()
+                .ok_or_else(|| ModelError::BadValue(k.clone()))?;
+            if arr.len() != n_layers {
+                return Err(ModelError::BadValue(k));
+            }
+            for (l, item) in arr.iter().enumerate() {
+                match item.as_bool() {
+                    Some(true) => set(l),
+                    Some(false) => {}
+                    None => return Err(ModelError::BadValue(k)),
+                }
+            }
+        }
+        v => {
+            let n = match v.and_then(|v| v.as_u64()) {
+                Some(n) => n.min(1 << 24) as usize,
+                None => every,
+            };
+            for l in 0..n_layers {
+                if n <= 1 || l % n < n - 1 {
+                    set(l);
+                }
+            }
+        }
+    }
+    Ok(bits)
+}
+
 /// The `general.architecture` values this build runs (aliases of the same family included).
-pub const SUPPORTED_ARCHITECTURES: [&str; 9] = [
+pub const SUPPORTED_ARCHITECTURES: [&str; 11] = [
     "llama",
     "mistral",
     "qwen2",
     "qwen3",
     "phi3",
+    "gemma2",
+    "gemma3",
     "bitnet",
     "bitnet-b1.58",
     "bitnet_b1_58",
@@ -163,6 +238,10 @@ struct Features {
     act_quant: ActQuant,
     qkv_bias: bool,
     qk_norm: bool,
+    post_norms: bool,
+    /// Every `n`th layer is global, the rest sliding-window, where the file sets a window and
+    /// no `attention.sliding_window_pattern` (llama.cpp's defaults; 1: all sliding-window).
+    swa_every: usize,
 }
 
 impl Features {
@@ -174,6 +253,8 @@ impl Features {
             act_quant: ActQuant::PerBlock,
             qkv_bias: false,
             qk_norm: false,
+            post_norms: false,
+            swa_every: 1,
         };
         match arch {
             Arch::Llama => llama,
@@ -203,6 +284,21 @@ impl Features {
                 rope_style: RopeStyle::HalfSplit,
                 ..llama
             },
+            Arch::Gemma2 => Features {
+                rope_style: RopeStyle::HalfSplit,
+                activation: Activation::GeluTanh,
+                post_norms: true,
+                swa_every: 2,
+                ..llama
+            },
+            Arch::Gemma3 => Features {
+                rope_style: RopeStyle::HalfSplit,
+                activation: Activation::GeluTanh,
+                post_norms: true,
+                qk_norm: true,
+                swa_every: 6,
+                ..llama
+            },
         }
     }
 }
@@ -220,6 +316,8 @@ impl Config {
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
             "phi3" => Arch::Phi3,
+            "gemma2" => Arch::Gemma2,
+            "gemma3" => Arch::Gemma3,
             other => return Err(ModelError::UnsupportedArchitecture(name(other))),
         };
         let a = arch_name;
@@ -260,9 +358,6 @@ impl Config {
             Some(_) => return Err(ModelError::BadValue(key(a, "rope.scaling.type"))),
         };
         let mut train_ctx = opt_u64(g, a, "context_length")?.unwrap_or(2048);
-        // Sliding-window attention (query `i` sees keys `i - j < window`) equals full attention
-        // while a sequence fits the window, so the context is capped there rather than the
-        // window ignored.
         // LongRoPE (Phi-3 128k): within the original context its short factors apply (as in
         // llama.cpp, whose choice is by context size, and Hugging Face, by sequence length);
         // the context is capped there so the long ones are never needed.
@@ -271,12 +366,55 @@ impl Config {
                 train_ctx = train_ctx.min(orig);
             }
         }
+        let f = Features::of(arch);
         let swa = key(a, "attention.sliding_window");
-        match g.get(&swa).map(|v| v.as_u64()) {
-            None | Some(Some(0)) => {}
-            Some(Some(w)) => train_ctx = train_ctx.min(w.min(1 << 24) as usize),
+        let mut sliding_window = match g.get(&swa).map(|v| v.as_u64()) {
+            None | Some(Some(0)) => 0,
+            Some(Some(w)) => w.min(1 << 24) as usize,
             Some(None) => return Err(ModelError::BadValue(swa)),
+        };
+        // Gemma 2 files from before the key was written: Gemma 2's 4096.
+        if arch == Arch::Gemma2 && sliding_window == 0 && g.get(&swa).is_none() {
+            sliding_window = 4096;
         }
+        let local_layers = if sliding_window == 0 {
+            [0; MAX_LAYERS / 64]
+        } else {
+            local_layers(g, a, n_layers, f.swa_every)?
+        };
+        // Gemma's sliding-window layers keep their own RoPE base, unscaled; other families'
+        // share the global one.
+        let (rope_base_local, rope_linear_scale_local) = match arch {
+            Arch::Gemma3 => (opt_f32(g, a, "rope.freq_base_swa", 10000.0)?, 1.0),
+            Arch::Gemma2 => (
+                opt_f32(g, a, "rope.freq_base_swa", rope_base)?,
+                rope_linear_scale,
+            ),
+            _ => (rope_base, rope_linear_scale),
+        };
+        // Gemma scales queries by query_pre_attn_scalar^-1/2, which GGUF does not store:
+        // llama.cpp's rule is the head size except for the 27B models (d_model / n_heads).
+        let gemma_27b =
+            (arch == Arch::Gemma2 && n_layers == 46) || (arch == Arch::Gemma3 && n_layers == 62);
+        let attn_scale = if gemma_27b {
+            1.0 / libm::sqrtf((d_model / n_heads) as f32)
+        } else {
+            1.0 / libm::sqrtf(head_dim as f32)
+        };
+        let gemma = matches!(arch, Arch::Gemma2 | Arch::Gemma3);
+        let softcap = |suffix| -> Result<f32, ModelError> {
+            if gemma {
+                opt_f32(g, a, suffix, 0.0)
+            } else {
+                Ok(0.0)
+            }
+        };
+        let attn_softcap = if arch == Arch::Gemma2 {
+            softcap("attn_logit_softcapping")?
+        } else {
+            0.0
+        };
+        let final_softcap = softcap("final_logit_softcapping")?;
         let embd = g
             .tensor("token_embd.weight")
             .ok_or_else(|| ModelError::MissingTensor(name("token_embd.weight")))?;
@@ -284,7 +422,6 @@ impl Config {
             return Err(ModelError::BadShape(name("token_embd.weight")));
         }
         let n_vocab = embd.dims[1] as usize;
-        let f = Features::of(arch);
         Ok(Config {
             arch_name: name(arch_name),
             arch,
@@ -302,12 +439,30 @@ impl Config {
             rope_attn_factor: opt_f32(g, a, "rope.scaling.attn_factor", 1.0)?,
             rope_style: f.rope_style,
             train_ctx,
+            sliding_window,
+            local_layers,
+            rope_base_local,
+            rope_linear_scale_local,
+            attn_scale,
+            attn_softcap,
+            final_softcap,
+            embd_scale: if gemma {
+                libm::sqrtf(d_model as f32)
+            } else {
+                1.0
+            },
+            post_norms: f.post_norms,
             activation: f.activation,
             sub_norms: f.sub_norms,
             act_quant: f.act_quant,
             qkv_bias: f.qkv_bias,
             qk_norm: f.qk_norm,
         })
+    }
+
+    /// Whether layer `l` attends only to the last [`Config::sliding_window`] positions.
+    pub fn is_local(&self, l: usize) -> bool {
+        l < MAX_LAYERS && self.local_layers[l / 64] >> (l % 64) & 1 == 1
     }
 
     /// Width of the query projection (`n_heads · head_dim`).

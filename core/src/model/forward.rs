@@ -1,5 +1,6 @@
 //! The transformer forward pass over a batch of tokens, for the `llama`/`mistral`, `bitnet`
-//! and `bitnet-b1.58` family and, with the steps of [`super::qwen`], for `qwen2` and `qwen3`:
+//! and `bitnet-b1.58` family and, with the steps of [`super::qwen`] and [`super::gemma`], for
+//! `qwen2`, `qwen3`, `gemma2` and `gemma3`:
 //! embedding, then per layer attention and feed-forward blocks ([`super::norm`],
 //! [`super::rope`], [`super::attention`], [`super::projection`]), then the logits of the
 //! tokens that want them.
@@ -10,6 +11,7 @@ use trillim_kernels::Kernels;
 
 use super::config::{Activation, Config};
 use super::error::ModelError;
+use super::gemma::{gelu_mul, softcap};
 use super::kv::{KvCache, SeqToken};
 use super::lora::{Lora, Proj};
 use super::norm::{rms_norm, silu_mul};
@@ -196,6 +198,9 @@ impl Forward<'_> {
             &mut fmt,
             par,
         );
+        if c.final_softcap > 0.0 {
+            softcap(&mut out[..k * c.n_vocab], c.final_softcap);
+        }
     }
 
     fn batch(
@@ -221,10 +226,21 @@ impl Forward<'_> {
             let rb = emb.row_bytes();
             let row = &emb.data(&self.bufs)[tok as usize * rb..][..rb];
             dequantize_row(emb.ty, row, &mut s.x[t * d..(t + 1) * d], emb.scale);
+            if c.embd_scale != 1.0 {
+                for v in &mut s.x[t * d..(t + 1) * d] {
+                    *v *= c.embd_scale;
+                }
+            }
         }
-        self.rope_table(&s.seq_pos[..b], s.rope);
+        // The RoPE table of the layer kind (sliding-window or global) last built.
+        let mut table_local = None;
 
         for (li, l) in w.layers.iter().enumerate() {
+            let local = c.sliding_window > 0 && c.is_local(li);
+            if table_local != Some(local) {
+                self.rope_table(&s.seq_pos[..b], s.rope, local);
+                table_local = Some(local);
+            }
             // Attention block.
             self.norm_rows(&s.x[..b * d], &mut s.xn[..b * d], d, &l.attn_norm, par);
             let mut fmt = None;
@@ -299,6 +315,7 @@ impl Forward<'_> {
             );
             let mut outs = [(Proj::O, &mut s.xn[..b * d])];
             self.lora_sides(li, &s.att[..b * qd], qd, b, &mut outs, s.tmp, par);
+            self.post_norm(&l.attn_post_norm, &mut s.xn[..b * d], d, par);
             for (x, o) in s.x[..b * d].iter_mut().zip(&s.xn[..b * d]) {
                 *x += o;
             }
@@ -329,6 +346,7 @@ impl Forward<'_> {
                 let u = &u[t * ff..(t + 1) * ff];
                 match c.activation {
                     Activation::Silu => silu_mul(g, u),
+                    Activation::GeluTanh => gelu_mul(g, u),
                     Activation::Relu2 => {
                         for (g, u) in g.iter_mut().zip(u) {
                             let r = g.max(0.0);
@@ -357,6 +375,7 @@ impl Forward<'_> {
             );
             let mut outs = [(Proj::Down, &mut s.xn[..b * d])];
             self.lora_sides(li, &s.g[..b * ff], ff, b, &mut outs, s.tmp, par);
+            self.post_norm(&l.ffn_post_norm, &mut s.xn[..b * d], d, par);
             for (x, o) in s.x[..b * d].iter_mut().zip(&s.xn[..b * d]) {
                 *x += o;
             }

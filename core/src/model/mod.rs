@@ -2,12 +2,13 @@
 //! (`forward`), built from shared blocks: the KV cache (`kv`), norms and activations (`norm`),
 //! rotary embeddings (`rope`), attention (`attention`), matrix products (`projection`) and
 //! the LoRA side path (`lora`). An architecture family is a module beside `forward` over the
-//! same blocks: `qwen` holds what Qwen 2 and 3 add to the pass.
+//! same blocks: `qwen` holds what Qwen 2 and 3 add to the pass, `gemma` what Gemma 2 and 3 add.
 
 mod attention;
 mod config;
 mod error;
 mod forward;
+mod gemma;
 mod kv;
 mod lora;
 mod norm;

@@ -4,15 +4,21 @@ use super::config::RopeStyle;
 use super::Forward;
 
 impl Forward<'_> {
-    /// Fills `rope[t]` with `cos` (first half) and `sin` (second half) for position `pos[t]`.
-    pub(super) fn rope_table(&self, pos: &[i32], rope: &mut [f32]) {
+    /// Fills `rope[t]` with `cos` (first half) and `sin` (second half) for position `pos[t]`,
+    /// at the RoPE base and scale of sliding-window layers if `local`, else of global ones.
+    pub(super) fn rope_table(&self, pos: &[i32], rope: &mut [f32], local: bool) {
         let c = self.config;
         let half = c.rope_dim / 2;
+        let (base, scale) = if local {
+            (c.rope_base_local, c.rope_linear_scale_local)
+        } else {
+            (c.rope_base, c.rope_linear_scale)
+        };
         for (t, &p) in pos.iter().enumerate() {
-            let p = p as f64 * c.rope_linear_scale as f64;
+            let p = p as f64 * scale as f64;
             let r = &mut rope[t * c.rope_dim..(t + 1) * c.rope_dim];
             for i in 0..half {
-                let mut freq = libm::pow(c.rope_base as f64, -2.0 * i as f64 / c.rope_dim as f64);
+                let mut freq = libm::pow(base as f64, -2.0 * i as f64 / c.rope_dim as f64);
                 if let Some(f) = &self.weights.rope_freqs {
                     let bytes = &f.data(&self.bufs)[4 * i..4 * i + 4];
                     freq /= f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as f64;

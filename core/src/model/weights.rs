@@ -118,6 +118,9 @@ pub struct Layer {
     /// RMSNorm weights (`head_dim` long) of every query and key head before RoPE (Qwen 3).
     pub q_norm: Option<Tensor>,
     pub k_norm: Option<Tensor>,
+    /// RMSNorm weights of the attention and FFN outputs before the residual add (Gemma).
+    pub attn_post_norm: Option<Tensor>,
+    pub ffn_post_norm: Option<Tensor>,
 }
 
 impl Layer {
@@ -292,6 +295,13 @@ impl Weights {
                 Ok(None)
             }
         };
+        let post_norm = |i: usize, s: &str| -> Result<Option<Tensor>, ModelError> {
+            if c.post_norms {
+                l.req(&blk(i, s), 1, d).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
         let (qd, kvd, ff) = (c.q_dim(), c.kv_dim(), c.d_ff);
         for i in 0..c.n_layers {
             // Q, K and V fused into one matrix (rows: Q, then K, then V), as llama.cpp's
@@ -354,6 +364,8 @@ impl Weights {
                 v_bias: bias(i, "attn_v.bias", c.kv_dim())?,
                 q_norm: head_norm(i, "attn_q_norm.weight")?,
                 k_norm: head_norm(i, "attn_k_norm.weight")?,
+                attn_post_norm: post_norm(i, "post_attention_norm.weight")?,
+                ffn_post_norm: post_norm(i, "post_ffw_norm.weight")?,
             };
             layers
                 .push(layer)
