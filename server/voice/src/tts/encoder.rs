@@ -9,9 +9,8 @@ use trillim_core::Parallel;
 
 use super::config::TtsConfig;
 use super::conv::Conv1d;
-use super::mimi::transpose;
-use super::nn::{elu, linear, Linear};
-use super::transformer::{Dims, KvCache, Transformer};
+use super::mimi::{transpose, CodecTransformer};
+use super::nn::elu;
 use super::weights::Tensors;
 use super::TtsError;
 
@@ -27,9 +26,7 @@ enum Block {
 #[derive(Debug)]
 pub struct MimiEncoder {
     seanet: Vec<Block>,
-    input_proj: Option<Linear>,
-    transformer: Transformer,
-    output_proj: Option<Linear>,
+    transformer: CodecTransformer,
     /// Inner rate to latent rate (`ConvDownsample1d`, replicate padding, no bias).
     downsample: Conv1d,
     /// Samples per latent frame.
@@ -83,39 +80,9 @@ impl MimiEncoder {
         let outer = last.cout;
         seanet.push(Block::Conv(last));
 
-        let tp = "mimi.encoder_transformer";
-        let input_proj = match t.shape(&format!("{tp}.input_proj.weight")) {
-            Some(&[o, i]) => Some(linear(t, &format!("{tp}.input_proj"), o, i, false)?),
-            _ => None,
-        };
-        let d = input_proj.as_ref().map_or(outer, |p| p.n_out);
-        let layers = super::flow::count(t, &format!("{tp}.transformer.layers."));
-        let ff = t
-            .shape(&format!("{tp}.transformer.layers.0.linear1.weight"))
-            .map_or(0, |s| s[0]);
-        if cfg.mimi_heads == 0 || !d.is_multiple_of(cfg.mimi_heads) {
-            return Err(TtsError::Weights(format!(
-                "the codec encoder width {d} does not fit {} heads",
-                cfg.mimi_heads
-            )));
-        }
-        let dims = Dims {
-            d_model: d,
-            heads: cfg.mimi_heads,
-            kv_heads: cfg.mimi_heads,
-            attn_dim: d,
-            ff,
-            layers,
-            max_period: cfg.mimi_max_period,
-            context: Some(cfg.mimi_context),
-            layer_scale: true,
-        };
-        let transformer = Transformer::load(t, &format!("{tp}.transformer"), dims)?;
-        let output_proj = match t.shape(&format!("{tp}.output_projs.0.weight")) {
-            Some(&[o, i]) => Some(linear(t, &format!("{tp}.output_projs.0"), o, i, false)?),
-            _ => None,
-        };
-        let width = output_proj.as_ref().map_or(d, |p| p.n_out);
+        let transformer =
+            CodecTransformer::load(t, "mimi.encoder_transformer", outer, cfg, "codec encoder")?;
+        let width = transformer.width();
         let hop: usize = cfg.ratios.iter().product();
         let inner_rate = cfg.sample_rate as f32 / hop as f32;
         let stride = (inner_rate / cfg.frame_rate).round() as usize;
@@ -130,9 +97,7 @@ impl MimiEncoder {
         }
         Ok(Some(MimiEncoder {
             seanet,
-            input_proj,
             transformer,
-            output_proj,
             dim: downsample.cout,
             downsample,
             frame_samples: stride * hop,
@@ -145,7 +110,7 @@ impl MimiEncoder {
         let fs = self.frame_samples;
         let frames = samples.len().div_ceil(fs);
         let mut convs: Vec<Vec<f32>> = vec![Vec::new(); 2 * self.seanet.len()];
-        let mut cache = KvCache::new(self.transformer.dims().layers);
+        let mut cache = self.transformer.cache();
         let mut down: Option<Vec<f32>> = None;
         let mut out = Vec::with_capacity(frames * self.dim);
         let mut f0 = 0;
@@ -157,24 +122,8 @@ impl MimiEncoder {
             x[..hi - lo].copy_from_slice(&samples[lo..hi]);
             let (h, len) = self.seanet(par, x, nf * fs, &mut convs);
             let c = h.len() / len;
-            let mut rows = transpose(&h, c, len);
-            let mut z = match &self.input_proj {
-                Some(p) => {
-                    let mut y = vec![0f32; len * p.n_out];
-                    p.forward(par, &rows, len, &mut y);
-                    y
-                }
-                None => std::mem::take(&mut rows),
-            };
-            self.transformer.forward(par, &mut z, len, &mut cache);
-            let (z, w) = match &self.output_proj {
-                Some(p) => {
-                    let mut y = vec![0f32; len * p.n_out];
-                    p.forward(par, &z, len, &mut y);
-                    (y, p.n_out)
-                }
-                None => (z, self.transformer.dims().d_model),
-            };
+            let rows = transpose(&h, c, len);
+            let (z, w) = self.transformer.forward(par, rows, len, &mut cache);
             let zt = transpose(&z, len, w);
             // Replicate padding: the left context starts as copies of the first step.
             let prev = down.get_or_insert_with(|| {

@@ -27,9 +27,7 @@ enum Block {
 pub struct MimiDecoder {
     quant_proj: Linear,
     upsample: DepthwiseTr1d,
-    input_proj: Option<Linear>,
-    transformer: Transformer,
-    output_proj: Option<Linear>,
+    transformer: CodecTransformer,
     seanet: Vec<Block>,
     /// Inner-rate steps per latent frame.
     pub upsample_stride: usize,
@@ -76,38 +74,8 @@ impl MimiDecoder {
                 "the codec's upsampler does not match its projection".into(),
             ));
         }
-        let tp = format!("{m}.decoder_transformer");
-        let input_proj = match t.shape(&format!("{tp}.input_proj.weight")) {
-            Some(&[o, i]) => Some(linear(t, &format!("{tp}.input_proj"), o, i, false)?),
-            _ => None,
-        };
-        let d = input_proj.as_ref().map_or(outer, |p| p.n_out);
-        let layers = super::flow::count(t, &format!("{tp}.transformer.layers."));
-        let ff = t
-            .shape(&format!("{tp}.transformer.layers.0.linear1.weight"))
-            .map_or(0, |s| s[0]);
-        if cfg.mimi_heads == 0 || !d.is_multiple_of(cfg.mimi_heads) {
-            return Err(TtsError::Weights(format!(
-                "the codec width {d} does not fit {} heads",
-                cfg.mimi_heads
-            )));
-        }
-        let dims = Dims {
-            d_model: d,
-            heads: cfg.mimi_heads,
-            kv_heads: cfg.mimi_heads,
-            attn_dim: d,
-            ff,
-            layers,
-            max_period: cfg.mimi_max_period,
-            context: Some(cfg.mimi_context),
-            layer_scale: true,
-        };
-        let transformer = Transformer::load(t, &format!("{tp}.transformer"), dims)?;
-        let output_proj = match t.shape(&format!("{tp}.output_projs.0.weight")) {
-            Some(&[o, i]) => Some(linear(t, &format!("{tp}.output_projs.0"), o, i, false)?),
-            _ => None,
-        };
+        let transformer =
+            CodecTransformer::load(t, &format!("{m}.decoder_transformer"), outer, cfg, "codec")?;
         // The SEANet decoder: conv, then per ratio ELU, transposed conv and residual blocks,
         // then ELU and the last conv.
         let p = format!("{m}.decoder.model");
@@ -148,9 +116,7 @@ impl MimiDecoder {
         Ok(MimiDecoder {
             quant_proj,
             upsample,
-            input_proj,
             transformer,
-            output_proj,
             seanet,
             upsample_stride: stride,
             frame_samples: stride * hop,
@@ -170,7 +136,7 @@ impl MimiDecoder {
             .sum();
         MimiState {
             upsample: Vec::new(),
-            cache: KvCache::new(self.transformer.dims().layers),
+            cache: self.transformer.cache(),
             convs: vec![Vec::new(); n],
         }
     }
@@ -189,24 +155,8 @@ impl MimiDecoder {
         let qt = transpose(&q, n, outer);
         let t = n * self.upsample_stride;
         let up = self.upsample.forward(&qt, n, &mut st.upsample);
-        let mut rows = transpose(&up, outer, t);
-        let mut x = match &self.input_proj {
-            Some(p) => {
-                let mut y = vec![0f32; t * p.n_out];
-                p.forward(par, &rows, t, &mut y);
-                y
-            }
-            None => std::mem::take(&mut rows),
-        };
-        self.transformer.forward(par, &mut x, t, &mut st.cache);
-        let (x, c) = match &self.output_proj {
-            Some(p) => {
-                let mut y = vec![0f32; t * p.n_out];
-                p.forward(par, &x, t, &mut y);
-                (y, p.n_out)
-            }
-            None => (x, self.transformer.dims().d_model),
-        };
+        let rows = transpose(&up, outer, t);
+        let (x, c) = self.transformer.forward(par, rows, t, &mut st.cache);
         let mut h = transpose(&x, t, c);
         let mut len = t;
         let mut si = 0;
@@ -236,6 +186,97 @@ impl MimiDecoder {
             }
         }
         h
+    }
+}
+
+/// One of Mimi's two streaming transformers with its optional input and output projections
+/// (`<prefix>.input_proj`, `<prefix>.transformer`, `<prefix>.output_projs.0`).
+#[derive(Debug)]
+pub(super) struct CodecTransformer {
+    input_proj: Option<Linear>,
+    transformer: Transformer,
+    output_proj: Option<Linear>,
+}
+
+impl CodecTransformer {
+    /// Loads the one at `prefix`, fed rows `outer` wide; `what` names it in errors.
+    pub(super) fn load(
+        t: &mut Tensors,
+        prefix: &str,
+        outer: usize,
+        cfg: &TtsConfig,
+        what: &str,
+    ) -> Result<CodecTransformer, TtsError> {
+        let proj = |t: &mut Tensors, name: &str| match t.shape(&format!("{prefix}.{name}.weight")) {
+            Some(&[o, i]) => linear(t, &format!("{prefix}.{name}"), o, i, false).map(Some),
+            _ => Ok(None),
+        };
+        let input_proj = proj(t, "input_proj")?;
+        let d = input_proj.as_ref().map_or(outer, |p| p.n_out);
+        let layers = super::flow::count(t, &format!("{prefix}.transformer.layers."));
+        let ff = t
+            .shape(&format!("{prefix}.transformer.layers.0.linear1.weight"))
+            .map_or(0, |s| s[0]);
+        if cfg.mimi_heads == 0 || !d.is_multiple_of(cfg.mimi_heads) {
+            return Err(TtsError::Weights(format!(
+                "the {what} width {d} does not fit {} heads",
+                cfg.mimi_heads
+            )));
+        }
+        let dims = Dims {
+            d_model: d,
+            heads: cfg.mimi_heads,
+            kv_heads: cfg.mimi_heads,
+            attn_dim: d,
+            ff,
+            layers,
+            max_period: cfg.mimi_max_period,
+            context: Some(cfg.mimi_context),
+            layer_scale: true,
+        };
+        let transformer = Transformer::load(t, &format!("{prefix}.transformer"), dims)?;
+        let output_proj = proj(t, "output_projs.0")?;
+        Ok(CodecTransformer {
+            input_proj,
+            transformer,
+            output_proj,
+        })
+    }
+
+    /// Width of its output rows.
+    pub(super) fn width(&self) -> usize {
+        self.output_proj
+            .as_ref()
+            .map_or(self.transformer.dims().d_model, |p| p.n_out)
+    }
+
+    /// A fresh key/value cache for it.
+    pub(super) fn cache(&self) -> KvCache {
+        KvCache::new(self.transformer.dims().layers)
+    }
+
+    /// Runs `t` rows (`[t][outer]`) through it; returns `[t][width]` and the width.
+    pub(super) fn forward(
+        &self,
+        par: &dyn Parallel,
+        rows: Vec<f32>,
+        t: usize,
+        cache: &mut KvCache,
+    ) -> (Vec<f32>, usize) {
+        let project = |p: &Linear, x: &[f32]| {
+            let mut y = vec![0f32; t * p.n_out];
+            p.forward(par, x, t, &mut y);
+            y
+        };
+        let mut x = match &self.input_proj {
+            Some(p) => project(p, &rows),
+            None => rows,
+        };
+        self.transformer.forward(par, &mut x, t, cache);
+        match &self.output_proj {
+            Some(p) => (project(p, &x), p.n_out),
+            None => (x, self.transformer.dims().d_model),
+        }
     }
 }
 
