@@ -481,27 +481,14 @@ impl Whisper {
                 Some(start),
                 &mut a,
             );
-            l.self_out.forward(lp, &a, n, &mut h);
-            add(&mut x, &h);
-            layer_norm(&x, &l.cross_norm.gamma, &l.cross_norm.beta, &mut h);
-            l.cross_q.forward(lp, &h, n, &mut q);
-            cross_attention(
+            self.layer_rest(
                 lp,
-                l.cross_q.matvec,
-                &q,
-                n,
+                l,
                 &cross[li],
-                heads,
-                d / heads,
-                &mut a,
+                n,
+                &mut x,
+                (&mut a, &mut h, &mut q, &mut f),
             );
-            l.cross_out.forward(lp, &a, n, &mut h);
-            add(&mut x, &h);
-            layer_norm(&x, &l.ffn_norm.gamma, &l.ffn_norm.beta, &mut h);
-            l.fc1.forward(lp, &h, n, &mut f);
-            gelu(&mut f);
-            l.fc2.forward(lp, &f, n, &mut h);
-            add(&mut x, &h);
         }
         cache.len = start + n;
         self.logits(par, &x[(n - 1) * d..n * d], 1)
@@ -563,32 +550,48 @@ impl Whisper {
                     &mut a[i * d..(i + 1) * d],
                 );
             }
-            l.self_out.forward(par, &a, n, &mut h);
-            add(&mut x, &h);
-            layer_norm(&x, &l.cross_norm.gamma, &l.cross_norm.beta, &mut h);
-            l.cross_q.forward(par, &h, n, &mut q);
-            cross_attention(
+            self.layer_rest(
                 par,
-                l.cross_q.matvec,
-                &q,
-                n,
+                l,
                 &cross[li],
-                heads,
-                d / heads,
-                &mut a,
+                n,
+                &mut x,
+                (&mut a, &mut h, &mut q, &mut f),
             );
-            l.cross_out.forward(par, &a, n, &mut h);
-            add(&mut x, &h);
-            layer_norm(&x, &l.ffn_norm.gamma, &l.ffn_norm.beta, &mut h);
-            l.fc1.forward(par, &h, n, &mut f);
-            gelu(&mut f);
-            l.fc2.forward(par, &f, n, &mut h);
-            add(&mut x, &h);
         }
         for cache in caches.iter_mut() {
             cache.len += 1;
         }
         self.logits(par, &x, n)
+    }
+
+    /// Decoder layer `l` after its self-attention (whose `n` output rows are in `a`): the
+    /// output projection and residual, cross-attention over `cross` and the feed-forward
+    /// block, into `x`. `h`, `q` and `f` are scratch of `n` rows (`f` of the FFN's width).
+    #[allow(clippy::type_complexity)]
+    fn layer_rest(
+        &self,
+        par: &dyn Parallel,
+        l: &DecoderLayer,
+        cross: &CrossKv,
+        n: usize,
+        x: &mut [f32],
+        (a, h, q, f): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        let d = self.dims.d_model;
+        let heads = self.dims.dec_heads;
+        l.self_out.forward(par, a, n, h);
+        add(x, h);
+        layer_norm(x, &l.cross_norm.gamma, &l.cross_norm.beta, h);
+        l.cross_q.forward(par, h, n, q);
+        cross_attention(par, l.cross_q.matvec, q, n, cross, heads, d / heads, a);
+        l.cross_out.forward(par, a, n, h);
+        add(x, h);
+        layer_norm(x, &l.ffn_norm.gamma, &l.ffn_norm.beta, h);
+        l.fc1.forward(par, h, n, f);
+        gelu(f);
+        l.fc2.forward(par, f, n, h);
+        add(x, h);
     }
 
     /// The final norm and output projection of `n` hidden rows: `[n][n_vocab]` logits.
