@@ -241,19 +241,19 @@ fn model_load_validates_and_swaps() {
         assert_error(&v, st, 400);
     }
     // A model this build cannot run: 400, naming the model, its file and the cause once each.
-    let gemma = s.home.join("models/org/gemma");
-    std::fs::create_dir_all(&gemma).unwrap();
-    std::fs::write(gemma.join("gemma.gguf"), gguf_with_architecture("gemma3")).unwrap();
-    let (st, v) = s.post("/v1/models/load", &json!({"model_dir": "org/gemma"}));
+    let mamba = s.home.join("models/org/mamba");
+    std::fs::create_dir_all(&mamba).unwrap();
+    std::fs::write(mamba.join("mamba.gguf"), gguf_with_architecture("mamba")).unwrap();
+    let (st, v) = s.post("/v1/models/load", &json!({"model_dir": "org/mamba"}));
     assert_error(&v, st, 400);
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.starts_with("cannot load org/gemma: "), "{msg}");
+    assert!(msg.starts_with("cannot load org/mamba: "), "{msg}");
     assert_eq!(
-        msg.matches("unsupported architecture 'gemma3'").count(),
+        msg.matches("unsupported architecture 'mamba'").count(),
         1,
         "{msg}"
     );
-    assert_eq!(msg.matches("gemma.gguf").count(), 1, "{msg}");
+    assert_eq!(msg.matches("mamba.gguf").count(), 1, "{msg}");
     assert_eq!(v["error"]["param"], "model_dir");
     // Still serving the old model.
     let (st, _) = s.post("/v1/chat/completions", &chat_body(json!({})));
@@ -437,22 +437,22 @@ fn cli_errors_exit_1() {
     // A model this build cannot run: the cause and the file are each named once.
     let dir = std::env::temp_dir().join(format!("trillim-cli-errors-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let gemma = dir.join("gemma.gguf");
-    std::fs::write(&gemma, gguf_with_architecture("gemma3")).unwrap();
+    let mamba = dir.join("mamba.gguf");
+    std::fs::write(&mamba, gguf_with_architecture("mamba")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_trillim"))
-        .args(["generate", gemma.to_str().unwrap(), "--prompt", "x"])
+        .args(["generate", mamba.to_str().unwrap(), "--prompt", "x"])
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("Error: cannot load gemma: "), "{err}");
+    assert!(err.starts_with("Error: cannot load mamba: "), "{err}");
     assert_eq!(
-        err.matches("unsupported architecture 'gemma3'").count(),
+        err.matches("unsupported architecture 'mamba'").count(),
         1,
         "{err}"
     );
-    assert_eq!(err.matches("gemma.gguf").count(), 1, "{err}");
+    assert_eq!(err.matches("mamba.gguf").count(), 1, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_trillim"))
         .args(["serve", "x", "--voice", "--whisper-model", "org/no-whisper"])

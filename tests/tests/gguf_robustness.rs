@@ -119,8 +119,8 @@ fn unsupported_architecture_is_named() {
     let mut b = fixture();
     let needle = b"bitnet";
     let pos = b.windows(needle.len()).position(|w| w == needle).unwrap();
-    b[pos..pos + 6].copy_from_slice(b"gemma3");
+    b[pos..pos + 6].copy_from_slice(b"mamba2");
     let g = Gguf::parse(&b).unwrap();
     let err = Config::from_gguf(&g).unwrap_err();
-    assert!(err.to_string().contains("gemma3"), "{err}");
+    assert!(err.to_string().contains("mamba2"), "{err}");
 }

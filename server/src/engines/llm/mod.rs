@@ -468,8 +468,8 @@ mod tests {
     fn prepare_errors_name_the_file_and_the_cause_once() {
         let dir = std::env::temp_dir().join(format!("trillim-prepare-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("gemma.gguf");
-        std::fs::write(&path, crate::store::tests::gguf_bytes("gemma3", &[])).unwrap();
+        let path = dir.join("mamba.gguf");
+        std::fs::write(&path, crate::store::tests::gguf_bytes("mamba", &[])).unwrap();
         let shape = ServeShape {
             ctx: None,
             threads: 1,
@@ -483,7 +483,7 @@ mod tests {
             1,
             "{chain}"
         );
-        assert_eq!(chain.matches("gemma.gguf").count(), 1, "{chain}");
+        assert_eq!(chain.matches("mamba.gguf").count(), 1, "{chain}");
     }
 
     #[test]
