@@ -24,7 +24,15 @@ fn unknown_architecture_is_named_once_with_the_supported_list() {
     let msg = Config::from_gguf(&g).unwrap_err().to_string();
     assert_eq!(msg.matches("mamba").count(), 1, "{msg}");
     assert!(msg.contains("unsupported architecture 'mamba'"), "{msg}");
-    for arch in ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3", "bitnet-b1.58"] {
+    for arch in [
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "phi3",
+        "gemma3",
+        "bitnet-b1.58",
+    ] {
         assert!(msg.contains(arch), "{msg}");
     }
 }
