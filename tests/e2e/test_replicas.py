@@ -160,9 +160,10 @@ def test_streams_survive_a_drain_and_a_kill(cluster):
 
     # SIGTERM a replica while it streams: the stream completes, the replica stops being
     # ready, new requests through the balancer land on the other replica, and it exits 0.
+    # 600 tokens outlast the signal on a fast machine and the 30 s drain on a busy one.
     direct = openai.OpenAI(base_url=f"http://127.0.0.1:{a.port}/v1", api_key="x", max_retries=0)
     with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        long = ex.submit(stream, direct, "A long story:", 200)
+        long = ex.submit(stream, direct, "A long story:", 600)
         time.sleep(1.0)
         a.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
@@ -171,7 +172,7 @@ def test_streams_survive_a_drain_and_a_kill(cluster):
         during = [stream(lb.client(), f"During the drain {i}:", 8) for i in range(4)]
         assert all(f == "length" for _, f, _ in during)
         text, finish, chunks = long.result(timeout=120)
-    assert finish == "length" and chunks >= 200
+    assert finish == "length" and chunks >= 600
     assert a.proc.wait(timeout=40) == 0
 
     # Kill the other one mid-stream: its client is told (an error), nothing else fails once
