@@ -651,6 +651,18 @@ impl<'s> SchemaMachine<'s> {
         &mut self.state.stack[self.state.depth as usize - 1]
     }
 
+    /// Ends the value in progress (a number or literal, which only the next byte ends) and
+    /// pushes `b` as what follows it; on refusal the state is `saved` again.
+    fn end_value_then(&mut self, b: u8, saved: SchemaState) -> bool {
+        self.value_done();
+        (self.state.ws, self.state.nl) = (0, false);
+        let ok = self.push(b);
+        if !ok {
+            self.state = saved;
+        }
+        ok
+    }
+
     /// The value in progress is complete.
     fn value_done(&mut self) {
         self.state.lex = Lex::None;
@@ -1180,13 +1192,7 @@ impl ByteMachine for SchemaMachine<'_> {
                     true
                 } else if self.num_complete() {
                     // The number ended; this byte belongs to what follows it.
-                    self.value_done();
-                    (self.state.ws, self.state.nl) = (0, false);
-                    let r = self.push(b);
-                    if !r {
-                        self.state = saved;
-                    }
-                    return r;
+                    return self.end_value_then(b, saved);
                 } else {
                     false
                 }
@@ -1215,13 +1221,7 @@ impl ByteMachine for SchemaMachine<'_> {
                     };
                     true
                 } else if complete {
-                    self.value_done();
-                    (self.state.ws, self.state.nl) = (0, false);
-                    let r = self.push(b);
-                    if !r {
-                        self.state = saved;
-                    }
-                    return r;
+                    return self.end_value_then(b, saved);
                 } else {
                     false
                 }
