@@ -431,24 +431,14 @@ impl Whisper {
         cache: &mut KvCache,
         cross: &[CrossKv],
     ) -> Vec<f32> {
-        let Dims {
-            d_model: d,
-            n_vocab,
-            ..
-        } = self.dims;
+        let d = self.dims.d_model;
         let n = tokens.len();
         let start = cache.len;
         assert!(start + n <= self.dims.n_text_ctx, "decoder context");
         let heads = self.dims.dec_heads;
         let mut x = vec![0f32; n * d];
         for (i, &tok) in tokens.iter().enumerate() {
-            let tok = (tok as usize).min(n_vocab - 1);
-            let row = &mut x[i * d..(i + 1) * d];
-            let e = self.tok_emb.row(tok, d);
-            let p = &self.dec_pos[(start + i) * d..(start + i + 1) * d];
-            for ((r, a), b) in row.iter_mut().zip(&e).zip(p) {
-                *r = a + b;
-            }
+            self.embed(tok, start + i, &mut x[i * d..(i + 1) * d]);
         }
         // One token's layer products are too small to gain from the pool: handing each to
         // the workers costs more than it saves (measured), so they run on this thread; a
@@ -504,11 +494,7 @@ impl Whisper {
         caches: &mut [KvCache],
         cross: &[CrossKv],
     ) -> Vec<f32> {
-        let Dims {
-            d_model: d,
-            n_vocab,
-            ..
-        } = self.dims;
+        let d = self.dims.d_model;
         let n = tokens.len();
         assert_eq!(caches.len(), n, "one cache per token");
         let heads = self.dims.dec_heads;
@@ -516,12 +502,7 @@ impl Whisper {
         for (i, &tok) in tokens.iter().enumerate() {
             let pos = caches[i].len;
             assert!(pos < self.dims.n_text_ctx, "decoder context");
-            let tok = (tok as usize).min(n_vocab - 1);
-            let e = self.tok_emb.row(tok, d);
-            let p = &self.dec_pos[pos * d..(pos + 1) * d];
-            for ((r, a), b) in x[i * d..(i + 1) * d].iter_mut().zip(&e).zip(p) {
-                *r = a + b;
-            }
+            self.embed(tok, pos, &mut x[i * d..(i + 1) * d]);
         }
         let ff = self.dec_layers[0].fc1.n_out;
         let mut h = vec![0f32; n * d];
@@ -563,6 +544,18 @@ impl Whisper {
             cache.len += 1;
         }
         self.logits(par, &x, n)
+    }
+
+    /// The decoder's input row for `tok` at position `pos`: its embedding plus the position's
+    /// (out-of-range ids read the last row).
+    fn embed(&self, tok: u32, pos: usize, row: &mut [f32]) {
+        let d = self.dims.d_model;
+        let tok = (tok as usize).min(self.dims.n_vocab - 1);
+        let e = self.tok_emb.row(tok, d);
+        let p = &self.dec_pos[pos * d..(pos + 1) * d];
+        for ((r, a), b) in row.iter_mut().zip(&e).zip(p) {
+            *r = a + b;
+        }
     }
 
     /// Decoder layer `l` after its self-attention (whose `n` output rows are in `a`): the
