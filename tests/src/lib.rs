@@ -289,6 +289,13 @@ pub fn testdata_json(rel: &str) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// A model file under `testdata/` and its golden file, as the architecture tests read them.
+pub fn model_and_golden(model: &str, golden: &str) -> (Vec<u8>, serde_json::Value) {
+    let p = testdata(model);
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (bytes, testdata_json(golden))
+}
+
 /// Where `tok` disagrees with a golden file's token ids (its `text`/`tokens`, every
 /// `tokenize[]` case and every rendered `chat[]` case), each as a readable line; empty when it
 /// agrees everywhere. `add_special` is passed to the encoder as the goldens were taken.

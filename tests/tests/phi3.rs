@@ -11,15 +11,13 @@ use trillim_core::chat::ChatTemplate;
 use trillim_core::format::gguf::Gguf;
 use trillim_core::model::{Arch, Config, RopeStyle, Weights};
 use trillim_core::tokenizer::Tokenizer;
-use trillim_tests::{testdata, tokenizer_mismatches};
+use trillim_tests::{model_and_golden, testdata, tokenizer_mismatches};
 
 const MODEL: &str = "models/tiny-phi3-q8_0.gguf";
 const GOLDEN: &str = "golden/logits-tiny-phi3-q8_0.json";
 
 fn load() -> (Vec<u8>, Value) {
-    let bytes = std::fs::read(testdata(MODEL)).unwrap();
-    let g = serde_json::from_slice(&std::fs::read(testdata(GOLDEN)).unwrap()).unwrap();
-    (bytes, g)
+    model_and_golden(MODEL, GOLDEN)
 }
 
 #[test]

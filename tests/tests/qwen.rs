@@ -4,12 +4,11 @@
 //! their real chat templates.
 #![forbid(unsafe_code)]
 
-use serde_json::Value;
 use trillim_core::chat::{ChatTemplate, Family, Message};
 use trillim_core::format::gguf::Gguf;
 use trillim_core::model::{Arch, Config, RopeStyle, Weights};
 use trillim_core::tokenizer::Tokenizer;
-use trillim_tests::{testdata, tokenizer_mismatches};
+use trillim_tests::{model_and_golden, tokenizer_mismatches};
 
 const MODELS: [(&str, &str); 2] = [
     (
@@ -22,15 +21,9 @@ const MODELS: [(&str, &str); 2] = [
     ),
 ];
 
-fn load(model: &str, golden: &str) -> (Vec<u8>, Value) {
-    let bytes = std::fs::read(testdata(model)).unwrap();
-    let g = serde_json::from_slice(&std::fs::read(testdata(golden)).unwrap()).unwrap();
-    (bytes, g)
-}
-
 #[test]
 fn configuration_follows_the_metadata() {
-    let (q2, _) = load(MODELS[0].0, MODELS[0].1);
+    let (q2, _) = model_and_golden(MODELS[0].0, MODELS[0].1);
     let g = Gguf::parse(&q2).unwrap();
     let c = Config::from_gguf(&g).unwrap();
     assert_eq!(c.arch, Arch::Qwen2);
@@ -50,7 +43,7 @@ fn configuration_follows_the_metadata() {
         "the Qwen 2 fixture has its own output matrix"
     );
 
-    let (q3, _) = load(MODELS[1].0, MODELS[1].1);
+    let (q3, _) = model_and_golden(MODELS[1].0, MODELS[1].1);
     let g = Gguf::parse(&q3).unwrap();
     let c = Config::from_gguf(&g).unwrap();
     assert_eq!(c.arch, Arch::Qwen3);
@@ -75,7 +68,7 @@ fn configuration_follows_the_metadata() {
 /// A Qwen 3 file without its per-head norms is refused, naming the missing tensor.
 #[test]
 fn qwen3_without_head_norms_is_refused() {
-    let (mut bytes, _) = load(MODELS[1].0, MODELS[1].1);
+    let (mut bytes, _) = model_and_golden(MODELS[1].0, MODELS[1].1);
     let name = b"blk.0.attn_q_norm.weight";
     let at = bytes.windows(name.len()).position(|w| w == name).unwrap();
     bytes[at + 6] = b'X';
@@ -88,7 +81,7 @@ fn qwen3_without_head_norms_is_refused() {
 #[test]
 fn tokenizer_matches_llama_cpp() {
     for (model, golden) in MODELS {
-        let (bytes, g) = load(model, golden);
+        let (bytes, g) = model_and_golden(model, golden);
         let gguf = Gguf::parse(&bytes).unwrap();
         assert_eq!(gguf.get_str("tokenizer.ggml.pre"), Some("qwen2"));
         let mut mem = vec![0u32; Tokenizer::mem_words_for_gguf(&gguf).unwrap()];
@@ -103,7 +96,7 @@ fn tokenizer_matches_llama_cpp() {
 #[test]
 fn native_chat_renderer_matches_the_templates() {
     for ((model, golden), family) in MODELS.iter().zip([Family::Qwen, Family::Qwen3]) {
-        let (bytes, g) = load(model, golden);
+        let (bytes, g) = model_and_golden(model, golden);
         let gguf = Gguf::parse(&bytes).unwrap();
         let t = ChatTemplate::detect(gguf.get_str("tokenizer.chat_template")).unwrap();
         assert_eq!(t.family, family, "{model}");
