@@ -51,7 +51,8 @@ mod aarch64_blocks;
 pub use act::{ActBatch, ActQ8};
 pub use formats::WeightType;
 pub use table::{
-    CpuFeatures, GemmFn, Kernels, MatVecF32Fn, MatVecFn, MixF16Fn, ScoresF16Fn, TileKernels,
+    CpuFeatures, GemmF32Fn, GemmFn, Kernels, MatVecF32Fn, MatVecFn, MixF16Fn, ScoresF16Fn,
+    TileKernels,
 };
 
 #[cfg(test)]

@@ -189,6 +189,43 @@ pub fn matvec_bf16(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Float weights × several f32 vectors, one matrix-vector product per vector: `x` holds `n`
+/// vectors and `out[t · rows + r] = row_r · x_t`.
+fn gemm_each(
+    matvec: fn(&[u8], usize, &[f32], &mut [f32]),
+    w: &[u8],
+    row_bytes: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    if n == 0 {
+        return;
+    }
+    let (k, rows) = (x.len() / n, out.len() / n);
+    if rows == 0 {
+        return;
+    }
+    for (t, o) in out.chunks_exact_mut(rows).enumerate() {
+        matvec(w, row_bytes, &x[t * k..(t + 1) * k], o);
+    }
+}
+
+/// F32 weights × several f32 vectors.
+pub fn gemm_f32(w: &[u8], row_bytes: usize, x: &[f32], n: usize, out: &mut [f32]) {
+    gemm_each(matvec_f32, w, row_bytes, x, n, out)
+}
+
+/// F16 weights × several f32 vectors.
+pub fn gemm_f16(w: &[u8], row_bytes: usize, x: &[f32], n: usize, out: &mut [f32]) {
+    gemm_each(matvec_f16, w, row_bytes, x, n, out)
+}
+
+/// BF16 weights × several f32 vectors.
+pub fn gemm_bf16(w: &[u8], row_bytes: usize, x: &[f32], n: usize, out: &mut [f32]) {
+    gemm_each(matvec_bf16, w, row_bytes, x, n, out)
+}
+
 /// Dot product of an f16 vector (a cached key) with an f32 vector (a query).
 pub fn dot_f16(k: &[u16], q: &[f32]) -> f32 {
     let mut acc = 0f32;

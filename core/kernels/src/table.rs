@@ -11,6 +11,10 @@ pub type MatVecFn = fn(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32
 pub type GemmFn = fn(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]);
 /// A matrix-vector kernel over `f32` activations.
 pub type MatVecF32Fn = fn(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]);
+/// A matrix × several-vectors kernel over `f32` activations: `x` holds `n` vectors of
+/// `x.len() / n` and `out[t · rows + r] = row_r · x_t` with `rows = out.len() / n` (see
+/// [`scalar::gemm_f32`]).
+pub type GemmF32Fn = fn(w: &[u8], row_bytes: usize, x: &[f32], n: usize, out: &mut [f32]);
 /// Attention scores of several query heads against a block of f16 keys (see
 /// [`scalar::scores_f16`]).
 pub type ScoresF16Fn = fn(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]);
@@ -133,6 +137,12 @@ pub struct Kernels {
     pub f16: MatVecF32Fn,
     /// BF16 matrix × f32 vector.
     pub bf16: MatVecF32Fn,
+    /// F32 matrix × several f32 vectors.
+    pub gemm_f32: GemmF32Fn,
+    /// F16 matrix × several f32 vectors.
+    pub gemm_f16: GemmF32Fn,
+    /// BF16 matrix × several f32 vectors.
+    pub gemm_bf16: GemmF32Fn,
     /// Scores of the query heads sharing a key head, over a block of keys.
     pub scores_f16: ScoresF16Fn,
     /// Softmax-weighted value sums of those heads, over a block of values.
@@ -212,6 +222,9 @@ impl Kernels {
             f32: scalar::matvec_f32,
             f16: scalar::matvec_f16,
             bf16: scalar::matvec_bf16,
+            gemm_f32: scalar::gemm_f32,
+            gemm_f16: scalar::gemm_f16,
+            gemm_bf16: scalar::gemm_bf16,
             scores_f16: scalar::scores_f16,
             mix_f16: scalar::mix_f16,
             gemm_q8_0: scalar::gemm_q8_0,
@@ -261,6 +274,9 @@ impl Kernels {
             f32: x86::avx2_f32,
             f16: x86::avx2_f16,
             bf16: x86::avx2_bf16,
+            gemm_f32: x86::avx2_gemm_f32,
+            gemm_f16: x86::avx2_gemm_f16,
+            gemm_bf16: x86::avx2_gemm_bf16,
             scores_f16: x86::avx2_scores_f16,
             mix_f16: x86::avx2_mix_f16,
             gemm_q8_0: x86::avx2_gemm_q8_0,
@@ -528,6 +544,17 @@ impl Kernels {
             WeightType::F32 => self.f32,
             WeightType::F16 => self.f16,
             WeightType::BF16 => self.bf16,
+            _ => return None,
+        })
+    }
+
+    /// The several-vector `f32`-activation kernel for `ty`, or `None` if `ty` takes int8
+    /// activations.
+    pub fn gemm_f32(&self, ty: WeightType) -> Option<GemmF32Fn> {
+        Some(match ty {
+            WeightType::F32 => self.gemm_f32,
+            WeightType::F16 => self.gemm_f16,
+            WeightType::BF16 => self.gemm_bf16,
             _ => return None,
         })
     }

@@ -505,6 +505,77 @@ fn float_kernels_match_scalar() {
 }
 
 #[test]
+fn float_gemm_kernels_match_scalar() {
+    let scalar = Kernels::scalar();
+    let paths = simd_paths();
+    let mut rng = Rng::new(11);
+    for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+        for &rows in &[1usize, 2, 3, 5, 17] {
+            for &k in &[1usize, 7, 8, 31, 64, 100, 385] {
+                for n in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13] {
+                    let pow2 = (rows + k + n) % 2 == 0;
+                    let row_bytes = ty.row_bytes(k).unwrap();
+                    let mut w = Vec::new();
+                    for _ in 0..rows {
+                        rand_row(&mut rng, ty, k, pow2, &mut w);
+                    }
+                    let x: Vec<f32> = (0..n * k)
+                        .map(|_| {
+                            if pow2 {
+                                rng.below(17) as f32 - 8.0
+                            } else {
+                                rng.f32()
+                            }
+                        })
+                        .collect();
+                    let mut want = vec![0f32; rows * n];
+                    (scalar.gemm_f32(ty).unwrap())(&w, row_bytes, &x, n, &mut want);
+                    // The scalar several-vector kernel is the matrix-vector one per vector.
+                    for t in 0..n {
+                        let mut one = vec![0f32; rows];
+                        (scalar.matvec_f32(ty).unwrap())(
+                            &w,
+                            row_bytes,
+                            &x[t * k..(t + 1) * k],
+                            &mut one,
+                        );
+                        assert_eq!(one, want[t * rows..(t + 1) * rows]);
+                    }
+                    for kn in &paths {
+                        let mut got = vec![f32::NAN; rows * n];
+                        (kn.gemm_f32(ty).unwrap())(&w, row_bytes, &x, n, &mut got);
+                        for t in 0..n {
+                            for r in 0..rows {
+                                let mut wr = vec![0f32; k];
+                                dequantize_row(
+                                    ty,
+                                    &w[r * row_bytes..(r + 1) * row_bytes],
+                                    &mut wr,
+                                    1.0,
+                                );
+                                let mag: f64 = wr
+                                    .iter()
+                                    .zip(&x[t * k..(t + 1) * k])
+                                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                                    .sum();
+                                let (g, e) = (got[t * rows + r], want[t * rows + r]);
+                                let ctx = (kn.name, ty, rows, k, n, t, r);
+                                if pow2 {
+                                    assert_eq!(g, e, "{ctx:?}");
+                                } else {
+                                    let err = (g as f64 - e as f64).abs();
+                                    assert!(err <= 1e-5 * mag.max(1e-30), "{ctx:?} {g} {e}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn grouped_attention_kernels_match_scalar() {
     let scalar = Kernels::scalar();
     let paths = simd_paths();

@@ -388,6 +388,22 @@ wrap_f32! {
     avx2_bf16 => matvec_float_avx2::<2>;
 }
 
+macro_rules! wrap_gemm_f32 {
+    ($($name:ident => $inner:expr;)*) => {$(
+        pub(crate) fn $name(w: &[u8], row_bytes: usize, x: &[f32], n: usize, out: &mut [f32]) {
+            // SAFETY: only reachable through a `Kernels` constructor whose caller promised the
+            // CPU supports this path's target features.
+            unsafe { $inner(w, row_bytes, x, n, out) }
+        }
+    )*};
+}
+
+wrap_gemm_f32! {
+    avx2_gemm_f32 => gemm_float_avx2::<0>;
+    avx2_gemm_f16 => gemm_float_avx2::<1>;
+    avx2_gemm_bf16 => gemm_float_avx2::<2>;
+}
+
 pub(crate) fn avx2_scores_f16(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]) {
     // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA/F16C.
     unsafe { scores_f16_avx2(k, q, hd, scores) }

@@ -55,13 +55,7 @@ impl MimiDecoder {
             }
         };
         let (_, qw) = t.take_any(&format!("{m}.quantizer.output_proj.weight"))?;
-        let quant_proj = Linear {
-            w: qw,
-            b: None,
-            n_out: outer,
-            n_in: ldim,
-            matvec: trillim_runtime::cpu::best_kernels().f32,
-        };
+        let quant_proj = Linear::new(qw, None, outer, ldim);
         let hop: usize = cfg.ratios.iter().product();
         let inner_rate = cfg.sample_rate as f32 / hop as f32;
         let stride = (inner_rate / cfg.frame_rate).round() as usize;

@@ -1,8 +1,6 @@
 //! Small dense operations shared by the FlowLM and the Mimi decoder: linear layers from
 //! PyTorch-layout weights, the normalizations and activations pocket-tts uses.
 
-use trillim_runtime::cpu::best_kernels;
-
 use super::weights::Tensors;
 use super::TtsError;
 pub use crate::whisper::linalg::Linear;
@@ -33,13 +31,7 @@ pub fn linear_from(
     } else {
         None
     };
-    Ok(Linear {
-        w,
-        b,
-        n_out,
-        n_in,
-        matvec: best_kernels().f32,
-    })
+    Ok(Linear::new(w, b, n_out, n_in))
 }
 
 /// Affine layer-norm parameters.

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use trillim_runtime::safetensors::{self, Dtype, TensorView};
 
-use super::linalg::Linear;
+use super::linalg::{FloatKernels, Linear};
 use super::model::{DecoderLayer, Dims, Embeddings, EncoderLayer, Norm, Whisper};
 use super::{read_ids, DecodeConfig, ModelDirError, SpeechModel, Vocab, VocabError};
 use crate::ct2::{f16_to_f32, DataType};
@@ -38,7 +38,6 @@ pub enum HfError {
 
 struct Tensors<'a> {
     views: std::collections::HashMap<String, TensorView<'a>>,
-    matvec: trillim_core::kernels::MatVecF32Fn,
 }
 
 impl Tensors<'_> {
@@ -87,13 +86,12 @@ impl Tensors<'_> {
     }
 
     fn linear(&self, p: &str, n_out: usize, n_in: usize) -> Result<Linear, HfError> {
-        Ok(Linear {
-            w: self.f32s(&format!("{p}.weight"), &[n_out, n_in])?,
-            b: Some(self.f32s(&format!("{p}.bias"), &[n_out])?),
+        Ok(Linear::new(
+            self.f32s(&format!("{p}.weight"), &[n_out, n_in])?,
+            Some(self.f32s(&format!("{p}.bias"), &[n_out])?),
             n_out,
             n_in,
-            matvec: self.matvec,
-        })
+        ))
     }
 
     /// q, k and v projections stacked into one `[3·d][d]` layer (k has no bias: zeros).
@@ -104,13 +102,7 @@ impl Tensors<'_> {
         let mut b = self.f32s(&format!("{p}.q_proj.bias"), &[d])?;
         b.extend(self.k_bias(p, d)?);
         b.extend(self.f32s(&format!("{p}.v_proj.bias"), &[d])?);
-        Ok(Linear {
-            w,
-            b: Some(b),
-            n_out: 3 * d,
-            n_in: d,
-            matvec: self.matvec,
-        })
+        Ok(Linear::new(w, Some(b), 3 * d, d))
     }
 
     /// k and v projections stacked into one `[2·d][d]` layer (cross-attention's memory).
@@ -119,13 +111,7 @@ impl Tensors<'_> {
         w.extend(self.f32s(&format!("{p}.v_proj.weight"), &[d, d])?);
         let mut b = self.k_bias(p, d)?;
         b.extend(self.f32s(&format!("{p}.v_proj.bias"), &[d])?);
-        Ok(Linear {
-            w,
-            b: Some(b),
-            n_out: 2 * d,
-            n_in: d,
-            matvec: self.matvec,
-        })
+        Ok(Linear::new(w, Some(b), 2 * d, d))
     }
 
     /// Whisper's k projections have no bias; a checkpoint that carries one is honoured.
@@ -174,22 +160,19 @@ pub fn whisper_from_safetensors(
             "encoder_ffn_dim {enc_ff} and decoder_ffn_dim {dec_ff} differ"
         )));
     }
-    let matvec = trillim_runtime::cpu::best_kernels().f32;
     let t = Tensors {
         views: safetensors::parse(buf)?
             .into_iter()
             .map(|v| (v.name.clone(), v))
             .collect(),
-        matvec,
     };
     let conv = |p: &str, n_in: usize| -> Result<Linear, HfError> {
-        Ok(Linear {
-            w: t.f32s(&format!("{p}.weight"), &[d, n_in, 3])?,
-            b: Some(t.f32s(&format!("{p}.bias"), &[d])?),
-            n_out: d,
-            n_in: n_in * 3,
-            matvec,
-        })
+        Ok(Linear::new(
+            t.f32s(&format!("{p}.weight"), &[d, n_in, 3])?,
+            Some(t.f32s(&format!("{p}.bias"), &[d])?),
+            d,
+            n_in * 3,
+        ))
     };
     let enc_layers = (0..dims.enc_layers)
         .map(|i| {
@@ -229,13 +212,14 @@ pub fn whisper_from_safetensors(
             return Err(HfError::Untied);
         }
     }
-    let k = trillim_runtime::cpu::best_kernels();
-    let (dtype, emb_matvec) = match emb.dtype {
-        Dtype::F32 => (DataType::F32, k.f32),
-        Dtype::F16 => (DataType::F16, k.f16),
-        Dtype::BF16 => (DataType::Bf16, k.bf16),
+    let dtype = match emb.dtype {
+        Dtype::F32 => DataType::F32,
+        Dtype::F16 => DataType::F16,
+        Dtype::BF16 => DataType::Bf16,
         _ => return Err(HfError::Dtype(emb_name.into())),
     };
+    let kernels = FloatKernels::of(&trillim_runtime::cpu::best_kernels(), dtype)
+        .expect("a float element type");
     Ok(Whisper {
         dims,
         conv1: conv("model.encoder.conv1", dims.n_mels)?,
@@ -249,8 +233,7 @@ pub fn whisper_from_safetensors(
         tok_emb: Embeddings {
             bytes: emb.data.to_vec(),
             dtype,
-            matvec: emb_matvec,
-            f32_copy: std::sync::OnceLock::new(),
+            kernels,
         },
         dec_pos: t.f32s(
             "model.decoder.embed_positions.weight",

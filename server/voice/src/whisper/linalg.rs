@@ -1,10 +1,57 @@
 //! The dense f32 operations of the Whisper pass, split across the caller's [`Parallel`] pool:
-//! matrix products (through ndarray's cache-blocked kernels), layer norm, GELU and attention.
+//! matrix products (the project's float kernels for a few rows, ndarray's cache-blocked
+//! kernels for many), layer norm, GELU and attention.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
-use trillim_core::kernels::MatVecF32Fn;
+use trillim_core::kernels::{GemmF32Fn, Kernels, MatVecF32Fn};
 use trillim_core::Parallel;
+
+use crate::ct2::DataType;
+
+/// The kernels that multiply a float matrix of one element type with f32 vectors: one
+/// vector, or a few at once (a beam's hypotheses) reading the matrix once for all of them.
+#[derive(Clone, Copy)]
+pub struct FloatKernels {
+    pub matvec: MatVecF32Fn,
+    pub gemm: GemmF32Fn,
+}
+
+impl std::fmt::Debug for FloatKernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FloatKernels")
+    }
+}
+
+impl FloatKernels {
+    /// The kernels of `k` for `dtype`, or `None` for an integer type.
+    pub fn of(k: &Kernels, dtype: DataType) -> Option<FloatKernels> {
+        Some(match dtype {
+            DataType::F32 => FloatKernels {
+                matvec: k.f32,
+                gemm: k.gemm_f32,
+            },
+            DataType::F16 => FloatKernels {
+                matvec: k.f16,
+                gemm: k.gemm_f16,
+            },
+            DataType::Bf16 => FloatKernels {
+                matvec: k.bf16,
+                gemm: k.gemm_bf16,
+            },
+            _ => return None,
+        })
+    }
+
+    /// This CPU's best kernels for f32 matrices.
+    pub fn best_f32() -> FloatKernels {
+        let k = trillim_runtime::cpu::best_kernels();
+        FloatKernels {
+            matvec: k.f32,
+            gemm: k.gemm_f32,
+        }
+    }
+}
 
 /// A linear layer `y = x · Wᵀ + b` with `W` stored `[out][in]` (PyTorch's layout).
 #[derive(Debug, Clone)]
@@ -13,8 +60,8 @@ pub struct Linear {
     pub b: Option<Vec<f32>>,
     pub n_out: usize,
     pub n_in: usize,
-    /// The f32 matrix-vector kernel for few-row products (the CPU's best).
-    pub matvec: MatVecF32Fn,
+    /// The f32 kernels for few-row products (the CPU's best).
+    pub kernels: FloatKernels,
 }
 
 fn view(data: &[f32], rows: usize, cols: usize, row_stride: usize) -> ArrayView2<'_, f32> {
@@ -31,6 +78,19 @@ fn view_mut(data: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32
 }
 
 impl Linear {
+    /// A layer of `n_out × n_in` weights `w` and an optional bias, multiplied with this CPU's
+    /// best kernels.
+    pub fn new(w: Vec<f32>, b: Option<Vec<f32>>, n_out: usize, n_in: usize) -> Linear {
+        assert_eq!(w.len(), n_out * n_in, "linear layer shape");
+        Linear {
+            w,
+            b,
+            n_out,
+            n_in,
+            kernels: FloatKernels::best_f32(),
+        }
+    }
+
     /// `y[m][n_out] = x[m][n_in] · Wᵀ + b`. Many rows are split by rows; a few (decoding)
     /// by output columns, so both shapes use every thread.
     pub fn forward(&self, par: &dyn Parallel, x: &[f32], m: usize, y: &mut [f32]) {
@@ -47,12 +107,19 @@ impl Linear {
                 let xs = view(&x[i * rows * k..], r, k, k);
                 general_mat_mul(1.0, &xs, &w, 0.0, &mut view_mut(chunk, r, n));
             });
-        } else if m == 1 {
-            // One row (decoding): the matrix-vector kernel, blocks of W's rows per task.
-            let w = bytemuck::cast_slice(&self.w);
-            rows_matvec(par, w, k * 4, self.matvec, x, k, m, y);
         } else {
-            rows_gemm(par, &self.w, n, k, x, m, y);
+            // A few rows (decoding one or several hypotheses): blocks of W's rows per task,
+            // each read once for all the rows.
+            rows_product(
+                par,
+                bytemuck::cast_slice(&self.w),
+                k * 4,
+                self.kernels,
+                x,
+                k,
+                m,
+                y,
+            );
         }
         if let Some(b) = &self.b {
             for row in y.chunks_exact_mut(n) {
@@ -65,76 +132,42 @@ impl Linear {
 }
 
 /// `y[m][n_out] = x[m][k] · Wᵀ` for a few rows `x` and `W` stored as `n_out` rows of
-/// `row_bytes` that `matvec` reads (f32, f16 or bf16). Blocks of W's rows are split across
-/// the pool, and each block serves every row of `x` while it is in cache, so W is read from
-/// memory once however many rows there are (a beam's hypotheses).
+/// `row_bytes` that `kernels` read (f32, f16 or bf16). Blocks of W's rows are split across
+/// the pool and each block is multiplied with every row of `x` while it is in cache, so W is
+/// read from memory once however many rows there are (a beam's hypotheses).
 #[allow(clippy::too_many_arguments)]
-pub fn rows_matvec(
+pub fn rows_product(
     par: &dyn Parallel,
     w: &[u8],
     row_bytes: usize,
-    matvec: MatVecF32Fn,
+    kernels: FloatKernels,
     x: &[f32],
     k: usize,
     m: usize,
     y: &mut [f32],
 ) {
-    const BLOCK: usize = 32;
     let n = y.len() / m.max(1);
-    let cols = n.div_ceil(par.threads().max(1) * 4).max(BLOCK);
+    let cols = n.div_ceil(par.threads().max(1) * 4).max(32);
+    let x = &x[..m * k];
     if m == 1 {
         par.for_each_chunk(y, cols, &|i, out| {
             let rows = &w[i * cols * row_bytes..(i * cols + out.len()) * row_bytes];
-            matvec(rows, row_bytes, &x[..k], out);
+            (kernels.matvec)(rows, row_bytes, x, out);
         });
         return;
     }
-    // Written `[n][m]` so each task owns a contiguous piece, then transposed.
-    let mut yt = vec![0f32; n * m];
-    par.for_each_chunk(&mut yt, cols * m, &|i, out| {
-        let (r0, nr) = (i * cols, out.len() / m);
-        let mut tmp = [0f32; BLOCK];
-        for b0 in (0..nr).step_by(BLOCK) {
-            let bn = (nr - b0).min(BLOCK);
-            let rows = &w[(r0 + b0) * row_bytes..(r0 + b0 + bn) * row_bytes];
-            for t in 0..m {
-                matvec(rows, row_bytes, &x[t * k..(t + 1) * k], &mut tmp[..bn]);
-                for (j, &v) in tmp[..bn].iter().enumerate() {
-                    out[(b0 + j) * m + t] = v;
-                }
-            }
-        }
+    // Task i writes its block `[m][rows of the block]` at i · cols · m; the pieces are then
+    // copied into place.
+    let mut parts = vec![0f32; n * m];
+    par.for_each_chunk(&mut parts, cols * m, &|i, out| {
+        let nr = out.len() / m;
+        let rows = &w[i * cols * row_bytes..(i * cols + nr) * row_bytes];
+        (kernels.gemm)(rows, row_bytes, x, m, out);
     });
-    for (j, row) in yt.chunks_exact(m).enumerate() {
-        for (t, &v) in row.iter().enumerate() {
-            y[t * n + j] = v;
-        }
-    }
-}
-
-/// `y[m][n] = x[m][k] · Wᵀ` for a few rows (a beam's hypotheses) with `W` f32 `[n][k]`:
-/// blocks of W's rows per task, each a small blocked product with every row while the block
-/// is in cache, written `[n][m]` and transposed.
-pub fn rows_gemm(
-    par: &dyn Parallel,
-    w: &[f32],
-    n: usize,
-    k: usize,
-    x: &[f32],
-    m: usize,
-    y: &mut [f32],
-) {
-    let cols = n.div_ceil(par.threads().max(1) * 2).max(32);
-    let mut yt = vec![0f32; n * m];
-    let xt = view_t(x, k, m, k);
-    par.for_each_chunk(&mut yt, cols * m, &|i, out| {
-        let r = out.len() / m;
-        let wb = view(&w[i * cols * k..], r, k, k);
-        general_mat_mul(1.0, &wb, &xt, 0.0, &mut view_mut(out, r, m));
-    });
-    for (j, row) in yt.chunks_exact(m).enumerate() {
-        for (t, &v) in row.iter().enumerate() {
-            y[t * n + j] = v;
+    for (i, part) in parts.chunks(cols * m).enumerate() {
+        let nr = part.len() / m;
+        for (t, piece) in part.chunks_exact(nr).enumerate() {
+            y[t * n + i * cols..t * n + i * cols + nr].copy_from_slice(piece);
         }
     }
 }
@@ -274,11 +307,13 @@ impl CrossKv {
     }
 }
 
-/// Cross-attention of `tq` queries (`[tq][heads · hd]`) over `kv` into `out`.
+/// Cross-attention of `tq` queries (`[tq][heads · hd]`) over `kv` into `out`, a head per
+/// task: the queries' scores against the head's keys and their weighted sums of its values
+/// are each one several-vector product, reading the head's keys and values once.
 #[allow(clippy::too_many_arguments)]
 pub fn cross_attention(
     par: &dyn Parallel,
-    matvec: MatVecF32Fn,
+    kernels: FloatKernels,
     q: &[f32],
     tq: usize,
     kv: &CrossKv,
@@ -291,27 +326,25 @@ pub fn cross_attention(
     let scale = 1.0 / (hd as f32).sqrt();
     let mut per_head = vec![0f32; heads * tq * hd];
     par.for_each_chunk(&mut per_head, tq * hd, &|h, o| {
-        let kh = &kv.k[h * tk * hd..(h + 1) * tk * hd];
-        let vh = &kv.vt[h * hd * tk..(h + 1) * hd * tk];
+        let kh: &[u8] = bytemuck::cast_slice(&kv.k[h * tk * hd..(h + 1) * tk * hd]);
+        let vh: &[u8] = bytemuck::cast_slice(&kv.vt[h * hd * tk..(h + 1) * hd * tk]);
+        let mut qh = vec![0f32; tq * hd];
+        for (i, row) in qh.chunks_exact_mut(hd).enumerate() {
+            row.copy_from_slice(&q[i * d + h * hd..i * d + (h + 1) * hd]);
+        }
         let mut scores = vec![0f32; tq * tk];
-        if tq <= 4 {
-            let (kb, vb): (&[u8], &[u8]) = (bytemuck::cast_slice(kh), bytemuck::cast_slice(vh));
-            for i in 0..tq {
-                let s = &mut scores[i * tk..(i + 1) * tk];
-                matvec(kb, hd * 4, &q[i * d + h * hd..i * d + (h + 1) * hd], s);
-                softmax_scaled(s, scale);
-                matvec(vb, tk * 4, s, &mut o[i * hd..(i + 1) * hd]);
-            }
+        if tq == 1 {
+            (kernels.matvec)(kh, hd * 4, &qh, &mut scores);
         } else {
-            let qv = view(&q[h * hd..], tq, hd, d);
-            let kt = view_t(kh, hd, tk, hd);
-            general_mat_mul(scale, &qv, &kt, 0.0, &mut view_mut(&mut scores, tq, tk));
-            for row in scores.chunks_exact_mut(tk) {
-                softmax_scaled(row, 1.0);
-            }
-            let p = view(&scores, tq, tk, tk);
-            let v = view_t(vh, tk, hd, tk);
-            general_mat_mul(1.0, &p, &v, 0.0, &mut view_mut(o, tq, hd));
+            (kernels.gemm)(kh, hd * 4, &qh, tq, &mut scores);
+        }
+        for row in scores.chunks_exact_mut(tk) {
+            softmax_scaled(row, scale);
+        }
+        if tq == 1 {
+            (kernels.matvec)(vh, tk * 4, &scores, o);
+        } else {
+            (kernels.gemm)(vh, tk * 4, &scores, tq, o);
         }
     });
     for h in 0..heads {
@@ -435,7 +468,7 @@ mod tests {
             b: Some((0..n).map(|i| i as f32 / 100.0).collect()),
             n_out: n,
             n_in: k,
-            matvec: trillim_core::kernels::Kernels::scalar().f32,
+            kernels: FloatKernels::of(&Kernels::scalar(), DataType::F32).unwrap(),
         };
         for m in [1, 3, 29] {
             let x: Vec<f32> = (0..m * k)

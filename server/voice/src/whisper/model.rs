@@ -3,11 +3,10 @@
 //! (token and learned position embeddings, causal self-attention with a KV cache,
 //! cross-attention over the encoder output, output projection tied to the embeddings).
 
-use trillim_core::kernels::{Kernels, MatVecF32Fn};
 use trillim_core::{Parallel, Sequential};
 
 use super::linalg::{
-    attention, cross_attention, gelu, layer_norm, rows_gemm, rows_matvec, CrossKv, Linear,
+    attention, cross_attention, gelu, layer_norm, rows_product, CrossKv, FloatKernels, Linear,
 };
 use crate::ct2::{f16_to_f32, Ct2Error, Ct2Model, DataType};
 
@@ -55,49 +54,15 @@ pub(super) struct DecoderLayer {
     pub(super) fc2: Linear,
 }
 
-/// The embedding matrix as stored, with the matrix-vector kernel for its element type.
-#[derive(Clone)]
+/// The embedding matrix as stored, with the kernels for its element type.
+#[derive(Debug, Clone)]
 pub(super) struct Embeddings {
     pub(super) bytes: Vec<u8>,
     pub(super) dtype: DataType,
-    pub(super) matvec: MatVecF32Fn,
-    /// An f32 copy, made the first time a beam needs it: several rows' logits are one
-    /// blocked product over it (f32 arithmetic, no per-row conversions), at the cost of
-    /// `4 · n_vocab · d_model` bytes.
-    pub(super) f32_copy: std::sync::OnceLock<Vec<f32>>,
-}
-
-impl std::fmt::Debug for Embeddings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Embeddings")
-            .field("dtype", &self.dtype)
-            .finish_non_exhaustive()
-    }
+    pub(super) kernels: FloatKernels,
 }
 
 impl Embeddings {
-    /// The matrix as f32 (the stored bytes themselves when they are f32 and aligned).
-    fn as_f32(&self) -> &[f32] {
-        if self.dtype == DataType::F32 {
-            if let Ok(w) = bytemuck::try_cast_slice(&self.bytes) {
-                return w;
-            }
-        }
-        self.f32_copy.get_or_init(|| {
-            let size = self.dtype.size();
-            self.bytes
-                .chunks_exact(size)
-                .map(|c| match self.dtype {
-                    DataType::F16 => f16_to_f32(u16::from_le_bytes([c[0], c[1]])),
-                    DataType::Bf16 => {
-                        f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)
-                    }
-                    _ => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                })
-                .collect()
-        })
-    }
-
     fn row(&self, i: usize, d: usize) -> Vec<f32> {
         let size = self.dtype.size();
         let b = &self.bytes[i * d * size..(i + 1) * d * size];
@@ -138,7 +103,6 @@ pub struct Whisper {
 struct Reader<'a> {
     m: &'a Ct2Model,
     buf: &'a [u8],
-    matvec: MatVecF32Fn,
 }
 
 impl Reader<'_> {
@@ -157,13 +121,12 @@ impl Reader<'_> {
         } else {
             None
         };
-        Ok(Linear {
-            w: self.f32s(&format!("{p}/weight"), &[n_out, n_in])?,
+        Ok(Linear::new(
+            self.f32s(&format!("{p}/weight"), &[n_out, n_in])?,
             b,
             n_out,
             n_in,
-            matvec: self.matvec,
-        })
+        ))
     }
     fn shape(&self, name: &str) -> Result<&[usize], Ct2Error> {
         Ok(&self.m.get(name)?.shape)
@@ -192,20 +155,13 @@ pub enum LoadError {
 fn embeddings(m: &Ct2Model, buf: &[u8], n_vocab: usize, d: usize) -> Result<Embeddings, LoadError> {
     let name = "decoder/embeddings/weight";
     let v = m.get(name)?;
-    let k: Kernels = trillim_runtime::cpu::best_kernels();
-    let matvec = match v.dtype {
-        DataType::F16 => k.f16,
-        DataType::Bf16 => k.bf16,
-        DataType::F32 => k.f32,
-        dtype => {
-            return Err(Ct2Error::WrongType {
-                name: name.into(),
-                dtype,
-                wanted: "floats",
-            }
-            .into())
-        }
-    };
+    let kernels = FloatKernels::of(&trillim_runtime::cpu::best_kernels(), v.dtype).ok_or(
+        Ct2Error::WrongType {
+            name: name.into(),
+            dtype: v.dtype,
+            wanted: "floats",
+        },
+    )?;
     if v.shape != [n_vocab, d] {
         return Err(LoadError::Inconsistent(format!(
             "{name} has shape {:?}",
@@ -215,8 +171,7 @@ fn embeddings(m: &Ct2Model, buf: &[u8], n_vocab: usize, d: usize) -> Result<Embe
     Ok(Embeddings {
         bytes: buf[v.offset..v.offset + v.len].to_vec(),
         dtype: v.dtype,
-        matvec,
-        f32_copy: std::sync::OnceLock::new(),
+        kernels,
     })
 }
 
@@ -234,11 +189,7 @@ impl Whisper {
         if m.spec != "WhisperSpec" {
             return Err(LoadError::Spec(m.spec.clone()));
         }
-        let r = Reader {
-            m,
-            buf,
-            matvec: trillim_runtime::cpu::best_kernels().f32,
-        };
+        let r = Reader { m, buf };
         let (n_vocab, d) = dims2(r.shape("decoder/embeddings/weight")?, "embeddings")?;
         let (n_audio_ctx, d2) = dims2(
             r.shape("encoder/position_encodings/encodings")?,
@@ -278,13 +229,12 @@ impl Whisper {
         let ff = r.shape("encoder/layer_0/ffn/linear_0/weight")?[0];
         // Convolutions as products over unfolded [in · 3] columns (weights are [out][in][3]).
         let conv = |p: &str, n_in: usize| -> Result<Linear, Ct2Error> {
-            Ok(Linear {
-                w: r.f32s(&format!("{p}/weight"), &[d, n_in, 3])?,
-                b: Some(r.f32s(&format!("{p}/bias"), &[d])?),
-                n_out: d,
-                n_in: n_in * 3,
-                matvec: r.matvec,
-            })
+            Ok(Linear::new(
+                r.f32s(&format!("{p}/weight"), &[d, n_in, 3])?,
+                Some(r.f32s(&format!("{p}/bias"), &[d])?),
+                d,
+                n_in * 3,
+            ))
         };
         let enc_layers = (0..dims.enc_layers)
             .map(|i| {
@@ -577,7 +527,7 @@ impl Whisper {
         add(x, h);
         layer_norm(x, &l.cross_norm.gamma, &l.cross_norm.beta, h);
         l.cross_q.forward(par, h, n, q);
-        cross_attention(par, l.cross_q.matvec, q, n, cross, heads, d / heads, a);
+        cross_attention(par, l.cross_q.kernels, q, n, cross, heads, d / heads, a);
         l.cross_out.forward(par, a, n, h);
         add(x, h);
         layer_norm(x, &l.ffn_norm.gamma, &l.ffn_norm.beta, h);
@@ -599,16 +549,11 @@ impl Whisper {
         );
         let mut logits = vec![0f32; n * self.dims.n_vocab];
         let emb = &self.tok_emb;
-        if n > 1 {
-            let w = emb.as_f32();
-            rows_gemm(par, w, self.dims.n_vocab, d, &normed, n, &mut logits);
-            return logits;
-        }
-        rows_matvec(
+        rows_product(
             par,
             &emb.bytes,
             d * emb.dtype.size(),
-            emb.matvec,
+            emb.kernels,
             &normed,
             d,
             n,
