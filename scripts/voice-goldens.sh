@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Regenerates tests/fixtures/voice/goldens.json with the independent oracle: ctranslate2==4.8.5
-# on the same Whisper tiny.en weights, with openai-whisper's mel filterbank (read from its
-# sdist, no dependencies installed) for the features.
+# Regenerates tests/fixtures/voice/goldens.json (and goldens-multilingual.json) with the
+# independent oracle: ctranslate2==4.8.5 on the same Whisper tiny.en weights (and on them in the
+# multilingual vocabulary layout), with openai-whisper's mel filterbank (read from its sdist, no
+# dependencies installed) for the features.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 model="$("$root/scripts/fetch-voice-models.sh")"
+multilingual="$("$root/scripts/make-whisper-multilingual.sh")"
 # Its own venv, so the system Python stays as it is.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/trillim/ct2-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -15,4 +17,5 @@ trap 'rm -rf "$tmp"' EXIT
   openai-whisper==20250625 -d "$tmp" >&2
 tar xzf "$tmp"/openai_whisper-20250625.tar.gz -C "$tmp"
 "$venv/bin/python" "$root/scripts/voice-goldens.py" "$model" \
-  "$tmp/openai_whisper-20250625/whisper/assets/mel_filters.npz" "$root/tests/fixtures/voice"
+  "$tmp/openai_whisper-20250625/whisper/assets/mel_filters.npz" "$root/tests/fixtures/voice" \
+  "$multilingual"

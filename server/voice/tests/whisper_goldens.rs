@@ -1,7 +1,9 @@
 //! Whisper tiny.en against CTranslate2's goldens (`tests/fixtures/voice/goldens.json`, made by
 //! `scripts/voice-goldens.sh`) on espeak-ng clips: exact token ids per window in both decoding
 //! modes, greedy and with beam search (beam 5), word error rates across the sample-rate and format matrix, and a clip longer than one
-//! 30-second window. Needs the weights: `scripts/fetch-voice-models.sh`.
+//! 30-second window; and the multilingual path (language detection, `<|lang|><|transcribe|>`)
+//! on the same weights in the multilingual vocabulary layout (`goldens-multilingual.json`).
+//! Needs the weights: `scripts/fetch-voice-models.sh` and `scripts/make-whisper-multilingual.sh`.
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +50,14 @@ fn hf_model(dtype: &str) -> SpeechModel {
         panic!(
             "Whisper tiny.en in HF layout is missing ({e}); run scripts/make-whisper-hf.sh first"
         )
+    })
+}
+
+/// The same weights in the multilingual vocabulary layout (`scripts/make-whisper-multilingual.sh`).
+fn multilingual_model() -> SpeechModel {
+    let dir = cache_root().join("trillim/whisper-tiny-multilingual-layout-ct2");
+    SpeechModel::load_dir(&dir).unwrap_or_else(|e| {
+        panic!("the multilingual layout is missing ({e}); run scripts/make-whisper-multilingual.sh")
     })
 }
 
@@ -344,4 +354,61 @@ fn audio_longer_than_one_window() {
     for w in t.segments.windows(2) {
         assert!(w[0].start <= w[1].start, "{:?}", t.segments);
     }
+}
+
+#[test]
+fn multilingual_detection_and_decoding_equal_ctranslate2() {
+    let m = multilingual_model();
+    assert!(m.vocab.is_multilingual());
+    let pool = ThreadPool::new(2);
+    let text = std::fs::read_to_string(fixtures().join("goldens-multilingual.json")).unwrap();
+    let g: Value = serde_json::from_str(&text).unwrap();
+    let mut mismatches = Vec::new();
+    for (id, entry) in g["clips"].as_object().unwrap() {
+        let clip = samples(&format!("{id}.wav"));
+        let mut padded = clip.clone();
+        padded.resize(clip.len() + WINDOW_SAMPLES, 0.0);
+        let mel = log_mel(&padded, m.net.dims.n_mels);
+        let enc = m.net.encode(&pool, &mel.window(0));
+        let cross = m.net.cross_kv(&pool, &enc);
+        let detected = m.detect_language(&pool, &cross);
+        let want_lang = entry["language"].as_str().unwrap();
+        if detected != want_lang {
+            mismatches.push(format!("{id}: detected {detected}, want {want_lang}"));
+        }
+        for (key, lang) in [("detected", want_lang), ("fr", "fr")] {
+            for (mode, ts) in [("no_timestamps", false), ("timestamps", true)] {
+                let sot = m.sot_sequence(lang, ts);
+                assert_eq!(sot.len(), 4 - usize::from(ts), "{sot:?}");
+                for beam in [1, 5] {
+                    let want = ids(&entry[format!("{key}/{mode}/beam{beam}")]["tokens"]);
+                    let got = if beam == 1 {
+                        m.decode_window(&pool, &cross, &[], &sot, 0.0, 0).tokens
+                    } else {
+                        m.decode_window_beam(&pool, &cross, &[], &sot, beam).tokens
+                    };
+                    if got != want {
+                        mismatches.push(format!(
+                            "{id} {key} {mode} beam {beam}: got {got:?} `{}`, want {want:?} `{}`",
+                            m.vocab.decode(&got),
+                            m.vocab.decode(&want)
+                        ));
+                    }
+                }
+            }
+        }
+        // The whole path: the language is detected on the first window and reported.
+        let t = m.transcribe(
+            &pool,
+            &clip,
+            &Options {
+                timestamps: true,
+                ..Options::default()
+            },
+        );
+        assert_eq!(t.language, want_lang, "{id}");
+        let want = entry["detected/timestamps/beam1"]["text"].as_str().unwrap();
+        assert!(wer(want, &t.text) <= 0.1, "{id}: `{}` vs `{want}`", t.text);
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
