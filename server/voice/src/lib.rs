@@ -10,5 +10,6 @@ pub mod ct2;
 pub mod mel;
 pub mod multipart;
 pub mod resample;
+pub mod stretch;
 pub mod tts;
 pub mod whisper;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use trillim_runtime::ThreadPool;
+use trillim_voice::stretch::TimeStretch;
 use trillim_voice::tts::TtsModel;
 
 use super::{
@@ -35,6 +36,9 @@ pub struct SpeakArgs {
     /// Threads (0 = half the cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Speaking rate, 0.25–4.0: the duration changes, the pitch does not.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f32,
     /// Sampling temperature of the flow head (the model's default when absent).
     #[arg(long)]
     pub temperature: Option<f32>,
@@ -47,6 +51,9 @@ pub struct SpeakArgs {
 pub fn speak(args: SpeakArgs) -> anyhow::Result<()> {
     if args.text.trim().is_empty() {
         anyhow::bail!("the text is empty");
+    }
+    if !(0.25..=4.0).contains(&args.speed) {
+        anyhow::bail!("speed must be between 0.25 and 4.0");
     }
     let (_, dir) = resolve(&Store::from_env(), &args.tts_model)?;
     let voice_path = if BUILTIN_VOICES.contains(&args.voice.as_str()) {
@@ -81,11 +88,19 @@ pub fn speak(args: SpeakArgs) -> anyhow::Result<()> {
     let mut samples = Vec::new();
     let t1 = std::time::Instant::now();
     let mut first = None;
+    let mut stretch =
+        (args.speed != 1.0).then(|| TimeStretch::new(args.speed, model.sample_rate()));
     model.speak(&pool, &voice, &args.text, &opts, &mut |c| {
         first.get_or_insert_with(|| t1.elapsed());
-        samples.extend_from_slice(c.audio);
+        match &mut stretch {
+            Some(s) => samples.extend(s.push(c.audio)),
+            None => samples.extend_from_slice(c.audio),
+        }
         true
     });
+    if let Some(s) = &mut stretch {
+        samples.extend(s.finish());
+    }
     let synth = t1.elapsed();
     let rate = model.sample_rate();
     let pcm = pcm16(&samples);

@@ -13,6 +13,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use trillim_runtime::ThreadPool;
+use trillim_voice::stretch::TimeStretch;
 use trillim_voice::tts::{TtsModel, VoiceState};
 
 use crate::store::Store;
@@ -170,53 +171,6 @@ pub fn wav_header(rate: u32) -> [u8; 44] {
     h
 }
 
-/// Streaming speed change by resampling (linear interpolation): `speed` 2 plays twice as
-/// fast (and an octave higher).
-#[derive(Debug)]
-struct Speed {
-    step: f64,
-    pos: f64,
-    last: f32,
-    consumed: u64,
-}
-
-impl Speed {
-    fn new(speed: f32) -> Speed {
-        Speed {
-            step: speed as f64,
-            pos: 0.0,
-            last: 0.0,
-            consumed: 0,
-        }
-    }
-
-    /// Output samples for the next input block.
-    fn push(&mut self, x: &[f32]) -> Vec<f32> {
-        let mut out = Vec::with_capacity((x.len() as f64 / self.step) as usize + 1);
-        let base = self.consumed as f64;
-        let end = base + x.len() as f64;
-        // Sample at absolute input position `pos`, between `pos.floor()` and the next one.
-        while self.pos + 1.0 < end {
-            let i = self.pos.floor();
-            let frac = (self.pos - i) as f32;
-            let at = |k: f64| -> f32 {
-                if k < base {
-                    self.last
-                } else {
-                    x[(k - base) as usize]
-                }
-            };
-            out.push(at(i) * (1.0 - frac) + at(i + 1.0) * frac);
-            self.pos += self.step;
-        }
-        if let Some(&l) = x.last() {
-            self.last = l;
-        }
-        self.consumed += x.len() as u64;
-        out
-    }
-}
-
 /// An utterance taken off the queue.
 struct SpeakJob {
     text: String,
@@ -298,16 +252,21 @@ impl Tts {
                         continue;
                     }
                     opts.seed = crate::state::random_u64();
-                    let mut speed = (job.speed != 1.0).then(|| Speed::new(job.speed));
+                    // A speed other than 1 changes the duration, not the pitch.
+                    let mut stretch = (job.speed != 1.0)
+                        .then(|| TimeStretch::new(job.speed, model.sample_rate()));
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         model.speak(&pool, &job.voice, &job.text, &opts, &mut |c| {
-                            let samples = match &mut speed {
+                            let samples = match &mut stretch {
                                 Some(s) => s.push(c.audio),
                                 None => c.audio.to_vec(),
                             };
                             job.out.blocking_send(Bytes::from(pcm16(&samples))).is_ok()
                         })
                     }));
+                    if let Some(s) = &mut stretch {
+                        let _ = job.out.blocking_send(Bytes::from(pcm16(&s.finish())));
+                    }
                 }
             })
             .context("cannot start the text-to-speech thread")?;
@@ -479,20 +438,6 @@ impl Tts {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn speed_changes_length() {
-        let x: Vec<f32> = (0..4800).map(|i| (i as f32 * 0.01).sin()).collect();
-        for speed in [0.25f32, 0.5, 2.0, 4.0] {
-            let mut s = Speed::new(speed);
-            let n: usize = x.chunks(1920).map(|c| s.push(c).len()).sum();
-            let want = x.len() as f32 / speed;
-            assert!(
-                (n as f32 - want).abs() <= 2.0 / speed + 1.0,
-                "{speed}: {n} vs {want}"
-            );
-        }
-    }
 
     #[test]
     fn header_is_unbounded_pcm() {
