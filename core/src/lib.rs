@@ -16,6 +16,7 @@ pub mod generate;
 pub mod grammar;
 pub mod http;
 pub mod json;
+pub mod math;
 
 pub use trillim_kernels as kernels;
 pub mod model;

@@ -141,7 +141,11 @@ fn speech_streams_wav_and_pcm() {
     assert_eq!(st, 200);
     // Pitch-preserving time stretch: exactly half as long.
     let n = body.len() / 2;
-    assert_eq!(n, (want.len() as f64 / 2.0).round() as usize, "samples at speed 2");
+    assert_eq!(
+        n,
+        (want.len() as f64 / 2.0).round() as usize,
+        "samples at speed 2"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub mod act;
 pub mod f16;
 pub mod formats;
 pub mod iq4;
+pub mod math;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_k;
@@ -51,8 +52,8 @@ mod aarch64_blocks;
 pub use act::{ActBatch, ActQ8};
 pub use formats::WeightType;
 pub use table::{
-    CpuFeatures, GemmF32Fn, GemmFn, Kernels, MatVecF32Fn, MatVecFn, MixF16Fn, ScoresF16Fn,
-    TileKernels,
+    CpuFeatures, ExpShiftedFn, GeluFn, GemmF32Fn, GemmFn, Kernels, MatVecF32Fn, MatVecFn, MixF16Fn,
+    ScoresF16Fn, TileKernels,
 };
 
 #[cfg(test)]

@@ -226,6 +226,16 @@ pub fn gemm_bf16(w: &[u8], row_bytes: usize, x: &[f32], n: usize, out: &mut [f32
     gemm_each(matvec_bf16, w, row_bytes, x, n, out)
 }
 
+/// The exact (erf) GELU in place (see [`crate::math::gelu_erf`]).
+pub fn gelu_erf(x: &mut [f32]) {
+    crate::math::gelu_erf(x)
+}
+
+/// Softmax numerators and their sum (see [`crate::math::exp_shifted`]).
+pub fn exp_shifted(x: &mut [f32], max: f32, scale: f32) -> f32 {
+    crate::math::exp_shifted(x, max, scale)
+}
+
 /// Dot product of an f16 vector (a cached key) with an f32 vector (a query).
 pub fn dot_f16(k: &[u16], q: &[f32]) -> f32 {
     let mut acc = 0f32;

@@ -15,6 +15,10 @@ pub type MatVecF32Fn = fn(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]
 /// `x.len() / n` and `out[t · rows + r] = row_r · x_t` with `rows = out.len() / n` (see
 /// [`scalar::gemm_f32`]).
 pub type GemmF32Fn = fn(w: &[u8], row_bytes: usize, x: &[f32], n: usize, out: &mut [f32]);
+/// An element-wise activation in place.
+pub type GeluFn = fn(x: &mut [f32]);
+/// Softmax numerators in place, returning their sum (see [`crate::math::exp_shifted`]).
+pub type ExpShiftedFn = fn(x: &mut [f32], max: f32, scale: f32) -> f32;
 /// Attention scores of several query heads against a block of f16 keys (see
 /// [`scalar::scores_f16`]).
 pub type ScoresF16Fn = fn(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]);
@@ -143,6 +147,10 @@ pub struct Kernels {
     pub gemm_f16: GemmF32Fn,
     /// BF16 matrix × several f32 vectors.
     pub gemm_bf16: GemmF32Fn,
+    /// The exact (erf) GELU, bit-identical on every path.
+    pub gelu_erf: GeluFn,
+    /// Softmax numerators and their sum, bit-identical on every path.
+    pub exp_shifted: ExpShiftedFn,
     /// Scores of the query heads sharing a key head, over a block of keys.
     pub scores_f16: ScoresF16Fn,
     /// Softmax-weighted value sums of those heads, over a block of values.
@@ -225,6 +233,8 @@ impl Kernels {
             gemm_f32: scalar::gemm_f32,
             gemm_f16: scalar::gemm_f16,
             gemm_bf16: scalar::gemm_bf16,
+            gelu_erf: scalar::gelu_erf,
+            exp_shifted: scalar::exp_shifted,
             scores_f16: scalar::scores_f16,
             mix_f16: scalar::mix_f16,
             gemm_q8_0: scalar::gemm_q8_0,
@@ -277,6 +287,8 @@ impl Kernels {
             gemm_f32: x86::avx2_gemm_f32,
             gemm_f16: x86::avx2_gemm_f16,
             gemm_bf16: x86::avx2_gemm_bf16,
+            gelu_erf: x86::avx2_gelu_erf,
+            exp_shifted: x86::avx2_exp_shifted,
             scores_f16: x86::avx2_scores_f16,
             mix_f16: x86::avx2_mix_f16,
             gemm_q8_0: x86::avx2_gemm_q8_0,

@@ -576,6 +576,40 @@ fn float_gemm_kernels_match_scalar() {
 }
 
 #[test]
+fn element_wise_kernels_equal_scalar_bit_for_bit() {
+    let scalar = Kernels::scalar();
+    let mut rng = Rng::new(13);
+    for n in [0usize, 1, 7, 8, 15, 16, 17, 100, 1001] {
+        // Every range of erf and of the exponential, edges and non-finite values included.
+        let x: Vec<f32> = (0..n)
+            .map(|i| match i % 11 {
+                0 => f32::INFINITY,
+                1 => f32::NEG_INFINITY,
+                2 => 1e-30,
+                3 => -0.84375,
+                4 => 1.25,
+                5 => -6.5,
+                _ => rng.f32() * 8.0,
+            })
+            .collect();
+        let finite: Vec<f32> = x.iter().map(|v| v.clamp(-100.0, 100.0)).collect();
+        for k in simd_paths() {
+            let (mut a, mut b) = (x.clone(), x.clone());
+            (scalar.gelu_erf)(&mut a);
+            (k.gelu_erf)(&mut b);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{} gelu, n {n}", k.name);
+            let (mut a, mut b) = (finite.clone(), finite.clone());
+            let max = finite.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sa = (scalar.exp_shifted)(&mut a, max, 0.7);
+            let sb = (k.exp_shifted)(&mut b, max, 0.7);
+            assert_eq!(bits(&a), bits(&b), "{} exp, n {n}", k.name);
+            assert_eq!(sa.to_bits(), sb.to_bits(), "{} exp sum, n {n}", k.name);
+        }
+    }
+}
+
+#[test]
 fn grouped_attention_kernels_match_scalar() {
     let scalar = Kernels::scalar();
     let paths = simd_paths();

@@ -2,8 +2,8 @@
 
 use super::gemma::softcap;
 use super::kv::KvCache;
-use super::norm::expf_in_range;
 use super::Forward;
+use crate::math::expf_in_range;
 use crate::parallel::Parallel;
 
 /// Key positions whose scores attention computes before exponentiating them together.

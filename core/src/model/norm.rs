@@ -2,6 +2,7 @@
 
 use super::weights::Tensor;
 use super::Forward;
+use crate::math::expf_in_range;
 use crate::parallel::Parallel;
 
 pub(super) fn rms_norm(x: &mut [f32], w: &[u8], eps: f32) {
@@ -28,48 +29,6 @@ pub(super) fn rms_norm(x: &mut [f32], w: &[u8], eps: f32) {
 
 fn silu(x: f32) -> f32 {
     x / (1.0 + libm::expf(-x))
-}
-
-/// `libm::expf` (FreeBSD's `e_expf`) for `|x| < 87` without branches: the same `f32` operations
-/// in the same order, so bit-identical to it, in a form the compiler vectorizes.
-#[inline(always)]
-pub(super) fn expf_in_range(x: f32) -> f32 {
-    // libm's constants, as written there.
-    #![allow(clippy::excessive_precision)]
-    const LN2_HI: f32 = 6.9314575195e-01; // 0x3f317200
-    const LN2_LO: f32 = 1.4286067653e-06; // 0x35bfbe8e
-    const INV_LN2: f32 = 1.4426950216e+00; // 0x3fb8aa3b
-    const P1: f32 = 1.6666625440e-1; // 0x3e2aaa8f
-    const P2: f32 = -2.7667332906e-3; // 0xbb355215
-    let bits = x.to_bits();
-    let hx = bits & 0x7fff_ffff;
-    let neg = bits >> 31 != 0;
-    // Argument reduction x = k·ln2 + r (k = 0 leaves x as it is: x − 0 · LN2_HI = x).
-    let k = if hx > 0x3f85_1592 {
-        (INV_LN2 * x + if neg { -0.5 } else { 0.5 }) as i32
-    } else if hx > 0x3eb1_7218 {
-        if neg {
-            -1
-        } else {
-            1
-        }
-    } else {
-        0
-    };
-    let kf = k as f32;
-    let hi = x - kf * LN2_HI;
-    let lo = kf * LN2_LO;
-    let r = hi - lo;
-    let rr = r * r;
-    let c = r - rr * (P1 + rr * P2);
-    let y = 1.0 + (r * c / (2.0 - c) - lo + hi);
-    // |k| ≤ 126, so 2^k is a normal float and scaling is one multiplication (by 1 for k = 0).
-    let scaled = y * f32::from_bits(((0x7f + k) as u32) << 23);
-    if hx > 0x3900_0000 {
-        scaled
-    } else {
-        1.0 + x
-    }
 }
 
 /// `g[i] = silu(g[i]) · u[i]`, bit-identical to [`silu`], vectorized in groups of 16 whose
@@ -117,22 +76,6 @@ impl Forward<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expf_in_range_is_libm_bit_for_bit() {
-        let limit = 87.0f32.to_bits();
-        let mut bits = 0u32;
-        while bits < limit {
-            for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
-                assert_eq!(expf_in_range(x).to_bits(), libm::expf(x).to_bits(), "{x:e}");
-            }
-            // Every value near the reduction thresholds, a stride elsewhere.
-            let near = [0x3900_0000u32, 0x3eb1_7218, 0x3f85_1592]
-                .iter()
-                .any(|&t| bits.abs_diff(t) < 4096);
-            bits += if near { 1 } else { 61 };
-        }
-    }
 
     #[test]
     fn silu_mul_matches_silu() {

@@ -404,6 +404,28 @@ wrap_gemm_f32! {
     avx2_gemm_bf16 => gemm_float_avx2::<2>;
 }
 
+/// The scalar element-wise bodies compiled for AVX2: the same operations (Rust does not fuse
+/// multiplies and adds on its own), eight lanes at a time.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_erf_avx2(x: &mut [f32]) {
+    crate::math::gelu_erf(x)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shifted_avx2(x: &mut [f32], max: f32, scale: f32) -> f32 {
+    crate::math::exp_shifted(x, max, scale)
+}
+
+pub(crate) fn avx2_gelu_erf(x: &mut [f32]) {
+    // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA.
+    unsafe { gelu_erf_avx2(x) }
+}
+
+pub(crate) fn avx2_exp_shifted(x: &mut [f32], max: f32, scale: f32) -> f32 {
+    // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA.
+    unsafe { exp_shifted_avx2(x, max, scale) }
+}
+
 pub(crate) fn avx2_scores_f16(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]) {
     // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA/F16C.
     unsafe { scores_f16_avx2(k, q, hd, scores) }

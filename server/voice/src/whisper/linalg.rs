@@ -199,11 +199,9 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The exact (erf) GELU, in place.
+/// The exact (erf) GELU, in place (libm's `erff`, vectorized).
 pub fn gelu(x: &mut [f32]) {
-    for v in x {
-        *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
-    }
+    (kernels().gelu_erf)(x)
 }
 
 /// Multi-head attention of `tq` queries over `tk` keys and values, all `[pos][heads · hd]`
@@ -355,16 +353,24 @@ pub fn cross_attention(
     }
 }
 
+/// This CPU's kernel table (selected once).
+fn kernels() -> &'static Kernels {
+    static K: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
+    K.get_or_init(trillim_runtime::cpu::best_kernels)
+}
+
+/// `e^(scale · (x − max))` of each element in place, returning their sum: libm's `expf`,
+/// vectorized (arguments below −87, under 1.7e-38, read as −87).
+pub fn exp_shifted(x: &mut [f32], max: f32, scale: f32) -> f32 {
+    (kernels().exp_shifted)(x, max, scale)
+}
+
 /// `softmax(scale · x)` in place.
 fn softmax_scaled(x: &mut [f32], scale: f32) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
+    let inv = 1.0 / exp_shifted(x, max, scale);
     for v in x.iter_mut() {
-        *v = ((*v - max) * scale).exp();
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
+        *v *= inv;
     }
 }
 
@@ -393,11 +399,7 @@ fn attend_head(
                 *s = dot(qi, &k.0[j * k.1..j * k.1 + hd]) * scale;
             }
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
+            let sum = exp_shifted(row, max, 1.0);
             let o = &mut out[i * out_stride..i * out_stride + hd];
             o.fill(0.0);
             for (j, &p) in row.iter().enumerate() {
@@ -422,13 +424,9 @@ fn attend_head(
             .iter()
             .copied()
             .fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
+        let inv = 1.0 / exp_shifted(&mut row[..visible], max, 1.0);
         for s in &mut row[..visible] {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        for s in &mut row[..visible] {
-            *s /= sum;
+            *s *= inv;
         }
         row[visible..].fill(0.0);
     }

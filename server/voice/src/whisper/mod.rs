@@ -652,5 +652,7 @@ fn log_sum_exp(x: &[f32]) -> f32 {
     if max == f32::NEG_INFINITY {
         return max;
     }
-    max + x.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+    // Into a scratch copy: the exponentials vectorize only as a pass over memory.
+    let mut e = x.to_vec();
+    max + linalg::exp_shifted(&mut e, max, 1.0).ln()
 }
