@@ -345,6 +345,7 @@ impl Kernels {
             gemm_q5_1: x86_gemm::vnni_gemm_q5_1,
             gemm_iq4_nl: x86_gemm::vnni_gemm_iq4_nl,
             gemm_q4_k: crate::x86_gemm_k::vnni_gemm_q4_k,
+            gemm_q6_k: crate::x86_gemm_k::vnni_gemm_q6_k,
             // SAFETY: the caller's contract includes AVX2, FMA and F16C.
             ..unsafe { Kernels::avx2() }
         }

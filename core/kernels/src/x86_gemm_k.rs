@@ -1,8 +1,9 @@
-//! AVX-512 VNNI multi-token (prefill) kernel for Q4_K, in the tiled layout of [`crate::x86_gemm`]:
-//! a 16-row tile's super-block is decoded once into row-interleaved nibble codes and reused by
-//! every token. Each sub-block's exact `vpdpbusd` sums are scaled by the rows' 6-bit scales in
-//! integers and the minima term is formed from the activation sums, so every (row, token) pair
-//! takes the scalar reference's single float step per super-block: results are bit-identical.
+//! AVX-512 VNNI multi-token (prefill) kernels for Q4_K and Q6_K, in the tiled layout of
+//! [`crate::x86_gemm`]: a 16-row tile's super-block is decoded once into row-interleaved codes
+//! and reused by every token. Each sub-block's exact `vpdpbusd` sums are scaled by the rows'
+//! scales in integers (Q4_K's minima term formed from the activation sums, Q6_K's code offset
+//! from the weights' own sums), so every (row, token) pair takes the scalar reference's single
+//! float step per super-block: results are bit-identical.
 
 #![allow(unused_unsafe)]
 #![allow(clippy::incompatible_msrv)]
@@ -11,6 +12,7 @@ use core::arch::x86_64::*;
 
 use crate::act::ActBatch;
 use crate::formats::Q4_K_BLOCK_BYTES;
+use crate::q6_k::Q6_K_BLOCK_BYTES;
 use crate::x86_gemm::{f16x16, load_t16x8, row_ptrs16, ROWS, TOKENS};
 
 /// The super-block's per-row scales and minima as eight vectors of 16 `i32` lanes each.
@@ -162,6 +164,171 @@ unsafe fn gemm_q4_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32
         }
         r += ROWS;
     }
+}
+
+/// Adds Q6_K super-block `b` of tokens `t0 .. t0 + T` to their accumulators. `codes` are the
+/// signed weights `q − 32`; activations go in biased by 128 (unsigned for `vpdpbusd`), which
+/// `corr` (each row's `Σ scale · 128 · Σ q` over the block) takes back out.
+///
+/// # Safety
+/// As [`tokens`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+unsafe fn tokens_q6<const T: usize>(
+    codes: &[__m512i; 64],
+    (sc, corr): (&[__m512i; 16], __m512i),
+    d: __m512,
+    a: &ActBatch<'_>,
+    t0: usize,
+    b: usize,
+    acc: &mut [__m512],
+) {
+    let na = a.cols / a.block;
+    let q0 = a.qs.as_ptr().wrapping_add(t0 * a.cols + 256 * b) as *const u8;
+    let mut sumi = [_mm512_setzero_si512(); T];
+    // SAFETY: every activation read is inside token `t0 + t`'s super-block `b`, every scale
+    // index inside the token's blocks (caller's contract).
+    unsafe {
+        for (s, &scale) in sc.iter().enumerate() {
+            let mut si = [_mm512_setzero_si512(); T];
+            for k in 0..4 {
+                let ck = codes[4 * s + k];
+                for (t, si) in si.iter_mut().enumerate() {
+                    let q = (q0.add(t * a.cols + 16 * s + 4 * k) as *const i32).read_unaligned();
+                    let biased = _mm512_set1_epi32(q ^ 0x8080_8080u32 as i32);
+                    *si = _mm512_dpbusd_epi32(*si, biased, ck);
+                }
+            }
+            for t in 0..T {
+                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(si[t], scale));
+            }
+        }
+        for t in 0..T {
+            let da = _mm512_set1_ps(*a.d.get_unchecked((t0 + t) * na + 8 * b));
+            let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(sumi[t], corr));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_mul_ps(d, da), v));
+        }
+    }
+}
+
+/// Q6_K matrix × several Q8_K token vectors.
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW/VL/VNNI, AVX2 and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn gemm_q6_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    let n = a.n;
+    if n == 0 {
+        return;
+    }
+    let rows = out.len() / n;
+    if rows == 0 {
+        return;
+    }
+    let bb = Q6_K_BLOCK_BYTES;
+    let nb = row_bytes / bb;
+    assert!(w.len() >= rows * row_bytes, "weight slice too short");
+    assert_eq!(a.block, 32, "activation block length");
+    let na = a.cols / a.block;
+    assert!(na >= 8 * nb, "activation codes too short");
+    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
+    assert!(a.d.len() >= n * na, "activation scales too short");
+    let (m4, m2, c32) = (
+        _mm512_set1_epi8(0xf),
+        _mm512_set1_epi8(3),
+        _mm512_set1_epi8(32),
+    );
+    let ones = _mm512_set1_epi8(1);
+    let mut codes = [_mm512_setzero_si512(); 64];
+    let mut acc = [_mm512_setzero_ps(); TOKENS];
+    let mut r = 0;
+    while r < rows {
+        let p = row_ptrs16(w, row_bytes, rows, r);
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = core::cmp::min(TOKENS, n - t0);
+            acc[..nt].fill(_mm512_setzero_ps());
+            for b in 0..nb {
+                let off = b * bb;
+                // SAFETY: every row of `w` holds `nb` blocks (checked above).
+                unsafe {
+                    // Half h, quarter k: weights 128h + 32k + l, at codes[32h + 8k + l / 4].
+                    for h in 0..2 {
+                        let lo = [
+                            load_t16x8(&p, off + 64 * h),
+                            load_t16x8(&p, off + 64 * h + 32),
+                        ];
+                        let hi = load_t16x8(&p, off + 128 + 32 * h);
+                        for k in 0..4 {
+                            for j in 0..8 {
+                                let l = lo[k & 1][j];
+                                let l = if k >> 1 == 0 {
+                                    _mm512_and_si512(l, m4)
+                                } else {
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(l), m4)
+                                };
+                                let q = _mm512_and_si512(
+                                    _mm512_srlv_epi16(hi[j], _mm512_set1_epi16(2 * k as i16)),
+                                    m2,
+                                );
+                                let code = _mm512_or_si512(l, _mm512_slli_epi16::<4>(q));
+                                codes[32 * h + 8 * k + j] = _mm512_sub_epi8(code, c32);
+                            }
+                        }
+                    }
+                    // Each row's sixteen int8 scales, and Σ scale · 128 · Σ q over the block.
+                    let mut sc_rows = [[0i32; ROWS]; 16];
+                    for (i, &pi) in p.iter().enumerate() {
+                        let bytes = (pi.add(off + 192) as *const [u8; 16]).read_unaligned();
+                        for (s, &v) in bytes.iter().enumerate() {
+                            sc_rows[s][i] = v as i8 as i32;
+                        }
+                    }
+                    let sc: [__m512i; 16] = core::array::from_fn(|s| {
+                        _mm512_loadu_si512(sc_rows[s].as_ptr() as *const _)
+                    });
+                    let mut corr = _mm512_setzero_si512();
+                    for (s, &scale) in sc.iter().enumerate() {
+                        let mut qs = _mm512_setzero_si512();
+                        for k in 0..4 {
+                            qs = _mm512_dpbusd_epi32(qs, ones, codes[4 * s + k]);
+                        }
+                        corr = _mm512_add_epi32(
+                            corr,
+                            _mm512_mullo_epi32(_mm512_slli_epi32::<7>(qs), scale),
+                        );
+                    }
+                    let d = f16x16(&p, off + 208);
+                    let mut t = 0;
+                    while t + 4 <= nt {
+                        tokens_q6::<4>(&codes, (&sc, corr), d, a, t0 + t, b, &mut acc[t..]);
+                        t += 4;
+                    }
+                    while t < nt {
+                        tokens_q6::<1>(&codes, (&sc, corr), d, a, t0 + t, b, &mut acc[t..]);
+                        t += 1;
+                    }
+                }
+            }
+            let nr = core::cmp::min(ROWS, rows - r);
+            let mask = ((1u32 << nr) - 1) as u16;
+            for (t, &v) in acc[..nt].iter().enumerate() {
+                let o = (t0 + t) * rows + r;
+                let dst = &mut out[o..o + nr];
+                // SAFETY: `dst` holds `nr` floats and the store writes only the first `nr` lanes.
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, v) };
+            }
+            t0 += nt;
+        }
+        r += ROWS;
+    }
+}
+
+/// Safe wrapper stored in the kernel table, reachable only through `Kernels::avx512vnni`, whose
+/// contract is that the CPU supports AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+pub(crate) fn vnni_gemm_q6_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    // SAFETY: see above.
+    unsafe { gemm_q6_k(w, row_bytes, a, out) }
 }
 
 /// Safe wrapper stored in the kernel table, reachable only through `Kernels::avx512vnni`, whose
