@@ -10,6 +10,11 @@
 //! reused by every token from L1 and a block costs two vector operations per four weights,
 //! eight rows and one token, with no horizontal reduction.
 //!
+//! Q8_0's weights are signed bytes, whose pair products could saturate `vpmaddubsw`'s 16 bits:
+//! they are offset by 128 into `0..=255` and split into two nibble planes, `w + 128 = 16h + l`,
+//! each multiplied like Q4 codes; `16 · Σ h·a + Σ l·a − 128 · Σ a` is the exact sum for every
+//! int8 activation (−128 included).
+//!
 //! Integer block sums are exact and each (row, token) `f32` accumulator adds the blocks in the
 //! scalar reference's order with the same products (lane-wise), so the results are
 //! bit-identical to [`crate::scalar`]'s `gemm_*` (and to the matrix-vector kernels).
@@ -20,7 +25,9 @@ use super::ternary::{tq1_digit256, triple256};
 use super::{cvtph_ps256, load128, load256};
 
 use crate::act::ActBatch;
-use crate::formats::{Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::formats::{
+    Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+};
 
 /// Rows per tile (one per 32-bit lane of a 256-bit register).
 const ROWS: usize = 8;
@@ -31,6 +38,7 @@ const TOKENS: usize = 64;
 pub(super) const TQ2: u8 = 0;
 pub(super) const I2S: u8 = 1;
 pub(super) const TQ1: u8 = 2;
+pub(super) const Q8: u8 = 3;
 pub(super) const Q40: u8 = 4;
 pub(super) const Q41: u8 = 5;
 
@@ -40,6 +48,7 @@ const fn block_bytes(f: u8) -> usize {
         TQ2 => TQ2_0_BLOCK_BYTES,
         I2S => 32,
         TQ1 => TQ1_0_BLOCK_BYTES,
+        Q8 => Q8_0_BLOCK_BYTES,
         Q40 => Q4_0_BLOCK_BYTES,
         _ => Q4_1_BLOCK_BYTES,
     }
@@ -149,7 +158,8 @@ unsafe fn f16x8(p: &[*const u8; ROWS], off: usize) -> __m256 {
 }
 
 /// Decodes the weight block at byte `off` of the eight rows into `codes` (see the module
-/// docs): `act_blocks(F) · groups(F)` vectors, activation block `s` at `codes[s · groups(F)..]`.
+/// docs): `act_blocks(F) · groups(F)` vectors, activation block `s` at `codes[s · groups(F)..]`
+/// (Q8_0: the low nibble plane, and the high one after it at `codes[8..16]`).
 ///
 /// # Safety
 /// Every row holds a whole block at `off`; the CPU supports AVX2.
@@ -213,6 +223,14 @@ unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, codes: &mut [__
                     x = triple256(x);
                 }
             }
+            Q8 => {
+                let y = load_t8x8(p, off + 2);
+                for (j, &y) in y.iter().enumerate() {
+                    let b = _mm256_xor_si256(y, x80);
+                    codes[j] = _mm256_and_si256(b, m4);
+                    codes[8 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(b), m4);
+                }
+            }
             _ => {
                 // Byte m: weight m in the low nibble, weight 16 + m in the high one.
                 let qo = if F == Q41 { 4 } else { 2 };
@@ -250,7 +268,8 @@ unsafe fn scales<const F: u8>(p: &[*const u8; ROWS], off: usize) -> (__m256, __m
 /// tokens' accumulators `acc[0..T]`, with the scalar reference's per-block epilogue.
 ///
 /// The 16-bit sums are exact: a pair sum is at most `2 · 2 · 128 = 512` in magnitude for
-/// ternary codes (32 groups: 16384) and `2 · 15 · 128 = 3840` for nibbles (8 groups: 30720).
+/// ternary codes (32 groups: 16384) and `2 · 15 · 128 = 3840` for nibbles (8 groups: 30720);
+/// Q8_0's two nibble planes sum like nibbles (8 groups each).
 ///
 /// # Safety
 /// `c` points to `groups(F)` vectors; tokens `t0 .. t0 + T` and block `ab` are inside `a`
@@ -273,8 +292,19 @@ unsafe fn tokens<const F: u8, const T: usize>(
     // SAFETY: `c[0..k_n]` are the decoded codes and every activation read is inside token
     // `t0 + t`'s block `ab` (caller's contract).
     unsafe {
+        let mut hi = [_mm256_setzero_si256(); T];
         for k in 0..k_n {
             let ck = c.add(k).read();
+            if F == Q8 {
+                let ch = c.add(8 + k).read();
+                for t in 0..T {
+                    let q = (q0.add(t * a.cols + 4 * k) as *const i32).read_unaligned();
+                    let q = _mm256_set1_epi32(q);
+                    s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(ck, q));
+                    hi[t] = _mm256_add_epi16(hi[t], _mm256_maddubs_epi16(ch, q));
+                }
+                continue;
+            }
             for (t, s) in s.iter_mut().enumerate() {
                 let q = (q0.add(t * a.cols + 4 * k) as *const i32).read_unaligned();
                 *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(ck, _mm256_set1_epi32(q)));
@@ -285,6 +315,12 @@ unsafe fn tokens<const F: u8, const T: usize>(
             let d = _mm256_set1_ps(*a.d.get_unchecked(i));
             let sum = *a.sums.get_unchecked(i);
             let s = _mm256_madd_epi16(*s, ones);
+            let s = if F == Q8 {
+                let h = _mm256_slli_epi32::<4>(_mm256_madd_epi16(hi[t], ones));
+                _mm256_sub_epi32(_mm256_add_epi32(h, s), _mm256_set1_epi32(128 * sum))
+            } else {
+                s
+            };
             let isum = match F {
                 TQ2 | I2S | TQ1 => _mm256_sub_epi32(s, _mm256_set1_epi32(sum)),
                 Q40 => _mm256_sub_epi32(s, _mm256_set1_epi32(8 * sum)),
@@ -363,9 +399,14 @@ pub(super) unsafe fn gemm<const F: u8>(
                         let ab = b * subs + s;
                         let c = codes.as_ptr().add(s * k_n);
                         let mut t = 0;
-                        while t + 8 <= nt {
+                        // Q8_0 keeps two sums per token: four tokens fill the registers.
+                        while F != Q8 && t + 8 <= nt {
                             tokens::<F, 8>(c, a, t0 + t, ab, sc, &mut acc[t..]);
                             t += 8;
+                        }
+                        while F == Q8 && t + 4 <= nt {
+                            tokens::<F, 4>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            t += 4;
                         }
                         if t + 4 <= nt {
                             tokens::<F, 4>(c, a, t0 + t, ab, sc, &mut acc[t..]);

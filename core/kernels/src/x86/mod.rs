@@ -314,7 +314,8 @@ wrap_q8! {
 // Multi-token entries of the AVX2 path. A few tokens (decode steps of several sequences) take
 // the few-token kernels, which read each row group once for all of them with the
 // matrix-vector kernels' arithmetic; more tokens (prefill) take the register-blocked tiles of
-// `gemm`, which decode a block of eight rows once for up to 64 tokens. Formats without either
+// `gemm`, which decode a block of eight rows once for up to 64 tokens (TQ2_0, I2_S and Q8_0
+// switch at `ternary::FEW` tokens, TQ1_0, Q4_0 and Q4_1 at `TILES_FROM`). Formats without either
 // run the matrix-vector kernel once per token.
 macro_rules! gemm_entry {
     ($($name:ident => $few:expr, $tiles:expr;)*) => {$(
@@ -354,7 +355,6 @@ macro_rules! gemm_tiles {
 const TILES_FROM: usize = 4;
 
 crate::scalar::gemm_from_matvec!(avx2_gemm_tq1_0_each, avx2_tq1_0);
-crate::scalar::gemm_from_matvec!(avx2_gemm_q8_0_each, avx2_q8_0);
 crate::scalar::gemm_from_matvec!(avx2_gemm_q4_0_each, avx2_q4_0);
 crate::scalar::gemm_from_matvec!(avx2_gemm_q4_1_each, avx2_q4_1);
 
@@ -364,13 +364,8 @@ gemm_tiles! {
     avx2_gemm_q4_1 => avx2_gemm_q4_1_each, gemm::gemm::<{ gemm::Q41 }>;
 }
 
-pub(crate) fn avx2_gemm_q8_0(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
-    if a.n <= ternary::FEW {
-        // SAFETY: as in `gemm_entry`.
-        unsafe { q8_0_avx2_few(w, row_bytes, a, out) }
-    } else {
-        avx2_gemm_q8_0_each(w, row_bytes, a, out)
-    }
+gemm_entry! {
+    avx2_gemm_q8_0 => q8_0_avx2_few, gemm::gemm::<{ gemm::Q8 }>;
 }
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_0, avx2_q5_0);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_1, avx2_q5_1);
