@@ -41,18 +41,120 @@ unsafe fn scales(p: &[*const u8; ROWS], off: usize) -> ([__m512i; 8], [__m512i; 
     )
 }
 
-/// Adds super-block `b` of tokens `t0 .. t0 + T` to their accumulators.
+/// The formats, as the const generic parameter of the shared driver.
+const Q4K: u8 = 0;
+const Q6K: u8 = 1;
+
+/// One decoded super-block of a 16-row tile: codes `codes[k]` (row `r`'s weights `4k .. 4k + 4`
+/// in 32-bit lane `r`), the rows' sub-block scales as `i32` lanes, and the float scales.
+///
+/// Q4_K: nibble codes; `sc[0..8]` the 6-bit scales, `sc[8..16]` the minima; `d`, `dmin`.
+/// Q6_K: signed codes `q − 32`; `sc` the sixteen int8 scales; `d`, and `corr`, each row's
+/// `Σ scale · 128 · Σ q` that takes back out the bias of activations fed as unsigned.
+struct Block {
+    codes: [__m512i; 64],
+    sc: [__m512i; 16],
+    d: __m512,
+    dmin: __m512,
+    corr: __m512i,
+}
+
+/// Bytes of a super-block of format `F`.
+const fn block_bytes(f: u8) -> usize {
+    if f == Q4K {
+        Q4_K_BLOCK_BYTES
+    } else {
+        Q6_K_BLOCK_BYTES
+    }
+}
+
+/// Decodes the super-block at byte `off` of the 16 rows into `blk`.
 ///
 /// # Safety
-/// `codes` holds the decoded block; tokens `t0 .. t0 + T` and super-block `b` are inside `a`
+/// Every row holds a whole block at `off`; the CPU supports AVX-512 F/BW/VNNI.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, blk: &mut Block) {
+    let m4 = _mm512_set1_epi8(0xf);
+    // SAFETY: every read lies inside the block at `off` (caller's contract).
+    unsafe {
+        if F == Q4K {
+            // Chunk c: byte l holds weight 64c + l (low nibble) and 64c + 32 + l.
+            for c in 0..4 {
+                let y = load_t16x8(p, off + 16 + 32 * c);
+                for (j, &y) in y.iter().enumerate() {
+                    blk.codes[16 * c + j] = _mm512_and_si512(y, m4);
+                    blk.codes[16 * c + 8 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(y), m4);
+                }
+            }
+            let (sc, m) = scales(p, off);
+            blk.sc[..8].copy_from_slice(&sc);
+            blk.sc[8..].copy_from_slice(&m);
+            blk.d = f16x16(p, off);
+            blk.dmin = f16x16(p, off + 2);
+            return;
+        }
+        let (m2, c32, ones) = (
+            _mm512_set1_epi8(3),
+            _mm512_set1_epi8(32),
+            _mm512_set1_epi8(1),
+        );
+        // Half h, quarter k: weights 128h + 32k + l, at codes[32h + 8k + l / 4].
+        for h in 0..2 {
+            let lo = [
+                load_t16x8(p, off + 64 * h),
+                load_t16x8(p, off + 64 * h + 32),
+            ];
+            let hi = load_t16x8(p, off + 128 + 32 * h);
+            for k in 0..4 {
+                for j in 0..8 {
+                    let l = lo[k & 1][j];
+                    let l = if k >> 1 == 0 {
+                        _mm512_and_si512(l, m4)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(l), m4)
+                    };
+                    let q = _mm512_and_si512(
+                        _mm512_srlv_epi16(hi[j], _mm512_set1_epi16(2 * k as i16)),
+                        m2,
+                    );
+                    let code = _mm512_or_si512(l, _mm512_slli_epi16::<4>(q));
+                    blk.codes[32 * h + 8 * k + j] = _mm512_sub_epi8(code, c32);
+                }
+            }
+        }
+        let mut sc_rows = [[0i32; ROWS]; 16];
+        for (i, &pi) in p.iter().enumerate() {
+            let bytes = (pi.add(off + 192) as *const [u8; 16]).read_unaligned();
+            for (s, &v) in bytes.iter().enumerate() {
+                sc_rows[s][i] = v as i8 as i32;
+            }
+        }
+        let mut corr = _mm512_setzero_si512();
+        for (s, sc) in sc_rows.iter().enumerate() {
+            let scale = _mm512_loadu_si512(sc.as_ptr() as *const _);
+            blk.sc[s] = scale;
+            let mut qs = _mm512_setzero_si512();
+            for k in 0..4 {
+                qs = _mm512_dpbusd_epi32(qs, ones, blk.codes[4 * s + k]);
+            }
+            corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(_mm512_slli_epi32::<7>(qs), scale));
+        }
+        blk.corr = corr;
+        blk.d = f16x16(p, off + 208);
+    }
+}
+
+/// Adds super-block `b` of tokens `t0 .. t0 + T` to their accumulators, with the scalar
+/// reference's single float step per (row, token) and super-block.
+///
+/// # Safety
+/// `blk` holds the decoded block; tokens `t0 .. t0 + T` and super-block `b` are inside `a`
 /// (checked by the caller); the CPU supports AVX-512 F/BW/VNNI.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tokens<const T: usize>(
-    codes: &[__m512i; 64],
-    (sc, m): (&[__m512i; 8], &[__m512i; 8]),
-    (d, dmin): (__m512, __m512),
+unsafe fn tokens<const F: u8, const T: usize>(
+    blk: &Block,
     a: &ActBatch<'_>,
     t0: usize,
     b: usize,
@@ -62,42 +164,60 @@ unsafe fn tokens<const T: usize>(
     let q0 = a.qs.as_ptr().wrapping_add(t0 * a.cols + 256 * b) as *const u8;
     let mut sumi = [_mm512_setzero_si512(); T];
     let mut summ = [_mm512_setzero_si512(); T];
+    // Q4_K: 8 sub-blocks of 32 weights; Q6_K: 16 of 16.
+    let (subs, groups) = if F == Q4K { (8, 8) } else { (16, 4) };
     // SAFETY: every activation read is inside token `t0 + t`'s super-block `b`, every scale and
     // sum index inside the token's blocks (caller's contract).
     unsafe {
-        for s in 0..8 {
+        for s in 0..subs {
             let mut si = [_mm512_setzero_si512(); T];
-            for k in 0..8 {
-                let ck = codes[8 * s + k];
+            for k in 0..groups {
+                let ck = blk.codes[groups * s + k];
                 for (t, si) in si.iter_mut().enumerate() {
-                    let q = (q0.add(t * a.cols + 32 * s + 4 * k) as *const i32).read_unaligned();
-                    *si = _mm512_dpbusd_epi32(*si, ck, _mm512_set1_epi32(q));
+                    let q =
+                        (q0.add(t * a.cols + 4 * (groups * s + k)) as *const i32).read_unaligned();
+                    *si = if F == Q4K {
+                        _mm512_dpbusd_epi32(*si, ck, _mm512_set1_epi32(q))
+                    } else {
+                        // Activations biased into unsigned bytes, against signed codes.
+                        let biased = _mm512_set1_epi32(q ^ 0x8080_8080u32 as i32);
+                        _mm512_dpbusd_epi32(*si, biased, ck)
+                    };
                 }
             }
             for t in 0..T {
-                let sum = *a.sums.get_unchecked((t0 + t) * na + 8 * b + s);
-                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(si[t], sc[s]));
-                summ[t] =
-                    _mm512_add_epi32(summ[t], _mm512_mullo_epi32(m[s], _mm512_set1_epi32(sum)));
+                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(si[t], blk.sc[s]));
+                if F == Q4K {
+                    let sum = *a.sums.get_unchecked((t0 + t) * na + 8 * b + s);
+                    summ[t] = _mm512_add_epi32(
+                        summ[t],
+                        _mm512_mullo_epi32(blk.sc[8 + s], _mm512_set1_epi32(sum)),
+                    );
+                }
             }
         }
         for t in 0..T {
             let da = _mm512_set1_ps(*a.d.get_unchecked((t0 + t) * na + 8 * b));
-            let v = _mm512_sub_ps(
-                _mm512_mul_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sumi[t])),
-                _mm512_mul_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(summ[t])),
-            );
+            let v = if F == Q4K {
+                _mm512_sub_ps(
+                    _mm512_mul_ps(_mm512_mul_ps(blk.d, da), _mm512_cvtepi32_ps(sumi[t])),
+                    _mm512_mul_ps(_mm512_mul_ps(blk.dmin, da), _mm512_cvtepi32_ps(summ[t])),
+                )
+            } else {
+                let isum = _mm512_sub_epi32(sumi[t], blk.corr);
+                _mm512_mul_ps(_mm512_mul_ps(blk.d, da), _mm512_cvtepi32_ps(isum))
+            };
             acc[t] = _mm512_add_ps(acc[t], v);
         }
     }
 }
 
-/// Q4_K matrix × several Q8_K token vectors.
+/// The shared driver: a K-quant matrix × several Q8_K token vectors, `out` `[token][row]`.
 ///
 /// # Safety
 /// The CPU supports AVX-512 F/BW/VL/VNNI, AVX2 and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn gemm_q4_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
     let n = a.n;
     if n == 0 {
         return;
@@ -106,7 +226,7 @@ unsafe fn gemm_q4_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32
     if rows == 0 {
         return;
     }
-    let bb = Q4_K_BLOCK_BYTES;
+    let bb = block_bytes(F);
     let nb = row_bytes / bb;
     assert!(w.len() >= rows * row_bytes, "weight slice too short");
     assert_eq!(a.block, 32, "activation block length");
@@ -117,8 +237,13 @@ unsafe fn gemm_q4_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32
         a.d.len() >= n * na && a.sums.len() >= n * na,
         "activation scales too short"
     );
-    let m4 = _mm512_set1_epi8(0xf);
-    let mut codes = [_mm512_setzero_si512(); 64];
+    let mut blk = Block {
+        codes: [_mm512_setzero_si512(); 64],
+        sc: [_mm512_setzero_si512(); 16],
+        d: _mm512_setzero_ps(),
+        dmin: _mm512_setzero_ps(),
+        corr: _mm512_setzero_si512(),
+    };
     let mut acc = [_mm512_setzero_ps(); TOKENS];
     let mut r = 0;
     while r < rows {
@@ -128,26 +253,16 @@ unsafe fn gemm_q4_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32
             let nt = core::cmp::min(TOKENS, n - t0);
             acc[..nt].fill(_mm512_setzero_ps());
             for b in 0..nb {
-                let off = b * bb;
                 // SAFETY: every row of `w` holds `nb` blocks (checked above).
                 unsafe {
-                    // Chunk c: byte l holds weight 64c + l (low nibble) and 64c + 32 + l.
-                    for c in 0..4 {
-                        let y = load_t16x8(&p, off + 16 + 32 * c);
-                        for (j, &y) in y.iter().enumerate() {
-                            codes[16 * c + j] = _mm512_and_si512(y, m4);
-                            codes[16 * c + 8 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(y), m4);
-                        }
-                    }
-                    let (sc, m) = scales(&p, off);
-                    let ds = (f16x16(&p, off), f16x16(&p, off + 2));
+                    decode::<F>(&p, b * bb, &mut blk);
                     let mut t = 0;
                     while t + 4 <= nt {
-                        tokens::<4>(&codes, (&sc, &m), ds, a, t0 + t, b, &mut acc[t..]);
+                        tokens::<F, 4>(&blk, a, t0 + t, b, &mut acc[t..]);
                         t += 4;
                     }
                     while t < nt {
-                        tokens::<1>(&codes, (&sc, &m), ds, a, t0 + t, b, &mut acc[t..]);
+                        tokens::<F, 1>(&blk, a, t0 + t, b, &mut acc[t..]);
                         t += 1;
                     }
                 }
@@ -164,176 +279,18 @@ unsafe fn gemm_q4_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32
         }
         r += ROWS;
     }
-}
-
-/// Adds Q6_K super-block `b` of tokens `t0 .. t0 + T` to their accumulators. `codes` are the
-/// signed weights `q − 32`; activations go in biased by 128 (unsigned for `vpdpbusd`), which
-/// `corr` (each row's `Σ scale · 128 · Σ q` over the block) takes back out.
-///
-/// # Safety
-/// As [`tokens`].
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-unsafe fn tokens_q6<const T: usize>(
-    codes: &[__m512i; 64],
-    (sc, corr): (&[__m512i; 16], __m512i),
-    d: __m512,
-    a: &ActBatch<'_>,
-    t0: usize,
-    b: usize,
-    acc: &mut [__m512],
-) {
-    let na = a.cols / a.block;
-    let q0 = a.qs.as_ptr().wrapping_add(t0 * a.cols + 256 * b) as *const u8;
-    let mut sumi = [_mm512_setzero_si512(); T];
-    // SAFETY: every activation read is inside token `t0 + t`'s super-block `b`, every scale
-    // index inside the token's blocks (caller's contract).
-    unsafe {
-        for (s, &scale) in sc.iter().enumerate() {
-            let mut si = [_mm512_setzero_si512(); T];
-            for k in 0..4 {
-                let ck = codes[4 * s + k];
-                for (t, si) in si.iter_mut().enumerate() {
-                    let q = (q0.add(t * a.cols + 16 * s + 4 * k) as *const i32).read_unaligned();
-                    let biased = _mm512_set1_epi32(q ^ 0x8080_8080u32 as i32);
-                    *si = _mm512_dpbusd_epi32(*si, biased, ck);
-                }
-            }
-            for t in 0..T {
-                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(si[t], scale));
-            }
-        }
-        for t in 0..T {
-            let da = _mm512_set1_ps(*a.d.get_unchecked((t0 + t) * na + 8 * b));
-            let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(sumi[t], corr));
-            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_mul_ps(d, da), v));
-        }
-    }
-}
-
-/// Q6_K matrix × several Q8_K token vectors.
-///
-/// # Safety
-/// The CPU supports AVX-512 F/BW/VL/VNNI, AVX2 and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn gemm_q6_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
-    let n = a.n;
-    if n == 0 {
-        return;
-    }
-    let rows = out.len() / n;
-    if rows == 0 {
-        return;
-    }
-    let bb = Q6_K_BLOCK_BYTES;
-    let nb = row_bytes / bb;
-    assert!(w.len() >= rows * row_bytes, "weight slice too short");
-    assert_eq!(a.block, 32, "activation block length");
-    let na = a.cols / a.block;
-    assert!(na >= 8 * nb, "activation codes too short");
-    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
-    assert!(a.d.len() >= n * na, "activation scales too short");
-    let (m4, m2, c32) = (
-        _mm512_set1_epi8(0xf),
-        _mm512_set1_epi8(3),
-        _mm512_set1_epi8(32),
-    );
-    let ones = _mm512_set1_epi8(1);
-    let mut codes = [_mm512_setzero_si512(); 64];
-    let mut acc = [_mm512_setzero_ps(); TOKENS];
-    let mut r = 0;
-    while r < rows {
-        let p = row_ptrs16(w, row_bytes, rows, r);
-        let mut t0 = 0;
-        while t0 < n {
-            let nt = core::cmp::min(TOKENS, n - t0);
-            acc[..nt].fill(_mm512_setzero_ps());
-            for b in 0..nb {
-                let off = b * bb;
-                // SAFETY: every row of `w` holds `nb` blocks (checked above).
-                unsafe {
-                    // Half h, quarter k: weights 128h + 32k + l, at codes[32h + 8k + l / 4].
-                    for h in 0..2 {
-                        let lo = [
-                            load_t16x8(&p, off + 64 * h),
-                            load_t16x8(&p, off + 64 * h + 32),
-                        ];
-                        let hi = load_t16x8(&p, off + 128 + 32 * h);
-                        for k in 0..4 {
-                            for j in 0..8 {
-                                let l = lo[k & 1][j];
-                                let l = if k >> 1 == 0 {
-                                    _mm512_and_si512(l, m4)
-                                } else {
-                                    _mm512_and_si512(_mm512_srli_epi16::<4>(l), m4)
-                                };
-                                let q = _mm512_and_si512(
-                                    _mm512_srlv_epi16(hi[j], _mm512_set1_epi16(2 * k as i16)),
-                                    m2,
-                                );
-                                let code = _mm512_or_si512(l, _mm512_slli_epi16::<4>(q));
-                                codes[32 * h + 8 * k + j] = _mm512_sub_epi8(code, c32);
-                            }
-                        }
-                    }
-                    // Each row's sixteen int8 scales, and Σ scale · 128 · Σ q over the block.
-                    let mut sc_rows = [[0i32; ROWS]; 16];
-                    for (i, &pi) in p.iter().enumerate() {
-                        let bytes = (pi.add(off + 192) as *const [u8; 16]).read_unaligned();
-                        for (s, &v) in bytes.iter().enumerate() {
-                            sc_rows[s][i] = v as i8 as i32;
-                        }
-                    }
-                    let sc: [__m512i; 16] = core::array::from_fn(|s| {
-                        _mm512_loadu_si512(sc_rows[s].as_ptr() as *const _)
-                    });
-                    let mut corr = _mm512_setzero_si512();
-                    for (s, &scale) in sc.iter().enumerate() {
-                        let mut qs = _mm512_setzero_si512();
-                        for k in 0..4 {
-                            qs = _mm512_dpbusd_epi32(qs, ones, codes[4 * s + k]);
-                        }
-                        corr = _mm512_add_epi32(
-                            corr,
-                            _mm512_mullo_epi32(_mm512_slli_epi32::<7>(qs), scale),
-                        );
-                    }
-                    let d = f16x16(&p, off + 208);
-                    let mut t = 0;
-                    while t + 4 <= nt {
-                        tokens_q6::<4>(&codes, (&sc, corr), d, a, t0 + t, b, &mut acc[t..]);
-                        t += 4;
-                    }
-                    while t < nt {
-                        tokens_q6::<1>(&codes, (&sc, corr), d, a, t0 + t, b, &mut acc[t..]);
-                        t += 1;
-                    }
-                }
-            }
-            let nr = core::cmp::min(ROWS, rows - r);
-            let mask = ((1u32 << nr) - 1) as u16;
-            for (t, &v) in acc[..nt].iter().enumerate() {
-                let o = (t0 + t) * rows + r;
-                let dst = &mut out[o..o + nr];
-                // SAFETY: `dst` holds `nr` floats and the store writes only the first `nr` lanes.
-                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, v) };
-            }
-            t0 += nt;
-        }
-        r += ROWS;
-    }
-}
-
-/// Safe wrapper stored in the kernel table, reachable only through `Kernels::avx512vnni`, whose
-/// contract is that the CPU supports AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
-pub(crate) fn vnni_gemm_q6_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
-    // SAFETY: see above.
-    unsafe { gemm_q6_k(w, row_bytes, a, out) }
 }
 
 /// Safe wrapper stored in the kernel table, reachable only through `Kernels::avx512vnni`, whose
 /// contract is that the CPU supports AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
 pub(crate) fn vnni_gemm_q4_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
     // SAFETY: see above.
-    unsafe { gemm_q4_k(w, row_bytes, a, out) }
+    unsafe { gemm::<Q4K>(w, row_bytes, a, out) }
+}
+
+/// Safe wrapper stored in the kernel table, reachable only through `Kernels::avx512vnni`, whose
+/// contract is that the CPU supports AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+pub(crate) fn vnni_gemm_q6_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    // SAFETY: see above.
+    unsafe { gemm::<Q6K>(w, row_bytes, a, out) }
 }
