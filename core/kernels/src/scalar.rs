@@ -189,6 +189,15 @@ pub fn matvec_bf16(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The vector length and row count of a several-vector float product over `n` vectors in
+/// `x_len` floats into `out_len` results, or `None` when there is nothing to compute.
+pub(crate) fn gemm_shape(x_len: usize, out_len: usize, n: usize) -> Option<(usize, usize)> {
+    if n == 0 || out_len < n {
+        return None;
+    }
+    Some((x_len / n, out_len / n))
+}
+
 /// Float weights × several f32 vectors, one matrix-vector product per vector: `x` holds `n`
 /// vectors and `out[t · rows + r] = row_r · x_t`.
 fn gemm_each(
@@ -199,13 +208,10 @@ fn gemm_each(
     n: usize,
     out: &mut [f32],
 ) {
-    if n == 0 {
-        return;
-    }
-    let (k, rows) = (x.len() / n, out.len() / n);
-    if rows == 0 {
-        return;
-    }
+    let (k, rows) = match gemm_shape(x.len(), out.len(), n) {
+        Some(shape) => shape,
+        None => return,
+    };
     for (t, o) in out.chunks_exact_mut(rows).enumerate() {
         matvec(w, row_bytes, &x[t * k..(t + 1) * k], o);
     }

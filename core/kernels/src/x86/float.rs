@@ -73,16 +73,8 @@ pub(super) unsafe fn matvec_float_avx2<const KIND: u8>(
                 j += 8;
             }
             let mut acc = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-            let rs = core::slice::from_raw_parts(row, row_bytes);
             while j < n {
-                let v = match KIND {
-                    0 => {
-                        f32::from_le_bytes([rs[4 * j], rs[4 * j + 1], rs[4 * j + 2], rs[4 * j + 3]])
-                    }
-                    1 => crate::f16::le_f16(rs, 2 * j),
-                    _ => crate::f16::bf16_to_f32(crate::f16::le_u16(rs, 2 * j)),
-                };
-                acc += v * x[j];
+                acc += elem::<KIND>(row, j) * x[j];
                 j += 1;
             }
             *o = acc;
@@ -121,13 +113,10 @@ pub(super) unsafe fn gemm_float_avx2<const KIND: u8>(
     n: usize,
     out: &mut [f32],
 ) {
-    if n == 0 {
-        return;
-    }
-    let (k, rows) = (x.len() / n, out.len() / n);
-    if rows == 0 {
-        return;
-    }
+    let (k, rows) = match crate::scalar::gemm_shape(x.len(), out.len(), n) {
+        Some(shape) => shape,
+        None => return,
+    };
     let esize = if KIND == 0 { 4 } else { 2 };
     assert!(row_bytes >= k * esize, "row too short");
     assert!(w.len() >= rows * row_bytes, "weight slice too short");
