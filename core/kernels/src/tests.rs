@@ -448,6 +448,33 @@ fn tiled_kernels_match_plain_scalar() {
     }
 }
 
+/// A SIMD float dot product `got` against the scalar one `want` of `row` (weights of `ty`)
+/// and `x`: equal when the inputs are small integers (every order sums them exactly), else
+/// within 1e-5 of the sum of the products' magnitudes.
+fn assert_float_dot(
+    ty: WeightType,
+    row: &[u8],
+    x: &[f32],
+    got: f32,
+    want: f32,
+    exact: bool,
+    ctx: impl core::fmt::Debug,
+) {
+    if exact {
+        assert_eq!(got, want, "{ctx:?}");
+        return;
+    }
+    let mut wr = vec![0f32; x.len()];
+    dequantize_row(ty, row, &mut wr, 1.0);
+    let mag: f64 = wr
+        .iter()
+        .zip(x)
+        .map(|(a, b)| (*a as f64 * *b as f64).abs())
+        .sum();
+    let err = (got as f64 - want as f64).abs();
+    assert!(err <= 1e-5 * mag.max(1e-30), "{ctx:?} {got} {want}");
+}
+
 #[test]
 fn float_kernels_match_scalar() {
     let scalar = Kernels::scalar();
@@ -477,25 +504,9 @@ fn float_kernels_match_scalar() {
                         let mut got = vec![f32::NAN; rows];
                         (k.matvec_f32(ty).unwrap())(&w, row_bytes, &x, &mut got);
                         for r in 0..rows {
-                            let mut wr = vec![0f32; n];
-                            dequantize_row(
-                                ty,
-                                &w[r * row_bytes..(r + 1) * row_bytes],
-                                &mut wr,
-                                1.0,
-                            );
-                            let mag: f64 = wr
-                                .iter()
-                                .zip(&x)
-                                .map(|(a, b)| (*a as f64 * *b as f64).abs())
-                                .sum();
+                            let row = &w[r * row_bytes..(r + 1) * row_bytes];
                             let ctx = (k.name, ty, rows, n, pow2, r);
-                            if pow2 {
-                                assert_eq!(got[r], want[r], "{ctx:?}");
-                            } else {
-                                let err = (got[r] as f64 - want[r] as f64).abs();
-                                assert!(err <= 1e-5 * mag.max(1e-30), "{ctx:?}");
-                            }
+                            assert_float_dot(ty, row, &x, got[r], want[r], pow2, ctx);
                         }
                     }
                 }
@@ -546,26 +557,10 @@ fn float_gemm_kernels_match_scalar() {
                         (kn.gemm_f32(ty).unwrap())(&w, row_bytes, &x, n, &mut got);
                         for t in 0..n {
                             for r in 0..rows {
-                                let mut wr = vec![0f32; k];
-                                dequantize_row(
-                                    ty,
-                                    &w[r * row_bytes..(r + 1) * row_bytes],
-                                    &mut wr,
-                                    1.0,
-                                );
-                                let mag: f64 = wr
-                                    .iter()
-                                    .zip(&x[t * k..(t + 1) * k])
-                                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
-                                    .sum();
+                                let row = &w[r * row_bytes..(r + 1) * row_bytes];
                                 let (g, e) = (got[t * rows + r], want[t * rows + r]);
                                 let ctx = (kn.name, ty, rows, k, n, t, r);
-                                if pow2 {
-                                    assert_eq!(g, e, "{ctx:?}");
-                                } else {
-                                    let err = (g as f64 - e as f64).abs();
-                                    assert!(err <= 1e-5 * mag.max(1e-30), "{ctx:?} {g} {e}");
-                                }
+                                assert_float_dot(ty, row, &x[t * k..(t + 1) * k], g, e, pow2, ctx);
                             }
                         }
                     }
