@@ -59,8 +59,14 @@ impl TimeStretch {
         }
     }
 
-    /// Takes the next block of input; returns the output that is now final.
+    /// Takes the next block of input; returns the output that is now final (at speed 1, the
+    /// input itself).
     pub fn push(&mut self, x: &[f32]) -> Vec<f32> {
+        if self.speed == 1.0 {
+            self.received += x.len();
+            self.emitted += x.len();
+            return x.to_vec();
+        }
         self.input.extend_from_slice(x);
         self.received += x.len();
         let mut out = Vec::new();
@@ -78,6 +84,9 @@ impl TimeStretch {
 
     /// Ends the stream: the rest of the output, to `input length / speed` samples in all.
     pub fn finish(&mut self) -> Vec<f32> {
+        if self.speed == 1.0 {
+            return Vec::new();
+        }
         let total = (self.received as f64 / self.speed).round() as usize;
         let end = self.received;
         // Silence after the end, so the last frames can be read whole.
@@ -254,6 +263,12 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn speed_one_passes_the_input_through() {
+        let x = voiced(180.0, 0.3);
+        assert_eq!(run(1.0, &x, 777), x);
     }
 
     #[test]

@@ -88,19 +88,13 @@ pub fn speak(args: SpeakArgs) -> anyhow::Result<()> {
     let mut samples = Vec::new();
     let t1 = std::time::Instant::now();
     let mut first = None;
-    let mut stretch =
-        (args.speed != 1.0).then(|| TimeStretch::new(args.speed, model.sample_rate()));
+    let mut stretch = TimeStretch::new(args.speed, model.sample_rate());
     model.speak(&pool, &voice, &args.text, &opts, &mut |c| {
         first.get_or_insert_with(|| t1.elapsed());
-        match &mut stretch {
-            Some(s) => samples.extend(s.push(c.audio)),
-            None => samples.extend_from_slice(c.audio),
-        }
+        samples.extend(stretch.push(c.audio));
         true
     });
-    if let Some(s) = &mut stretch {
-        samples.extend(s.finish());
-    }
+    samples.extend(stretch.finish());
     let synth = t1.elapsed();
     let rate = model.sample_rate();
     let pcm = pcm16(&samples);

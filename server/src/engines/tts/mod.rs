@@ -253,19 +253,16 @@ impl Tts {
                     }
                     opts.seed = crate::state::random_u64();
                     // A speed other than 1 changes the duration, not the pitch.
-                    let mut stretch = (job.speed != 1.0)
-                        .then(|| TimeStretch::new(job.speed, model.sample_rate()));
+                    let mut stretch = TimeStretch::new(job.speed, model.sample_rate());
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         model.speak(&pool, &job.voice, &job.text, &opts, &mut |c| {
-                            let samples = match &mut stretch {
-                                Some(s) => s.push(c.audio),
-                                None => c.audio.to_vec(),
-                            };
+                            let samples = stretch.push(c.audio);
                             job.out.blocking_send(Bytes::from(pcm16(&samples))).is_ok()
                         })
                     }));
-                    if let Some(s) = &mut stretch {
-                        let _ = job.out.blocking_send(Bytes::from(pcm16(&s.finish())));
+                    let rest = stretch.finish();
+                    if !rest.is_empty() {
+                        let _ = job.out.blocking_send(Bytes::from(pcm16(&rest)));
                     }
                 }
             })

@@ -218,8 +218,7 @@ pub fn whisper_from_safetensors(
         Dtype::BF16 => DataType::Bf16,
         _ => return Err(HfError::Dtype(emb_name.into())),
     };
-    let kernels = FloatKernels::of(&trillim_runtime::cpu::best_kernels(), dtype)
-        .expect("a float element type");
+    let kernels = FloatKernels::best(dtype).expect("a float element type");
     Ok(Whisper {
         dims,
         conv1: conv("model.encoder.conv1", dims.n_mels)?,

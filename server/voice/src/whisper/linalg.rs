@@ -43,12 +43,18 @@ impl FloatKernels {
         })
     }
 
-    /// This CPU's best kernels for f32 matrices.
-    pub fn best_f32() -> FloatKernels {
-        let k = trillim_runtime::cpu::best_kernels();
-        FloatKernels {
-            matvec: k.f32,
-            gemm: k.gemm_f32,
+    /// This CPU's best kernels for `dtype`, or `None` for an integer type.
+    pub fn best(dtype: DataType) -> Option<FloatKernels> {
+        FloatKernels::of(kernels(), dtype)
+    }
+
+    /// `out[t · rows + r] = row_r · x_t` for the `n` vectors of `x` (one vector takes the
+    /// matrix-vector kernel).
+    pub fn product(&self, w: &[u8], row_bytes: usize, x: &[f32], n: usize, out: &mut [f32]) {
+        if n == 1 {
+            (self.matvec)(w, row_bytes, x, out)
+        } else {
+            (self.gemm)(w, row_bytes, x, n, out)
         }
     }
 }
@@ -93,7 +99,7 @@ impl Linear {
             b,
             n_out,
             n_in,
-            kernels: FloatKernels::best_f32(),
+            kernels: FloatKernels::best(DataType::F32).expect("f32 is a float type"),
         }
     }
 
@@ -155,20 +161,18 @@ pub fn rows_product(
     let n = y.len() / m.max(1);
     let cols = n.div_ceil(par.threads().max(1) * 4).max(32);
     let x = &x[..m * k];
-    if m == 1 {
-        par.for_each_chunk(y, cols, &|i, out| {
-            let rows = &w[i * cols * row_bytes..(i * cols + out.len()) * row_bytes];
-            (kernels.matvec)(rows, row_bytes, x, out);
-        });
-        return;
-    }
-    // Task i writes its block `[m][rows of the block]` at i · cols · m; the pieces are then
-    // copied into place.
-    let mut parts = vec![0f32; n * m];
-    par.for_each_chunk(&mut parts, cols * m, &|i, out| {
+    // Task i writes its block `[m][rows of the block]` at i · cols · m (for one row that is
+    // `y` itself); with several rows the pieces are then copied into place.
+    let mut parts = if m == 1 {
+        Vec::new()
+    } else {
+        vec![0f32; n * m]
+    };
+    let out = if m == 1 { &mut *y } else { &mut parts[..] };
+    par.for_each_chunk(out, cols * m, &|i, out| {
         let nr = out.len() / m;
         let rows = &w[i * cols * row_bytes..(i * cols + nr) * row_bytes];
-        (kernels.gemm)(rows, row_bytes, x, m, out);
+        kernels.product(rows, row_bytes, x, m, out);
     });
     for (i, part) in parts.chunks(cols * m).enumerate() {
         let nr = part.len() / m;
@@ -337,19 +341,11 @@ pub fn cross_attention(
             row.copy_from_slice(&q[i * d + h * hd..i * d + (h + 1) * hd]);
         }
         let mut scores = vec![0f32; tq * tk];
-        if tq == 1 {
-            (kernels.matvec)(kh, hd * 4, &qh, &mut scores);
-        } else {
-            (kernels.gemm)(kh, hd * 4, &qh, tq, &mut scores);
-        }
+        kernels.product(kh, hd * 4, &qh, tq, &mut scores);
         for row in scores.chunks_exact_mut(tk) {
             softmax_scaled(row, scale);
         }
-        if tq == 1 {
-            (kernels.matvec)(vh, tk * 4, &scores, o);
-        } else {
-            (kernels.gemm)(vh, tk * 4, &scores, tq, o);
-        }
+        kernels.product(vh, tk * 4, &scores, tq, o);
     });
     for h in 0..heads {
         for t in 0..tq {

@@ -652,7 +652,13 @@ fn log_sum_exp(x: &[f32]) -> f32 {
     if max == f32::NEG_INFINITY {
         return max;
     }
-    // Into a scratch copy: the exponentials vectorize only as a pass over memory.
-    let mut e = x.to_vec();
-    max + linalg::exp_shifted(&mut e, max, 1.0).ln()
+    // Through a stack buffer: the exponentials vectorize only as a pass over memory.
+    let mut buf = [0f32; 1024];
+    let mut sum = 0.0;
+    for c in x.chunks(buf.len()) {
+        let e = &mut buf[..c.len()];
+        e.copy_from_slice(c);
+        sum += linalg::exp_shifted(e, max, 1.0);
+    }
+    max + sum.ln()
 }

@@ -155,13 +155,11 @@ pub enum LoadError {
 fn embeddings(m: &Ct2Model, buf: &[u8], n_vocab: usize, d: usize) -> Result<Embeddings, LoadError> {
     let name = "decoder/embeddings/weight";
     let v = m.get(name)?;
-    let kernels = FloatKernels::of(&trillim_runtime::cpu::best_kernels(), v.dtype).ok_or(
-        Ct2Error::WrongType {
-            name: name.into(),
-            dtype: v.dtype,
-            wanted: "floats",
-        },
-    )?;
+    let kernels = FloatKernels::best(v.dtype).ok_or(Ct2Error::WrongType {
+        name: name.into(),
+        dtype: v.dtype,
+        wanted: "floats",
+    })?;
     if v.shape != [n_vocab, d] {
         return Err(LoadError::Inconsistent(format!(
             "{name} has shape {:?}",
