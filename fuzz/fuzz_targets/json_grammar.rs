@@ -18,8 +18,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if all && m.is_accepting() {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
-            assert!(v.is_object());
+        // As a map, not a `Value`: with serde_json's `arbitrary_precision` (enabled elsewhere
+        // in the build) an object whose only key is its private number token reads back as a
+        // number, though the text is an object.
+        if serde_json::from_slice::<serde_json::Value>(data).is_ok() {
+            let map = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(data);
+            assert!(map.is_ok(), "{map:?}");
         }
     }
 });
