@@ -303,8 +303,11 @@ fn model_load_validates_and_swaps() {
 
 #[test]
 fn swap_waits_for_in_flight_work_and_refuses_a_second_load() {
-    let s = start("swap", &[]);
-    let long = chat_body(json!({"stream": true, "max_tokens": 100000}));
+    // A generates on SmolLM2 with its whole context and no end-of-generation stop, so it is
+    // still going while the swap waits (the tiny fixture could end first on a fast machine).
+    let s = start_model("swap", "org/smol", &["--ctx", "8192"]);
+    let mut long = chat_body(json!({"stream": true, "max_tokens": 100000, "ignore_eos": true}));
+    long["model"] = json!("smol");
     let mut ra = s.open_stream(&long);
     // The load validates, then waits for A (still generating on the old model).
     let c = s.client;
@@ -338,64 +341,75 @@ fn swap_waits_for_in_flight_work_and_refuses_a_second_load() {
     assert_eq!(v["model"], "other");
 }
 
+/// The value of the gauge `name` on `/metrics`.
+fn gauge(s: &Server, name: &str) -> u64 {
+    let (st, _, text) = s.try_request("GET", "/metrics", None, &[]).unwrap();
+    assert_eq!(st, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no gauge {name} in {text}"))
+}
+
+/// Polls `/metrics` until the gauge `name` reads `want` (at most 30 s).
+fn await_gauge(s: &Server, name: &str, want: u64) {
+    let t0 = std::time::Instant::now();
+    while gauge(s, name) != want {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{name} never reached {want}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn queue_overflow_and_disconnect_cancel() {
-    // A runs until its client goes away (no end-of-generation stop), B waits in the queue and
-    // C finds the queue (1) full. A still ends once its context is full (the tiny model's
-    // training context, about a second of decoding), which a loaded machine can reach before
-    // B is queued; C is then served (200) and the scenario starts over.
-    let s = start("queue", &["--max-queue", "1", "--parallel", "1"]);
-    let long = chat_body(json!({"stream": true, "max_tokens": 100000, "ignore_eos": true}));
-    let mut seen = Vec::new();
-    for _attempt in 0..5 {
-        // A: running.
-        let ra = s.open_stream(&long);
-        // B: waits in the queue (its answer only comes once A is gone).
-        let b = s
-            .send(
-                "POST",
-                "/v1/chat/completions",
-                Some(chat_body(json!({})).to_string().as_bytes()),
-                &[],
-            )
-            .unwrap();
-        // C: B may not be queued yet when C arrives; retry until it is.
-        let mut got429 = false;
-        for _ in 0..200 {
-            let (st, hdrs, body) = s
-                .try_request(
-                    "POST",
-                    "/v1/chat/completions",
-                    Some(chat_body(json!({})).to_string().as_bytes()),
-                    &[],
-                )
-                .unwrap();
-            seen.push(st);
-            if st == 429 {
-                assert!(hdrs.iter().any(|(k, _)| k == "retry-after"));
-                assert_error(&serde_json::from_str(&body).unwrap(), st, 429);
-                got429 = true;
-                break;
-            }
-            if st == 200 {
-                break; // A has ended: start over
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut rb = BufReader::new(b);
-        if !got429 {
-            drop(ra);
-            let _ = read_head(&mut rb);
-            continue;
-        }
-        // Dropping A cancels its generation, so B gets served.
-        drop(ra);
-        let (st, _) = read_head(&mut rb).unwrap();
-        assert_eq!(st, 200);
-        return;
-    }
-    seen.dedup();
-    panic!("no 429 with a full queue in 5 tries; statuses seen: {seen:?}");
+    // A runs until its client goes away, B waits in the queue and C finds the queue (1) full.
+    // A is SmolLM2 with its whole 8192-token context and no end-of-generation stop: thousands
+    // of decode steps, so it cannot end on its own before B is queued and C turned away (the
+    // tiny fixture's short context could). The metrics say when each stage is reached.
+    let s = start_model(
+        "queue",
+        "org/smol",
+        &["--ctx", "8192", "--max-queue", "1", "--parallel", "1"],
+    );
+    let body = |extra: Value| {
+        let mut b = chat_body(extra);
+        b["model"] = json!("smol");
+        b
+    };
+    // A: running.
+    let ra = s.open_stream(&body(
+        json!({"stream": true, "max_tokens": 100000, "ignore_eos": true}),
+    ));
+    await_gauge(&s, "trillim_slots_busy", 1);
+    // B: waits in the queue (its answer only comes once A is gone).
+    let b = s
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(body(json!({})).to_string().as_bytes()),
+            &[],
+        )
+        .unwrap();
+    await_gauge(&s, "trillim_queue_depth", 1);
+    // C: the queue is full.
+    let (st, hdrs, text) = s
+        .try_request(
+            "POST",
+            "/v1/chat/completions",
+            Some(body(json!({})).to_string().as_bytes()),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(st, 429, "{text}");
+    assert!(hdrs.iter().any(|(k, _)| k == "retry-after"));
+    assert_error(&serde_json::from_str(&text).unwrap(), st, 429);
+    assert_eq!(gauge(&s, "trillim_slots_busy"), 1, "A ended on its own");
+    // Dropping A cancels its generation, so B gets served.
+    drop(ra);
+    let (st, _) = read_head(&mut BufReader::new(b)).unwrap();
+    assert_eq!(st, 200);
 }
 
 #[test]

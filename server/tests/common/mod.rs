@@ -71,8 +71,17 @@ pub fn free_port() -> u16 {
 
 /// Starts a server on `org/tiny` (the TQ2_0 fixture) with extra arguments.
 pub fn start(tag: &str, extra: &[&str]) -> Server {
-    let home = std::env::temp_dir().join(format!("trillim-http-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
+    start_model(tag, "org/tiny", extra)
+}
+
+/// As [`start`], serving `model` of the same store, which also holds SmolLM2 as `org/smol`
+/// (a real model whose 8192-token context keeps a generation going for many seconds).
+pub fn start_model(tag: &str, model: &str, extra: &[&str]) -> Server {
+    let home = store_with(
+        &format!("http-{tag}"),
+        "org/smol",
+        &trillim_tests::smollm2_path(),
+    );
     for (dir, file) in [
         ("org/tiny", "tiny-bitnet-tq2_0.gguf"),
         ("org/other", "tiny-b158-i2_s.gguf"),
@@ -81,7 +90,7 @@ pub fn start(tag: &str, extra: &[&str]) -> Server {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::copy(fixture(file), d.join(file)).unwrap();
     }
-    let mut args = vec!["org/tiny", "--threads", "1"];
+    let mut args = vec![model, "--threads", "1"];
     args.extend_from_slice(extra);
     serve(home, &args, &[])
 }
