@@ -35,7 +35,8 @@ cargo fetch --locked
 cargo deny --offline check licenses bans sources
 
 step "Rust tests"
-cargo test --workspace --release 2>&1 | tee "$logs/cargo.log"
+# --no-fail-fast: one run reports every failing test binary, not only the first.
+cargo test --workspace --release --no-fail-fast 2>&1 | tee "$logs/cargo.log"
 
 step "end-to-end tests with the official openai client"
 scripts/e2e.sh 2>&1 | tee "$logs/e2e.log"
