@@ -31,7 +31,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(infos) = parse_header(json, data_len) {
         for t in infos {
             assert!(t.begin <= t.end && t.end <= data_len, "{}", t.name);
-            assert_eq!(t.end - t.begin, (t.elems() * t.dtype.size()) as u64, "{}", t.name);
+            assert_eq!(
+                t.end - t.begin,
+                (t.elems() * t.dtype.size()) as u64,
+                "{}",
+                t.name
+            );
         }
     }
 });

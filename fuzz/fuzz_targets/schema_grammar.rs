@@ -48,6 +48,9 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     (x as i8) as f64 / 4.0 + y as f64
                 },
+                // Now and then a step (`multipleOf`), integer or decimal.
+                multiple: if y % 7 == 0 { (x % 13) as u64 } else { 0 },
+                decimals: y % 3,
             }),
             2 => b.enumeration(
                 LITS.iter()

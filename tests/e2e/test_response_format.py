@@ -4,9 +4,12 @@ concurrent, validated with `jsonschema`; unsupported keywords are 400s.
 """
 
 import concurrent.futures
+import datetime
+import ipaddress
 import json
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import jsonschema
@@ -100,10 +103,53 @@ def test_pydantic_parse(server):
     assert isinstance(r.choices[0].message.parsed, Owner)
 
 
+PATTERNS = {
+    "type": "object",
+    "properties": {
+        "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+        "code": {"type": "string", "pattern": "[A-Z]{2}-\\d+", "maxLength": 12},
+        "email": {"type": "string", "format": "email", "maxLength": 40},
+        "born": {"type": "string", "format": "date"},
+        "seen": {"type": "string", "format": "date-time"},
+        "ip": {"type": "string", "format": "ipv4"},
+        "id": {"type": "string", "format": "uuid"},
+    },
+    "required": ["zip", "code", "email", "born", "seen", "ip", "id"],
+    "additionalProperties": False,
+}
+
+
+def test_pattern_and_format(server):
+    """Every answer validates with jsonschema's own regex engine and format checkers."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "contact", "strict": True, "schema": PATTERNS}}
+    checker = jsonschema.FormatChecker()
+    for seed in range(3):
+        r = server.client().chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "A contact record as JSON."}],
+            response_format=fmt,
+            max_tokens=400,
+            temperature=0.8,
+            seed=seed,
+        )
+        assert r.choices[0].finish_reason == "stop"
+        value = json.loads(r.choices[0].message.content)
+        jsonschema.validate(value, PATTERNS, format_checker=checker)
+        # Checked here as well, in case the checker's optional format libraries are absent.
+        datetime.date.fromisoformat(value["born"])
+        datetime.datetime.fromisoformat(value["seen"].replace("Z", "+00:00"))
+        ipaddress.IPv4Address(value["ip"])
+        uuid.UUID(value["id"])
+
+
 def test_unsupported_keyword_is_400(server):
-    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "^a+$"}}}
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}}}
     with pytest.raises(openai.BadRequestError) as e:
         ask(server, response_format=bad)
     assert e.value.status_code == 400
-    assert "unsupported keyword 'pattern'" in e.value.body["message"]
+    assert "unsupported keyword 'uniqueItems'" in e.value.body["message"]
     assert e.value.body["param"] == "response_format"
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "(a)\\1"}}}
+    with pytest.raises(openai.BadRequestError) as e:
+        ask(server, response_format=bad)
+    assert "backreferences are not supported" in e.value.body["message"]

@@ -12,7 +12,7 @@ mod trie;
 pub use json::JsonMachine;
 pub use schema::{
     Entry, Node, Schema, SchemaBuilder, SchemaError, SchemaMachine, SchemaState, MAX_ENTRY_BYTES,
-    MAX_STACK,
+    MAX_PATTERN_STATES, MAX_STACK,
 };
 pub use trie::{TokenTrie, TrieError, TrieNode, MAX_TOKEN_BYTES};
 

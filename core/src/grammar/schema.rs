@@ -9,10 +9,15 @@
 //! - arrays: every item against `items`, `minItems..=maxItems`;
 //! - strings: any JSON string whose length in characters (an escape counts as one; a UTF-16
 //!   surrogate pair written as two `\u` escapes counts as two) is in `min..=max`;
+//! - pattern strings ([`Node::Pattern`]): strings whose decoded value a DFA over its UTF-8
+//!   bytes accepts (the compiler folds `pattern`, `format` and length bounds into it); such a
+//!   string is written with raw UTF-8 and the short escapes, `\u` escapes only for ASCII;
 //! - numbers and integers: JSON number syntax (integers without fraction or exponent) and,
 //!   when a bound is set, the exact value within `minimum..=maximum` (then without an
 //!   exponent and with at most 18 integer and 15 fraction digits), checked on every digit so
-//!   the text can always still end in range; an integer is never written `-0`;
+//!   the text can always still end in range; an integer is never written `-0`; with a
+//!   `multipleOf` the value is an exact multiple (written with at most as many fraction
+//!   digits as the step has), and some multiple within the bounds stays reachable;
 //! - enum/const (and `boolean`, `null`): one of the literals, byte for byte as compiled;
 //! - unions: alternatives whose first bytes differ, the first byte picks one.
 //!
@@ -30,6 +35,8 @@ pub const MAX_STACK: usize = 16;
 pub const MAX_CHOICES: usize = 64;
 /// Longest property name or literal, in bytes.
 pub const MAX_ENTRY_BYTES: usize = 4096;
+/// States of one pattern DFA, at most.
+pub const MAX_PATTERN_STATES: usize = 4096;
 /// A nesting depth no value can reach (unsatisfiable).
 const INF: u8 = u8::MAX;
 
@@ -47,8 +54,26 @@ pub enum Node {
     Array { items: u16, min: u32, max: u32 },
     /// A string of `min..=max` characters.
     String { min: u32, max: u32 },
-    /// A number (`integer`: without fraction or exponent) in `min..=max` (infinite: unbounded).
-    Number { integer: bool, min: f64, max: f64 },
+    /// A string of at most `max` characters whose decoded UTF-8 bytes the DFA at `off` in
+    /// the pool accepts: a class per byte (256 bytes), per state whether it accepts (a byte),
+    /// per state the fewest characters to an accepting state (`u32` little-endian), then
+    /// per state its next state per class (`u16` little-endian). State 0 refuses, state 1
+    /// starts.
+    Pattern {
+        off: u32,
+        states: u16,
+        classes: u16,
+        max: u32,
+    },
+    /// A number (`integer`: without fraction or exponent) in `min..=max` (infinite:
+    /// unbounded) and, unless `multiple` is 0, a multiple of `multiple × 10^-decimals`.
+    Number {
+        integer: bool,
+        min: f64,
+        max: f64,
+        multiple: u64,
+        decimals: u8,
+    },
     /// One of the [`Entry::Lit`]s `first..first + len` (JSON text each).
     Enum { first: u16, len: u16 },
     /// One of the nodes in the [`Entry::Alt`]s `first..first + len`.
@@ -92,6 +117,9 @@ pub enum SchemaError {
     EmptyRange,
     /// A reference was never defined.
     Undefined,
+    /// A pattern table is malformed (sizes, classes, targets, or a state with no way to an
+    /// accepting one).
+    BadPattern,
     /// No value fits: required recursion, or nesting deeper than [`MAX_STACK`].
     Unsatisfiable,
 }
@@ -115,6 +143,7 @@ impl core::fmt::Display for SchemaError {
             }
             SchemaError::EmptyRange => f.write_str("a minimum is above its maximum"),
             SchemaError::Undefined => f.write_str("a $ref was never defined"),
+            SchemaError::BadPattern => f.write_str("a compiled pattern is malformed"),
             SchemaError::Unsatisfiable => write!(
                 f,
                 "no finite value fits the schema within {MAX_STACK} nested objects/arrays"
@@ -188,6 +217,17 @@ impl<'a> SchemaBuilder<'a> {
         Ok(((self.b - t.len()) as u32, t.len() as u16))
     }
 
+    /// Copies a pattern table into the pool (no per-entry length cap).
+    fn blob(&mut self, t: &[u8]) -> Result<u32, SchemaError> {
+        let dst = self
+            .bytes
+            .get_mut(self.b..self.b + t.len())
+            .ok_or(SchemaError::TooLarge)?;
+        dst.copy_from_slice(t);
+        self.b += t.len();
+        Ok((self.b - t.len()) as u32)
+    }
+
     fn node_at(&self, id: u16) -> Node {
         match self.entries.get(id as usize) {
             Some(Entry::Node { node, .. }) => *node,
@@ -217,7 +257,13 @@ impl<'a> SchemaBuilder<'a> {
             Node::String { min, max } | Node::Array { min, max, .. } if min > max => {
                 return Err(SchemaError::EmptyRange)
             }
-            Node::Number { integer, min, max } => {
+            Node::Number {
+                integer,
+                min,
+                max,
+                multiple,
+                decimals,
+            } => {
                 let (lo, hi) = if integer {
                     (ceil(min), floor(max))
                 } else {
@@ -226,10 +272,76 @@ impl<'a> SchemaBuilder<'a> {
                 if lo > hi || min.is_nan() || max.is_nan() {
                     return Err(SchemaError::EmptyRange);
                 }
+                if multiple != 0 {
+                    let d = if integer { 0 } else { decimals };
+                    if d > MAX_STEP_DECIMALS || multiple > MAX_STEP {
+                        return Err(SchemaError::EmptyRange);
+                    }
+                    let (a, b) = scaled_bounds(min, max, d);
+                    if !has_multiple(a, b, multiple) {
+                        return Err(SchemaError::EmptyRange);
+                    }
+                }
             }
             _ => {}
         }
         self.push(Entry::Node { node, depth: INF })
+    }
+
+    /// A pattern string of at most `max` characters over `table`, laid out as
+    /// [`Node::Pattern`] describes. Checked: sizes, classes and targets, and that every state
+    /// but 0 has a shortest way to an accepting one as its distance says (so a string the
+    /// machine lets in can always still end).
+    pub fn pattern(
+        &mut self,
+        table: &[u8],
+        states: u16,
+        classes: u16,
+        max: u32,
+    ) -> Result<u16, SchemaError> {
+        let (n, c) = (states as usize, classes as usize);
+        if !(2..=MAX_PATTERN_STATES).contains(&n)
+            || c == 0
+            || table.len() != 256 + 5 * n + 2 * n * c
+        {
+            return Err(SchemaError::BadPattern);
+        }
+        let t = Dfa {
+            table,
+            states,
+            classes,
+        };
+        if table[..256].iter().any(|&k| k as usize >= c)
+            || (0..n).any(|s| (0..c).any(|k| t.next_class(s as u16, k) >= states))
+        {
+            return Err(SchemaError::BadPattern);
+        }
+        for s in 1..states {
+            let d = t.short(s);
+            let ok = (t.accepting(s) && d == 0)
+                || (!t.accepting(s)
+                    && d != u32::MAX
+                    && (0..=255u8).any(|b| {
+                        let m = t.next(s, b);
+                        m != 0 && t.short(m) != u32::MAX && t.short(m) + t.cost(b) <= d
+                    }));
+            if !ok {
+                return Err(SchemaError::BadPattern);
+            }
+        }
+        if t.short(1) as u64 > max as u64 {
+            return Err(SchemaError::EmptyRange);
+        }
+        let off = self.blob(table)?;
+        self.push(Entry::Node {
+            node: Node::Pattern {
+                off,
+                states,
+                classes,
+                max,
+            },
+            depth: INF,
+        })
     }
 
     /// An object of `props` (JSON-escaped name, node, required), in this order.
@@ -308,7 +420,7 @@ impl<'a> SchemaBuilder<'a> {
             Node::Pending => return Err(SchemaError::UnionOfPending),
             Node::AnyObject | Node::Object { .. } => s[b'{' as usize] = true,
             Node::Array { .. } => s[b'[' as usize] = true,
-            Node::String { .. } => s[b'"' as usize] = true,
+            Node::String { .. } | Node::Pattern { .. } => s[b'"' as usize] = true,
             Node::Number { .. } => {
                 s[b'-' as usize] = true;
                 s[b'0' as usize..=b'9' as usize].fill(true);
@@ -378,6 +490,37 @@ impl<'a> SchemaBuilder<'a> {
     }
 }
 
+/// The most fraction digits a `multipleOf` step may have, and its largest integer part.
+const MAX_STEP_DECIMALS: u8 = 15;
+const MAX_STEP: u64 = 1_000_000_000_000_000_000;
+
+/// `min..=max` in units of `10^-decimals`, rounded inwards (unbounded: far beyond any
+/// value the digit caps allow).
+fn scaled_bounds(min: f64, max: f64, decimals: u8) -> (i128, i128) {
+    let far = 10i128.pow(38);
+    let scale = |x: f64, up: bool| -> i128 {
+        if !x.is_finite() {
+            return if x > 0.0 { far } else { -far };
+        }
+        let v = x * pow10(decimals);
+        let r = if up { ceil(v) } else { floor(v) };
+        if r >= 1e37 {
+            far
+        } else if r <= -1e37 {
+            -far
+        } else {
+            r as i128
+        }
+    };
+    (scale(min, true), scale(max, false))
+}
+
+/// Whether `a..=b` holds a multiple of `p`.
+fn has_multiple(a: i128, b: i128, p: u64) -> bool {
+    let p = p as i128;
+    a <= b && a + (p - a.rem_euclid(p)) % p <= b
+}
+
 fn floor(x: f64) -> f64 {
     let t = x as i64 as f64;
     if x.is_infinite() {
@@ -405,7 +548,11 @@ fn min_depth(entries: &[Entry], node: Node) -> u8 {
     match node {
         Node::Pending => INF,
         // A free object runs its own recognizer, with its own stack.
-        Node::AnyObject | Node::String { .. } | Node::Number { .. } | Node::Enum { .. } => 0,
+        Node::AnyObject
+        | Node::String { .. }
+        | Node::Pattern { .. }
+        | Node::Number { .. }
+        | Node::Enum { .. } => 0,
         Node::Object { first, len } => {
             let mut d = 0;
             for e in &entries[first as usize..(first + len) as usize] {
@@ -491,6 +638,26 @@ impl<'a> Schema<'a> {
         }
     }
 
+    /// A pattern node's DFA and character bound.
+    fn dfa(&self, node: u16) -> Option<(Dfa<'a>, u32)> {
+        match self.node(node) {
+            Node::Pattern {
+                off,
+                states,
+                classes,
+                max,
+            } => Some((
+                Dfa {
+                    table: &self.bytes[off as usize..],
+                    states,
+                    classes,
+                },
+                max,
+            )),
+            _ => None,
+        }
+    }
+
     fn lit(&self, i: usize) -> &'a [u8] {
         match self.entries.get(i) {
             Some(&Entry::Lit { off, len }) => {
@@ -499,6 +666,58 @@ impl<'a> Schema<'a> {
             _ => &[],
         }
     }
+}
+
+/// A pattern table in the pool (layout as [`Node::Pattern`] describes).
+#[derive(Clone, Copy)]
+struct Dfa<'a> {
+    table: &'a [u8],
+    states: u16,
+    classes: u16,
+}
+
+impl Dfa<'_> {
+    fn accepting(&self, s: u16) -> bool {
+        self.table[256 + s as usize] != 0
+    }
+
+    /// The fewest characters from `s` to an accepting state (`u32::MAX`: none).
+    fn short(&self, s: u16) -> u32 {
+        let i = 256 + self.states as usize + 4 * s as usize;
+        u32::from_le_bytes([
+            self.table[i],
+            self.table[i + 1],
+            self.table[i + 2],
+            self.table[i + 3],
+        ])
+    }
+
+    fn next_class(&self, s: u16, class: usize) -> u16 {
+        let i = 256 + 5 * self.states as usize + 2 * (s as usize * self.classes as usize + class);
+        u16::from_le_bytes([self.table[i], self.table[i + 1]])
+    }
+
+    /// The state after the value byte `b` (0: refused).
+    fn next(&self, s: u16, b: u8) -> u16 {
+        self.next_class(s, self.table[b as usize] as usize)
+    }
+
+    /// Characters `b` adds: 1 unless it continues a UTF-8 sequence.
+    fn cost(&self, b: u8) -> u32 {
+        (b & 0xc0 != 0x80) as u32
+    }
+}
+
+/// Where a pattern string is inside an escape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum PatEsc {
+    No,
+    Backslash,
+    /// In `\u00XX`: hex digits left and the value so far (always below 0x80).
+    Hex {
+        left: u8,
+        cp: u8,
+    },
 }
 
 /// What the innermost open container expects.
@@ -566,6 +785,13 @@ enum Lex {
         idigits: u8,
         frac: u64,
         fdigits: u8,
+    },
+    /// In a pattern string: the DFA state and characters so far (0 when unbounded).
+    Pat {
+        node: u16,
+        st: u16,
+        len: u32,
+        esc: PatEsc,
     },
     /// In an enum literal: candidates and bytes matched.
     Enum { node: u16, cands: u64, pos: u16 },
@@ -742,6 +968,15 @@ impl<'s> SchemaMachine<'s> {
                 };
                 b == b'"'
             }
+            Node::Pattern { .. } => {
+                self.state.lex = Lex::Pat {
+                    node,
+                    st: 1,
+                    len: 0,
+                    esc: PatEsc::No,
+                };
+                b == b'"'
+            }
             Node::Number { .. } => {
                 let st = match b {
                     b'-' => NumSt::Minus,
@@ -793,14 +1028,76 @@ impl<'s> SchemaMachine<'s> {
         }
     }
 
-    /// Bounds of a number node (`None`: unbounded) and whether it is an integer.
+    /// Bounds of a number node (`None`: unbounded, no step either) and whether it is an
+    /// integer.
     fn bounds(&self, node: u16) -> (bool, Option<(f64, f64)>) {
         match self.schema.node(node) {
-            Node::Number { integer, min, max } => {
-                let bounded = min.is_finite() || max.is_finite();
+            Node::Number {
+                integer,
+                min,
+                max,
+                multiple,
+                ..
+            } => {
+                let bounded = min.is_finite() || max.is_finite() || multiple != 0;
                 (integer, bounded.then_some((min, max)))
             }
             _ => (false, None),
+        }
+    }
+
+    /// A number node's step as (integer multiple, fraction digits), `None` without one.
+    fn step(&self, node: u16) -> Option<(u64, u8)> {
+        match self.schema.node(node) {
+            Node::Number {
+                integer,
+                multiple,
+                decimals,
+                ..
+            } if multiple != 0 => Some((multiple, if integer { 0 } else { decimals })),
+            _ => None,
+        }
+    }
+
+    /// With a step: whether the number so far can still end as a multiple within bounds.
+    /// Completions are intervals of the value in units of `10^-decimals`.
+    fn step_feasible(&self, (p, e): (u64, u8)) -> bool {
+        let Lex::Num {
+            node,
+            st,
+            neg,
+            int,
+            idigits,
+            frac,
+            fdigits,
+        } = self.state.lex
+        else {
+            return false;
+        };
+        let (_, bounds) = self.bounds(node);
+        let (lo, hi) = bounds.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+        let (lo, hi) = scaled_bounds(lo, hi, e);
+        let p10 = |n: u8| 10i128.pow(n as u32);
+        let hit = |a: i128, b: i128| {
+            let (a, b) = if neg { (-b, -a) } else { (a, b) };
+            has_multiple(a.max(lo), b.min(hi), p)
+        };
+        match st {
+            NumSt::Minus => (0u8..=9).any(|d| {
+                let mut t = *self;
+                t.number(b'0' + d)
+            }),
+            NumSt::Zero => hit(0, p10(e) - 1),
+            NumSt::Int => (0..=MAX_INT_DIGITS - idigits).any(|j| {
+                let v = int as i128;
+                hit(v * p10(j + e), (v + 1) * p10(j + e) - 1)
+            }),
+            NumSt::Dot | NumSt::Frac => {
+                let q = int as i128 * p10(fdigits) + frac as i128;
+                let k = p10(e - fdigits);
+                hit(q * k, (q + 1) * k - 1)
+            }
+            NumSt::Start | NumSt::E | NumSt::ESign | NumSt::Exp => false,
         }
     }
 
@@ -818,6 +1115,9 @@ impl<'s> SchemaMachine<'s> {
         else {
             return false;
         };
+        if let Some(step) = self.step(node) {
+            return self.step_feasible(step);
+        }
         let (integer, Some((lo, hi))) = self.bounds(node) else {
             return true;
         };
@@ -896,6 +1196,13 @@ impl<'s> SchemaMachine<'s> {
         let (_, Some((lo, hi))) = self.bounds(node) else {
             return true;
         };
+        if let Some((p, e)) = self.step(node) {
+            let n = (int as i128 * 10i128.pow(fdigits as u32) + frac as i128)
+                * 10i128.pow((e - fdigits) as u32);
+            let n = if neg { -n } else { n };
+            let (a, b) = scaled_bounds(lo, hi, e);
+            return a <= n && n <= b && n % p as i128 == 0;
+        }
         let x = int as f64 + frac as f64 / pow10(fdigits);
         let v = if neg { -x } else { x };
         lo <= v && v <= hi
@@ -923,7 +1230,11 @@ impl<'s> SchemaMachine<'s> {
             (NumSt::Minus, b'0') if !integer => NumSt::Zero,
             (NumSt::Start, b'0') => NumSt::Zero,
             (NumSt::Start | NumSt::Minus, b'1'..=b'9') | (NumSt::Int, b'0'..=b'9') => NumSt::Int,
-            (NumSt::Zero | NumSt::Int, b'.') if !integer => NumSt::Dot,
+            (NumSt::Zero | NumSt::Int, b'.')
+                if !integer && self.step(node).is_none_or(|(_, e)| e > 0) =>
+            {
+                NumSt::Dot
+            }
             (NumSt::Zero | NumSt::Int | NumSt::Frac, b'e' | b'E') if !integer && !bounded => {
                 NumSt::E
             }
@@ -942,7 +1253,8 @@ impl<'s> SchemaMachine<'s> {
                     idigits += 1;
                 }
                 NumSt::Frac => {
-                    if fdigits >= MAX_FRAC_DIGITS {
+                    let cap = self.step(node).map_or(MAX_FRAC_DIGITS, |(_, e)| e);
+                    if fdigits >= cap {
                         return false;
                     }
                     frac = frac * 10 + d;
@@ -1053,6 +1365,78 @@ impl<'s> SchemaMachine<'s> {
                     );
                 }
                 true
+            }
+        }
+    }
+
+    /// A byte inside a pattern string of `node`, in DFA state `st` after `len` characters.
+    fn pattern(&mut self, node: u16, st: u16, len: u32, esc: PatEsc, b: u8) -> bool {
+        let Some((d, max)) = self.schema.dfa(node) else {
+            return false;
+        };
+        // Whether the value byte `v` may come: its state can still end within `max`.
+        let fits = |v: u8| {
+            let m = d.next(st, v);
+            let l = len as u64 + d.cost(v) as u64;
+            m != 0 && l + d.short(m) as u64 <= max as u64
+        };
+        let mut go = |v: u8, esc: PatEsc| {
+            if !fits(v) {
+                return false;
+            }
+            // The count only matters under a bound (unbounded strings keep equal states).
+            let len = if max == u32::MAX { 0 } else { len + d.cost(v) };
+            self.state.lex = Lex::Pat {
+                node,
+                st: d.next(st, v),
+                len,
+                esc,
+            };
+            true
+        };
+        let hold = |m: &mut Self, esc: PatEsc| {
+            m.state.lex = Lex::Pat { node, st, len, esc };
+            true
+        };
+        match esc {
+            PatEsc::No => match b {
+                b'"' if d.accepting(st) => {
+                    self.value_done();
+                    true
+                }
+                b'\\' if (0..0x80u8).any(fits) => hold(self, PatEsc::Backslash),
+                b'"' | b'\\' | 0..=0x1f => false,
+                _ => go(b, PatEsc::No),
+            },
+            PatEsc::Backslash => {
+                let v = match b {
+                    b'u' => return hold(self, PatEsc::Hex { left: 4, cp: 0 }),
+                    b'"' | b'\\' | b'/' => b,
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    _ => return false,
+                };
+                go(v, PatEsc::No)
+            }
+            PatEsc::Hex { left, cp } => {
+                let h = match b {
+                    b'0'..=b'9' => b - b'0',
+                    b'a'..=b'f' => b - b'a' + 10,
+                    b'A'..=b'F' => b - b'A' + 10,
+                    _ => return false,
+                };
+                match left {
+                    // `\u00`: only ASCII is written with an escape.
+                    4 | 3 if h == 0 => hold(self, PatEsc::Hex { left: left - 1, cp }),
+                    2 if h < 8 && (0..16).any(|l| fits(h << 4 | l)) => {
+                        hold(self, PatEsc::Hex { left: 1, cp: h })
+                    }
+                    1 => go(cp << 4 | h, PatEsc::No),
+                    _ => false,
+                }
             }
         }
     }
@@ -1187,6 +1571,7 @@ impl ByteMachine for SchemaMachine<'_> {
             Lex::Expect(node) => self.start(node, b),
             Lex::Key { cands, pos } => self.key_byte(cands, pos, b),
             Lex::Str { node, len, esc } => self.string(node, len, esc, b),
+            Lex::Pat { node, st, len, esc } => self.pattern(node, st, len, esc, b),
             Lex::Num { .. } => {
                 if self.number(b) {
                     true

@@ -61,6 +61,8 @@ fn person() -> Owned {
             integer: true,
             min: 0.0,
             max: 150.0,
+            multiple: 0,
+            decimals: 0,
         })?;
         let tag = b.node(Node::String { min: 1, max: 4 })?;
         let tags = b.node(Node::Array {
@@ -126,7 +128,18 @@ fn objects_follow_declared_order_and_required() {
 
 #[test]
 fn numbers_respect_bounds_exactly() {
-    let num = |integer, min, max| build(|b| b.node(Node::Number { integer, min, max })).unwrap();
+    let num = |integer, min, max| {
+        build(|b| {
+            b.node(Node::Number {
+                integer,
+                min,
+                max,
+                multiple: 0,
+                decimals: 0,
+            })
+        })
+        .unwrap()
+    };
     let n = num(false, -2.5, 10.0);
     for s in [
         "-2.5", "-2", "0", "0.0", "10", "10.0", "9.999", "-0.5", "-0",
@@ -147,6 +160,8 @@ fn numbers_respect_bounds_exactly() {
             integer: false,
             min: f64::NEG_INFINITY,
             max: f64::INFINITY,
+            multiple: 0,
+            decimals: 0,
         })
     })
     .unwrap();
@@ -157,8 +172,54 @@ fn numbers_respect_bounds_exactly() {
         build(|b| b.node(Node::Number {
             integer: true,
             min: 1.2,
-            max: 1.8
+            max: 1.8,
+            multiple: 0,
+            decimals: 0
         })),
+        Err(SchemaError::EmptyRange)
+    ));
+}
+
+#[test]
+fn steps_give_exact_multiples_within_bounds() {
+    let num = |integer, min, max, multiple, decimals| {
+        build(|b| {
+            b.node(Node::Number {
+                integer,
+                min,
+                max,
+                multiple,
+                decimals,
+            })
+        })
+    };
+    let inf = f64::INFINITY;
+    let seven = num(true, -inf, inf, 7, 0).unwrap();
+    for s in ["0", "7", "-14", "700000000000000007"] {
+        assert!(accepts(&seven, s), "{s}");
+    }
+    for s in ["1", "-8", "70.0", "7e1"] {
+        assert!(!accepts(&seven, s), "{s}");
+    }
+    // Every prefix can still reach a multiple (append digits).
+    assert!(prefix_ok(&seven, "123") && prefix_ok(&seven, "-9"));
+    // Bounds and step together: 10..=25 in fives; "1" may only go on to 10/15, "3" nowhere.
+    let fives = num(true, 10.0, 25.0, 5, 0).unwrap();
+    assert!(accepts(&fives, "15") && accepts(&fives, "25") && !accepts(&fives, "30"));
+    assert!(!accepts(&fives, "12") && !prefix_ok(&fives, "3") && !prefix_ok(&fives, "0"));
+    assert!(!prefix_ok(&fives, "11") && prefix_ok(&fives, "1"));
+    // A decimal step: 0.25 within 0..=1, at most two fraction digits.
+    let q = num(false, 0.0, 1.0, 25, 2).unwrap();
+    for s in ["0", "0.25", "0.5", "0.50", "1", "1.0", "0.0"] {
+        assert!(accepts(&q, s), "{s}");
+    }
+    for s in ["0.3", "0.255", "1.25", "-0.25", "0.125"] {
+        assert!(!accepts(&q, s), "{s}");
+    }
+    assert!(!prefix_ok(&q, "0.3") && prefix_ok(&q, "0.2"));
+    // No multiple in range: refused when built.
+    assert!(matches!(
+        num(true, 1.0, 9.0, 10, 0),
         Err(SchemaError::EmptyRange)
     ));
 }

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod load;
 pub mod models;
 pub mod output;
+pub mod pattern;
 pub mod request;
 pub mod schema;
 pub mod tool_stream;

@@ -12,11 +12,14 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use trillim_core::grammar::{Entry, Node, SchemaBuilder, SchemaError};
 
 use super::error::ApiError;
+use super::pattern;
 use crate::engines::llm::grammar::{CompiledSchema, Grammar};
 
 /// Table rows and pool bytes one schema may use.
 const MAX_ENTRIES: usize = 4096;
-const MAX_POOL: usize = 256 * 1024;
+const MAX_POOL: usize = 4 << 20;
+/// Different `pattern`/`format`/length combinations in one schema (each is determinized).
+const MAX_PATTERNS: usize = 32;
 /// Nesting of schema objects inside one another (not counting `$ref`s).
 const MAX_NESTING: usize = 64;
 
@@ -231,8 +234,14 @@ const ANNOTATIONS: &[&str] = &[
 const GENERAL: &[&str] = &["type", "enum", "const", "anyOf", "oneOf", "$ref"];
 const OBJECT: &[&str] = &["properties", "required", "additionalProperties"];
 const ARRAY: &[&str] = &["items", "minItems", "maxItems"];
-const STRING: &[&str] = &["minLength", "maxLength"];
-const NUMBER: &[&str] = &["minimum", "maximum"];
+const STRING: &[&str] = &["minLength", "maxLength", "pattern", "format"];
+const NUMBER: &[&str] = &[
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+];
 
 /// Compiles a JSON schema.
 pub fn compile(schema: &Ordered) -> Result<CompiledSchema, String> {
@@ -243,6 +252,7 @@ pub fn compile(schema: &Ordered) -> Result<CompiledSchema, String> {
             root: schema,
             b: SchemaBuilder::new(&mut entries, &mut bytes),
             refs: HashMap::new(),
+            patterns: HashMap::new(),
         };
         let root = c.node(schema, "#", 0)?;
         let (n, nb) = (c.b.len(), c.b.bytes_used());
@@ -250,7 +260,9 @@ pub fn compile(schema: &Ordered) -> Result<CompiledSchema, String> {
         (n, nb, root)
     };
     entries.truncate(n);
+    entries.shrink_to_fit();
     bytes.truncate(nb);
+    bytes.shrink_to_fit();
     Ok(CompiledSchema {
         entries,
         bytes,
@@ -262,6 +274,8 @@ struct Compiler<'r, 'a> {
     root: &'r Ordered,
     b: SchemaBuilder<'a>,
     refs: HashMap<String, u16>,
+    /// Pattern nodes by (pattern, format, minLength, maxLength): one table each.
+    patterns: HashMap<(Option<String>, Option<String>, u32, u32), u16>,
 }
 
 fn uint(v: Option<&Ordered>, k: &str, at: &str) -> Result<Option<u32>, String> {
@@ -282,6 +296,78 @@ fn num(v: Option<&Ordered>, k: &str, at: &str) -> Result<Option<f64>, String> {
         Some(Ordered::Number(n)) => Ok(n.as_f64()),
         Some(_) => Err(format!("'{k}' must be a number at {at}")),
     }
+}
+
+/// `minimum`/`maximum` with the exclusive forms folded in: an exclusive bound becomes the
+/// next value a double can hold (the numbers compared are doubles); the draft-4 boolean
+/// form makes `minimum`/`maximum` themselves exclusive.
+fn number_bounds(s: &Ordered, at: &str) -> Result<(f64, f64), String> {
+    let mut min = num(s.get("minimum"), "minimum", at)?.unwrap_or(f64::NEG_INFINITY);
+    let mut max = num(s.get("maximum"), "maximum", at)?.unwrap_or(f64::INFINITY);
+    for (k, up) in [("exclusiveMinimum", true), ("exclusiveMaximum", false)] {
+        let bound = match s.get(k) {
+            None | Some(Ordered::Bool(false)) => continue,
+            Some(Ordered::Bool(true)) => {
+                let b = if up { min } else { max };
+                if !b.is_finite() {
+                    return Err(format!(
+                        "'{k}': true needs a {} at {at}",
+                        &k[9..].to_lowercase()
+                    ));
+                }
+                b
+            }
+            Some(Ordered::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+            Some(_) => return Err(format!("'{k}' must be a number at {at}")),
+        };
+        if up {
+            min = min.max(bound.next_up());
+        } else {
+            max = max.min(bound.next_down());
+        }
+    }
+    Ok((min, max))
+}
+
+/// A `multipleOf` written `text` as (integer multiple, fraction digits): the step is
+/// `multiple × 10^-digits`. For an integer the step becomes the smallest integer step with
+/// the same multiples. `None` when it is not positive or too fine or too large.
+fn step(text: &str, integer: bool) -> Option<(u64, u8)> {
+    let (mant, exp) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], text[i + 1..].parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (whole, frac) = mant.split_once('.').unwrap_or((mant, ""));
+    if whole.starts_with('-') || !(whole.chars().chain(frac.chars())).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits: String = format!("{whole}{frac}");
+    let mut decimals = frac.len() as i32 - exp;
+    while decimals > 0 && digits.ends_with('0') {
+        digits.pop();
+        decimals -= 1;
+    }
+    while decimals < 0 {
+        digits.push('0');
+        decimals += 1;
+    }
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() || digits.len() > 18 || decimals > 15 {
+        return None;
+    }
+    let multiple: u64 = digits.parse().ok()?;
+    if !integer {
+        return Some((multiple, decimals as u8));
+    }
+    // Integers that are multiples of m / 10^d are the multiples of m / gcd(m, 10^d).
+    let pow = 10u64.pow(decimals as u32);
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    Some((multiple / gcd(multiple, pow), 0))
 }
 
 fn built(e: SchemaError, at: &str) -> String {
@@ -442,16 +528,55 @@ impl Compiler<'_, '_> {
             "string" => {
                 let min = uint(s.get("minLength"), "minLength", at)?.unwrap_or(0);
                 let max = uint(s.get("maxLength"), "maxLength", at)?.unwrap_or(u32::MAX);
-                self.b.node(Node::String { min, max }).map_err(e)
+                let text = |k: &str| match s.get(k) {
+                    None => Ok(None),
+                    Some(Ordered::String(p)) => Ok(Some(p.as_str())),
+                    Some(_) => Err(format!("'{k}' must be a string at {at}")),
+                };
+                let (p, f) = (text("pattern")?, text("format")?);
+                if p.is_none() && f.is_none() {
+                    return self.b.node(Node::String { min, max }).map_err(e);
+                }
+                if min > max {
+                    return Err(built(SchemaError::EmptyRange, at));
+                }
+                let key = (p.map(str::to_string), f.map(str::to_string), min, max);
+                if let Some(&id) = self.patterns.get(&key) {
+                    return Ok(id);
+                }
+                if self.patterns.len() >= MAX_PATTERNS {
+                    return Err(format!(
+                        "more than {MAX_PATTERNS} different patterns/formats in one schema"
+                    ));
+                }
+                let t = pattern::compile(p, f, min, max).map_err(|m| format!("{m} at {at}"))?;
+                let id = self
+                    .b
+                    .pattern(&t.bytes, t.states, t.classes, t.max)
+                    .map_err(e)?;
+                self.patterns.insert(key, id);
+                Ok(id)
             }
             "number" | "integer" => {
-                let min = num(s.get("minimum"), "minimum", at)?.unwrap_or(f64::NEG_INFINITY);
-                let max = num(s.get("maximum"), "maximum", at)?.unwrap_or(f64::INFINITY);
+                let integer = t == "integer";
+                let (min, max) = number_bounds(s, at)?;
+                let (multiple, decimals) = match s.get("multipleOf") {
+                    None => (0, 0),
+                    Some(Ordered::Number(n)) => step(&n.to_string(), integer).ok_or_else(|| {
+                        format!(
+                            "'multipleOf' must be a positive number with at most 15 \
+                                 fraction digits and 18 integer digits at {at}"
+                        )
+                    })?,
+                    Some(_) => return Err(format!("'multipleOf' must be a number at {at}")),
+                };
                 self.b
                     .node(Node::Number {
-                        integer: t == "integer",
+                        integer,
                         min,
                         max,
+                        multiple,
+                        decimals,
                     })
                     .map_err(e)
             }
@@ -582,15 +707,161 @@ mod tests {
     }
 
     #[test]
+    fn pattern_strings_take_escapes_and_count_characters() {
+        let c = compile(
+            &serde_json::from_value(serde_json::json!(
+                {"type": "string", "pattern": "^a\"b\\\\c\\né$"}
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(accepts(&c, r#""a\"b\\c\né""#));
+        // ASCII may be written as a `\u` escape; other characters are written raw.
+        assert!(accepts(&c, r#""a\"b\\c\u000Aé""#));
+        assert!(!accepts(&c, r#""a\"b\\c\n\u00e9""#));
+        assert!(!accepts(&c, r#""a\"b\\c\n""#));
+        let c = compiled(r#"{"type":"string","pattern":"^[a-z]+$","maxLength":3}"#).unwrap();
+        assert!(accepts(&c, r#""abc""#) && accepts(&c, r#""\u0061bc""#));
+        assert!(!accepts(&c, r#""abcd""#) && !accepts(&c, r#""""#));
+        let c = compiled(r#"{"type":"string","format":"date","minLength":10}"#).unwrap();
+        assert!(accepts(&c, r#""2024-02-29""#) && !accepts(&c, r#""2023-02-29""#));
+    }
+
+    /// Random byte walks through pattern strings never reach a state with no way out, and
+    /// what they end with decodes to a string the pattern's table accepts within the bounds.
+    #[test]
+    fn pattern_walks_always_end_valid() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for (schema, p, f, min, max) in [
+            (
+                r#"{"type":"string","format":"date-time"}"#,
+                None,
+                Some("date-time"),
+                0,
+                u32::MAX,
+            ),
+            (
+                r#"{"type":"string","format":"email","maxLength":20}"#,
+                None,
+                Some("email"),
+                0,
+                20,
+            ),
+            (
+                r#"{"type":"string","pattern":"^[a-c\\n\"é]{2,6}x?$","minLength":3}"#,
+                Some("^[a-c\\n\"é]{2,6}x?$"),
+                None,
+                3,
+                u32::MAX,
+            ),
+            (
+                r#"{"type":"string","pattern":"q.?z","maxLength":5}"#,
+                Some("q.?z"),
+                None,
+                0,
+                5,
+            ),
+        ] {
+            let c = compiled(schema).unwrap();
+            let table = pattern::compile(p, f, min, max).unwrap();
+            let sc = c.schema();
+            for _ in 0..200 {
+                let mut m = SchemaMachine::new(&sc);
+                let mut text = Vec::new();
+                while !m.is_done() {
+                    let ok: Vec<u8> = (0..=255u8)
+                        .filter(|&b| {
+                            let mut t = m;
+                            t.push(b)
+                        })
+                        .collect();
+                    assert!(
+                        !ok.is_empty(),
+                        "{schema}: dead end after {:?}",
+                        String::from_utf8_lossy(&text)
+                    );
+                    // Lean towards the closing quote once the text is long.
+                    let b = if text.len() > 40 && ok.contains(&b'"') {
+                        b'"'
+                    } else {
+                        ok[rand() as usize % ok.len()]
+                    };
+                    assert!(m.push(b));
+                    text.push(b);
+                    assert!(text.len() < 4000, "{schema}: no end");
+                }
+                let v: String = serde_json::from_slice(&text)
+                    .unwrap_or_else(|e| panic!("{schema}: {e} in {text:?}"));
+                let n = v.chars().count() as u32;
+                assert!(n >= min && n <= max, "{schema}: {v:?}");
+                assert!(table.accepts(&v), "{schema}: {v:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn multiple_of_and_exclusive_bounds() {
+        assert_eq!(step("0.25", false), Some((25, 2)));
+        assert_eq!(step("2.5", true), Some((5, 0)));
+        assert_eq!(step("1e-3", false), Some((1, 3)));
+        assert_eq!(step("1.5e2", true), Some((150, 0)));
+        assert_eq!(step("0.1", true), Some((1, 0)));
+        for bad in ["0", "-2", "1e-20", "1e30"] {
+            assert_eq!(step(bad, false), None, "{bad}");
+        }
+        let c = compiled(
+            r#"{"type":"integer","multipleOf":3,"exclusiveMinimum":0,"exclusiveMaximum":10}"#,
+        )
+        .unwrap();
+        for (t, ok) in [
+            ("3", true),
+            ("9", true),
+            ("0", false),
+            ("12", false),
+            ("4", false),
+        ] {
+            assert_eq!(accepts(&c, t), ok, "{t}");
+        }
+        let c = compiled(r#"{"type":"number","multipleOf":0.5,"minimum":1,"exclusiveMaximum":2}"#)
+            .unwrap();
+        for (t, ok) in [
+            ("1", true),
+            ("1.5", true),
+            ("2", false),
+            ("1.25", false),
+            ("0.5", false),
+        ] {
+            assert_eq!(accepts(&c, t), ok, "{t}");
+        }
+        let c = compiled(r#"{"type":"number","exclusiveMinimum":0}"#).unwrap();
+        assert!(!accepts(&c, "0") && accepts(&c, "0.001") && !accepts(&c, "-1"));
+        let c = compiled(r#"{"type":"number","minimum":0,"exclusiveMinimum":true}"#).unwrap();
+        assert!(!accepts(&c, "0") && accepts(&c, "1"));
+        let e =
+            compiled(r#"{"type":"integer","multipleOf":10,"minimum":1,"maximum":9}"#).unwrap_err();
+        assert!(e.contains("minimum is above"), "{e}");
+    }
+
+    #[test]
     fn refusals_name_the_keyword_or_the_problem() {
         for (schema, want) in [
             (
-                r#"{"type":"object","properties":{"a":{"type":"string","format":"email"}}}"#,
-                "unsupported keyword 'format' at #/properties/a",
+                r#"{"type":"object","properties":{"a":{"type":"string","format":"color"}}}"#,
+                "unsupported format 'color' (supported: date, time, date-time",
             ),
             (
-                r#"{"type":"number","exclusiveMinimum":0}"#,
-                "unsupported keyword 'exclusiveMinimum'",
+                r#"{"type":"string","pattern":"(a)\\1"}"#,
+                "backreferences are not supported at #",
+            ),
+            (
+                r#"{"type":"array","items":{"type":"number"},"uniqueItems":true}"#,
+                "unsupported keyword 'uniqueItems'",
             ),
             (r#"{"type":"array"}"#, "arrays need an 'items'"),
             (r#"{"$ref":"http://x/y"}"#, "only local $refs"),

@@ -291,6 +291,8 @@ mod tests {
                 integer: true,
                 min: -5.0,
                 max: 300.0,
+                multiple: 0,
+                decimals: 0,
             })
             .unwrap();
         let arr = b
