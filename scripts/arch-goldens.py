@@ -2,7 +2,8 @@
 """Tiny Qwen 2, Qwen 3, Phi-3 and Gemma 3 models and their goldens, from llama.cpp itself.
 
 Writes testdata/models/tiny-qwen2-q8_0.gguf, tiny-qwen3-f16.gguf, tiny-phi3-q8_0.gguf,
-tiny-phi3.5-q8_0.gguf (LongRoPE), tiny-gemma3-q8_0.gguf and tiny-gemma2-q8_0.gguf with
+tiny-phi3.5-q8_0.gguf and tiny-phi3.5-long-q8_0.gguf (LongRoPE, short and long
+factors), tiny-gemma3-q8_0.gguf and tiny-gemma2-q8_0.gguf with
 scripts/make_gguf.py (random weights in the real tensor names and layouts; the Qwen tokenizer is
 the real Qwen 2 one that llama.cpp ships as models/ggml-vocab-qwen2.gguf, cut to its first 5117
 tokens plus its three control tokens, the Phi-3 one models/ggml-vocab-phi-3.gguf cut to its first
@@ -50,6 +51,12 @@ MODELS = [
                           "<|end|>", "--arch", "phi3", "--shape", "phi3.5-tiny", "--rope-dim", "16",
                           "--longrope", "4096", "--sliding-window", "262144", "--wtype", "q8_0",
                           "--embd-type", "q8_0", "--seed", "5"],
+     "microsoft-Phi-3.5-mini-instruct.jinja"),
+    # LongRoPE with an original context of 512, below the goldens' 2048: the long factors.
+    ("tiny-phi3.5-long-q8_0", ["--donor-vocab", "phi-3", "--vocab-keep", "8000", "--eos-token",
+                               "<|end|>", "--arch", "phi3", "--shape", "phi3.5-tiny", "--rope-dim",
+                               "16", "--longrope", "512", "--sliding-window", "262144", "--wtype",
+                               "q8_0", "--embd-type", "q8_0", "--seed", "8"],
      "microsoft-Phi-3.5-mini-instruct.jinja"),
 ]
 # Gemma: the SentencePiece vocabulary llama.cpp ships as models/ggml-vocab-llama-spm.gguf (it has

@@ -173,7 +173,7 @@ impl Firmware {
         let c = &model.config;
         let ctx = opts.ctx.unwrap_or_else(|| {
             let by_mem = (DEFAULT_KV_BUDGET / model.kv_bytes_per_pos().max(1)) / 256 * 256;
-            c.train_ctx.min(by_mem.max(256))
+            c.default_ctx().min(by_mem.max(256))
         });
         let n_vocab = c.n_vocab;
         let mut session = Session::new(&model, ctx, opts.batch);

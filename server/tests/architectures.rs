@@ -1,5 +1,6 @@
 //! `trillim serve` on the tiny fixtures of each architecture family beyond Llama and BitNet
-//! (Qwen 2, Qwen 3, Phi-3 with a sliding window, Phi-3.5 with LongRoPE, Gemma 3 with
+//! (Qwen 2, Qwen 3, Phi-3 with a sliding window, Phi-3.5 with LongRoPE's short and long
+//! factors, Gemma 3 with
 //! sliding-window layers shorter than its prompts) over real HTTP: the
 //! model's own chat template (rendered by minijinja where the native renderer does not know
 //! it) gives llama.cpp's prompt ids, and greedy decoding follows llama.cpp's continuation
@@ -13,21 +14,25 @@ use serde_json::{json, Value};
 use trillim_core::format::gguf::Gguf;
 use trillim_core::tokenizer::Tokenizer;
 
-fn serve(file: &str) -> Server {
+fn serve(file: &str, ctx: usize) -> Server {
     let tag = file.trim_end_matches(".gguf");
     let home = common::store_with(&format!("arch-{tag}"), "org/arch", &fixture(file));
-    common::serve(home, &["org/arch", "--threads", "1", "--ctx", "256"], &[])
+    let ctx = ctx.to_string();
+    common::serve(home, &["org/arch", "--threads", "1", "--ctx", &ctx], &[])
 }
 
 #[test]
 fn chat_follows_llama_cpp_greedy() {
-    for name in [
-        "tiny-qwen2-q8_0",
-        "tiny-qwen3-f16",
-        "tiny-phi3-q8_0",
-        "tiny-phi3.5-q8_0",
-        "tiny-gemma3-q8_0",
-        "tiny-gemma2-q8_0",
+    // The goldens' context is 2048: the long LongRoPE fixture needs it (its factors are chosen
+    // by context size), the others give the same logits in any context that holds the text.
+    for (name, ctx) in [
+        ("tiny-qwen2-q8_0", 256),
+        ("tiny-qwen3-f16", 256),
+        ("tiny-phi3-q8_0", 256),
+        ("tiny-phi3.5-q8_0", 256),
+        ("tiny-phi3.5-long-q8_0", 2048),
+        ("tiny-gemma3-q8_0", 256),
+        ("tiny-gemma2-q8_0", 256),
     ] {
         let file = format!("{name}.gguf");
         let golden = std::fs::read(format!(
@@ -40,7 +45,7 @@ fn chat_follows_llama_cpp_greedy() {
         let gguf = Gguf::parse(&model).unwrap();
         let mut mem = vec![0u32; Tokenizer::mem_words_for_gguf(&gguf).unwrap()];
         let tok = Tokenizer::from_gguf(&gguf, &mut mem).unwrap();
-        let s = serve(&file);
+        let s = serve(&file, ctx);
         let (mut cases, mut checked) = (0, 0);
         // The chat cases, whose prompts are the model's template rendered by jinja2.
         for case in golden["greedy"].as_array().unwrap() {

@@ -242,6 +242,23 @@ pub fn logits_all_par(
     batch: usize,
     par: &dyn trillim_core::Parallel,
 ) -> Vec<f32> {
+    logits_all_ctx(model, tokens, kernels, batch, par, tokens.len())
+}
+
+/// [`logits_all_par`] in a context of `ctx` positions (at least `tokens.len()`), which
+/// decides LongRoPE's factors.
+///
+/// # Panics
+///
+/// When the model does not load or the pass fails.
+pub fn logits_all_ctx(
+    model: &[u8],
+    tokens: &[u32],
+    kernels: &trillim_core::kernels::Kernels,
+    batch: usize,
+    par: &dyn trillim_core::Parallel,
+    ctx: usize,
+) -> Vec<f32> {
     use trillim_core::format::gguf::Gguf;
     use trillim_core::model::{Buffers, Config, Forward, KvCache, Scratch, ScratchSizes, Weights};
     let g = Gguf::parse(model).expect("parse");
@@ -250,8 +267,9 @@ pub fn logits_all_par(
     let sz = ScratchSizes::new(&config, batch);
     let (mut f, mut q, mut i) = (vec![0f32; sz.f32s], vec![0i8; sz.i8s], vec![0i32; sz.i32s]);
     let mut scratch = Scratch::new(&config, batch, &mut f, &mut q, &mut i).expect("scratch");
-    let mut kv_buf = vec![0u16; KvCache::elems(&config, tokens.len())];
-    let mut kv = KvCache::new(&config, &mut kv_buf, tokens.len()).expect("kv");
+    let ctx = ctx.max(tokens.len());
+    let mut kv_buf = vec![0u16; KvCache::elems(&config, ctx)];
+    let mut kv = KvCache::new(&config, &mut kv_buf, ctx).expect("kv");
     let fwd = Forward {
         config: &config,
         weights: &weights,

@@ -6,7 +6,7 @@ use serde_json::Value;
 use trillim_core::kernels::Kernels;
 use trillim_core::Sequential;
 use trillim_runtime::ThreadPool;
-use trillim_tests::{log_softmax, logits_all_par, smollm2_path, testdata};
+use trillim_tests::{log_softmax, logits_all_ctx, logits_all_par, smollm2_path, testdata};
 
 struct Scores {
     mean_abs_dlogprob: f64,
@@ -15,6 +15,9 @@ struct Scores {
     clear_top1: usize,
     clear_top1_agree: usize,
 }
+
+/// Context of the goldens' llama.cpp runs (scripts/quant-ref.cpp).
+const GOLDEN_CTX: usize = 2048;
 
 fn logits_all(model: &[u8], tokens: &[u32], kernels: &Kernels, batch: usize) -> Vec<f32> {
     logits_all_par(model, tokens, kernels, batch, &Sequential)
@@ -27,7 +30,7 @@ fn score(model: &[u8], golden: &Value, kernels: &Kernels, batch: usize) -> Score
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
-    let logits = logits_all(model, &tokens, kernels, batch);
+    let logits = logits_all_ctx(model, &tokens, kernels, batch, &Sequential, GOLDEN_CTX);
     let n_vocab = logits.len() / tokens.len();
     let positions = golden["positions"].as_array().unwrap();
     let (mut sum_abs, mut nll, mut n) = (0f64, 0f64, 0usize);
@@ -137,10 +140,18 @@ fn tiny_phi3_q8_0_matches_golden() {
     check(&m, "golden/logits-tiny-phi3-q8_0.json");
 }
 
+/// LongRoPE within its original context (4096): the short factors.
 #[test]
 fn tiny_phi3_5_longrope_q8_0_matches_golden() {
     let m = std::fs::read(testdata("models/tiny-phi3.5-q8_0.gguf")).unwrap();
     check(&m, "golden/logits-tiny-phi3.5-q8_0.json");
+}
+
+/// LongRoPE beyond its original context (512, the goldens' 2048): the long factors.
+#[test]
+fn tiny_phi3_5_long_factors_q8_0_matches_golden() {
+    let m = std::fs::read(testdata("models/tiny-phi3.5-long-q8_0.gguf")).unwrap();
+    check(&m, "golden/logits-tiny-phi3.5-long-q8_0.json");
 }
 
 /// Gemma 3: sliding-window layers (16 positions, shorter than the text) around a global one.

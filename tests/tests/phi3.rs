@@ -1,7 +1,7 @@
 //! The tiny Phi-3 fixtures (scripts/arch-goldens.py) beyond their logits: the configuration read
 //! from their metadata (partial RoPE, the sliding window, Phi-3.5's LongRoPE), the fused Q/K/V
 //! and gate/up matrices split into views of the file, the refusal of LongRoPE's long factors
-//! alone, the tokenizer (the real Phi-3
+//! alone and the context cap of its short ones alone, the tokenizer (the real Phi-3
 //! SentencePiece vocabulary, cut down) against llama.cpp's ids, and the native chat renderer's
 //! refusal of its template (the server renders it with minijinja).
 #![forbid(unsafe_code)]
@@ -40,15 +40,17 @@ fn configuration_follows_the_metadata() {
     assert!(!c.qkv_bias && !c.qk_norm && !c.sub_norms);
 }
 
-/// Phi-3.5's LongRoPE: 128k context, run within the original 4096 where the short factors
-/// apply, with the attention factor on cos and sin.
+/// Phi-3.5's LongRoPE: 128k context, by default the original 4096 where the short factors
+/// apply, the long ones beyond it, with the attention factor on cos and sin.
 #[test]
-fn longrope_runs_its_short_factors_within_the_original_context() {
+fn longrope_picks_its_factors_by_context_size() {
     let bytes = std::fs::read(testdata("models/tiny-phi3.5-q8_0.gguf")).unwrap();
     let g = Gguf::parse(&bytes).unwrap();
     let c = Config::from_gguf(&g).unwrap();
     assert_eq!(g.get_u64("phi3.context_length"), Some(131072));
-    assert_eq!(c.train_ctx, 4096);
+    assert_eq!((c.train_ctx, c.rope_orig_ctx), (131072, 4096));
+    assert_eq!(c.default_ctx(), 4096);
+    assert!(!c.rope_long(4096) && c.rope_long(4097));
     let want = (1.0 + (32f64).ln() / (4096f64).ln()).sqrt() as f32;
     assert!(
         (c.rope_attn_factor - want).abs() < 1e-6,
@@ -63,6 +65,28 @@ fn longrope_runs_its_short_factors_within_the_original_context() {
         short.data.as_ptr() as usize - bytes.as_ptr() as usize
     );
     assert_eq!(freqs.cols, c.rope_dim / 2);
+    let long = g.tensor("rope_factors_long.weight").unwrap();
+    assert_eq!(
+        w.rope_freqs_long.unwrap().offset,
+        long.data.as_ptr() as usize - bytes.as_ptr() as usize
+    );
+}
+
+/// Short factors without long ones keep the context within the original one.
+#[test]
+fn longrope_without_long_factors_stops_at_the_original_context() {
+    let mut bytes = std::fs::read(testdata("models/tiny-phi3.5-q8_0.gguf")).unwrap();
+    let (from, to) = (b"rope_factors_long.weight", b"rope_factors_xxxx.weight");
+    let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+    bytes[at..at + to.len()].copy_from_slice(to);
+    let g = Gguf::parse(&bytes).unwrap();
+    let c = Config::from_gguf(&g).unwrap();
+    assert_eq!((c.train_ctx, c.rope_orig_ctx), (4096, 0));
+    assert!(!c.rope_long(131072));
+    assert!(Weights::from_gguf(&g, &c)
+        .unwrap()
+        .rope_freqs_long
+        .is_none());
 }
 
 #[test]

@@ -330,7 +330,7 @@ impl LoadedModel {
     pub fn default_ctx_for(&self, slots: usize) -> usize {
         let budget = available_memory().map(|m| m / 4).unwrap_or(1 << 30) / slots.max(1);
         let by_mem = (budget / self.kv_bytes_per_pos().max(1)).max(256);
-        self.config.train_ctx.min(by_mem)
+        self.config.default_ctx().min(by_mem)
     }
 }
 

@@ -95,9 +95,12 @@ pub struct Config {
     pub rope_attn_factor: f32,
     /// RoPE pairing.
     pub rope_style: RopeStyle,
-    /// Context length the model was trained for (for LongRoPE capped at
-    /// `rope.scaling.original_context_length`).
+    /// Context length the model was trained for.
     pub train_ctx: usize,
+    /// LongRoPE's original context (`rope.scaling.original_context_length`; 0: no LongRoPE).
+    /// A context up to it runs on the short factors, a larger one on the long factors, as
+    /// llama.cpp chooses them by context size.
+    pub rope_orig_ctx: usize,
     /// Keys a query of a sliding-window layer sees, itself included (`attention.sliding_window`;
     /// 0: every layer attends to the whole sequence).
     pub sliding_window: usize,
@@ -358,12 +361,16 @@ impl Config {
             Some(_) => return Err(ModelError::BadValue(key(a, "rope.scaling.type"))),
         };
         let mut train_ctx = opt_u64(g, a, "context_length")?.unwrap_or(2048);
-        // LongRoPE (Phi-3 128k): within the original context its short factors apply (as in
-        // llama.cpp, whose choice is by context size, and Hugging Face, by sequence length);
-        // the context is capped there so the long ones are never needed.
+        // LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini): short factors within the original
+        // context, long ones beyond it. Without long factors the context stops there.
+        let mut rope_orig_ctx = 0;
         if g.tensor("rope_factors_short.weight").is_some() {
             if let Some(orig) = opt_u64(g, a, "rope.scaling.original_context_length")? {
-                train_ctx = train_ctx.min(orig);
+                if g.tensor("rope_factors_long.weight").is_some() && orig < train_ctx {
+                    rope_orig_ctx = orig.max(1);
+                } else {
+                    train_ctx = train_ctx.min(orig);
+                }
             }
         }
         let f = Features::of(arch);
@@ -439,6 +446,7 @@ impl Config {
             rope_attn_factor: opt_f32(g, a, "rope.scaling.attn_factor", 1.0)?,
             rope_style: f.rope_style,
             train_ctx,
+            rope_orig_ctx,
             sliding_window,
             local_layers,
             rope_base_local,
@@ -458,6 +466,22 @@ impl Config {
             qkv_bias: f.qkv_bias,
             qk_norm: f.qk_norm,
         })
+    }
+
+    /// The longest context to use when none is asked for: the training context, except
+    /// LongRoPE's original one (where the short factors, and llama.cpp's default context,
+    /// keep the model as it runs most of the time).
+    pub fn default_ctx(&self) -> usize {
+        if self.rope_orig_ctx > 0 {
+            self.rope_orig_ctx.min(self.train_ctx)
+        } else {
+            self.train_ctx
+        }
+    }
+
+    /// Whether a context of `ctx` positions per sequence rotates with LongRoPE's long factors.
+    pub fn rope_long(&self, ctx: usize) -> bool {
+        self.rope_orig_ctx > 0 && ctx > self.rope_orig_ctx
     }
 
     /// Whether layer `l` attends only to the last [`Config::sliding_window`] positions.

@@ -234,11 +234,12 @@ impl Forward<'_> {
         }
         // The RoPE table of the layer kind (sliding-window or global) last built.
         let mut table_local = None;
+        let long = c.rope_long(kv.capacity);
 
         for (li, l) in w.layers.iter().enumerate() {
             let local = c.sliding_window > 0 && c.is_local(li);
             if table_local != Some(local) {
-                self.rope_table(&s.seq_pos[..b], s.rope, local);
+                self.rope_table(&s.seq_pos[..b], s.rope, local, long);
                 table_local = Some(local);
             }
             // Attention block.

@@ -5,9 +5,14 @@ use super::Forward;
 
 impl Forward<'_> {
     /// Fills `rope[t]` with `cos` (first half) and `sin` (second half) for position `pos[t]`,
-    /// at the RoPE base and scale of sliding-window layers if `local`, else of global ones.
-    pub(super) fn rope_table(&self, pos: &[i32], rope: &mut [f32], local: bool) {
+    /// at the RoPE base and scale of sliding-window layers if `local`, else of global ones, and
+    /// with LongRoPE's long factors if `long`.
+    pub(super) fn rope_table(&self, pos: &[i32], rope: &mut [f32], local: bool, long: bool) {
         let c = self.config;
+        let factors = match (long, &self.weights.rope_freqs_long) {
+            (true, Some(f)) => Some(f),
+            _ => self.weights.rope_freqs.as_ref(),
+        };
         let half = c.rope_dim / 2;
         let (base, scale) = if local {
             (c.rope_base_local, c.rope_linear_scale_local)
@@ -19,7 +24,7 @@ impl Forward<'_> {
             let r = &mut rope[t * c.rope_dim..(t + 1) * c.rope_dim];
             for i in 0..half {
                 let mut freq = libm::pow(base as f64, -2.0 * i as f64 / c.rope_dim as f64);
-                if let Some(f) = &self.weights.rope_freqs {
+                if let Some(f) = factors {
                     let bytes = &f.data(&self.bufs)[4 * i..4 * i + 4];
                     freq /= f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as f64;
                 }

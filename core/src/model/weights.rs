@@ -156,6 +156,8 @@ pub struct Weights {
     pub output: Tensor,
     /// RoPE frequency divisors: Llama 3's `rope_freqs` or LongRoPE's `rope_factors_short`.
     pub rope_freqs: Option<Tensor>,
+    /// LongRoPE's `rope_factors_long`, for contexts beyond [`Config::rope_orig_ctx`].
+    pub rope_freqs_long: Option<Tensor>,
     /// Transformer blocks.
     pub layers: heapless::Vec<Layer, MAX_LAYERS>,
 }
@@ -268,7 +270,7 @@ impl Weights {
             Some(t) => t,
             None => token_embd,
         };
-        // Llama 3's factors, or LongRoPE's short ones (the context is capped where they apply).
+        // Llama 3's factors, or LongRoPE's short and long ones.
         let rope_freqs = match l.opt("rope_freqs.weight", 1, c.rope_dim / 2)? {
             Some(t) => Some(t),
             None => l.opt("rope_factors_short.weight", 1, c.rope_dim / 2)?,
@@ -280,6 +282,11 @@ impl Weights {
                 feature: "LongRoPE long factors without the short ones",
             });
         }
+        let rope_freqs_long = if c.rope_orig_ctx > 0 {
+            l.opt(long, 1, c.rope_dim / 2)?
+        } else {
+            None
+        };
         let mut layers = heapless::Vec::new();
         let bias = |i: usize, s: &str, n: usize| -> Result<Option<Tensor>, ModelError> {
             if c.qkv_bias {
@@ -376,6 +383,7 @@ impl Weights {
             output_norm,
             output,
             rope_freqs,
+            rope_freqs_long,
             layers,
         })
     }
