@@ -11,8 +11,8 @@ mod trie;
 
 pub use json::JsonMachine;
 pub use schema::{
-    Entry, Node, Schema, SchemaBuilder, SchemaError, SchemaMachine, SchemaState, MAX_ENTRY_BYTES,
-    MAX_PATTERN_STATES, MAX_STACK,
+    Entry, Node, Schema, SchemaBuilder, SchemaError, SchemaMachine, SchemaState, MAX_CHOICES,
+    MAX_ENTRY_BYTES, MAX_PATTERN_STATES, MAX_STACK,
 };
 pub use trie::{TokenTrie, TrieError, TrieNode, MAX_TOKEN_BYTES};
 

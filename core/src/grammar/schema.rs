@@ -11,7 +11,8 @@
 //!   surrogate pair written as two `\u` escapes counts as two) is in `min..=max`;
 //! - pattern strings ([`Node::Pattern`]): strings whose decoded value a DFA over its UTF-8
 //!   bytes accepts (the compiler folds `pattern`, `format` and length bounds into it); such a
-//!   string is written with raw UTF-8 and the short escapes, `\u` escapes only for ASCII;
+//!   string is written with raw UTF-8 and the short escapes, `\u` escapes only for control
+//!   characters;
 //! - numbers and integers: JSON number syntax (integers without fraction or exponent) and,
 //!   when a bound is set, the exact value within `minimum..=maximum` (then without an
 //!   exponent and with at most 18 integer and 15 fraction digits), checked on every digit so
@@ -19,7 +20,10 @@
 //!   `multipleOf` the value is an exact multiple (written with at most as many fraction
 //!   digits as the step has), and some multiple within the bounds stays reachable;
 //! - enum/const (and `boolean`, `null`): one of the literals, byte for byte as compiled;
-//! - unions: alternatives whose first bytes differ, the first byte picks one.
+//! - unions: alternatives whose first bytes differ, the first byte picks one; objects that
+//!   all begin with the same required property of constant values (a discriminated union,
+//!   such as tool calls `{"name": …, "arguments": …}`) are one alternative, and the value
+//!   written for that property picks the object ([`Node::Tagged`]).
 //!
 //! The containers open at once are at most [`MAX_STACK`]; an optional property or an array
 //! item that could not finish within the stack left is not offered, so the machine never
@@ -78,6 +82,11 @@ pub enum Node {
     Enum { first: u16, len: u16 },
     /// One of the nodes in the [`Entry::Alt`]s `first..first + len`.
     Union { first: u16, len: u16 },
+    /// One of the objects in the [`Entry::Alt`]s `first..first + len`, which all begin with
+    /// the same required property whose values (enums) tell them apart. Until that value is
+    /// written the object is `head` (that one property, its values all of theirs); then it
+    /// is the object whose value it was, from its second property on.
+    Tagged { head: u16, first: u16, len: u16 },
 }
 
 /// One row of the table (fields as each variant describes).
@@ -388,11 +397,36 @@ impl<'a> SchemaBuilder<'a> {
         })
     }
 
-    /// One of `alts`, which must start with different bytes.
+    /// One of `alts`, which must start with different bytes, except objects that
+    /// [`Node::Tagged`] can tell apart.
     pub fn union(&mut self, alts: &[u16]) -> Result<u16, SchemaError> {
         if alts.len() > MAX_CHOICES || alts.is_empty() {
             return Err(SchemaError::TooManyChoices);
         }
+        let mut objects = heapless::Vec::<u16, MAX_CHOICES>::new();
+        for &a in alts {
+            if matches!(self.node_at(a), Node::Object { .. }) {
+                let _ = objects.push(a);
+            }
+        }
+        let mut rest = heapless::Vec::<u16, MAX_CHOICES>::new();
+        let tagged = if objects.len() > 1 {
+            self.tagged(&objects)?
+        } else {
+            None
+        };
+        for &a in alts {
+            if tagged.is_none() || !objects.contains(&a) {
+                let _ = rest.push(a);
+            }
+        }
+        if let Some(t) = tagged {
+            let _ = rest.push(t);
+        }
+        if rest.len() == 1 {
+            return Ok(rest[0]);
+        }
+        let alts = &rest[..];
         let mut seen = [false; 256];
         for &a in alts {
             let starts = self.starts(a)?;
@@ -413,12 +447,121 @@ impl<'a> SchemaBuilder<'a> {
         })
     }
 
+    /// The (JSON-escaped name, value node) of the first property of object `id`, when it is
+    /// required and its value an enum.
+    fn tag_of(&self, id: u16) -> Option<(u32, u16, u16)> {
+        let Node::Object { first, len } = self.node_at(id) else {
+            return None;
+        };
+        match self.entries.get(first as usize) {
+            Some(&Entry::Prop {
+                off,
+                len: name_len,
+                node,
+                required: true,
+            }) if len > 0 && matches!(self.node_at(node), Node::Enum { .. }) => {
+                Some((off, name_len, node))
+            }
+            _ => None,
+        }
+    }
+
+    /// The pool bytes at `(offset, length)`.
+    fn text_at(&self, (off, len): (u32, u16)) -> &[u8] {
+        &self.bytes[off as usize..][..len as usize]
+    }
+
+    /// The literals `(offset, length)` of enum node `id`.
+    fn lits_of(&self, id: u16) -> impl Iterator<Item = (u32, u16)> + '_ {
+        let (first, len) = match self.node_at(id) {
+            Node::Enum { first, len } => (first, len),
+            _ => (0, 0),
+        };
+        (first..first + len).filter_map(move |i| match self.entries[i as usize] {
+            Entry::Lit { off, len } => Some((off, len)),
+            _ => None,
+        })
+    }
+
+    /// The [`Node::Tagged`] of `objects`, or `None` when their first properties do not tell
+    /// them apart (not all required enums of one name, a value shared, more than
+    /// [`MAX_CHOICES`] values in all).
+    fn tagged(&mut self, objects: &[u16]) -> Result<Option<u16>, SchemaError> {
+        let Some((name_off, name_len, _)) = self.tag_of(objects[0]) else {
+            return Ok(None);
+        };
+        let mut total = 0;
+        for (i, &o) in objects.iter().enumerate() {
+            let Some((off, len, values)) = self.tag_of(o) else {
+                return Ok(None);
+            };
+            if self.text_at((off, len)) != self.text_at((name_off, name_len)) {
+                return Ok(None);
+            }
+            for v in self.lits_of(values) {
+                total += 1;
+                for &p in &objects[..i] {
+                    let Some((_, _, earlier)) = self.tag_of(p) else {
+                        return Ok(None);
+                    };
+                    if self
+                        .lits_of(earlier)
+                        .any(|w| self.text_at(w) == self.text_at(v))
+                    {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        if total > MAX_CHOICES {
+            return Ok(None);
+        }
+        // The head: the shared property, its values those of every object in order.
+        let lit_first = self.n as u16;
+        for &o in objects {
+            let values = self.tag_of(o).map_or(0, |t| t.2);
+            let (first, len) = match self.node_at(values) {
+                Node::Enum { first, len } => (first, len),
+                _ => (0, 0),
+            };
+            for i in first..first + len {
+                let e = self.entries[i as usize];
+                self.push(e)?;
+            }
+        }
+        let values = self.node(Node::Enum {
+            first: lit_first,
+            len: total as u16,
+        })?;
+        let prop_first = self.n as u16;
+        self.push(Entry::Prop {
+            off: name_off,
+            len: name_len,
+            node: values,
+            required: true,
+        })?;
+        let head = self.node(Node::Object {
+            first: prop_first,
+            len: 1,
+        })?;
+        let first = self.n as u16;
+        for &o in objects {
+            self.push(Entry::Alt(o))?;
+        }
+        self.node(Node::Tagged {
+            head,
+            first,
+            len: objects.len() as u16,
+        })
+        .map(Some)
+    }
+
     /// The bytes a value of node `id` can start with.
     fn starts(&self, id: u16) -> Result<[bool; 256], SchemaError> {
         let mut s = [false; 256];
         match self.node_at(id) {
             Node::Pending => return Err(SchemaError::UnionOfPending),
-            Node::AnyObject | Node::Object { .. } => s[b'{' as usize] = true,
+            Node::AnyObject | Node::Object { .. } | Node::Tagged { .. } => s[b'{' as usize] = true,
             Node::Array { .. } => s[b'[' as usize] = true,
             Node::String { .. } | Node::Pattern { .. } => s[b'"' as usize] = true,
             Node::Number { .. } => {
@@ -574,7 +717,8 @@ fn min_depth(entries: &[Entry], node: Node) -> u8 {
                 up(depth_of(entries, items))
             }
         }
-        Node::Union { first, len } => entries[first as usize..(first + len) as usize]
+        Node::Union { first, len } | Node::Tagged { first, len, .. } => entries
+            [first as usize..(first + len) as usize]
             .iter()
             .map(|e| match e {
                 Entry::Alt(a) => depth_of(entries, *a),
@@ -713,7 +857,7 @@ impl Dfa<'_> {
 enum PatEsc {
     No,
     Backslash,
-    /// In `\u00XX`: hex digits left and the value so far (always below 0x80).
+    /// In `\u00XX`: hex digits left and the value so far (always below 0x20).
     Hex {
         left: u8,
         cp: u8,
@@ -952,8 +1096,8 @@ impl<'s> SchemaMachine<'s> {
                 self.state.lex = Lex::Any(j);
                 true
             }
-            Node::Object { .. } | Node::Array { .. } => {
-                let want = if matches!(s.node(node), Node::Object { .. }) {
+            Node::Object { .. } | Node::Tagged { .. } | Node::Array { .. } => {
+                let want = if !matches!(s.node(node), Node::Array { .. }) {
                     b'{'
                 } else {
                     b'['
@@ -1013,11 +1157,13 @@ impl<'s> SchemaMachine<'s> {
             }
             Node::Enum { first, len } => {
                 let mut cands = 0u64;
+                let fit = self.tag_values_that_fit();
                 for k in 0..len {
                     if s.lit((first + k) as usize).first() == Some(&b) {
                         cands |= 1 << k;
                     }
                 }
+                cands &= fit;
                 self.state.lex = Lex::Enum {
                     node,
                     cands,
@@ -1404,13 +1550,15 @@ impl<'s> SchemaMachine<'s> {
                     self.value_done();
                     true
                 }
-                b'\\' if (0..0x80u8).any(fits) => hold(self, PatEsc::Backslash),
+                b'\\' if (0..0x20u8).chain(*b"\"\\/").any(fits) => hold(self, PatEsc::Backslash),
                 b'"' | b'\\' | 0..=0x1f => false,
                 _ => go(b, PatEsc::No),
             },
             PatEsc::Backslash => {
                 let v = match b {
-                    b'u' => return hold(self, PatEsc::Hex { left: 4, cp: 0 }),
+                    b'u' if (0..0x20u8).any(fits) => {
+                        return hold(self, PatEsc::Hex { left: 4, cp: 0 })
+                    }
                     b'"' | b'\\' | b'/' => b,
                     b'b' => 0x08,
                     b'f' => 0x0c,
@@ -1429,9 +1577,10 @@ impl<'s> SchemaMachine<'s> {
                     _ => return false,
                 };
                 match left {
-                    // `\u00`: only ASCII is written with an escape.
+                    // `\u00`: only control characters are written with a `\u` escape (as
+                    // JSON writers do; a printable one costs six bytes for one).
                     4 | 3 if h == 0 => hold(self, PatEsc::Hex { left: left - 1, cp }),
-                    2 if h < 8 && (0..16).any(|l| fits(h << 4 | l)) => {
+                    2 if h < 2 && (0..16).any(|l| fits(h << 4 | l)) => {
                         hold(self, PatEsc::Hex { left: 1, cp: h })
                     }
                     1 => go(cp << 4 | h, PatEsc::No),
@@ -1441,10 +1590,85 @@ impl<'s> SchemaMachine<'s> {
         }
     }
 
+    /// The properties `(first, len)` of the object open in frame `f` (a [`Node::Tagged`]'s
+    /// before its tag is written: its head's).
+    fn props(&self, f: Frame) -> Option<(u16, u16)> {
+        match self.schema.node(f.node) {
+            Node::Object { first, len } => Some((first, len)),
+            Node::Tagged { head, .. } => match self.schema.node(head) {
+                Node::Object { first, len } => Some((first, len)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The objects of the innermost open [`Node::Tagged`] whose tag is still to be written,
+    /// each with its count of tag values (the head's values are theirs in this order).
+    fn tag_objects(&self) -> impl Iterator<Item = (u16, u32)> + 's {
+        let s = self.schema;
+        let (first, len) = match self.state.depth {
+            0 => (0, 0),
+            d => match s.node(self.state.stack[d as usize - 1].node) {
+                Node::Tagged { first, len, .. } => (first, len),
+                _ => (0, 0),
+            },
+        };
+        (first..first + len).filter_map(move |i| {
+            let Entry::Alt(o) = s.entries[i as usize] else {
+                return None;
+            };
+            let Node::Object { first: p, .. } = s.node(o) else {
+                return None;
+            };
+            match s.node(s.prop(p as usize).1) {
+                Node::Enum { len, .. } => Some((o, len as u32)),
+                _ => None,
+            }
+        })
+    }
+
+    /// The tag values (bits over the head's enum) whose objects fit in the containers left;
+    /// every bit when no tag is being written.
+    fn tag_values_that_fit(&self) -> u64 {
+        let mut bits = 0u64;
+        let mut at = 0;
+        let mut any = false;
+        for (o, n) in self.tag_objects() {
+            any = true;
+            // The object's frame is open already: it takes the place of the tagged one's.
+            let d = self.schema.depth(o);
+            if d != INF && self.state.depth as usize - 1 + d as usize <= MAX_STACK {
+                bits |= (u64::MAX >> (64 - n)) << at;
+            }
+            at += n;
+        }
+        if any {
+            bits
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// Tag value `k` of the innermost [`Node::Tagged`] object has been written: the object
+    /// becomes the one whose value it is, after its first property.
+    fn tag_written(&mut self, k: u32) {
+        let mut at = 0;
+        for (o, n) in self.tag_objects() {
+            if k < at + n {
+                let f = self.top();
+                f.node = o;
+                f.idx = 1;
+                return;
+            }
+            at += n;
+        }
+    }
+
     /// The candidate keys after `{` or `,`: from the next property up to the first required
     /// one, those whose values fit.
     fn key_cands(&self, f: Frame) -> u64 {
-        let Node::Object { first, len } = self.schema.node(f.node) else {
+        let Some((first, len)) = self.props(f) else {
             return 0;
         };
         let mut cands = 0;
@@ -1465,7 +1689,7 @@ impl<'s> SchemaMachine<'s> {
 
     /// Whether an object may close: no required property left.
     fn may_close(&self, f: Frame) -> bool {
-        let Node::Object { first, len } = self.schema.node(f.node) else {
+        let Some((first, len)) = self.props(f) else {
             return false;
         };
         (f.idx..len as u32).all(|k| !self.schema.prop((first as u32 + k) as usize).2)
@@ -1473,7 +1697,7 @@ impl<'s> SchemaMachine<'s> {
 
     fn key_byte(&mut self, cands: u64, pos: u16, b: u8) -> bool {
         let f = self.state.stack[self.state.depth as usize - 1];
-        let Node::Object { first, .. } = self.schema.node(f.node) else {
+        let Some((first, _)) = self.props(f) else {
             return false;
         };
         let schema = self.schema;
@@ -1512,7 +1736,7 @@ impl<'s> SchemaMachine<'s> {
         }
         let f = self.state.stack[self.state.depth as usize - 1];
         match self.schema.node(f.node) {
-            Node::Object { .. } => match (f.phase, b) {
+            Node::Object { .. } | Node::Tagged { .. } => match (f.phase, b) {
                 (Phase::Open | Phase::Comma, b'"') => {
                     let cands = self.key_cands(f);
                     self.state.lex = Lex::Key { cands, pos: 0 };
@@ -1559,11 +1783,10 @@ impl ByteMachine for SchemaMachine<'_> {
         let saved = self.state;
         let between = matches!(self.state.lex, Lex::None | Lex::Expect(_));
         if between && is_ws(b) {
-            let nl = self.state.nl || b == b'\n';
-            if !ws_allowed(self.state.ws + 1, nl, self.state.depth) {
+            if !ws_allowed(self.state.ws, self.state.nl, b, self.state.depth) {
                 return false;
             }
-            (self.state.ws, self.state.nl) = (self.state.ws + 1, nl);
+            (self.state.ws, self.state.nl) = (self.state.ws + 1, self.state.nl || b == b'\n');
             return true;
         }
         let ok = match self.state.lex {
@@ -1587,7 +1810,7 @@ impl ByteMachine for SchemaMachine<'_> {
                     return false;
                 };
                 let mut next = 0u64;
-                let mut complete = false;
+                let mut complete = None;
                 let mut bits = cands;
                 while bits != 0 {
                     let k = bits.trailing_zeros();
@@ -1596,7 +1819,9 @@ impl ByteMachine for SchemaMachine<'_> {
                     if l.get(pos as usize) == Some(&b) {
                         next |= 1 << k;
                     }
-                    complete |= l.len() == pos as usize;
+                    if l.len() == pos as usize {
+                        complete = Some(k);
+                    }
                 }
                 if next != 0 {
                     self.state.lex = Lex::Enum {
@@ -1605,7 +1830,8 @@ impl ByteMachine for SchemaMachine<'_> {
                         pos: pos + 1,
                     };
                     true
-                } else if complete {
+                } else if let Some(k) = complete {
+                    self.tag_written(k);
                     return self.end_value_then(b, saved);
                 } else {
                     false

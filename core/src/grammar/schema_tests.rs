@@ -279,6 +279,115 @@ fn enums_unions_and_free_objects() {
     );
 }
 
+/// Tool calls: {"name": "weather", "arguments": {"city": string}} or
+/// {"name": "add" | "plus", "arguments": {"a": integer 0..9}} or a plain string.
+fn tool_calls() -> Result<Owned, SchemaError> {
+    build(|b| {
+        let weather = b.enumeration([&br#""weather""#[..]].into_iter())?;
+        let city = b.node(STR)?;
+        let wargs = b.object(&[(b"city", city, true)])?;
+        let w = b.object(&[(b"name", weather, true), (b"arguments", wargs, true)])?;
+        let add = b.enumeration([&br#""add""#[..], br#""plus""#].into_iter())?;
+        let digit = b.node(Node::Number {
+            integer: true,
+            min: 0.0,
+            max: 9.0,
+            multiple: 0,
+            decimals: 0,
+        })?;
+        let aargs = b.object(&[(b"a", digit, true)])?;
+        let a = b.object(&[(b"name", add, true), (b"arguments", aargs, true)])?;
+        let text = b.node(STR)?;
+        b.union(&[w, text, a])
+    })
+}
+
+#[test]
+fn objects_told_apart_by_a_leading_tag() {
+    let t = tool_calls().unwrap();
+    for s in [
+        r#"{"name":"weather","arguments":{"city":"Paris"}}"#,
+        r#"{"name":"add","arguments":{"a":3}}"#,
+        r#"{ "name": "plus", "arguments": { "a": 0 } }"#,
+        r#""just text""#,
+    ] {
+        assert!(accepts(&t, s), "{s}");
+    }
+    for s in [
+        // Each object's arguments are its own.
+        r#"{"name":"weather","arguments":{"a":3}}"#,
+        r#"{"name":"add","arguments":{"city":"Paris"}}"#,
+        r#"{"name":"add","arguments":{"a":10}}"#,
+        r#"{"name":"minus","arguments":{"a":1}}"#,
+        r#"{"arguments":{"a":1},"name":"add"}"#,
+        r#"{"name":"add"}"#,
+        r#"{}"#,
+    ] {
+        assert!(!accepts(&t, s), "{s}");
+    }
+    // After the tag only the chosen object's next key may come.
+    assert!(prefix_ok(&t, r#"{"name":"add","arguments":{"#));
+    assert!(!prefix_ok(&t, r#"{"name":"add","arguments":{"c"#));
+    assert!(prefix_ok(&t, r#"{"name":"weather","arguments":{"c"#));
+    // Random walks end in one of the three shapes.
+    let schema = t.schema();
+    for seed in 1..200u64 {
+        let mut m = SchemaMachine::new(&schema);
+        assert!(random_completion(&mut m, seed, 4000), "seed {seed}");
+    }
+    // Not told apart: a shared value, a tag that is not first or not required.
+    let shared = build(|b| {
+        let x = b.enumeration([&br#""x""#[..]].into_iter())?;
+        let y = b.enumeration([&br#""y""#[..], br#""x""#].into_iter())?;
+        let o1 = b.object(&[(b"k", x, true)])?;
+        let o2 = b.object(&[(b"k", y, true)])?;
+        b.union(&[o1, o2])
+    });
+    assert_eq!(shared.err(), Some(SchemaError::AmbiguousUnion(b'{')));
+    let optional = build(|b| {
+        let x = b.enumeration([&br#""x""#[..]].into_iter())?;
+        let y = b.enumeration([&br#""y""#[..]].into_iter())?;
+        let o1 = b.object(&[(b"k", x, false)])?;
+        let o2 = b.object(&[(b"k", y, true)])?;
+        b.union(&[o1, o2])
+    });
+    assert_eq!(optional.err(), Some(SchemaError::AmbiguousUnion(b'{')));
+    let names = build(|b| {
+        let x = b.enumeration([&br#""x""#[..]].into_iter())?;
+        let y = b.enumeration([&br#""y""#[..]].into_iter())?;
+        let o1 = b.object(&[(b"k", x, true)])?;
+        let o2 = b.object(&[(b"j", y, true)])?;
+        b.union(&[o1, o2])
+    });
+    assert_eq!(names.err(), Some(SchemaError::AmbiguousUnion(b'{')));
+}
+
+/// A tag whose object could not finish in the containers left is not offered.
+#[test]
+fn tags_of_objects_too_deep_for_the_stack_are_not_offered() {
+    let t = build(|b| {
+        // deep: {"t": "deep", "v": [[[…15 levels…]]]}; flat: {"t": "flat"}.
+        let mut inner = b.node(STR)?;
+        for _ in 0..15 {
+            inner = b.node(Node::Array {
+                items: inner,
+                min: 1,
+                max: 1,
+            })?;
+        }
+        let d = b.enumeration([&br#""deep""#[..]].into_iter())?;
+        let f = b.enumeration([&br#""flat""#[..]].into_iter())?;
+        let deep = b.object(&[(b"t", d, true), (b"v", inner, true)])?;
+        let flat = b.object(&[(b"t", f, true)])?;
+        let tagged = b.union(&[deep, flat])?;
+        b.object(&[(b"x", tagged, true)])
+    })
+    .unwrap();
+    assert!(accepts(&t, r#"{"x":{"t":"flat"}}"#));
+    // The deep object needs 16 containers beside the outer one: 17 > 16.
+    assert!(!prefix_ok(&t, r#"{"x":{"t":"d"#));
+}
+
 #[test]
 fn recursion_is_bounded_and_unsatisfiable_schemas_refused() {
     // node = {"name": string, "kids"?: [node]}
