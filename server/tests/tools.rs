@@ -41,10 +41,12 @@ fn tool_calls() {
         assert!(o["city"].as_str().unwrap().chars().count() <= 20, "{args}");
         assert!((1..=7).contains(&o["days"].as_i64().unwrap()), "{args}");
     }
-    // `required` among several tools: a call to one of them, its arguments an object.
+    // `required` among several tools: a call to one of them, its arguments valid against that
+    // tool's own schema.
     let time = json!({"type": "function", "function": {"name": "get_time", "description": "Time in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
-    for seed in 0..2 {
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 8}},
+            "required": ["zone"], "additionalProperties": false}}});
+    for seed in 0..4 {
         let (st, v) = s.post(
             "/v1/chat/completions",
             &json!({"messages": [user], "tools": [weather(), time], "max_tokens": 120,
@@ -59,7 +61,14 @@ fn tool_calls() {
             "{v}"
         );
         let args: Value = serde_json::from_str(f["arguments"].as_str().unwrap()).unwrap();
-        assert!(args.is_object(), "{v}");
+        let o = args.as_object().unwrap();
+        if f["name"] == "get_weather" {
+            assert_eq!(o.len(), 2, "{v}");
+            assert!((1..=7).contains(&o["days"].as_i64().unwrap()), "{v}");
+        } else {
+            assert_eq!(o.len(), 1, "{v}");
+            assert!(o["zone"].as_str().unwrap().chars().count() <= 8, "{v}");
+        }
     }
     // Streamed: the header (index, id, type, name, empty arguments) first, then the arguments
     // in fragments that join to the non-streamed reply's for the same seed.

@@ -88,8 +88,6 @@ def test_named_call_whole_and_streamed(server):
 def test_required_with_the_stream_helper(server):
     deltas = []
     with server.client().chat.completions.stream(
-        # One tool: `required` over several is a 400 today (their call objects all start
-        # with '{', which the grammar's anyOf cannot tell apart).
         model=MODEL, messages=[USER], tools=[WEATHER], tool_choice="required",
         max_tokens=120, seed=5,
     ) as stream:
@@ -118,6 +116,37 @@ def test_parse_helper_with_a_pydantic_tool(server):
     )
     [call] = r.choices[0].message.tool_calls
     assert isinstance(call.function.parsed_arguments, GetWeather)
+
+
+class Item(pydantic.BaseModel):
+    sku: str = pydantic.Field(pattern=r"^[A-Z]{3}-[0-9]{2}$")
+    qty: int = pydantic.Field(ge=1, le=9)
+
+
+class PlaceOrder(pydantic.BaseModel):
+    """Order items."""
+    items: list[Item] = pydantic.Field(min_length=1, max_length=2)
+    express: bool
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_required_among_tools_follows_the_chosen_tools_schema(server, seed):
+    # Each tool's parameters hold the call once its name is written: a pydantic model with
+    # nested `$defs` beside plain ones.
+    order = openai.pydantic_function_tool(PlaceOrder)
+    schemas = {t["function"]["name"]: t["function"].get("parameters", {})
+               for t in (WEATHER, TIME, order)}
+    r = server.client().chat.completions.create(
+        model=MODEL, messages=[USER], tools=[TIME, order, WEATHER], tool_choice="required",
+        max_tokens=200, seed=seed,
+    )
+    ch = r.choices[0]
+    assert ch.finish_reason == "tool_calls"
+    for call in ch.message.tool_calls:
+        args = json.loads(call.function.arguments)
+        jsonschema.validate(args, schemas[call.function.name])
+        if call.function.name == "PlaceOrder":
+            PlaceOrder.model_validate(args)
 
 
 def test_tool_result_turn(server):

@@ -9,6 +9,7 @@ use super::schema::{compile, Ordered};
 use super::ApiError;
 use crate::engines::llm::grammar::Grammar;
 use std::sync::Arc;
+use trillim_core::grammar::MAX_CHOICES;
 
 /// What `tool_choice` asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,8 +202,10 @@ impl Format {
 
 /// The grammar that forces a call when `tool_choice` is `required` or names a function: one
 /// JSON object `{"name": <a chosen name>, "<arguments key>": <its parameters schema>}`, the
-/// key being `arguments` (Hermes) or `parameters` (Llama 3); with several tools to choose
-/// from, the name is one of them and the arguments any JSON object. `None` when no call is
+/// key being `arguments` (Hermes) or `parameters` (Llama 3). With several tools to choose
+/// from, the name written picks the tool whose schema the arguments then follow (a
+/// discriminated union); past the schema machine's limits (more than 64 tools, a table too
+/// large) the arguments are any JSON object and the name one of theirs (any string past 64). `None` when no call is
 /// forced.
 pub fn forced_grammar(
     body: &[u8],
@@ -224,7 +227,9 @@ pub fn forced_grammar(
         Format::Hermes => "arguments",
         Format::Llama3Json => "parameters",
     };
-    let str = |s: &str| Ordered::String(s.to_string());
+    let bad = |name: &str, e: String| {
+        ApiError::invalid_param("tools", format!("the parameters of '{name}': {e}"))
+    };
     let (mut alts, mut names) = (Vec::new(), Vec::new());
     for t in body.tools.unwrap_or_default() {
         let Some(f) = field(&t, "function") else {
@@ -236,60 +241,120 @@ pub fn forced_grammar(
         if chosen.is_some_and(|c| c != name) {
             continue;
         }
-        names.push(str(name));
         let params = field(f, "parameters")
             .cloned()
-            .unwrap_or_else(|| Ordered::Object(vec![("type".into(), str("object"))]));
-        alts.push(Ordered::Object(vec![
-            ("type".into(), str("object")),
-            (
-                "properties".into(),
-                Ordered::Object(vec![
-                    (
-                        "name".into(),
-                        Ordered::Object(vec![("const".into(), str(name))]),
-                    ),
-                    (key.into(), params),
-                ]),
-            ),
-            (
-                "required".into(),
-                Ordered::Array(vec![str("name"), str(key)]),
-            ),
-            ("additionalProperties".into(), Ordered::Bool(false)),
-        ]));
+            .unwrap_or_else(|| object(vec![("type", string("object"))]));
+        // Each tool's schema on its own first, so that a bad one is named.
+        let alone = call_schema(
+            name,
+            key,
+            rebase_refs(&params, &format!("/properties/{key}")),
+        );
+        let one = compile(&alone).map_err(|e| bad(name, e))?;
+        let at = format!("/anyOf/{}/properties/{key}", alts.len());
+        alts.push((call_schema(name, key, rebase_refs(&params, &at)), one));
+        names.push(string(name));
     }
-    // Several tools: their call objects all begin `{"name": "`, which a union cannot tell
-    // apart at its first byte, so the name is one of theirs and the arguments any object
-    // (each tool's own schema still reaches the model through its template).
-    let schema = if alts.len() == 1 {
-        alts.pop().unwrap_or(Ordered::Null)
-    } else {
-        Ordered::Object(vec![
-            ("type".into(), str("object")),
-            (
-                "properties".into(),
-                Ordered::Object(vec![
-                    (
-                        "name".into(),
-                        Ordered::Object(vec![("enum".into(), Ordered::Array(names))]),
-                    ),
-                    (
-                        key.into(),
-                        Ordered::Object(vec![("type".into(), str("object"))]),
-                    ),
-                ]),
-            ),
-            (
-                "required".into(),
-                Ordered::Array(vec![str("name"), str(key)]),
-            ),
-            ("additionalProperties".into(), Ordered::Bool(false)),
-        ])
+    let c = match alts.len() {
+        0 => return Ok(None),
+        1 => alts.pop().map(|(_, c)| c),
+        _ => {
+            let calls = alts.into_iter().map(|(call, _)| call).collect();
+            compile(&object(vec![("anyOf", Ordered::Array(calls))])).ok()
+        }
     };
-    let c = compile(&schema)
-        .map_err(|e| ApiError::invalid_param("tools", format!("a tool's parameters: {e}")))?;
+    let c = match c {
+        Some(c) => c,
+        None => {
+            let names = if names.len() <= MAX_CHOICES {
+                object(vec![("enum", Ordered::Array(names))])
+            } else {
+                object(vec![("type", string("string"))])
+            };
+            let any = object(vec![("type", string("object"))]);
+            compile(&object(vec![
+                ("type", string("object")),
+                ("properties", object(vec![("name", names), (key, any)])),
+                (
+                    "required",
+                    Ordered::Array(vec![string("name"), string(key)]),
+                ),
+                ("additionalProperties", Ordered::Bool(false)),
+            ]))
+            .map_err(|e| ApiError::invalid_param("tools", e))?
+        }
+    };
     Ok(Some(Arc::new(Grammar::Schema(c))))
+}
+
+/// `schema` with its local `$ref`s (`#…`, which point into the parameters schema) pointing
+/// into it at `at` in the document it is placed in. Only schema positions are visited, so a
+/// property or an enum value that happens to be called `$ref` stays as it is.
+fn rebase_refs(schema: &Ordered, at: &str) -> Ordered {
+    let Ordered::Object(m) = schema else {
+        return schema.clone();
+    };
+    let each = |v: &Ordered, f: &dyn Fn(&Ordered) -> Ordered| match v {
+        Ordered::Object(m) => Ordered::Object(m.iter().map(|(k, v)| (k.clone(), f(v))).collect()),
+        Ordered::Array(a) => Ordered::Array(a.iter().map(f).collect()),
+        v => v.clone(),
+    };
+    let sub = |v: &Ordered| rebase_refs(v, at);
+    Ordered::Object(
+        m.iter()
+            .map(|(k, v)| {
+                let v = match (k.as_str(), v) {
+                    ("$ref", Ordered::String(r)) => match r.strip_prefix('#') {
+                        Some(ptr) => Ordered::String(format!("#{at}{ptr}")),
+                        None => v.clone(),
+                    },
+                    // Maps and lists of schemas.
+                    (
+                        "properties" | "patternProperties" | "$defs" | "definitions" | "anyOf"
+                        | "oneOf" | "allOf" | "prefixItems",
+                        _,
+                    ) => each(v, &sub),
+                    // One schema (`items` may also be a list of them).
+                    ("items", Ordered::Array(_)) => each(v, &sub),
+                    ("items" | "additionalProperties" | "not" | "contains", _) => sub(v),
+                    _ => v.clone(),
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+    )
+}
+
+/// `{"name": <const name>, <key>: <params>}`, both required, nothing else.
+fn call_schema(name: &str, key: &str, params: Ordered) -> Ordered {
+    object(vec![
+        ("type", string("object")),
+        (
+            "properties",
+            object(vec![
+                ("name", object(vec![("const", string(name))])),
+                (key, params),
+            ]),
+        ),
+        (
+            "required",
+            Ordered::Array(vec![string("name"), string(key)]),
+        ),
+        ("additionalProperties", Ordered::Bool(false)),
+    ])
+}
+
+fn string(s: &str) -> Ordered {
+    Ordered::String(s.to_string())
+}
+
+fn object(fields: Vec<(&str, Ordered)>) -> Ordered {
+    Ordered::Object(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 fn field<'a>(o: &'a Ordered, k: &str) -> Option<&'a Ordered> {
@@ -464,6 +529,97 @@ mod tests {
             let e = parse(&obj(body.clone())).unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{body}");
         }
+    }
+
+    /// Whether the grammar forced for `body` accepts `text`.
+    fn forced_accepts(body: &Value, format: Format, text: &str) -> bool {
+        use trillim_core::grammar::{ByteMachine, SchemaMachine};
+        let t = parse(&obj(body.clone())).unwrap().unwrap();
+        let g = forced_grammar(body.to_string().as_bytes(), &t, format)
+            .unwrap()
+            .unwrap();
+        let Grammar::Schema(c) = &*g else {
+            panic!("a schema grammar")
+        };
+        let s = c.schema();
+        let mut m = SchemaMachine::new(&s);
+        m.push_all(text.as_bytes()) && m.is_accepting()
+    }
+
+    #[test]
+    fn required_holds_each_tool_to_its_own_parameters() {
+        // A pydantic-style tool whose parameters use `$defs` (from a property whose name is
+        // a keyword), beside a plain one. `json!` sorts keys: the properties are in this order.
+        let order = json!({"type": "function", "function": {"name": "order", "parameters": {
+            "type": "object", "properties": {"default": {"$ref": "#/$defs/Item"},
+                "note": {"type": "integer"}},
+            "required": ["default"], "additionalProperties": false,
+            "$defs": {"Item": {"type": "object", "properties": {"sku": {"type": "string",
+                "pattern": "^[A-Z]{3}$"}}, "required": ["sku"], "additionalProperties": false}}}}});
+        let body = json!({"tools": [weather(), order], "tool_choice": "required"});
+        for (text, ok) in [
+            (
+                r#"{"name":"get_weather","arguments":{"city":"Oslo"}}"#,
+                true,
+            ),
+            (
+                r#"{"name":"order","arguments":{"default":{"sku":"ABC"}}}"#,
+                true,
+            ),
+            (
+                r#"{"name":"order","arguments":{"default":{"sku":"ABC"},"note":3}}"#,
+                true,
+            ),
+            (r#"{"name":"order","arguments":{"note":3}}"#, false),
+            (r#"{"name":"order","arguments":{"city":"Oslo"}}"#, false),
+            (
+                r#"{"name":"order","arguments":{"default":{"sku":"abc"}}}"#,
+                false,
+            ),
+            (
+                r#"{"name":"get_weather","arguments":{"default":{}}}"#,
+                false,
+            ),
+            (r#"{"name":"other","arguments":{}}"#, false),
+        ] {
+            assert_eq!(forced_accepts(&body, Format::Hermes, text), ok, "{text}");
+        }
+        // The same `$defs` under one named tool, in Llama 3's key.
+        let named = json!({"tools": body["tools"], "tool_choice": {"type": "function", "function": {"name": "order"}}});
+        assert!(forced_accepts(
+            &named,
+            Format::Llama3Json,
+            r#"{"name":"order","parameters":{"default":{"sku":"XYZ"}}}"#
+        ));
+        // A bad schema is named, with `required` too.
+        let bad = json!({"type": "function", "function": {"name": "bad", "parameters": {
+            "type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}}}});
+        let body = json!({"tools": [weather(), bad], "tool_choice": "required"});
+        let t = parse(&obj(body.clone())).unwrap().unwrap();
+        let e = forced_grammar(body.to_string().as_bytes(), &t, Format::Hermes).unwrap_err();
+        assert!(e.message.contains("'bad'"), "{}", e.message);
+    }
+
+    #[test]
+    fn more_tools_than_the_machine_holds_still_force_a_call() {
+        let tools: Vec<Value> = (0..70)
+            .map(|i| {
+                json!({"type": "function", "function": {"name": format!("f{i}"),
+                "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}})
+            })
+            .collect();
+        let body = json!({"tools": tools, "tool_choice": "required"});
+        // Past 64 names the name is free too; the call shape still holds.
+        assert!(forced_accepts(
+            &body,
+            Format::Hermes,
+            r#"{"name":"f69","arguments":{"y":"any"}}"#
+        ));
+        assert!(!forced_accepts(
+            &body,
+            Format::Hermes,
+            r#"{"arguments":{}}"#
+        ));
     }
 
     #[test]
