@@ -12,12 +12,18 @@ pub const MAX_WHITESPACE: u8 = 2;
 /// Indentation accepted per nesting level after a newline (2- and 4-space pretty printing).
 pub const INDENT_PER_LEVEL: u16 = 4;
 
-/// Whether a whitespace run may be `run` bytes long at nesting `depth` (1 inside the top
-/// object), `newline` when one of its bytes is `\n`: any run of up to [`MAX_WHITESPACE`]
-/// bytes, or a newline-led run of at most 1 + [`INDENT_PER_LEVEL`] × `depth` bytes, so
-/// pretty-printed JSON is accepted while padding stays bounded per token.
-pub fn ws_allowed(run: u16, newline: bool, depth: u8) -> bool {
-    run <= MAX_WHITESPACE as u16 || (newline && run <= 1 + INDENT_PER_LEVEL * depth as u16)
+/// Whether whitespace byte `b` may extend a run of `run` bytes (`newline`: one of them is
+/// `\n`) at nesting `depth` (1 inside the top object): any run of up to [`MAX_WHITESPACE`]
+/// bytes, or a run with one line break of at most 1 + [`INDENT_PER_LEVEL`] × `depth` bytes,
+/// so pretty-printed JSON is accepted while padding stays bounded per token (blank lines,
+/// which small models repeat, are not).
+pub fn ws_allowed(run: u16, newline: bool, b: u8, depth: u8) -> bool {
+    if newline && (b == b'\n' || b == b'\r') {
+        return false;
+    }
+    let run = run + 1;
+    run <= MAX_WHITESPACE as u16
+        || ((newline || b == b'\n') && run <= 1 + INDENT_PER_LEVEL * depth as u16)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -269,11 +275,10 @@ impl ByteMachine for JsonMachine {
             St::Start | St::Value | St::ObjOpen | St::Key | St::Colon | St::ArrOpen | St::After
         );
         if between && is_ws(b) {
-            let nl = self.nl || b == b'\n';
-            if !ws_allowed(self.ws + 1, nl, self.depth) {
+            if !ws_allowed(self.ws, self.nl, b, self.depth) {
                 return false;
             }
-            (self.ws, self.nl) = (self.ws + 1, nl);
+            (self.ws, self.nl) = (self.ws + 1, self.nl || b == b'\n');
             return true;
         }
         let saved = *self;

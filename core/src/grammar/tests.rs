@@ -38,6 +38,8 @@ fn expected(s: &[u8]) -> bool {
             _ => {}
         }
         if matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
+            // One line break per run.
+            runs_ok &= !(nl && matches!(b, b'\n' | b'\r'));
             run += 1;
             nl |= b == b'\n';
             runs_ok &= run <= MAX_WHITESPACE as usize
@@ -347,15 +349,17 @@ fn pretty_printed_json_is_accepted_and_padding_stays_bounded() {
         assert!(expected(s));
     }
     // Without a newline the cap is 2; after one, 1 + 4 per level, counting from the run's
-    // first byte.
+    // first byte; a second line break in a run (a blank line) is refused.
     for (s, ok) in [
         ("{\"a\":   1}", false),
         ("{\n    \"a\": 1}", true),
         ("{\n     \"a\": 1}", false),
         ("{\"a\": {\n        \"b\": 1}}", true),
         ("{\"a\": {\n         \"b\": 1}}", false),
-        ("{\"a\": [\n\n\n\n\n\n1]}", true),
-        ("{\"a\": [\n\n\n\n\n\n\n\n\n\n1]}", false),
+        ("{\"a\": [\n      1]}", true),
+        ("{\"a\": [\n\n1]}", false),
+        ("{\"a\": [\n \r\n1]}", false),
+        ("{\"a\":\r\n[\r\n1]}", true),
         ("   {}", false),
     ] {
         assert_eq!(accepts(s.as_bytes()), ok, "{s:?}");
