@@ -24,10 +24,23 @@ SCHEMA = {
     "required": ["name", "age", "bio", "hobbies"],
     "additionalProperties": False,
 }
+# Pattern and format strings: every value byte steps a DFA.
+PATTERNS = {
+    "type": "object",
+    "properties": {
+        "email": {"type": "string", "format": "email", "maxLength": 60},
+        "code": {"type": "string", "pattern": "^[A-Z]{2}-[0-9]{3,6}$"},
+        "born": {"type": "string", "format": "date"},
+        "bio": {"type": "string", "pattern": "^[A-Za-z ,.]+$"},
+    },
+    "required": ["email", "code", "born", "bio"],
+    "additionalProperties": False,
+}
 MODES = {
     "text": None,
     "json_object": {"type": "json_object"},
     "json_schema": {"type": "json_schema", "json_schema": {"name": "p", "strict": True, "schema": SCHEMA}},
+    "pattern": {"type": "json_schema", "json_schema": {"name": "c", "strict": True, "schema": PATTERNS}},
 }
 
 
