@@ -77,8 +77,10 @@ fuzz_target!(|data: &[u8]| {
                     .collect();
                 b.object(&props)
             }
-            5 => match (last(0), last(1)) {
-                (Some(a), Some(c)) => b.union(&[a, c]),
+            // Two or three alternatives (objects with a leading enum become a tagged union).
+            5 => match (last(0), last(1), last(2)) {
+                (Some(a), Some(c), Some(d)) if x % 2 == 1 => b.union(&[a, c, d]),
+                (Some(a), Some(c), _) => b.union(&[a, c]),
                 _ => continue,
             },
             6 => b.node(Node::AnyObject),
