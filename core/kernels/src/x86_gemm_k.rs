@@ -48,12 +48,15 @@ const Q6K: u8 = 1;
 /// One decoded super-block of a 16-row tile: codes `codes[k]` (row `r`'s weights `4k .. 4k + 4`
 /// in 32-bit lane `r`), the rows' sub-block scales as `i32` lanes, and the float scales.
 ///
-/// Q4_K: nibble codes; `sc[0..8]` the 6-bit scales, `sc[8..16]` the minima; `d`, `dmin`.
+/// Q4_K: nibble codes; `sc[0..8]` the 6-bit scales, `sc[8..16]` the minima, and `mins`
+/// the minima of sub-blocks `2j` and `2j + 1` as the low and high `i16` of each lane (for one
+/// `vpmaddwd` against a token's two activation sums); `d`, `dmin`.
 /// Q6_K: signed codes `q − 32`; `sc` the sixteen int8 scales; `d`, and `corr`, each row's
 /// `Σ scale · 128 · Σ q` that takes back out the bias of activations fed as unsigned.
 struct Block {
     codes: [__m512i; 64],
     sc: [__m512i; 16],
+    mins: [__m512i; 4],
     d: __m512,
     dmin: __m512,
     corr: __m512i,
@@ -90,6 +93,10 @@ unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, blk: &mut Block
             let (sc, m) = scales(p, off);
             blk.sc[..8].copy_from_slice(&sc);
             blk.sc[8..].copy_from_slice(&m);
+            // Minima are 6-bit: each fits its `i16` half.
+            for j in 0..4 {
+                blk.mins[j] = _mm512_or_si512(m[2 * j], _mm512_slli_epi32::<16>(m[2 * j + 1]));
+            }
             blk.d = f16x16(p, off);
             blk.dmin = f16x16(p, off + 2);
             return;
@@ -187,12 +194,18 @@ unsafe fn tokens<const F: u8, const T: usize>(
             }
             for t in 0..T {
                 sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(si[t], blk.sc[s]));
-                if F == Q4K {
-                    let sum = *a.sums.get_unchecked((t0 + t) * na + 8 * b + s);
-                    summ[t] = _mm512_add_epi32(
-                        summ[t],
-                        _mm512_mullo_epi32(blk.sc[8 + s], _mm512_set1_epi32(sum)),
-                    );
+            }
+        }
+        if F == Q4K {
+            // Σ minimum · activation sum, two sub-blocks per `vpmaddwd`: a sum of 32 codes in
+            // −127..=127 fits an `i16`, so the products and their sum are exact.
+            for (t, summ) in summ.iter_mut().enumerate() {
+                let sums = a.sums.as_ptr().add((t0 + t) * na + 8 * b);
+                for j in 0..4 {
+                    let lo = *sums.add(2 * j) as u16 as u32;
+                    let hi = *sums.add(2 * j + 1) as u32;
+                    let pair = _mm512_set1_epi32((lo | hi << 16) as i32);
+                    *summ = _mm512_add_epi32(*summ, _mm512_madd_epi16(blk.mins[j], pair));
                 }
             }
         }
@@ -240,6 +253,7 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
     let mut blk = Block {
         codes: [_mm512_setzero_si512(); 64],
         sc: [_mm512_setzero_si512(); 16],
+        mins: [_mm512_setzero_si512(); 4],
         d: _mm512_setzero_ps(),
         dmin: _mm512_setzero_ps(),
         corr: _mm512_setzero_si512(),
