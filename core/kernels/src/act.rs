@@ -48,7 +48,7 @@ impl<'a> ActBatch<'a> {
 }
 
 /// Rounds half away from zero (as C's `roundf`) for values well inside the `i32` range.
-#[inline]
+#[inline(always)]
 pub fn round_i32(v: f32) -> i32 {
     // `v ± 0.5` with the sign of `v`, without a branch (so loops vectorize). For −0.0 this adds
     // −0.5 instead of 0.5; both truncate to 0.
@@ -63,6 +63,7 @@ fn abs(v: f32) -> f32 {
 }
 
 /// Largest `|x[i]|` (0 for an empty slice; NaNs are skipped).
+#[inline(always)]
 fn abs_max(x: &[f32]) -> f32 {
     // Eight independent running maxima (the maximum does not depend on the order).
     let mut m = [0.0f32; 8];
@@ -103,6 +104,20 @@ pub fn quantize_groups(
     d: &mut [f32],
     sums: &mut [i32],
 ) {
+    groups_body(x, block, group, qs, d, sums);
+}
+
+/// The body of [`quantize_groups`], inlined into the SIMD paths' `target_feature` wrappers so
+/// the compiler vectorizes it there (the same IEEE operations in the same order: bit-identical).
+#[inline(always)]
+pub(crate) fn groups_body(
+    x: &[f32],
+    block: usize,
+    group: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
     let per = group / block;
     for (gi, xg) in x.chunks(group).enumerate() {
         let amax = abs_max(xg);
@@ -120,6 +135,18 @@ pub fn quantize_groups(
 /// activation quantization: `s = 127 / max|x|`, `q = clamp(round(x · s), −128, 127)`), stored
 /// in blocks of `block` elements that all carry the scale `1 / s`.
 pub fn quantize_per_token(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
+    per_token_body(x, block, qs, d, sums);
+}
+
+/// The body of [`quantize_per_token`], inlined like [`groups_body`].
+#[inline(always)]
+pub(crate) fn per_token_body(
+    x: &[f32],
+    block: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
     let amax = abs_max(x);
     let s = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     let scale = if amax > 0.0 { 1.0 / s } else { 0.0 };
@@ -130,11 +157,24 @@ pub fn quantize_per_token(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32],
 }
 
 /// `qs[j] = clamp(round(x[j] · s), lo, 127)`; returns the sum of the codes.
-#[inline]
+#[inline(always)]
 fn quantize_block(x: &[f32], s: f32, lo: i32, qs: &mut [i8]) -> i32 {
+    // `round_i32(v · s).clamp(lo, 127)`, written so that it vectorizes: the clamp moves
+    // before the truncation (the bounds are integers, so the two commute) and NaN, which the
+    // saturating cast sends to 0, is mapped to 0 explicitly.
+    let (lo_f, hi_f) = (lo as f32, 127.0f32);
     let mut sum = 0i32;
     for (q, &v) in qs.iter_mut().zip(x) {
-        let c = round_i32(v * s).clamp(lo, 127);
+        let y = v * s;
+        let half = f32::from_bits(0.5f32.to_bits() | (y.to_bits() & 0x8000_0000));
+        let t = y + half;
+        let t = if t.is_nan() {
+            0.0
+        } else {
+            t.max(lo_f).min(hi_f)
+        };
+        // SAFETY: `t` is finite and within `lo..=127`, so the truncation is in range.
+        let c = unsafe { t.to_int_unchecked::<i32>() };
         *q = c as i8;
         sum += c;
     }

@@ -24,6 +24,14 @@ pub type ExpShiftedFn = fn(x: &mut [f32], max: f32, scale: f32) -> f32;
 pub type ScoresF16Fn = fn(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]);
 /// Weighted sums of a block of f16 values for several heads (see [`scalar::mix_f16`]).
 pub type MixF16Fn = fn(w: &[f32], v: &[u16], hd: usize, acc: &mut [f32]);
+/// Activation quantization with one absmax scale per `group` elements (as
+/// [`crate::act::quantize_groups`]).
+pub type QuantizeGroupsFn =
+    fn(x: &[f32], block: usize, group: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]);
+/// Activation quantization with one absmax scale for the vector (as
+/// [`crate::act::quantize_per_token`]).
+pub type QuantizePerTokenFn =
+    fn(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]);
 
 /// CPU features the SIMD paths use, as detected at run time by the std shell.
 ///
@@ -155,6 +163,10 @@ pub struct Kernels {
     pub scores_f16: ScoresF16Fn,
     /// Softmax-weighted value sums of those heads, over a block of values.
     pub mix_f16: MixF16Fn,
+    /// Activations to int8 codes, a scale per group, bit-identical on every path.
+    pub quantize_groups: QuantizeGroupsFn,
+    /// Activations to int8 codes, one scale per token, bit-identical on every path.
+    pub quantize_per_token: QuantizePerTokenFn,
     /// Q8_0 matrix × several int8 vectors.
     pub gemm_q8_0: GemmFn,
     /// Q4_0 matrix × several int8 vectors.
@@ -237,6 +249,8 @@ impl Kernels {
             exp_shifted: scalar::exp_shifted,
             scores_f16: scalar::scores_f16,
             mix_f16: scalar::mix_f16,
+            quantize_groups: crate::act::quantize_groups,
+            quantize_per_token: crate::act::quantize_per_token,
             gemm_q8_0: scalar::gemm_q8_0,
             gemm_q4_0: scalar::gemm_q4_0,
             gemm_q4_1: scalar::gemm_q4_1,
@@ -291,6 +305,8 @@ impl Kernels {
             exp_shifted: x86::avx2_exp_shifted,
             scores_f16: x86::avx2_scores_f16,
             mix_f16: x86::avx2_mix_f16,
+            quantize_groups: x86::avx2_quantize_groups,
+            quantize_per_token: x86::avx2_quantize_per_token,
             gemm_q8_0: x86::avx2_gemm_q8_0,
             gemm_q4_0: x86::avx2_gemm_q4_0,
             gemm_q4_1: x86::avx2_gemm_q4_1,
@@ -346,6 +362,8 @@ impl Kernels {
             gemm_iq4_nl: x86_gemm::vnni_gemm_iq4_nl,
             gemm_q4_k: crate::x86_gemm_k::vnni_gemm_q4_k,
             gemm_q6_k: crate::x86_gemm_k::vnni_gemm_q6_k,
+            quantize_groups: x86::avx512_quantize_groups,
+            quantize_per_token: x86::avx512_quantize_per_token,
             // SAFETY: the caller's contract includes AVX2, FMA and F16C.
             ..unsafe { Kernels::avx2() }
         }

@@ -685,3 +685,62 @@ fn detected_paths_are_tested() {
         assert!(names.contains(&"dotprod"));
     }
 }
+
+/// Activation quantization on every SIMD path equals the scalar reference bit for bit: odd
+/// lengths, outliers, ties at half a step, zeros, negative zero, infinities and NaN.
+#[test]
+fn quantize_kernels_match_scalar() {
+    let scalar = Kernels::scalar();
+    let mut rng = Rng::new(31);
+    for &(block, group, blocks) in &[
+        (32usize, 32usize, 1usize),
+        (32, 32, 7),
+        (32, 256, 8),
+        (128, 256, 6),
+        (32, 256, 24),
+    ] {
+        let n = block * blocks;
+        for case in 0..6 {
+            let mut x: Vec<f32> = (0..n).map(|_| rng.f32() * 3.0).collect();
+            match case {
+                1 => x[n / 3] = 250.0,
+                // Values on exact half steps of the scale 127 / 127.
+                2 => {
+                    for (i, v) in x.iter_mut().enumerate() {
+                        *v = (i % 255) as f32 - 127.0 + if i % 2 == 0 { 0.5 } else { -0.5 };
+                    }
+                    x[0] = 127.0;
+                }
+                3 => x.iter_mut().for_each(|v| *v = 0.0),
+                4 => {
+                    x[1] = -0.0;
+                    x[2] = f32::INFINITY;
+                    x[5] = f32::NAN;
+                }
+                5 => x[n - 1] = -1e30,
+                _ => {}
+            }
+            let run = |k: &Kernels, per_token: bool| {
+                let (mut qs, mut d, mut sums) =
+                    (vec![0i8; n], vec![0f32; blocks], vec![0i32; blocks]);
+                if per_token {
+                    (k.quantize_per_token)(&x, block, &mut qs, &mut d, &mut sums);
+                } else if n % group == 0 {
+                    (k.quantize_groups)(&x, block, group, &mut qs, &mut d, &mut sums);
+                }
+                let d: Vec<u32> = d.iter().map(|v| v.to_bits()).collect();
+                (qs, d, sums)
+            };
+            for k in &simd_paths() {
+                for per_token in [false, true] {
+                    assert_eq!(
+                        run(k, per_token),
+                        run(&scalar, per_token),
+                        "{} {block} {group} {blocks} {case} {per_token}",
+                        k.name
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! Matrix products: activation quantization in each weight format's blocks, the kernel for each
 //! format, and the parallel passes (one token, a few sharing one pass, or many in row tiles).
 
-use trillim_kernels::act::{quantize_groups, quantize_per_token};
 use trillim_kernels::{ActBatch, ActQ8, GemmFn, MatVecFn, TileKernels};
 
 use super::config::ActQuant;
@@ -75,9 +74,9 @@ impl Forward<'_> {
         let quantize = |t: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]| {
             let x = &input[t * cols..(t + 1) * cols];
             if f.per_token {
-                quantize_per_token(x, f.block, qs, d, sums);
+                (self.kernels.quantize_per_token)(x, f.block, qs, d, sums);
             } else {
-                quantize_groups(x, f.block, f.group, qs, d, sums);
+                (self.kernels.quantize_groups)(x, f.block, f.group, qs, d, sums);
             }
         };
         par.for_each_act_row(act, cols, nb, &quantize);

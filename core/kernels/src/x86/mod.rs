@@ -421,6 +421,103 @@ pub(crate) fn avx2_exp_shifted(x: &mut [f32], max: f32, scale: f32) -> f32 {
     unsafe { exp_shifted_avx2(x, max, scale) }
 }
 
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_groups_avx2(
+    x: &[f32],
+    block: usize,
+    group: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
+    crate::act::groups_body(x, block, group, qs, d, sums);
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_per_token_avx2(
+    x: &[f32],
+    block: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
+    crate::act::per_token_body(x, block, qs, d, sums);
+}
+
+pub(crate) fn avx2_quantize_groups(
+    x: &[f32],
+    block: usize,
+    group: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
+    // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA.
+    unsafe { quantize_groups_avx2(x, block, group, qs, d, sums) }
+}
+
+pub(crate) fn avx2_quantize_per_token(
+    x: &[f32],
+    block: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
+    // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA.
+    unsafe { quantize_per_token_avx2(x, block, qs, d, sums) }
+}
+
+#[cfg(trillim_avx512)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn quantize_groups_avx512(
+    x: &[f32],
+    block: usize,
+    group: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
+    crate::act::groups_body(x, block, group, qs, d, sums);
+}
+
+#[cfg(trillim_avx512)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn quantize_per_token_avx512(
+    x: &[f32],
+    block: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
+    crate::act::per_token_body(x, block, qs, d, sums);
+}
+
+#[cfg(trillim_avx512)]
+pub(crate) fn avx512_quantize_groups(
+    x: &[f32],
+    block: usize,
+    group: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
+    // SAFETY: only reachable through `Kernels::avx512vnni`, whose caller promised AVX-512
+    // F/BW/VL, AVX2 and FMA.
+    unsafe { quantize_groups_avx512(x, block, group, qs, d, sums) }
+}
+
+#[cfg(trillim_avx512)]
+pub(crate) fn avx512_quantize_per_token(
+    x: &[f32],
+    block: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    sums: &mut [i32],
+) {
+    // SAFETY: as `avx512_quantize_groups`.
+    unsafe { quantize_per_token_avx512(x, block, qs, d, sums) }
+}
+
 pub(crate) fn avx2_scores_f16(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]) {
     // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA/F16C.
     unsafe { scores_f16_avx2(k, q, hd, scores) }
