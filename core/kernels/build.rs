@@ -1,4 +1,5 @@
-//! Enables the AVX-512 kernels when the compiler has stable AVX-512 intrinsics (Rust 1.89+).
+//! Enables the AVX-512 and AVX-VNNI kernels when the compiler has their intrinsics stable
+//! (Rust 1.89+).
 //! Without this script (e.g. a bare `rustc` build) the crate still compiles, down to Rust 1.63,
 //! with the AVX2 and scalar paths.
 

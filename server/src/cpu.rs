@@ -23,6 +23,7 @@ pub fn feature_names(f: &CpuFeatures) -> Vec<&'static str> {
         ("avx512vl", f.avx512vl),
         ("avx512vnni", f.avx512vnni),
         ("avx512vbmi", f.avx512vbmi),
+        ("avxvnni", f.avxvnni),
         ("neon", f.neon),
         ("dotprod", f.dotprod),
     ];

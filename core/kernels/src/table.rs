@@ -55,6 +55,8 @@ pub struct CpuFeatures {
     pub avx512vnni: bool,
     /// x86-64 AVX-512 VBMI (`vpermb`).
     pub avx512vbmi: bool,
+    /// x86-64 AVX-VNNI (VEX `vpdpbusd` on 256-bit registers; Alder Lake and later clients).
+    pub avxvnni: bool,
     /// aarch64 Advanced SIMD.
     pub neon: bool,
     /// aarch64 `sdot`/`udot` (FEAT_DotProd).
@@ -73,6 +75,7 @@ impl CpuFeatures {
             avx512vl: self.avx512vl && other.avx512vl,
             avx512vnni: self.avx512vnni && other.avx512vnni,
             avx512vbmi: self.avx512vbmi && other.avx512vbmi,
+            avxvnni: self.avxvnni && other.avxvnni,
             neon: self.neon && other.neon,
             dotprod: self.dotprod && other.dotprod,
         }
@@ -335,6 +338,27 @@ impl Kernels {
         }
     }
 
+    /// The AVX2 kernels with AVX-VNNI multi-token kernels (`vpdpbusd` on ymm) for the ternary,
+    /// Q4 and Q8_0 formats, for CPUs that have AVX-VNNI but not AVX-512.
+    ///
+    /// # Safety
+    /// As [`Kernels::avx2`], and the CPU must also support AVX-VNNI.
+    #[cfg(all(target_arch = "x86_64", trillim_avx512))]
+    pub unsafe fn avxvnni() -> Kernels {
+        use crate::x86;
+        Kernels {
+            name: "avxvnni",
+            gemm_q8_0: x86::avxvnni_gemm_q8_0,
+            gemm_q4_0: x86::avxvnni_gemm_q4_0,
+            gemm_q4_1: x86::avxvnni_gemm_q4_1,
+            gemm_tq1_0: x86::avxvnni_gemm_tq1_0,
+            gemm_tq2_0: x86::avxvnni_gemm_tq2_0,
+            gemm_i2s: x86::avxvnni_gemm_i2s,
+            // SAFETY: the caller's contract includes AVX2, FMA and F16C.
+            ..unsafe { Kernels::avx2() }
+        }
+    }
+
     /// AVX-512 VNNI kernels (`vpdpbusd`) for the int8 formats, AVX2 for the rest.
     ///
     /// # Safety
@@ -505,6 +529,11 @@ impl Kernels {
             }
             // SAFETY: the caller guarantees every listed feature.
             return unsafe { Kernels::avx512vnni() };
+        }
+        #[cfg(all(target_arch = "x86_64", trillim_avx512))]
+        if f.avx2 && f.fma && f.f16c && f.avxvnni {
+            // SAFETY: the caller guarantees AVX2, FMA, F16C and AVX-VNNI.
+            return unsafe { Kernels::avxvnni() };
         }
         #[cfg(target_arch = "x86_64")]
         if f.avx2 && f.fma && f.f16c {

@@ -45,6 +45,11 @@ pub(crate) fn simd_paths() -> Vec<Kernels> {
         {
             // SAFETY: AVX2, FMA and F16C were detected.
             v.push(unsafe { Kernels::avx2() });
+            #[cfg(trillim_avx512)]
+            if std::is_x86_feature_detected!("avxvnni") {
+                // SAFETY: as above, and AVX-VNNI was detected.
+                v.push(unsafe { Kernels::avxvnni() });
+            }
         }
         #[cfg(trillim_avx512)]
         if std::is_x86_feature_detected!("avx2")
@@ -653,6 +658,7 @@ fn best_for_never_exceeds_the_cpu() {
         avx512vl: true,
         avx512vnni: true,
         avx512vbmi: true,
+        avxvnni: true,
         neon: true,
         dotprod: true,
     };
@@ -672,6 +678,10 @@ fn detected_paths_are_tested() {
     std::println!("SIMD paths under test: {names:?}");
     if std::is_x86_feature_detected!("avx2") {
         assert!(names.contains(&"avx2"));
+    }
+    #[cfg(trillim_avx512)]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni") {
+        assert!(names.contains(&"avxvnni"));
     }
 }
 

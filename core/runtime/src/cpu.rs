@@ -1,6 +1,6 @@
 //! CPU feature detection and kernel selection.
 //!
-//! `TRILLIM_KERNELS=scalar|avx2|avx512vnni|avx512vbmi|neon|dotprod` forces a kernel path; a path the CPU
+//! `TRILLIM_KERNELS=scalar|avx2|avxvnni|avx512vnni|avx512vbmi|neon|dotprod` forces a kernel path; a path the CPU
 //! cannot run is reported on stderr and the best supported one is used instead.
 //!
 //! AMX is never enabled: it needs an OS permission request and some CPUs advertise it in
@@ -22,6 +22,7 @@ pub fn detect() -> CpuFeatures {
         f.avx512vl = std::is_x86_feature_detected!("avx512vl");
         f.avx512vnni = std::is_x86_feature_detected!("avx512vnni");
         f.avx512vbmi = std::is_x86_feature_detected!("avx512vbmi");
+        f.avxvnni = std::is_x86_feature_detected!("avxvnni");
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -41,6 +42,10 @@ fn required(name: &str) -> Option<CpuFeatures> {
             fma: true,
             f16c: true,
             ..none
+        },
+        "avxvnni" => CpuFeatures {
+            avxvnni: true,
+            ..required("avx2")?
         },
         "avx512vnni" => CpuFeatures {
             avx2: true,
@@ -78,7 +83,7 @@ pub fn best_kernels() -> Kernels {
     let Some(need) = required(&forced) else {
         eprintln!(
             "trillim: unknown TRILLIM_KERNELS={forced:?} \
-             (expected scalar, avx2, avx512vnni, avx512vbmi, neon or dotprod); using {}",
+             (expected scalar, avx2, avxvnni, avx512vnni, avx512vbmi, neon or dotprod); using {}",
             best.name
         );
         return best;

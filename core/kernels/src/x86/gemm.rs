@@ -274,9 +274,8 @@ unsafe fn scales<const F: u8>(p: &[*const u8; ROWS], off: usize) -> (__m256, __m
 /// # Safety
 /// `c` points to `groups(F)` vectors; tokens `t0 .. t0 + T` and block `ab` are inside `a`
 /// (checked by the caller); the CPU supports AVX2.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn tokens<const F: u8, const T: usize>(
+#[inline(always)]
+unsafe fn tokens<const F: u8, const T: usize, const V: bool>(
     c: *const __m256i,
     a: &ActBatch<'_>,
     t0: usize,
@@ -287,8 +286,8 @@ unsafe fn tokens<const F: u8, const T: usize>(
     let k_n = groups(F);
     let na = a.cols / a.block;
     let q0 = a.qs.as_ptr().wrapping_add(t0 * a.cols + ab * 4 * k_n) as *const u8;
-    let mut s = [_mm256_setzero_si256(); T];
-    let ones = _mm256_set1_epi16(1);
+    // SAFETY: the caller runs with AVX2 enabled.
+    let (mut s, ones) = unsafe { ([_mm256_setzero_si256(); T], _mm256_set1_epi16(1)) };
     // SAFETY: `c[0..k_n]` are the decoded codes and every activation read is inside token
     // `t0 + t`'s block `ab` (caller's contract).
     unsafe {
@@ -300,23 +299,25 @@ unsafe fn tokens<const F: u8, const T: usize>(
                 for t in 0..T {
                     let q = (q0.add(t * a.cols + 4 * k) as *const i32).read_unaligned();
                     let q = _mm256_set1_epi32(q);
-                    s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(ck, q));
-                    hi[t] = _mm256_add_epi16(hi[t], _mm256_maddubs_epi16(ch, q));
+                    s[t] = dot4::<V>(s[t], ck, q);
+                    hi[t] = dot4::<V>(hi[t], ch, q);
                 }
                 continue;
             }
             for (t, s) in s.iter_mut().enumerate() {
                 let q = (q0.add(t * a.cols + 4 * k) as *const i32).read_unaligned();
-                *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(ck, _mm256_set1_epi32(q)));
+                *s = dot4::<V>(*s, ck, _mm256_set1_epi32(q));
             }
         }
+        // 16-bit pair sums widen to each lane's 32-bit sum (VNNI sums are 32-bit already).
+        let widen = |v: __m256i| if V { v } else { _mm256_madd_epi16(v, ones) };
         for (t, (s, acc)) in s.iter().zip(acc.iter_mut()).enumerate() {
             let i = (t0 + t) * na + ab;
             let d = _mm256_set1_ps(*a.d.get_unchecked(i));
             let sum = *a.sums.get_unchecked(i);
-            let s = _mm256_madd_epi16(*s, ones);
+            let s = widen(*s);
             let s = if F == Q8 {
-                let h = _mm256_slli_epi32::<4>(_mm256_madd_epi16(hi[t], ones));
+                let h = _mm256_slli_epi32::<4>(widen(hi[t]));
                 _mm256_sub_epi32(_mm256_add_epi32(h, s), _mm256_set1_epi32(128 * sum))
             } else {
                 s
@@ -338,12 +339,60 @@ unsafe fn tokens<const F: u8, const T: usize>(
     }
 }
 
+/// Adds the products of the unsigned codes `c` and the signed activations `q`, four bytes
+/// per 32-bit lane: as 16-bit pair sums (`vpmaddubsw`, exact for the bounds above) or, with
+/// AVX-VNNI (`V`), straight into 32-bit lane sums (`vpdpbusd`).
+#[inline(always)]
+unsafe fn dot4<const V: bool>(acc: __m256i, c: __m256i, q: __m256i) -> __m256i {
+    // Built only by compilers with stable AVX-VNNI (Rust 1.89+, `trillim_avx512`).
+    #[cfg(trillim_avx512)]
+    #[allow(clippy::incompatible_msrv)]
+    if V {
+        // SAFETY: `V` is only set by `gemm_vnni`, whose caller promised AVX-VNNI.
+        return unsafe { _mm256_dpbusd_avx_epi32(acc, c, q) };
+    }
+    // SAFETY: every caller runs with AVX2 enabled.
+    unsafe { _mm256_add_epi16(acc, _mm256_maddubs_epi16(c, q)) }
+}
+
 /// The shared multi-token driver for format `F`: `out` is `[token][row]`.
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn gemm<const F: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &ActBatch<'_>,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller's contract.
+    unsafe { driver::<F, false>(w, row_bytes, a, out) }
+}
+
+/// [`gemm`] with the block sums by `vpdpbusd` on ymm (AVX-VNNI), one instruction per four
+/// weights, eight rows and a token instead of two; the same integer sums, so the same results.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA, F16C and AVX-VNNI.
+#[cfg(trillim_avx512)]
+#[target_feature(enable = "avx2,fma,avxvnni")]
+pub(super) unsafe fn gemm_vnni<const F: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &ActBatch<'_>,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller's contract.
+    unsafe { driver::<F, true>(w, row_bytes, a, out) }
+}
+
+/// The body of [`gemm`] and [`gemm_vnni`], inlined into each with its features.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C, and AVX-VNNI if `V`.
+#[inline(always)]
+unsafe fn driver<const F: u8, const V: bool>(
     w: &[u8],
     row_bytes: usize,
     a: &ActBatch<'_>,
@@ -371,15 +420,17 @@ pub(super) unsafe fn gemm<const F: u8>(
         a.d.len() >= n * na && a.sums.len() >= n * na,
         "activation scales too short"
     );
-    let mut codes = [_mm256_setzero_si256(); 64];
-    let mut acc = [_mm256_setzero_ps(); TOKENS];
+    // SAFETY: the caller runs with AVX2 enabled.
+    let (zero, zero_ps) = unsafe { (_mm256_setzero_si256(), _mm256_setzero_ps()) };
+    let mut codes = [zero; 64];
+    let mut acc = [zero_ps; TOKENS];
     let mut r = 0;
     while r < rows {
         let p = row_ptrs8(w, row_bytes, rows, r);
         let mut t0 = 0;
         while t0 < n {
             let nt = core::cmp::min(TOKENS, n - t0);
-            acc[..nt].fill(_mm256_setzero_ps());
+            acc[..nt].fill(zero_ps);
             for b in 0..nb {
                 let off = b * bb;
                 // SAFETY: every row of `w` holds `nb` blocks (checked above); prefetches of the
@@ -401,23 +452,23 @@ pub(super) unsafe fn gemm<const F: u8>(
                         let mut t = 0;
                         // Q8_0 keeps two sums per token: four tokens fill the registers.
                         while F != Q8 && t + 8 <= nt {
-                            tokens::<F, 8>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            tokens::<F, 8, V>(c, a, t0 + t, ab, sc, &mut acc[t..]);
                             t += 8;
                         }
                         while F == Q8 && t + 4 <= nt {
-                            tokens::<F, 4>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            tokens::<F, 4, V>(c, a, t0 + t, ab, sc, &mut acc[t..]);
                             t += 4;
                         }
                         if t + 4 <= nt {
-                            tokens::<F, 4>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            tokens::<F, 4, V>(c, a, t0 + t, ab, sc, &mut acc[t..]);
                             t += 4;
                         }
                         if t + 2 <= nt {
-                            tokens::<F, 2>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            tokens::<F, 2, V>(c, a, t0 + t, ab, sc, &mut acc[t..]);
                             t += 2;
                         }
                         if t < nt {
-                            tokens::<F, 1>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            tokens::<F, 1, V>(c, a, t0 + t, ab, sc, &mut acc[t..]);
                         }
                     }
                 }

@@ -367,6 +367,38 @@ gemm_tiles! {
 gemm_entry! {
     avx2_gemm_q8_0 => q8_0_avx2_few, gemm::gemm::<{ gemm::Q8 }>;
 }
+
+/// The AVX2 tiles with `vpdpbusd` (AVX-VNNI) for the block sums, behind the same few-token
+/// and per-token fallbacks as their AVX2 entries.
+#[cfg(trillim_avx512)]
+mod vnni_entries {
+    use super::*;
+
+    macro_rules! vnni_entry {
+        ($($name:ident => $few:expr, $from:expr, $tiles:expr;)*) => {$(
+            pub(crate) fn $name(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+                if a.n < $from {
+                    $few(w, row_bytes, a, out)
+                } else {
+                    // SAFETY: only reachable through `Kernels::avxvnni`, whose caller promised
+                    // AVX2, FMA, F16C and AVX-VNNI.
+                    unsafe { $tiles(w, row_bytes, a, out) }
+                }
+            }
+        )*};
+    }
+
+    vnni_entry! {
+        avxvnni_gemm_tq2_0 => avx2_gemm_tq2_0, ternary::FEW + 1, gemm::gemm_vnni::<{ gemm::TQ2 }>;
+        avxvnni_gemm_i2s => avx2_gemm_i2s, ternary::FEW + 1, gemm::gemm_vnni::<{ gemm::I2S }>;
+        avxvnni_gemm_tq1_0 => avx2_gemm_tq1_0, TILES_FROM, gemm::gemm_vnni::<{ gemm::TQ1 }>;
+        avxvnni_gemm_q4_0 => avx2_gemm_q4_0, TILES_FROM, gemm::gemm_vnni::<{ gemm::Q40 }>;
+        avxvnni_gemm_q4_1 => avx2_gemm_q4_1, TILES_FROM, gemm::gemm_vnni::<{ gemm::Q41 }>;
+        avxvnni_gemm_q8_0 => avx2_gemm_q8_0, ternary::FEW + 1, gemm::gemm_vnni::<{ gemm::Q8 }>;
+    }
+}
+#[cfg(trillim_avx512)]
+pub(crate) use vnni_entries::*;
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_0, avx2_q5_0);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_1, avx2_q5_1);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_iq4_nl, avx2_iq4_nl);
@@ -563,6 +595,11 @@ pub fn cpuid_features() -> crate::CpuFeatures {
     f.avx512vl = f.avx512f && l7.ebx & (1 << 31) != 0;
     f.avx512vnni = f.avx512f && l7.ecx & (1 << 11) != 0;
     f.avx512vbmi = f.avx512f && l7.ecx & (1 << 1) != 0;
+    if l7.eax >= 1 {
+        // SAFETY: leaf 7 reports sub-leaf 1.
+        let l71 = unsafe { __cpuid_count(7, 1) };
+        f.avxvnni = f.avx2 && l71.eax & (1 << 4) != 0;
+    }
     f
 }
 
