@@ -7,7 +7,8 @@
 # Models: SmolLM2-135M-Instruct Q4_1 (scripts/fetch-test-model.sh), the same model requantized by
 # llama.cpp to Q4_K_M and Q6_K (scripts/quant-models.sh), and synthetic models of
 # BitNet b1.58 2B4T's shape in TQ2_0, TQ1_0 and I2_S (random weights, real tokenizer), written
-# by scripts/make_gguf.py into ~/.cache/trillim/bench/. Environment: THREADS (default "1 2"),
+# by scripts/make_gguf.py into ~/.cache/trillim/bench/, and that TQ2_0 file requantized to
+# Q4_K_M. Environment: THREADS (default "1 2"),
 # PROMPT (128), GEN (64), RUNS (3).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -32,11 +33,22 @@ make_model() { # name arch wtype
     fi
     echo "$f"
 }
+# The 2B4T shape requantized by llama.cpp's quantizer (its 2560- and 6912-wide rows are whole
+# 256-blocks, so the K-quant kernels carry it, unlike SmolLM2's 576-wide rows).
+requant() { # name source type
+    local f="$cache/$1.gguf"
+    if [ ! -s "$f" ]; then
+        "$(scripts/quant-models.sh --tool)" quantize "$2" "$f.tmp" "$3" >&2
+        mv "$f.tmp" "$f"
+    fi
+    echo "$f"
+}
 models=(
     "$smollm"
     "$(scripts/quant-models.sh Q4_K_M)"
     "$(scripts/quant-models.sh Q6_K)"
     "$(make_model bitnet-2b4t-tq2_0 bitnet tq2_0)"
+    "$(requant bitnet-2b4t-Q4_K_M "$cache/bitnet-2b4t-tq2_0.gguf" Q4_K_M)"
     "$(make_model bitnet-2b4t-i2_s bitnet-b1.58 i2_s)"
     "$(make_model bitnet-2b4t-tq1_0 bitnet tq1_0)"
 )
