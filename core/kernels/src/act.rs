@@ -96,21 +96,11 @@ pub fn quantize_blocks(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], su
 /// Like [`quantize_blocks`], but one absmax scale covers `group` elements (a multiple of
 /// `block`); every block of a group carries that scale. With `block = 128, group = 256` this is
 /// llama.cpp's Q8_K activation quantization used for TQ1_0/TQ2_0.
-pub fn quantize_groups(
-    x: &[f32],
-    block: usize,
-    group: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
-    groups_body(x, block, group, qs, d, sums);
-}
-
-/// The body of [`quantize_groups`], inlined into the SIMD paths' `target_feature` wrappers so
-/// the compiler vectorizes it there (the same IEEE operations in the same order: bit-identical).
+///
+/// Always inlined, so the SIMD paths' `target_feature` wrappers vectorize it with their
+/// features (the same IEEE operations in the same order: bit-identical).
 #[inline(always)]
-pub(crate) fn groups_body(
+pub fn quantize_groups(
     x: &[f32],
     block: usize,
     group: usize,
@@ -134,19 +124,9 @@ pub(crate) fn groups_body(
 /// Quantizes `x` with one absmax scale for the whole vector (BitNet b1.58's per-token
 /// activation quantization: `s = 127 / max|x|`, `q = clamp(round(x · s), −128, 127)`), stored
 /// in blocks of `block` elements that all carry the scale `1 / s`.
-pub fn quantize_per_token(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
-    per_token_body(x, block, qs, d, sums);
-}
-
-/// The body of [`quantize_per_token`], inlined like [`groups_body`].
+/// Inlined like [`quantize_groups`].
 #[inline(always)]
-pub(crate) fn per_token_body(
-    x: &[f32],
-    block: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
+pub fn quantize_per_token(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
     let amax = abs_max(x);
     let s = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     let scale = if amax > 0.0 { 1.0 / s } else { 0.0 };

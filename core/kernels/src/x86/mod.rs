@@ -453,102 +453,64 @@ pub(crate) fn avx2_exp_shifted(x: &mut [f32], max: f32, scale: f32) -> f32 {
     unsafe { exp_shifted_avx2(x, max, scale) }
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_groups_avx2(
-    x: &[f32],
-    block: usize,
-    group: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
-    crate::act::groups_body(x, block, group, qs, d, sums);
+/// Activation quantization compiled with a path's features: `$groups` and `$per_token` are the
+/// table's safe entries, reachable only through a `Kernels` constructor whose caller promised
+/// `$features`.
+macro_rules! quantize_entries {
+    ($features:literal, $groups:ident, $per_token:ident) => {
+        pub(crate) fn $groups(
+            x: &[f32],
+            block: usize,
+            group: usize,
+            qs: &mut [i8],
+            d: &mut [f32],
+            sums: &mut [i32],
+        ) {
+            #[target_feature(enable = $features)]
+            unsafe fn with_features(
+                x: &[f32],
+                block: usize,
+                group: usize,
+                qs: &mut [i8],
+                d: &mut [f32],
+                sums: &mut [i32],
+            ) {
+                crate::act::quantize_groups(x, block, group, qs, d, sums);
+            }
+            // SAFETY: the constructor's caller promised `$features`.
+            unsafe { with_features(x, block, group, qs, d, sums) }
+        }
+
+        pub(crate) fn $per_token(
+            x: &[f32],
+            block: usize,
+            qs: &mut [i8],
+            d: &mut [f32],
+            sums: &mut [i32],
+        ) {
+            #[target_feature(enable = $features)]
+            unsafe fn with_features(
+                x: &[f32],
+                block: usize,
+                qs: &mut [i8],
+                d: &mut [f32],
+                sums: &mut [i32],
+            ) {
+                crate::act::quantize_per_token(x, block, qs, d, sums);
+            }
+            // SAFETY: as above.
+            unsafe { with_features(x, block, qs, d, sums) }
+        }
+    };
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_per_token_avx2(
-    x: &[f32],
-    block: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
-    crate::act::per_token_body(x, block, qs, d, sums);
-}
-
-pub(crate) fn avx2_quantize_groups(
-    x: &[f32],
-    block: usize,
-    group: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
-    // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA.
-    unsafe { quantize_groups_avx2(x, block, group, qs, d, sums) }
-}
-
-pub(crate) fn avx2_quantize_per_token(
-    x: &[f32],
-    block: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
-    // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA.
-    unsafe { quantize_per_token_avx2(x, block, qs, d, sums) }
-}
-
+quantize_entries!("avx2,fma", avx2_quantize_groups, avx2_quantize_per_token);
 #[cfg(trillim_avx512)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn quantize_groups_avx512(
-    x: &[f32],
-    block: usize,
-    group: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
-    crate::act::groups_body(x, block, group, qs, d, sums);
-}
-
-#[cfg(trillim_avx512)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn quantize_per_token_avx512(
-    x: &[f32],
-    block: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
-    crate::act::per_token_body(x, block, qs, d, sums);
-}
-
-#[cfg(trillim_avx512)]
-pub(crate) fn avx512_quantize_groups(
-    x: &[f32],
-    block: usize,
-    group: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
-    // SAFETY: only reachable through `Kernels::avx512vnni`, whose caller promised AVX-512
-    // F/BW/VL, AVX2 and FMA.
-    unsafe { quantize_groups_avx512(x, block, group, qs, d, sums) }
-}
-
-#[cfg(trillim_avx512)]
-pub(crate) fn avx512_quantize_per_token(
-    x: &[f32],
-    block: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    sums: &mut [i32],
-) {
-    // SAFETY: as `avx512_quantize_groups`.
-    unsafe { quantize_per_token_avx512(x, block, qs, d, sums) }
-}
+quantize_entries!(
+    "avx512f,avx512bw,avx512vl,avx2,fma",
+    avx512_quantize_groups,
+    avx512_quantize_per_token
+);
 
 pub(crate) fn avx2_scores_f16(k: &[u16], q: &[f32], hd: usize, scores: &mut [f32]) {
     // SAFETY: only reachable through a `Kernels` constructor whose caller promised AVX2/FMA/F16C.
