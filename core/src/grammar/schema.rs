@@ -908,6 +908,17 @@ enum NumSt {
     Exp,
 }
 
+/// The digits of a number so far (as [`Lex::Num`] keeps them).
+#[derive(Clone, Copy)]
+struct Digits {
+    st: NumSt,
+    neg: bool,
+    int: u64,
+    idigits: u8,
+    frac: u64,
+    fdigits: u8,
+}
+
 /// The token in progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Lex {
@@ -1205,21 +1216,17 @@ impl<'s> SchemaMachine<'s> {
         }
     }
 
-    /// With a step: whether the number so far can still end as a multiple within bounds.
-    /// Completions are intervals of the value in units of `10^-decimals`.
-    fn step_feasible(&self, (p, e): (u64, u8)) -> bool {
-        let Lex::Num {
-            node,
+    /// With a step: whether the number `d` of `node` can still end as a multiple within
+    /// bounds. Completions are intervals of the value in units of `10^-decimals`.
+    fn step_feasible(&self, node: u16, (p, e): (u64, u8), d: Digits) -> bool {
+        let Digits {
             st,
             neg,
             int,
             idigits,
             frac,
             fdigits,
-        } = self.state.lex
-        else {
-            return false;
-        };
+        } = d;
         let (_, bounds) = self.bounds(node);
         let (lo, hi) = bounds.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
         let (lo, hi) = scaled_bounds(lo, hi, e);
@@ -1262,7 +1269,15 @@ impl<'s> SchemaMachine<'s> {
             return false;
         };
         if let Some(step) = self.step(node) {
-            return self.step_feasible(step);
+            let d = Digits {
+                st,
+                neg,
+                int,
+                idigits,
+                frac,
+                fdigits,
+            };
+            return self.step_feasible(node, step, d);
         }
         let (integer, Some((lo, hi))) = self.bounds(node) else {
             return true;
