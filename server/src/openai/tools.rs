@@ -230,9 +230,11 @@ pub fn forced_grammar(
     let bad = |name: &str, e: String| {
         ApiError::invalid_param("tools", format!("the parameters of '{name}': {e}"))
     };
-    let (mut alts, mut names) = (Vec::new(), Vec::new());
-    for t in body.tools.unwrap_or_default() {
-        let Some(f) = field(&t, "function") else {
+    // Each tool: its name and parameters.
+    let mut calls: Vec<(&str, Ordered)> = Vec::new();
+    let defs = body.tools.unwrap_or_default();
+    for t in &defs {
+        let Some(f) = field(t, "function") else {
             continue;
         };
         let Some(Ordered::String(name)) = field(f, "name") else {
@@ -244,25 +246,39 @@ pub fn forced_grammar(
         let params = field(f, "parameters")
             .cloned()
             .unwrap_or_else(|| object(vec![("type", string("object"))]));
-        // Each tool's schema on its own first, so that a bad one is named.
-        let alone = call_schema(
-            name,
-            key,
-            rebase_refs(&params, &format!("/properties/{key}")),
-        );
-        let one = compile(&alone).map_err(|e| bad(name, e))?;
-        let at = format!("/anyOf/{}/properties/{key}", alts.len());
-        alts.push((call_schema(name, key, rebase_refs(&params, &at)), one));
-        names.push(string(name));
+        calls.push((name, params));
     }
-    let c = match alts.len() {
-        0 => return Ok(None),
-        1 => alts.pop().map(|(_, c)| c),
-        _ => {
-            let calls = alts.into_iter().map(|(call, _)| call).collect();
-            compile(&object(vec![("anyOf", Ordered::Array(calls))])).ok()
+    // One tool's call object at the document's root, with its `$ref`s resolving there.
+    let alone = |(name, params): &(&str, Ordered)| {
+        let at = format!("/properties/{key}");
+        compile(&call_schema(name, key, rebase_refs(params, &at))).map_err(|e| bad(name, e))
+    };
+    let c = match &calls[..] {
+        [] => return Ok(None),
+        [one] => Some(alone(one)?),
+        several => {
+            let objects = several
+                .iter()
+                .enumerate()
+                .map(|(i, (name, params))| {
+                    let at = format!("/anyOf/{i}/properties/{key}");
+                    call_schema(name, key, rebase_refs(params, &at))
+                })
+                .collect();
+            match compile(&object(vec![("anyOf", Ordered::Array(objects))])) {
+                Ok(c) => Some(c),
+                // A bad tool schema is named; if each compiles alone, the union is past the
+                // machine's limits.
+                Err(_) => {
+                    for t in several {
+                        alone(t)?;
+                    }
+                    None
+                }
+            }
         }
     };
+    let names: Vec<Ordered> = calls.iter().map(|(n, _)| string(n)).collect();
     let c = match c {
         Some(c) => c,
         None => {
