@@ -50,10 +50,14 @@ impl<'a> ActBatch<'a> {
 /// Rounds half away from zero (as C's `roundf`) for values well inside the `i32` range.
 #[inline(always)]
 pub fn round_i32(v: f32) -> i32 {
-    // `v ± 0.5` with the sign of `v`, without a branch (so loops vectorize). For −0.0 this adds
-    // −0.5 instead of 0.5; both truncate to 0.
-    let half = f32::from_bits(0.5f32.to_bits() | (v.to_bits() & 0x8000_0000));
-    (v + half) as i32
+    plus_half_away(v) as i32
+}
+
+/// `v ± 0.5` with the sign of `v`, without a branch (so loops vectorize): truncating it rounds
+/// half away from zero. For −0.0 this adds −0.5 instead of 0.5; both truncate to 0.
+#[inline(always)]
+fn plus_half_away(v: f32) -> f32 {
+    v + f32::from_bits(0.5f32.to_bits() | (v.to_bits() & 0x8000_0000))
 }
 
 /// `|v|` by clearing the sign bit (`f32::abs` is not in `core` on Rust 1.63).
@@ -145,9 +149,7 @@ fn quantize_block(x: &[f32], s: f32, lo: i32, qs: &mut [i8]) -> i32 {
     let (lo_f, hi_f) = (lo as f32, 127.0f32);
     let mut sum = 0i32;
     for (q, &v) in qs.iter_mut().zip(x) {
-        let y = v * s;
-        let half = f32::from_bits(0.5f32.to_bits() | (y.to_bits() & 0x8000_0000));
-        let t = y + half;
+        let t = plus_half_away(v * s);
         let t = if t.is_nan() {
             0.0
         } else {
