@@ -217,16 +217,10 @@ impl<'a> SchemaBuilder<'a> {
         if t.len() > MAX_ENTRY_BYTES {
             return Err(SchemaError::BadText);
         }
-        let dst = self
-            .bytes
-            .get_mut(self.b..self.b + t.len())
-            .ok_or(SchemaError::TooLarge)?;
-        dst.copy_from_slice(t);
-        self.b += t.len();
-        Ok(((self.b - t.len()) as u32, t.len() as u16))
+        Ok((self.blob(t)?, t.len() as u16))
     }
 
-    /// Copies a pattern table into the pool (no per-entry length cap).
+    /// Copies `t` into the pool (no per-entry length cap: pattern tables), returning its offset.
     fn blob(&mut self, t: &[u8]) -> Result<u32, SchemaError> {
         let dst = self
             .bytes
