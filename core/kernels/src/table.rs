@@ -339,7 +339,7 @@ impl Kernels {
     }
 
     /// The AVX2 kernels with AVX-VNNI multi-token kernels (`vpdpbusd` on ymm) for the ternary,
-    /// Q4 and Q8_0 formats, for CPUs that have AVX-VNNI but not AVX-512.
+    /// Q4, Q5 and Q8_0 formats, for CPUs that have AVX-VNNI but not AVX-512.
     ///
     /// # Safety
     /// As [`Kernels::avx2`], and the CPU must also support AVX-VNNI.
@@ -354,6 +354,8 @@ impl Kernels {
             gemm_tq1_0: x86::avxvnni_gemm_tq1_0,
             gemm_tq2_0: x86::avxvnni_gemm_tq2_0,
             gemm_i2s: x86::avxvnni_gemm_i2s,
+            gemm_q5_0: x86::avxvnni_gemm_q5_0,
+            gemm_q5_1: x86::avxvnni_gemm_q5_1,
             // SAFETY: the caller's contract includes AVX2, FMA and F16C.
             ..unsafe { Kernels::avx2() }
         }

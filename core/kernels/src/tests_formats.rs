@@ -188,6 +188,53 @@ fn block_formats_gemm_match_scalar() {
     }
 }
 
+/// The multi-token kernels at the bounds of their 16-bit partial sums: every code byte 0x00 or
+/// 0xff (the largest and, for signed formats, most negative codes) against activations all
+/// 127 or all −127 (the quantizer's range), enough tokens for the tiles.
+#[test]
+fn block_formats_gemm_extremes_match_scalar() {
+    let scalar = Kernels::scalar();
+    let paths = simd_paths();
+    let mut rng = Rng::new(78);
+    for ty in TYPES {
+        let (rows, blocks, n) = (9usize, 2usize, 9usize);
+        let cols = blocks * ty.block_len();
+        let rb = ty.row_bytes(cols).unwrap();
+        let nb = cols / ty.act_block();
+        for byte in [0x00u8, 0xff] {
+            let mut w = vec![byte; rows * blocks * ty.block_bytes()];
+            for blk in w.chunks_exact_mut(ty.block_bytes()) {
+                for &o in scale_offsets(ty) {
+                    blk[o..o + 2].copy_from_slice(&scale(&mut rng, true).to_le_bytes());
+                }
+            }
+            for code in [127i8, -127] {
+                let qs = vec![code; n * cols];
+                let d = vec![0.5f32; n * nb];
+                let sums = vec![code as i32 * ty.act_block() as i32; n * nb];
+                let a = ActBatch {
+                    qs: &qs,
+                    d: &d,
+                    sums: &sums,
+                    block: ty.act_block(),
+                    cols,
+                    n,
+                };
+                let mut want = vec![0f32; rows * n];
+                (scalar.gemm_q8(ty).unwrap())(&w, rb, &a, &mut want);
+                for k in &paths {
+                    let mut got = vec![f32::NAN; rows * n];
+                    (k.gemm_q8(ty).unwrap())(&w, rb, &a, &mut got);
+                    for i in 0..rows * n {
+                        let ctx = (k.name, ty, byte, code, i);
+                        assert_eq!(got[i].to_bits(), want[i].to_bits(), "{ctx:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The integer dot products agree with the dequantized weights times the dequantized
 /// activations (in f64), so the two scalar readings of each layout agree.
 #[test]

@@ -24,13 +24,16 @@ const ROWS: usize = 2560;
 const GEMM_ROWS: usize = 256;
 const TOKENS: usize = 64;
 
-const TYPES: [WeightType; 6] = [
+const TYPES: [WeightType; 9] = [
     WeightType::TQ2_0,
     WeightType::I2S,
     WeightType::TQ1_0,
     WeightType::Q8_0,
     WeightType::Q4_0,
     WeightType::Q4_1,
+    WeightType::Q5_0,
+    WeightType::Q4_K,
+    WeightType::Q6_K,
 ];
 
 /// The scalar reference and each SIMD path the running CPU supports.
@@ -78,8 +81,11 @@ fn matrix(ty: WeightType, rows: usize) -> Vec<u8> {
                 }
             }
             WeightType::TQ1_0 => blk[52..54].copy_from_slice(&one),
-            WeightType::Q8_0 | WeightType::Q4_0 => blk[..2].copy_from_slice(&one),
-            WeightType::Q4_1 => {
+            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q5_0 => {
+                blk[..2].copy_from_slice(&one)
+            }
+            WeightType::Q6_K => blk[208..210].copy_from_slice(&one),
+            WeightType::Q4_1 | WeightType::Q4_K => {
                 blk[..2].copy_from_slice(&one);
                 blk[2..4].copy_from_slice(&one);
             }

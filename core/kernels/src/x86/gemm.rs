@@ -28,11 +28,12 @@ use crate::act::ActBatch;
 use crate::formats::{
     Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
+use crate::q5::{Q5_0_BLOCK_BYTES, Q5_1_BLOCK_BYTES};
 
 /// Rows per tile (one per 32-bit lane of a 256-bit register).
-const ROWS: usize = 8;
+pub(super) const ROWS: usize = 8;
 /// Tokens whose `f32` accumulators a pass keeps on the stack.
-const TOKENS: usize = 64;
+pub(super) const TOKENS: usize = 64;
 
 // Weight formats, as a const generic parameter of the shared driver.
 pub(super) const TQ2: u8 = 0;
@@ -41,6 +42,8 @@ pub(super) const TQ1: u8 = 2;
 pub(super) const Q8: u8 = 3;
 pub(super) const Q40: u8 = 4;
 pub(super) const Q41: u8 = 5;
+pub(super) const Q50: u8 = 6;
+pub(super) const Q51: u8 = 7;
 
 /// Bytes of one weight block of format `F` in a row.
 const fn block_bytes(f: u8) -> usize {
@@ -50,7 +53,9 @@ const fn block_bytes(f: u8) -> usize {
         TQ1 => TQ1_0_BLOCK_BYTES,
         Q8 => Q8_0_BLOCK_BYTES,
         Q40 => Q4_0_BLOCK_BYTES,
-        _ => Q4_1_BLOCK_BYTES,
+        Q41 => Q4_1_BLOCK_BYTES,
+        Q50 => Q5_0_BLOCK_BYTES,
+        _ => Q5_1_BLOCK_BYTES,
     }
 }
 
@@ -72,7 +77,7 @@ const fn groups(f: u8) -> usize {
 
 /// Pointers to rows `r .. r + 8` of `w`, repeating the last row past `rows`.
 #[inline(always)]
-fn row_ptrs8(w: &[u8], row_bytes: usize, rows: usize, r: usize) -> [*const u8; ROWS] {
+pub(super) fn row_ptrs8(w: &[u8], row_bytes: usize, rows: usize, r: usize) -> [*const u8; ROWS] {
     let base = w.as_ptr();
     let last = rows - 1;
     // `wrapping_add` keeps this safe; the offsets stay inside `w` (row ≤ last).
@@ -86,7 +91,7 @@ fn row_ptrs8(w: &[u8], row_bytes: usize, rows: usize, r: usize) -> [*const u8; R
 /// Each `p[i] + off .. + 32` is readable; the CPU supports AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn load_t8x8(p: &[*const u8; ROWS], off: usize) -> [__m256i; 8] {
+pub(super) unsafe fn load_t8x8(p: &[*const u8; ROWS], off: usize) -> [__m256i; 8] {
     let mut a = [_mm256_setzero_si256(); 8];
     for (a, p) in a.iter_mut().zip(p.iter()) {
         // SAFETY: the caller guarantees 32 readable bytes at every `p[i] + off`.
@@ -149,7 +154,7 @@ unsafe fn load_t8x4(p: &[*const u8; ROWS], off: usize) -> [__m256i; 4] {
 /// Each `p[i] + off .. + 2` is readable; the CPU supports AVX2 and F16C.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn f16x8(p: &[*const u8; ROWS], off: usize) -> __m256 {
+pub(super) unsafe fn f16x8(p: &[*const u8; ROWS], off: usize) -> __m256 {
     // SAFETY: the caller guarantees two readable bytes at every `p[i] + off`.
     let h: [u16; ROWS] =
         core::array::from_fn(|i| unsafe { (p[i].add(off) as *const u16).read_unaligned() });
@@ -231,6 +236,21 @@ unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, codes: &mut [__
                     codes[8 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(b), m4);
                 }
             }
+            Q50 | Q51 => {
+                // Nibbles as Q4_0/Q4_1, and bit m of `qh` is weight m's fifth bit.
+                let qh = if F == Q51 { 4 } else { 2 };
+                let z = load_t8x4(p, off + qh + 4);
+                let h: [u32; ROWS] =
+                    core::array::from_fn(|i| (p[i].add(off + qh) as *const u32).read_unaligned());
+                let h = load256(h.as_ptr() as *const u8);
+                for (j, &z) in z.iter().enumerate() {
+                    codes[j] = _mm256_or_si256(_mm256_and_si256(z, m4), fifth_bits(h, j));
+                    codes[4 + j] = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(z), m4),
+                        fifth_bits(h, 4 + j),
+                    );
+                }
+            }
             _ => {
                 // Byte m: weight m in the low nibble, weight 16 + m in the high one.
                 let qo = if F == Q41 { 4 } else { 2 };
@@ -241,6 +261,31 @@ unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, codes: &mut [__
                 }
             }
         }
+    }
+}
+
+/// The fifth bits of group `g` (weights `4g .. 4g + 4`) of Q5 blocks whose `qh` words are the
+/// lanes of `h`: byte `i` of lane `r` is `16` if bit `4g + i` of row `r`'s `qh` is set, else 0.
+#[inline(always)]
+unsafe fn fifth_bits(h: __m256i, g: usize) -> __m256i {
+    let b = (g / 2) as i32;
+    let rep = |l: i32| (4 * l + b) * 0x0101_0101;
+    let bits = (0x0804_0201u32 << (4 * (g % 2))) as i32;
+    // SAFETY: the caller runs with AVX2 enabled.
+    unsafe {
+        let ctrl = _mm256_setr_epi32(
+            rep(0),
+            rep(1),
+            rep(2),
+            rep(3),
+            rep(0),
+            rep(1),
+            rep(2),
+            rep(3),
+        );
+        let mask = _mm256_set1_epi32(bits);
+        let x = _mm256_and_si256(_mm256_shuffle_epi8(h, ctrl), mask);
+        _mm256_and_si256(_mm256_cmpeq_epi8(x, mask), _mm256_set1_epi8(16))
     }
 }
 
@@ -258,83 +303,104 @@ unsafe fn scales<const F: u8>(p: &[*const u8; ROWS], off: usize) -> (__m256, __m
             // I2_S has no block scale: (1 · d) · isum = d · isum exactly.
             I2S => (_mm256_set1_ps(1.0), _mm256_setzero_ps()),
             TQ1 => (f16x8(p, off + 52), _mm256_setzero_ps()),
-            Q41 => (f16x8(p, off), f16x8(p, off + 2)),
+            Q41 | Q51 => (f16x8(p, off), f16x8(p, off + 2)),
             _ => (f16x8(p, off), _mm256_setzero_ps()),
         }
     }
 }
 
-/// Adds activation block `ab` of tokens `t0 .. t0 + T` times the decoded codes `c` to the
-/// tokens' accumulators `acc[0..T]`, with the scalar reference's per-block epilogue.
+/// Adds activation block `ab` of tokens `t0 .. t0 + T` times the decoded codes of `R`
+/// eight-row halves (`c[h]`, with their scales `sc[h]`) to the tokens' accumulators
+/// `acc[0..T][h]`, with the scalar reference's per-block epilogue. Each broadcast activation
+/// feeds all `R` halves.
 ///
 /// The 16-bit sums are exact: a pair sum is at most `2 · 2 · 128 = 512` in magnitude for
 /// ternary codes (32 groups: 16384) and `2 · 15 · 128 = 3840` for nibbles (8 groups: 30720);
-/// Q8_0's two nibble planes sum like nibbles (8 groups each).
+/// Q8_0's two nibble planes sum like nibbles (8 groups each), and Q5's 5-bit codes
+/// (`2 · 31 · 128 = 7936`) in two halves of four groups (31744 each).
 ///
 /// # Safety
-/// `c` points to `groups(F)` vectors; tokens `t0 .. t0 + T` and block `ab` are inside `a`
-/// (checked by the caller); the CPU supports AVX2.
+/// Each `c[h]` points to `groups(F)` vectors (Q8_0: and the high plane 8 after); tokens
+/// `t0 .. t0 + T` and block `ab` are inside `a` (checked by the caller); the CPU supports AVX2.
 #[inline(always)]
-unsafe fn tokens<const F: u8, const T: usize, const V: bool>(
-    c: *const __m256i,
+unsafe fn tokens<const F: u8, const T: usize, const V: bool, const R: usize>(
+    c: [*const __m256i; R],
     a: &ActBatch<'_>,
     t0: usize,
     ab: usize,
-    (dw, m): (__m256, __m256),
-    acc: &mut [__m256],
+    sc: &[(__m256, __m256); R],
+    acc: &mut [[__m256; R]],
 ) {
     let k_n = groups(F);
     let na = a.cols / a.block;
     let q0 = a.qs.as_ptr().wrapping_add(t0 * a.cols + ab * 4 * k_n) as *const u8;
     // SAFETY: the caller runs with AVX2 enabled.
-    let (mut s, ones) = unsafe { ([_mm256_setzero_si256(); T], _mm256_set1_epi16(1)) };
-    // SAFETY: `c[0..k_n]` are the decoded codes and every activation read is inside token
+    let (zero, ones) = unsafe { (_mm256_setzero_si256(), _mm256_set1_epi16(1)) };
+    let mut s = [[zero; T]; R];
+    let mut hi = [[zero; T]; R];
+    // SAFETY: `c[h][0..k_n]` are the decoded codes and every activation read is inside token
     // `t0 + t`'s block `ab` (caller's contract).
     unsafe {
-        let mut hi = [_mm256_setzero_si256(); T];
         for k in 0..k_n {
-            let ck = c.add(k).read();
+            let ck: [__m256i; R] = core::array::from_fn(|h| c[h].add(k).read());
             if F == Q8 {
-                let ch = c.add(8 + k).read();
+                let ch: [__m256i; R] = core::array::from_fn(|h| c[h].add(8 + k).read());
                 for t in 0..T {
                     let q = (q0.add(t * a.cols + 4 * k) as *const i32).read_unaligned();
                     let q = _mm256_set1_epi32(q);
-                    s[t] = dot4::<V>(s[t], ck, q);
-                    hi[t] = dot4::<V>(hi[t], ch, q);
+                    for h in 0..R {
+                        s[h][t] = dot4::<V>(s[h][t], ck[h], q);
+                        hi[h][t] = dot4::<V>(hi[h][t], ch[h], q);
+                    }
                 }
                 continue;
             }
-            for (t, s) in s.iter_mut().enumerate() {
+            // Q5's second half goes to `hi`: four groups of 5-bit pair sums fill 16 bits.
+            let s = if (F == Q50 || F == Q51) && k >= 4 {
+                &mut hi
+            } else {
+                &mut s
+            };
+            for t in 0..T {
                 let q = (q0.add(t * a.cols + 4 * k) as *const i32).read_unaligned();
-                *s = dot4::<V>(*s, ck, _mm256_set1_epi32(q));
+                let q = _mm256_set1_epi32(q);
+                for (s, &ck) in s.iter_mut().zip(&ck) {
+                    s[t] = dot4::<V>(s[t], ck, q);
+                }
             }
         }
         // 16-bit pair sums widen to each lane's 32-bit sum (VNNI sums are 32-bit already).
         let widen = |v: __m256i| if V { v } else { _mm256_madd_epi16(v, ones) };
-        for (t, (s, acc)) in s.iter().zip(acc.iter_mut()).enumerate() {
+        for (t, acc) in acc.iter_mut().enumerate().take(T) {
             let i = (t0 + t) * na + ab;
             let d = _mm256_set1_ps(*a.d.get_unchecked(i));
             let sum = *a.sums.get_unchecked(i);
-            let s = widen(*s);
-            let s = if F == Q8 {
-                let h = _mm256_slli_epi32::<4>(widen(hi[t]));
-                _mm256_sub_epi32(_mm256_add_epi32(h, s), _mm256_set1_epi32(128 * sum))
-            } else {
-                s
-            };
-            let isum = match F {
-                TQ2 | I2S | TQ1 => _mm256_sub_epi32(s, _mm256_set1_epi32(sum)),
-                Q40 => _mm256_sub_epi32(s, _mm256_set1_epi32(8 * sum)),
-                _ => s,
-            };
-            let mut v = _mm256_mul_ps(_mm256_mul_ps(dw, d), _mm256_cvtepi32_ps(isum));
-            if F == Q41 {
-                v = _mm256_add_ps(
-                    v,
-                    _mm256_mul_ps(_mm256_mul_ps(m, d), _mm256_set1_ps(sum as f32)),
-                );
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let (dw, m) = sc[h];
+                let s0 = widen(s[h][t]);
+                let s0 = match F {
+                    Q8 => {
+                        let hs = _mm256_slli_epi32::<4>(widen(hi[h][t]));
+                        _mm256_sub_epi32(_mm256_add_epi32(hs, s0), _mm256_set1_epi32(128 * sum))
+                    }
+                    Q50 | Q51 => _mm256_add_epi32(s0, widen(hi[h][t])),
+                    _ => s0,
+                };
+                let isum = match F {
+                    TQ2 | I2S | TQ1 => _mm256_sub_epi32(s0, _mm256_set1_epi32(sum)),
+                    Q40 => _mm256_sub_epi32(s0, _mm256_set1_epi32(8 * sum)),
+                    Q50 => _mm256_sub_epi32(s0, _mm256_set1_epi32(16 * sum)),
+                    _ => s0,
+                };
+                let mut v = _mm256_mul_ps(_mm256_mul_ps(dw, d), _mm256_cvtepi32_ps(isum));
+                if F == Q41 || F == Q51 {
+                    v = _mm256_add_ps(
+                        v,
+                        _mm256_mul_ps(_mm256_mul_ps(m, d), _mm256_set1_ps(sum as f32)),
+                    );
+                }
+                *acc = _mm256_add_ps(*acc, v);
             }
-            *acc = _mm256_add_ps(*acc, v);
         }
     }
 }
@@ -387,12 +453,40 @@ pub(super) unsafe fn gemm_vnni<const F: u8>(
     unsafe { driver::<F, true>(w, row_bytes, a, out) }
 }
 
-/// The body of [`gemm`] and [`gemm_vnni`], inlined into each with its features.
+/// Whether format `F` keeps two 16-bit sums per token (Q8_0's nibble planes, Q5's halves).
+const fn two_sums(f: u8) -> bool {
+    matches!(f, Q8 | Q50 | Q51)
+}
+
+/// The body of [`gemm`] and [`gemm_vnni`], inlined into each with its features: sixteen rows
+/// per pass (two eight-row halves sharing each activation broadcast) for formats with one sum
+/// per token, eight for the others, whose two sums per token fill the registers.
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C, and AVX-VNNI if `V`.
 #[inline(always)]
 unsafe fn driver<const F: u8, const V: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &ActBatch<'_>,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if two_sums(F) {
+            pass::<F, V, 1>(w, row_bytes, a, out)
+        } else {
+            pass::<F, V, 2>(w, row_bytes, a, out)
+        }
+    }
+}
+
+/// [`driver`] with `R` eight-row halves per pass.
+///
+/// # Safety
+/// As [`driver`].
+#[inline(always)]
+unsafe fn pass<const F: u8, const V: bool, const R: usize>(
     w: &[u8],
     row_bytes: usize,
     a: &ActBatch<'_>,
@@ -422,66 +516,79 @@ unsafe fn driver<const F: u8, const V: bool>(
     );
     // SAFETY: the caller runs with AVX2 enabled.
     let (zero, zero_ps) = unsafe { (_mm256_setzero_si256(), _mm256_setzero_ps()) };
-    let mut codes = [zero; 64];
-    let mut acc = [zero_ps; TOKENS];
+    let mut codes = [[zero; 64]; R];
+    let mut acc = [[zero_ps; R]; TOKENS];
     let mut r = 0;
     while r < rows {
-        let p = row_ptrs8(w, row_bytes, rows, r);
+        // Halves past the last row repeat it; their results are dropped.
+        let p: [[*const u8; ROWS]; R] = core::array::from_fn(|h| {
+            row_ptrs8(w, row_bytes, rows, core::cmp::min(r + ROWS * h, rows - 1))
+        });
         let mut t0 = 0;
         while t0 < n {
             let nt = core::cmp::min(TOKENS, n - t0);
-            acc[..nt].fill(zero_ps);
+            acc[..nt].fill([zero_ps; R]);
             for b in 0..nb {
                 let off = b * bb;
                 // SAFETY: every row of `w` holds `nb` blocks (checked above); prefetches of the
                 // next block never fault.
                 unsafe {
                     if b + 1 < nb {
-                        for &pi in &p {
+                        for &pi in p.iter().flatten() {
                             _mm_prefetch::<_MM_HINT_T0>(pi.wrapping_add(off + bb) as *const i8);
                             _mm_prefetch::<_MM_HINT_T0>(
                                 pi.wrapping_add(off + 2 * bb - 1) as *const i8
                             );
                         }
                     }
-                    decode::<F>(&p, off, &mut codes);
-                    let sc = scales::<F>(&p, off);
+                    let mut sc = [(zero_ps, zero_ps); R];
+                    for h in 0..R {
+                        decode::<F>(&p[h], off, &mut codes[h]);
+                        sc[h] = scales::<F>(&p[h], off);
+                    }
                     for s in 0..subs {
                         let ab = b * subs + s;
-                        let c = codes.as_ptr().add(s * k_n);
+                        let c: [*const __m256i; R] =
+                            core::array::from_fn(|h| codes[h].as_ptr().add(s * k_n));
                         let mut t = 0;
-                        // Q8_0 keeps two sums per token: four tokens fill the registers.
-                        while F != Q8 && t + 8 <= nt {
-                            tokens::<F, 8, V>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                        // Eight tokens of one half, or six of two, fill the registers.
+                        while R == 1 && !two_sums(F) && t + 8 <= nt {
+                            tokens::<F, 8, V, R>(c, a, t0 + t, ab, &sc, &mut acc[t..]);
                             t += 8;
                         }
-                        while F == Q8 && t + 4 <= nt {
-                            tokens::<F, 4, V>(c, a, t0 + t, ab, sc, &mut acc[t..]);
-                            t += 4;
+                        while R == 2 && t + 6 <= nt {
+                            tokens::<F, 6, V, R>(c, a, t0 + t, ab, &sc, &mut acc[t..]);
+                            t += 6;
                         }
-                        if t + 4 <= nt {
-                            tokens::<F, 4, V>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                        while t + 4 <= nt {
+                            tokens::<F, 4, V, R>(c, a, t0 + t, ab, &sc, &mut acc[t..]);
                             t += 4;
                         }
                         if t + 2 <= nt {
-                            tokens::<F, 2, V>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            tokens::<F, 2, V, R>(c, a, t0 + t, ab, &sc, &mut acc[t..]);
                             t += 2;
                         }
                         if t < nt {
-                            tokens::<F, 1, V>(c, a, t0 + t, ab, sc, &mut acc[t..]);
+                            tokens::<F, 1, V, R>(c, a, t0 + t, ab, &sc, &mut acc[t..]);
                         }
                     }
                 }
             }
-            let nr = core::cmp::min(ROWS, rows - r);
             for (t, v) in acc[..nt].iter().enumerate() {
-                // SAFETY: `__m256` and `[f32; 8]` have the same size and any bits are valid.
-                let v: [f32; 8] = unsafe { core::mem::transmute::<__m256, [f32; 8]>(*v) };
-                let o = (t0 + t) * rows + r;
-                out[o..o + nr].copy_from_slice(&v[..nr]);
+                for (h, v) in v.iter().enumerate() {
+                    let r0 = r + ROWS * h;
+                    if r0 >= rows {
+                        break;
+                    }
+                    let nr = core::cmp::min(ROWS, rows - r0);
+                    // SAFETY: `__m256` and `[f32; 8]` have the same size and any bits are valid.
+                    let v: [f32; 8] = unsafe { core::mem::transmute::<__m256, [f32; 8]>(*v) };
+                    let o = (t0 + t) * rows + r0;
+                    out[o..o + nr].copy_from_slice(&v[..nr]);
+                }
             }
             t0 += nt;
         }
-        r += ROWS;
+        r += ROWS * R;
     }
 }

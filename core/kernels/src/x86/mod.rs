@@ -240,6 +240,7 @@ mod attention;
 mod blocks;
 mod float;
 mod gemm;
+mod gemm_k;
 mod kquant;
 mod ternary;
 use attention::*;
@@ -358,10 +359,23 @@ crate::scalar::gemm_from_matvec!(avx2_gemm_tq1_0_each, avx2_tq1_0);
 crate::scalar::gemm_from_matvec!(avx2_gemm_q4_0_each, avx2_q4_0);
 crate::scalar::gemm_from_matvec!(avx2_gemm_q4_1_each, avx2_q4_1);
 
+crate::scalar::gemm_from_matvec!(avx2_gemm_q5_0_each, avx2_q5_0);
+crate::scalar::gemm_from_matvec!(avx2_gemm_q5_1_each, avx2_q5_1);
+
+crate::scalar::gemm_from_matvec!(avx2_gemm_q4_k_each, avx2_q4_k);
+crate::scalar::gemm_from_matvec!(avx2_gemm_q6_k_each, avx2_q6_k);
+
+gemm_tiles! {
+    avx2_gemm_q4_k => avx2_gemm_q4_k_each, gemm_k::tiles_q4_k;
+    avx2_gemm_q6_k => avx2_gemm_q6_k_each, gemm_k::tiles_q6_k;
+}
+
 gemm_tiles! {
     avx2_gemm_tq1_0 => avx2_gemm_tq1_0_each, gemm::gemm::<{ gemm::TQ1 }>;
     avx2_gemm_q4_0 => avx2_gemm_q4_0_each, gemm::gemm::<{ gemm::Q40 }>;
     avx2_gemm_q4_1 => avx2_gemm_q4_1_each, gemm::gemm::<{ gemm::Q41 }>;
+    avx2_gemm_q5_0 => avx2_gemm_q5_0_each, gemm::gemm::<{ gemm::Q50 }>;
+    avx2_gemm_q5_1 => avx2_gemm_q5_1_each, gemm::gemm::<{ gemm::Q51 }>;
 }
 
 gemm_entry! {
@@ -394,19 +408,17 @@ mod vnni_entries {
         avxvnni_gemm_tq1_0 => avx2_gemm_tq1_0, TILES_FROM, gemm::gemm_vnni::<{ gemm::TQ1 }>;
         avxvnni_gemm_q4_0 => avx2_gemm_q4_0, TILES_FROM, gemm::gemm_vnni::<{ gemm::Q40 }>;
         avxvnni_gemm_q4_1 => avx2_gemm_q4_1, TILES_FROM, gemm::gemm_vnni::<{ gemm::Q41 }>;
+        avxvnni_gemm_q5_0 => avx2_gemm_q5_0, TILES_FROM, gemm::gemm_vnni::<{ gemm::Q50 }>;
+        avxvnni_gemm_q5_1 => avx2_gemm_q5_1, TILES_FROM, gemm::gemm_vnni::<{ gemm::Q51 }>;
         avxvnni_gemm_q8_0 => avx2_gemm_q8_0, ternary::FEW + 1, gemm::gemm_vnni::<{ gemm::Q8 }>;
     }
 }
 #[cfg(trillim_avx512)]
 pub(crate) use vnni_entries::*;
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_0, avx2_q5_0);
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_1, avx2_q5_1);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_iq4_nl, avx2_iq4_nl);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q2_k, avx2_q2_k);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q3_k, avx2_q3_k);
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q4_k, avx2_q4_k);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_k, avx2_q5_k);
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q6_k, avx2_q6_k);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_iq4_xs, avx2_iq4_xs);
 
 wrap_f32! {
