@@ -9,7 +9,9 @@
 # BitNet b1.58 2B4T's shape in TQ2_0, TQ1_0 and I2_S (random weights, real tokenizer), written
 # by scripts/make_gguf.py into ~/.cache/trillim/bench/, and that TQ2_0 file requantized to
 # Q4_K_M. Environment: THREADS (default "1 2"),
-# PROMPT (128), GEN (64), RUNS (3).
+# PROMPT (128), GEN (64), RUNS (3). On a CPU with more than AVX2 (AVX-512 or AVX-VNNI) each
+# model also runs with TRILLIM_KERNELS=avx2 (engine "trillim-avx2"), so the AVX2 figures come
+# from any x86 machine; every trillim line records the kernel path that ran ("kernels").
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -56,12 +58,21 @@ models=(
 cargo build --release -p trillim >&2
 results="$out/results.jsonl"
 : > "$results"
+# The AVX2 path as well where the CPU picks a wider one.
+engines=(trillim)
+if grep -qwE 'avx512f|avx_vnni' /proc/cpuinfo 2>/dev/null; then
+    engines+=(trillim-avx2)
+fi
 for m in "${models[@]}"; do
     for t in $threads; do
-        echo "== trillim $(basename "$m") threads=$t" >&2
-        line=$(target/release/trillim bench "$m" --threads "$t" --prompt-tokens "$prompt" \
-            --gen-tokens "$gen" --runs "$runs" --json)
-        echo "{\"engine\":\"trillim\",\"file\":\"$(basename "$m")\",${line:1}" >> "$results"
+        for e in "${engines[@]}"; do
+            echo "== $e $(basename "$m") threads=$t" >&2
+            kernels=()
+            [ "$e" = trillim-avx2 ] && kernels=(env TRILLIM_KERNELS=avx2)
+            line=$("${kernels[@]}" target/release/trillim bench "$m" --threads "$t" \
+                --prompt-tokens "$prompt" --gen-tokens "$gen" --runs "$runs" --json)
+            echo "{\"engine\":\"$e\",\"file\":\"$(basename "$m")\",${line:1}" >> "$results"
+        done
         if [ -n "${LLAMA_BENCH:-}" ]; then
             # llama.cpp has no I2_S: it is bitnet.cpp's format.
             case "$m" in *i2_s*) continue ;; esac

@@ -106,6 +106,8 @@ impl CpuFeatures {
 /// Kernels over ternary weights repacked into 16-row tiles (see [`crate::ternary_tiles`]).
 #[derive(Clone, Copy)]
 pub struct TileKernels {
+    /// The layout these kernels read.
+    pub layout: crate::ternary_tiles::TileLayout,
     /// Tiled ternary matrix × int8 vector.
     pub matvec: MatVecFn,
     /// Tiled ternary matrix × several int8 vectors.
@@ -122,8 +124,20 @@ impl TileKernels {
     /// The scalar reference kernels for the tiled layout.
     pub fn scalar() -> TileKernels {
         TileKernels {
+            layout: crate::ternary_tiles::TileLayout::Tiles16,
             matvec: crate::ternary_tiles::matvec,
             gemm: crate::ternary_tiles::gemm,
+        }
+    }
+
+    /// TQ1_0 re-encoded as TQ2_0 ([`TileLayout::Tq2Rows`]), run by a table's TQ2_0 kernels.
+    ///
+    /// [`TileLayout::Tq2Rows`]: crate::ternary_tiles::TileLayout::Tq2Rows
+    pub fn tq2_rows(k: &Kernels) -> TileKernels {
+        TileKernels {
+            layout: crate::ternary_tiles::TileLayout::Tq2Rows,
+            matvec: k.tq2_0,
+            gemm: k.gemm_tq2_0,
         }
     }
 }
@@ -282,6 +296,20 @@ impl Kernels {
         }
     }
 
+    /// This table with TQ1_0 projections re-encoded as TQ2_0 at load and run by its TQ2_0
+    /// kernels ([`TileKernels::tq2_rows`]): for paths whose TQ1_0 kernels decode base-3 digits
+    /// slower than memory delivers them.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    fn with_tq1_as_tq2(self) -> Kernels {
+        Kernels {
+            ternary_tiles: Some(TileKernels::tq2_rows(&self)),
+            ..self
+        }
+    }
+
     /// AVX2 kernels (with FMA and F16C) where they exist, scalar elsewhere.
     ///
     /// # Safety
@@ -336,6 +364,7 @@ impl Kernels {
             gemm_iq4_xs: x86::avx2_gemm_iq4_xs,
             ternary_tiles: None,
         }
+        .with_tq1_as_tq2()
     }
 
     /// The AVX2 kernels with AVX-VNNI multi-token kernels (`vpdpbusd` on ymm) for the ternary,
@@ -359,6 +388,7 @@ impl Kernels {
             // SAFETY: the caller's contract includes AVX2, FMA and F16C.
             ..unsafe { Kernels::avx2() }
         }
+        .with_tq1_as_tq2()
     }
 
     /// AVX-512 VNNI kernels (`vpdpbusd`) for the int8 formats, AVX2 for the rest.
@@ -393,6 +423,7 @@ impl Kernels {
             // SAFETY: the caller's contract includes AVX2, FMA and F16C.
             ..unsafe { Kernels::avx2() }
         }
+        .with_tq1_as_tq2()
     }
 
     /// The AVX-512 VNNI kernels plus `vpermb` kernels over tiled ternary weights.
@@ -405,6 +436,7 @@ impl Kernels {
         Kernels {
             name: "avx512vbmi",
             ternary_tiles: Some(TileKernels {
+                layout: crate::ternary_tiles::TileLayout::Tiles16,
                 matvec: x86_tiles::vbmi_tiles,
                 gemm: x86_tiles::vbmi_gemm_tiles,
             }),
@@ -453,6 +485,7 @@ impl Kernels {
             gemm_q6_k: aarch64_blocks::neon_gemm_q6_k,
             ..Kernels::scalar()
         }
+        .with_tq1_as_tq2()
     }
 
     /// `sdot` kernels for the ternary formats, Q8_0 and llama.cpp's later block formats, scalar
@@ -495,6 +528,7 @@ impl Kernels {
             gemm_q6_k: aarch64_blocks::dot_gemm_q6_k,
             ..Kernels::scalar()
         }
+        .with_tq1_as_tq2()
     }
 
     /// The fastest table `features` allow.

@@ -8,7 +8,6 @@ use std::vec::Vec;
 use crate::act::{quantize_blocks, quantize_per_token, ActBatch, ActQ8};
 use crate::f16::f32_to_f16;
 use crate::formats::{dequantize_row, WeightType};
-use crate::ternary_tiles;
 use crate::{Kernels, TileKernels};
 
 /// xorshift64* pseudo-random numbers.
@@ -413,15 +412,30 @@ fn tiled_kernels_match_plain_scalar() {
             for _ in 0..rows {
                 rand_row(&mut rng, ty, cols / ty.block_len(), mode == 2, &mut w);
             }
-            let mut t = vec![0u8; ternary_tiles::tiled_bytes(rows, cols).unwrap()];
-            ternary_tiles::repack(ty, &w, rows, cols, &mut t).unwrap();
-            let trb = t.len() / rows;
+            // Each table's weights in its own layout (none for types it keeps as they are).
+            let layouts: Vec<Option<Vec<u8>>> = tiled
+                .iter()
+                .map(|(_, k)| {
+                    let l = k.layout;
+                    l.can_tile(ty).then(|| {
+                        let mut t = vec![0u8; l.tiled_bytes(rows, cols).unwrap()];
+                        l.repack(ty, &w, rows, cols, &mut t).unwrap();
+                        t
+                    })
+                })
+                .collect();
+            let tiled: Vec<_> = tiled
+                .iter()
+                .zip(&layouts)
+                .filter_map(|(&(name, k), t)| Some((name, k, t.as_deref()?)))
+                .collect();
             let act = rand_act(&mut rng, cols, 128, mode);
             let mut want = vec![0f32; rows];
             (scalar.matvec_q8(ty).unwrap())(&w, rb, &act.view(), &mut want);
-            for (name, k) in &tiled {
+            for &(name, k, t) in &tiled {
+                let trb = t.len() / rows;
                 let mut got = vec![f32::NAN; rows];
-                (k.matvec)(&t, trb, &act.view(), &mut got);
+                (k.matvec)(t, trb, &act.view(), &mut got);
                 for r in 0..rows {
                     let ctx = (name, ty, rows, blocks, mode, r);
                     assert_eq!(got[r].to_bits(), want[r].to_bits(), "{ctx:?}");
@@ -440,9 +454,10 @@ fn tiled_kernels_match_plain_scalar() {
                 };
                 let mut want = vec![0f32; rows * n];
                 (scalar.gemm_q8(ty).unwrap())(&w, rb, &a, &mut want);
-                for (name, k) in &tiled {
+                for &(name, k, t) in &tiled {
+                    let trb = t.len() / rows;
                     let mut got = vec![f32::NAN; rows * n];
-                    (k.gemm)(&t, trb, &a, &mut got);
+                    (k.gemm)(t, trb, &a, &mut got);
                     for i in 0..rows * n {
                         let ctx = (name, ty, rows, blocks, n, mode, i / rows, i % rows);
                         assert_eq!(got[i].to_bits(), want[i].to_bits(), "{ctx:?}");

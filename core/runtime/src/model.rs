@@ -189,7 +189,7 @@ impl LoadedModel {
         let g = Gguf::parse(data).map_err(|e| err(e.into()))?;
         let config = Config::from_gguf(&g).map_err(err)?;
         let mut weights = Box::new(Weights::from_gguf(&g, &config).map_err(err)?);
-        let t = if kernels.ternary_tiles.is_some() {
+        let t = if let Some(tk) = kernels.ternary_tiles {
             let cache = tiles::cache_dir().filter(|_| on_disk);
             let model = Some(path).filter(|_| on_disk);
             let mut release = |sources: &[(usize, usize)]| {
@@ -207,7 +207,13 @@ impl LoadedModel {
                     }
                 }
             };
-            tiles::tile(data, model, &mut weights, cache.as_deref(), &mut release)
+            tiles::tile(
+                data,
+                model,
+                &mut weights,
+                (cache.as_deref(), tk.layout),
+                &mut release,
+            )
         } else {
             tiles::Tiled {
                 bytes: TileBytes::Empty,

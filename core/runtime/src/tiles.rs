@@ -2,9 +2,11 @@
 //! loads are a plain memory map.
 //!
 //! When the kernel table has tile kernels (see [`trillim_kernels::ternary_tiles`]), every
-//! TQ1_0, TQ2_0 and I2_S projection whose shape tiles is repacked once. The result goes to
-//! `$TRILLIM_HOME/cache/<model>-<path hash>.tiles` (default `~/.trillim/cache`), with a
-//! header naming the model file's size and modification time, the layout version and a hash
+//! projection their layout takes and whose shape tiles is repacked once: TQ1_0, TQ2_0 and I2_S
+//! into 16-row tiles on the AVX-512 VBMI path, TQ1_0 into TQ2_0 blocks on the others. The
+//! result goes to `$TRILLIM_HOME/cache/<model>-<path hash>[.tq2].tiles` (default
+//! `~/.trillim/cache`), with a header naming the layout, the model file's size and
+//! modification time, the layout version and a hash
 //! of the tensor table and of bytes sampled from every tiled tensor; a later load that finds a
 //! matching file maps it instead of repacking. A stale, truncated or foreign
 //! file is rebuilt; a cache directory that cannot be written leaves the tiles in memory.
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, UNIX_EPOCH};
 
 use memmap2::Mmap;
-use trillim_core::kernels::ternary_tiles;
+use trillim_core::kernels::ternary_tiles::TileLayout;
 use trillim_core::model::{Storage, Tensor, Weights};
 
 /// Layout version written into cache files; bump it when the tiled layout changes.
@@ -117,15 +119,15 @@ pub fn cache_usage(dir: &Path) -> (usize, u64) {
 }
 
 /// The projections to tile, each with its offset in the tile buffer; and the buffer's length.
-fn plan(weights: &Weights) -> (Vec<(usize, usize, usize)>, usize) {
+fn plan(weights: &Weights, layout: TileLayout) -> (Vec<(usize, usize, usize)>, usize) {
     let mut list = Vec::new();
     let mut total = 0;
     for (li, l) in weights.layers.iter().enumerate() {
         for (pi, t) in l.projections().into_iter().enumerate() {
-            if !ternary_tiles::can_tile(t.ty) || t.storage != Storage::File {
+            if !layout.can_tile(t.ty) || t.storage != Storage::File {
                 continue;
             }
-            if let Some(n) = ternary_tiles::tiled_bytes(t.rows, t.cols) {
+            if let Some(n) = layout.tiled_bytes(t.rows, t.cols) {
                 list.push((li * 7 + pi, total, n));
                 total += n;
             }
@@ -155,6 +157,7 @@ fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
 /// What a cache file must record to match the model file and the plan.
 #[derive(Debug, PartialEq)]
 struct Key {
+    layout: TileLayout,
     source_len: u64,
     mtime_s: u64,
     mtime_ns: u32,
@@ -167,6 +170,11 @@ impl Key {
         let mut h = [0u8; HEADER];
         h[..8].copy_from_slice(MAGIC);
         h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        // 0 for the 16-row tiles, whose files predate the field.
+        h[12] = match self.layout {
+            TileLayout::Tiles16 => 0,
+            TileLayout::Tq2Rows => 1,
+        };
         h[16..24].copy_from_slice(&self.source_len.to_le_bytes());
         h[24..32].copy_from_slice(&self.mtime_s.to_le_bytes());
         h[32..36].copy_from_slice(&self.mtime_ns.to_le_bytes());
@@ -182,8 +190,8 @@ fn cache_key(
     model: &Path,
     file: &[u8],
     weights: &Weights,
-    list: &[(usize, usize, usize)],
-    total: usize,
+    (list, total): (&[(usize, usize, usize)], usize),
+    layout: TileLayout,
 ) -> Option<(String, Key)> {
     let meta = fs::metadata(model).ok()?;
     let mtime = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
@@ -228,13 +236,18 @@ fn cache_key(
         }
     }
     let key = Key {
+        layout,
         source_len: meta.len(),
         mtime_s: mtime.as_secs(),
         mtime_ns: mtime.subsec_nanos(),
         table: fnv(words),
         payload: total as u64,
     };
-    Some((format!("{stem}-{path_hash:016x}.tiles"), key))
+    let kind = match layout {
+        TileLayout::Tiles16 => String::new(),
+        other => format!(".{}", other.name()),
+    };
+    Some((format!("{stem}-{path_hash:016x}{kind}.tiles"), key))
 }
 
 /// The 8 bytes at `at` of the model file, read through the file rather than the memory map:
@@ -322,8 +335,8 @@ fn write_cache(path: &Path, key: &Key, tiles: &[u8]) -> std::io::Result<()> {
 fn build(
     file: &[u8],
     weights: &Weights,
-    list: &[(usize, usize, usize)],
-    total: usize,
+    (list, total): (&[(usize, usize, usize)], usize),
+    layout: TileLayout,
 ) -> Result<Vec<u8>, String> {
     let mut out = vec![0u8; total];
     // Jobs of up to 64 tiles, so tensors of any size spread over the threads.
@@ -354,7 +367,7 @@ fn build(
                 let Some((t, src, rows, dst)) = job else {
                     break;
                 };
-                if let Err(e) = ternary_tiles::repack(t.ty, src, rows, t.cols, dst) {
+                if let Err(e) = layout.repack(t.ty, src, rows, t.cols, dst) {
                     *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                     break;
                 }
@@ -390,10 +403,10 @@ pub(crate) fn tile(
     file: &[u8],
     model: Option<&Path>,
     weights: &mut Weights,
-    cache: Option<&Path>,
+    (cache, layout): (Option<&Path>, TileLayout),
     built: &mut SourcesRead<'_>,
 ) -> Tiled {
-    let (list, total) = plan(weights);
+    let (list, total) = plan(weights, layout);
     let untiled = |source| Tiled {
         bytes: TileBytes::Empty,
         source,
@@ -412,7 +425,7 @@ pub(crate) fn tile(
         replaced: sources.iter().map(|s| s.1).sum(),
     };
     let key = model.zip(cache).and_then(|(m, dir)| {
-        cache_key(m, file, weights, &list, total).map(|(name, key)| (dir.join(name), key))
+        cache_key(m, file, weights, (&list, total), layout).map(|(name, key)| (dir.join(name), key))
     });
     let point = |weights: &mut Weights| {
         for &(slot, off, len) in &list {
@@ -430,7 +443,7 @@ pub(crate) fn tile(
         }
     }
     let t0 = Instant::now();
-    let tiles = match build(file, weights, &list, total) {
+    let tiles = match build(file, weights, (&list, total), layout) {
         Ok(t) => t,
         Err(why) => return untiled(TileSource::Unsupported(why)),
     };
@@ -449,7 +462,7 @@ pub(crate) fn tile(
                 match open_cached(path, key) {
                     Some(map) => (TileBytes::Mapped(map), Ok(path.clone())),
                     // Replaced or removed in between by someone else: build again.
-                    None => match build(file, weights, &list, total) {
+                    None => match build(file, weights, (&list, total), layout) {
                         Ok(t) => (
                             TileBytes::Owned(t),
                             Err(format!("{}: changed while being mapped", path.display())),
