@@ -341,9 +341,20 @@ unsafe fn tokens<const F: u8, const T: usize, const V: bool, const R: usize>(
     // SAFETY: `c[h][0..k_n]` are the decoded codes and every activation read is inside token
     // `t0 + t`'s block `ab` (caller's contract).
     unsafe {
-        for k in 0..k_n {
+        // One group of four weights into the sums `s`, every token and half.
+        let group = |k: usize, s: &mut [[__m256i; T]; R]| {
             let ck: [__m256i; R] = core::array::from_fn(|h| c[h].add(k).read());
-            if F == Q8 {
+            for t in 0..T {
+                let q = (q0.add(t * a.cols + 4 * k) as *const i32).read_unaligned();
+                let q = _mm256_set1_epi32(q);
+                for (s, &ck) in s.iter_mut().zip(&ck) {
+                    s[t] = dot4::<V>(s[t], ck, q);
+                }
+            }
+        };
+        if F == Q8 {
+            for k in 0..k_n {
+                let ck: [__m256i; R] = core::array::from_fn(|h| c[h].add(k).read());
                 let ch: [__m256i; R] = core::array::from_fn(|h| c[h].add(8 + k).read());
                 for t in 0..T {
                     let q = (q0.add(t * a.cols + 4 * k) as *const i32).read_unaligned();
@@ -353,20 +364,19 @@ unsafe fn tokens<const F: u8, const T: usize, const V: bool, const R: usize>(
                         hi[h][t] = dot4::<V>(hi[h][t], ch[h], q);
                     }
                 }
-                continue;
             }
-            // Q5's second half goes to `hi`: four groups of 5-bit pair sums fill 16 bits.
-            let s = if (F == Q50 || F == Q51) && k >= 4 {
-                &mut hi
-            } else {
-                &mut s
-            };
-            for t in 0..T {
-                let q = (q0.add(t * a.cols + 4 * k) as *const i32).read_unaligned();
-                let q = _mm256_set1_epi32(q);
-                for (s, &ck) in s.iter_mut().zip(&ck) {
-                    s[t] = dot4::<V>(s[t], ck, q);
-                }
+        } else if F == Q50 || F == Q51 {
+            // Each half of Q5's groups has sums of its own: four groups of 5-bit pair sums
+            // fill 16 bits. (Two loops, so that both stay in registers.)
+            for k in 0..4 {
+                group(k, &mut s);
+            }
+            for k in 4..8 {
+                group(k, &mut hi);
+            }
+        } else {
+            for k in 0..k_n {
+                group(k, &mut s);
             }
         }
         // 16-bit pair sums widen to each lane's 32-bit sum (VNNI sums are 32-bit already).
