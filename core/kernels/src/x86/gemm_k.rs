@@ -9,7 +9,8 @@
 //! - Q4_K: nibble codes; a 32-weight sub-block's pair sums (at most `2 · 15 · 128` each, eight
 //!   groups: 30720) fit 16 bits. The minima term is two sub-blocks per `vpmaddwd` against the
 //!   token's activation sums (a sum of 32 codes fits an `i16`).
-//! - Q6_K: signed codes `q − 32` against activations biased into unsigned bytes (`a + 128`):
+//! - Q6_K: signed codes `q − 32` against activations biased into unsigned bytes (`a + 128`, a
+//!   copy made once per super-block for every token):
 //!   pair sums of at most `2 · 255 · 32`, two groups (16320 · 2 = 32640) per scaling step. Each
 //!   row's `Σ sc · 128 · Σ (q − 32)`, fixed per super-block, takes the bias back out.
 //!
@@ -166,17 +167,18 @@ unsafe fn decode<const F: u8>(p: &[*const u8; ROWS], off: usize, blk: &mut Block
 }
 
 /// Adds super-block `b` of tokens `t0 .. t0 + T` to their accumulators, with the scalar
-/// reference's single float step per (row, token) and super-block.
+/// reference's single float step per (row, token) and super-block. Q6_K reads the tokens'
+/// activations biased into unsigned bytes from `biased` (256 bytes per token).
 ///
 /// # Safety
 /// `blk` holds the decoded block; tokens `t0 .. t0 + T` and super-block `b` are inside `a`
-/// (checked by the caller); the CPU supports AVX2.
+/// (checked by the caller), and for Q6_K `biased` holds `T · 256` bytes; the CPU supports AVX2.
 #[inline(always)]
 unsafe fn tokens<const F: u8, const T: usize>(
     blk: &Block,
     a: &ActBatch<'_>,
-    t0: usize,
-    b: usize,
+    (t0, b): (usize, usize),
+    biased: *const u8,
     acc: &mut [__m256],
 ) {
     let na = a.cols / a.block;
@@ -219,14 +221,17 @@ unsafe fn tokens<const F: u8, const T: usize>(
             }
             return;
         }
-        let x80 = _mm256_set1_epi8(-128);
+        // The biased activations, 256 bytes per token.
+        let bcast = |t: usize, i: usize| {
+            _mm256_set1_epi32((biased.add(256 * t + i) as *const i32).read_unaligned())
+        };
         for s in 0..16 {
             for g in 0..2 {
                 let k = 4 * s + 2 * g;
                 let (c0, c1) = (blk.codes[k], blk.codes[k + 1]);
                 for (t, sumi) in sumi.iter_mut().enumerate() {
-                    let b0 = _mm256_xor_si256(bcast(t, 4 * k), x80);
-                    let b1 = _mm256_xor_si256(bcast(t, 4 * k + 4), x80);
+                    let b0 = bcast(t, 4 * k);
+                    let b1 = bcast(t, 4 * k + 4);
                     let x = _mm256_add_epi16(
                         _mm256_maddubs_epi16(b0, c0),
                         _mm256_maddubs_epi16(b1, c1),
@@ -279,6 +284,7 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
         corr: zero,
     };
     let mut acc = [_mm256_setzero_ps(); TOKENS];
+    let mut biased = [[0u8; 256]; TOKENS];
     let mut r = 0;
     while r < rows {
         let p = row_ptrs8(w, row_bytes, rows, r);
@@ -301,13 +307,29 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
                         }
                     }
                     decode::<F>(&p, off, &mut blk);
+                    if F == Q6K {
+                        // Once per block for every token, not per use of each activation.
+                        let x80 = _mm256_set1_epi8(-128);
+                        for (t, dst) in biased[..nt].iter_mut().enumerate() {
+                            let src = a.qs.as_ptr().add((t0 + t) * a.cols + 256 * b);
+                            for i in 0..8 {
+                                let v = _mm256_loadu_si256(src.add(32 * i) as *const __m256i);
+                                _mm256_storeu_si256(
+                                    dst.as_mut_ptr().add(32 * i) as *mut __m256i,
+                                    _mm256_xor_si256(v, x80),
+                                );
+                            }
+                        }
+                    }
                     let mut t = 0;
                     while t + 4 <= nt {
-                        tokens::<F, 4>(&blk, a, t0 + t, b, &mut acc[t..]);
+                        let q = biased[t..].as_ptr() as *const u8;
+                        tokens::<F, 4>(&blk, a, (t0 + t, b), q, &mut acc[t..]);
                         t += 4;
                     }
                     while t < nt {
-                        tokens::<F, 1>(&blk, a, t0 + t, b, &mut acc[t..]);
+                        let q = biased[t..].as_ptr() as *const u8;
+                        tokens::<F, 1>(&blk, a, (t0 + t, b), q, &mut acc[t..]);
                         t += 1;
                     }
                 }
