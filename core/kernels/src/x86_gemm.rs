@@ -381,28 +381,12 @@ unsafe fn tokens<const F: u8, const T: usize>(
 /// The CPU supports AVX-512 F/BW/VL/VNNI, AVX2 and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    let (bb, subs, k_n) = (block_bytes(F), act_blocks(F), groups(F));
+    let (rows, nb) = match crate::x86::tile_shape(w, row_bytes, a, out, (bb, subs, 4 * k_n)) {
+        Some(s) => s,
+        None => return,
+    };
     let n = a.n;
-    if n == 0 {
-        return;
-    }
-    let rows = out.len() / n;
-    if rows == 0 {
-        return;
-    }
-    let bb = block_bytes(F);
-    let subs = act_blocks(F);
-    let k_n = groups(F);
-    let nb = row_bytes / bb;
-    // The same argument checks as the matrix-vector kernels, for every token.
-    assert!(w.len() >= rows * row_bytes, "weight slice too short");
-    assert_eq!(a.block, 4 * k_n, "activation block length");
-    let na = a.cols / a.block;
-    assert!(na >= nb * subs, "activation codes too short");
-    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
-    assert!(
-        a.d.len() >= n * na && a.sums.len() >= n * na,
-        "activation scales too short"
-    );
     let mut codes = [_mm512_setzero_si512(); 64];
     let mut acc = [_mm512_setzero_ps(); TOKENS];
     let mut r = 0;

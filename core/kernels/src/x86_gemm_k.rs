@@ -231,25 +231,12 @@ unsafe fn tokens<const F: u8, const T: usize>(
 /// The CPU supports AVX-512 F/BW/VL/VNNI, AVX2 and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
-    let n = a.n;
-    if n == 0 {
-        return;
-    }
-    let rows = out.len() / n;
-    if rows == 0 {
-        return;
-    }
     let bb = block_bytes(F);
-    let nb = row_bytes / bb;
-    assert!(w.len() >= rows * row_bytes, "weight slice too short");
-    assert_eq!(a.block, 32, "activation block length");
-    let na = a.cols / a.block;
-    assert!(na >= 8 * nb, "activation codes too short");
-    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
-    assert!(
-        a.d.len() >= n * na && a.sums.len() >= n * na,
-        "activation scales too short"
-    );
+    let (rows, nb) = match crate::x86::tile_shape(w, row_bytes, a, out, (bb, 8, 32)) {
+        Some(s) => s,
+        None => return,
+    };
+    let n = a.n;
     let mut blk = Block {
         codes: [_mm512_setzero_si512(); 64],
         sc: [_mm512_setzero_si512(); 16],

@@ -502,28 +502,13 @@ unsafe fn pass<const F: u8, const V: bool, const R: usize>(
     a: &ActBatch<'_>,
     out: &mut [f32],
 ) {
+    let (bb, subs, k_n) = (block_bytes(F), act_blocks(F), groups(F));
+    // (No `let … else`: the crate builds with Rust 1.63.)
+    let (rows, nb) = match super::tile_shape(w, row_bytes, a, out, (bb, subs, 4 * k_n)) {
+        Some(s) => s,
+        None => return,
+    };
     let n = a.n;
-    if n == 0 {
-        return;
-    }
-    let rows = out.len() / n;
-    if rows == 0 {
-        return;
-    }
-    let bb = block_bytes(F);
-    let subs = act_blocks(F);
-    let k_n = groups(F);
-    let nb = row_bytes / bb;
-    // The same argument checks as the matrix-vector kernels, for every token.
-    assert!(w.len() >= rows * row_bytes, "weight slice too short");
-    assert_eq!(a.block, 4 * k_n, "activation block length");
-    let na = a.cols / a.block;
-    assert!(na >= nb * subs, "activation codes too short");
-    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
-    assert!(
-        a.d.len() >= n * na && a.sums.len() >= n * na,
-        "activation scales too short"
-    );
     // SAFETY: the caller runs with AVX2 enabled.
     let (zero, zero_ps) = unsafe { (_mm256_setzero_si256(), _mm256_setzero_ps()) };
     let mut codes = [[zero; 64]; R];

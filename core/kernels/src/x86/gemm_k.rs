@@ -255,25 +255,12 @@ unsafe fn tokens<const F: u8, const T: usize>(
 /// The CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
-    let n = a.n;
-    if n == 0 {
-        return;
-    }
-    let rows = out.len() / n;
-    if rows == 0 {
-        return;
-    }
     let bb = block_bytes(F);
-    let nb = row_bytes / bb;
-    assert!(w.len() >= rows * row_bytes, "weight slice too short");
-    assert_eq!(a.block, 32, "activation block length");
-    let na = a.cols / a.block;
-    assert!(na >= 8 * nb, "activation codes too short");
-    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
-    assert!(
-        a.d.len() >= n * na && a.sums.len() >= n * na,
-        "activation scales too short"
-    );
+    let (rows, nb) = match super::tile_shape(w, row_bytes, a, out, (bb, 8, 32)) {
+        Some(s) => s,
+        None => return,
+    };
+    let n = a.n;
     let zero = _mm256_setzero_si256();
     let mut blk = Block {
         codes: [zero; 64],

@@ -111,6 +111,36 @@ fn few_rows(
     Some(rows)
 }
 
+/// The argument checks of the multi-token tile drivers (the scalar reference panics in the
+/// same cases): `rows = out.len() / n` rows of `row_bytes` in `w`, whose blocks of
+/// `block_bytes` take `per_block` activation blocks of `act_len` codes each, and every token's
+/// codes, scales and sums. Returns `(rows, blocks per row)`, or `None` when there is nothing
+/// to compute.
+pub(crate) fn tile_shape(
+    w: &[u8],
+    row_bytes: usize,
+    a: &ActBatch<'_>,
+    out: &[f32],
+    (block_bytes, per_block, act_len): (usize, usize, usize),
+) -> Option<(usize, usize)> {
+    let n = a.n;
+    if n == 0 || out.len() < n {
+        return None;
+    }
+    let rows = out.len() / n;
+    let nb = row_bytes / block_bytes;
+    assert!(w.len() >= rows * row_bytes, "weight slice too short");
+    assert_eq!(a.block, act_len, "activation block length");
+    let na = a.cols / a.block;
+    assert!(na >= nb * per_block, "activation codes too short");
+    assert!(a.qs.len() >= n * a.cols, "activation codes too short");
+    assert!(
+        a.d.len() >= n * na && a.sums.len() >= n * na,
+        "activation scales too short"
+    );
+    Some((rows, nb))
+}
+
 /// Stores each token's four row sums (`acc[t]`, rows `r..r + 4`) into `out`, `[token][row]`.
 #[inline(always)]
 fn store_tokens(out: &mut [f32], rows: usize, r: usize, acc: &[[f32; 4]]) {
