@@ -310,6 +310,21 @@ pub fn tq2_0_block_ternary(block: &[u8], out: &mut [i8]) {
     }
 }
 
+/// Writes one TQ2_0 block (`out`, 66 bytes) of the 256 ternary values `t` (weight order) and
+/// the f16 scale bits `scale`: the inverse of [`tq2_0_block_ternary`].
+pub fn tq2_0_block_from_ternary(t: &[i8], scale: [u8; 2], out: &mut [u8]) {
+    for j in 0..2 {
+        for m in 0..32 {
+            let mut q = 0u8;
+            for l in 0..4 {
+                q |= (((t[j * 128 + l * 32 + m] as i32 + 1) & 3) as u8) << (2 * l);
+            }
+            out[j * 32 + m] = q;
+        }
+    }
+    out[64..66].copy_from_slice(&scale);
+}
+
 /// Writes the ternary values of one 128-weight I2_S group (32 bytes) in weight order.
 pub fn i2s_group_ternary(group: &[u8], out: &mut [i8]) {
     for j in 0..32 {

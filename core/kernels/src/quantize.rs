@@ -71,18 +71,12 @@ pub fn quantize_row_tq2_0(x: &[f32], out: &mut [u8]) {
     {
         let d = abs_max(xb);
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        for j in 0..2 {
-            let xs = &xb[j * 128..];
-            for m in 0..32 {
-                let mut q = 0u8;
-                for n in 0..4 {
-                    let xi = lround(xs[m + n * 32] * id) + 1;
-                    q = q.wrapping_add(((xi & 3) as u8) << (2 * n));
-                }
-                o[j * 32 + m] = q;
-            }
+        let mut t = [0i8; 256];
+        for (t, &x) in t.iter_mut().zip(xb) {
+            // In −1..=1: |x · id| ≤ 1.
+            *t = lround(x * id) as i8;
         }
-        o[64..66].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        crate::formats::tq2_0_block_from_ternary(&t, f32_to_f16(d).to_le_bytes(), o);
     }
 }
 

@@ -266,14 +266,7 @@ impl TileLayout {
             .zip(dst.chunks_exact_mut(crate::formats::TQ2_0_BLOCK_BYTES))
         {
             tq1_0_block_ternary(blk, &mut t);
-            // Byte 32h + m holds weight 128h + 32l + m's code (weight + 1) in bits 2l.
-            for (i, o) in out[..64].iter_mut().enumerate() {
-                let (h, m) = (i / 32, i % 32);
-                *o = (0..4).fold(0u8, |b, l| {
-                    b | (((t[128 * h + 32 * l + m] + 1) as u8) << (2 * l))
-                });
-            }
-            out[64..66].copy_from_slice(&blk[52..54]);
+            crate::formats::tq2_0_block_from_ternary(&t, [blk[52], blk[53]], out);
         }
         Ok(())
     }

@@ -468,6 +468,40 @@ fn tiled_kernels_match_plain_scalar() {
     }
 }
 
+/// TQ1_0 re-encoded as TQ2_0 keeps every weight and every block scale; other types and
+/// shapes are refused.
+#[test]
+fn tq1_as_tq2_keeps_every_weight_and_scale() {
+    use crate::formats::{tq1_0_block_ternary, tq2_0_block_ternary};
+    use crate::ternary_tiles::{RepackError, TileLayout};
+    let mut rng = Rng::new(31);
+    let (rows, blocks) = (16usize, 3usize);
+    let cols = 256 * blocks;
+    let mut w = Vec::new();
+    for _ in 0..rows {
+        rand_row(&mut rng, WeightType::TQ1_0, blocks, false, &mut w);
+    }
+    let l = TileLayout::Tq2Rows;
+    let mut t = vec![0u8; l.tiled_bytes(rows, cols).unwrap()];
+    l.repack(WeightType::TQ1_0, &w, rows, cols, &mut t).unwrap();
+    assert_eq!(t.len(), rows * blocks * 66);
+    for (src, dst) in w.chunks_exact(54).zip(t.chunks_exact(66)) {
+        let (mut a, mut b) = ([0i8; 256], [0i8; 256]);
+        tq1_0_block_ternary(src, &mut a);
+        tq2_0_block_ternary(dst, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(src[52..54], dst[64..66]);
+    }
+    let tq2 = vec![0u8; rows * blocks * 66];
+    assert_eq!(
+        l.repack(WeightType::TQ2_0, &tq2, rows, cols, &mut t),
+        Err(RepackError::Type(WeightType::TQ2_0))
+    );
+    assert!(!l.can_tile(WeightType::I2S));
+    assert_eq!(l.tiled_bytes(15, cols), None);
+    assert_eq!(l.tiled_bytes(16, 255), None);
+}
+
 /// A SIMD float dot product `got` against the scalar one `want` of `row` (weights of `ty`)
 /// and `x`: equal when the inputs are small integers (every order sums them exactly), else
 /// within 1e-5 of the sum of the products' magnitudes.
