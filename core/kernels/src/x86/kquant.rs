@@ -55,12 +55,11 @@ unsafe fn step_min(
     dmin: __m128,
     da: f32,
     sumi: __m128i,
-    summ: [i32; 4],
+    summ: __m128i,
 ) -> __m128 {
     // SAFETY: SSE2 is part of the x86-64 baseline.
     unsafe {
         let da = _mm_set1_ps(da);
-        let summ = _mm_setr_epi32(summ[0], summ[1], summ[2], summ[3]);
         let t = _mm_sub_ps(
             _mm_mul_ps(_mm_mul_ps(d, da), _mm_cvtepi32_ps(sumi)),
             _mm_mul_ps(_mm_mul_ps(dmin, da), _mm_cvtepi32_ps(summ)),
@@ -98,23 +97,102 @@ macro_rules! super_blocks {
     }};
 }
 
-/// `Σ m_j · sums_j` over a super-block's eight 32-blocks, for each row's minima.
+/// The eight 6-bit scales (bytes 0..8) and minima (bytes 8..16) of the Q4_K/Q5_K super-block
+/// at `p`, as [`crate::q4_k::unpack_scales`] returns them, unpacked with word operations.
+///
+/// # Safety
+/// The caller guarantees 16 readable bytes at `p`.
 #[inline(always)]
-fn mins_dot4(m: &[[u8; 8]; 4], sums: &[i32]) -> [i32; 4] {
-    let d = crate::q4_k::mins_dot;
-    [
-        d(&m[0], sums),
-        d(&m[1], sums),
-        d(&m[2], sums),
-        d(&m[3], sums),
-    ]
+unsafe fn scales_mins_k4(p: *const u8) -> __m128i {
+    // SAFETY: bytes 4..16 of the block (caller's contract).
+    let w = |i: usize| unsafe { (p.add(4 + 4 * i) as *const u32).read_unaligned() };
+    let (a, b, c) = (w(0), w(1), w(2));
+    // Byte j of each word: sub-block j's (or j + 4's) field. The high scales and minima take
+    // their top two bits from bits 6..8 of the low ones' bytes.
+    let sc_lo = a & 0x3f3f_3f3f;
+    let sc_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
+    let m_lo = b & 0x3f3f_3f3f;
+    let m_hi = ((c >> 4) & 0x0f0f_0f0f) | ((b >> 2) & 0x3030_3030);
+    // SAFETY: SSE2 is part of the x86-64 baseline.
+    unsafe { _mm_set_epi32(m_hi as i32, m_lo as i32, sc_hi as i32, sc_lo as i32) }
 }
 
-/// Reads the 12 packed scale bytes at `p + 4`.
+/// The scales of [`scales_mins_k4`] as `i16` in each 128-bit lane (for [`scale_of`]), and the
+/// minima as eight `i16`.
+///
+/// # Safety
+/// The CPU supports AVX2.
 #[inline(always)]
-unsafe fn scales12(p: *const u8) -> [u8; 12] {
-    // SAFETY: the caller guarantees 16 readable bytes at `p`.
-    unsafe { (p.add(4) as *const [u8; 12]).read_unaligned() }
+unsafe fn scales_i16(sm: __m128i) -> (__m256i, __m128i) {
+    // SAFETY: the caller's AVX2 contract.
+    unsafe {
+        (
+            _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)),
+            _mm_cvtepu8_epi16(_mm_srli_si128::<8>(sm)),
+        )
+    }
+}
+
+/// Scale `j` of `sc` (from [`scales_i16`]) in every 16-bit lane: one byte shuffle.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn scale_of(sc: __m256i, j: usize) -> __m256i {
+    let pick = (((2 * j + 1) << 8) | (2 * j)) as i16;
+    // SAFETY: the caller's AVX2 contract.
+    unsafe { _mm256_shuffle_epi8(sc, _mm256_set1_epi16(pick)) }
+}
+
+/// The sixteen int8 scales at `p` as `i16`: scales `0..8` in both 128-bit lanes of the first
+/// vector, `8..16` in both lanes of the second (for [`scale_pair_of`]).
+///
+/// # Safety
+/// 16 readable bytes at `p`; the CPU supports AVX2.
+#[inline(always)]
+unsafe fn scales16_i16(p: *const u8) -> [__m256i; 2] {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let v = _mm_loadu_si128(p as *const __m128i);
+        [
+            _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(v)),
+            _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_srli_si128::<8>(v))),
+        ]
+    }
+}
+
+/// Scales `2k` and `2k + 1` of a half from [`scales16_i16`] as [`scale_pair`] lays them out
+/// (the first in the low eight 16-bit lanes, the second in the high eight): one byte shuffle.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn scale_pair_of(sc: __m256i, k: usize) -> __m256i {
+    let lo = (((4 * k + 1) << 8) | (4 * k)) as i16;
+    let hi = (((4 * k + 3) << 8) | (4 * k + 2)) as i16;
+    // SAFETY: the caller's AVX2 contract.
+    unsafe {
+        let pick = _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
+        _mm256_shuffle_epi8(sc, pick)
+    }
+}
+
+/// `Σ m_j · sums_j` for four rows' minima (`m[r]`, eight `i16` each) against the super-block's
+/// eight activation sums: exact (a sum of 32 codes fits an `i16`).
+///
+/// # Safety
+/// `sums` holds eight values; the CPU supports AVX2.
+#[inline(always)]
+unsafe fn mins_dot4_simd(m: &[__m128i; 4], sums: *const i32) -> __m128i {
+    // SAFETY: eight readable sums (caller's contract); SSE4.1 comes with AVX2.
+    unsafe {
+        let s = _mm_packs_epi32(
+            _mm_loadu_si128(sums as *const __m128i),
+            _mm_loadu_si128(sums.add(4) as *const __m128i),
+        );
+        let p: [__m128i; 4] = core::array::from_fn(|r| _mm_madd_epi16(m[r], s));
+        _mm_hadd_epi32(_mm_hadd_epi32(p[0], p[1]), _mm_hadd_epi32(p[2], p[3]))
+    }
 }
 
 /// AVX2 Q4_K × Q8_K.
@@ -127,10 +205,10 @@ pub(super) unsafe fn q4_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &
     super_blocks!(w, row_bytes, a, out, Q4_K_BLOCK_BYTES, |p, off, b, acc| {
         let q = act256(a, b);
         let mut s = [_mm256_setzero_si256(); 4];
-        let mut mins = [[0u8; 8]; 4];
+        let mut mins = [_mm_setzero_si128(); 4];
         for rr in 0..4 {
             let blk = p[rr].add(off);
-            let (sc, m) = crate::q4_k::unpack_scales(&scales12(blk));
+            let (sc, m) = scales_i16(scales_mins_k4(blk));
             mins[rr] = m;
             let mut t = _mm256_setzero_si256();
             for c in 0..4 {
@@ -140,19 +218,13 @@ pub(super) unsafe fn q4_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &
                     _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4),
                     q[2 * c + 1],
                 );
-                t = _mm256_add_epi32(
-                    t,
-                    _mm256_madd_epi16(lo, _mm256_set1_epi16(sc[2 * c] as i16)),
-                );
-                t = _mm256_add_epi32(
-                    t,
-                    _mm256_madd_epi16(hi, _mm256_set1_epi16(sc[2 * c + 1] as i16)),
-                );
+                t = _mm256_add_epi32(t, _mm256_madd_epi16(lo, scale_of(sc, 2 * c)));
+                t = _mm256_add_epi32(t, _mm256_madd_epi16(hi, scale_of(sc, 2 * c + 1)));
             }
             s[rr] = t;
         }
         let sumi = hsum4(s[0], s[1], s[2], s[3]);
-        let summ = mins_dot4(&mins, a.sums.get_unchecked(8 * b..8 * b + 8));
+        let summ = mins_dot4_simd(&mins, a.sums.as_ptr().add(8 * b));
         let da = *a.d.get_unchecked(8 * b);
         acc = step_min(acc, f16x4(p, off), f16x4(p, off + 2), da, sumi, summ);
     });
@@ -169,10 +241,10 @@ pub(super) unsafe fn q5_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &
     super_blocks!(w, row_bytes, a, out, Q5_K_BLOCK_BYTES, |p, off, b, acc| {
         let q = act256(a, b);
         let mut s = [_mm256_setzero_si256(); 4];
-        let mut mins = [[0u8; 8]; 4];
+        let mut mins = [_mm_setzero_si128(); 4];
         for rr in 0..4 {
             let blk = p[rr].add(off);
-            let (sc, m) = crate::q4_k::unpack_scales(&scales12(blk));
+            let (sc, m) = scales_i16(scales_mins_k4(blk));
             mins[rr] = m;
             // Bits 2c and 2c + 1 of each high-bit byte belong to chunk c; shift them down.
             let mut hb = load256(blk.add(16));
@@ -190,19 +262,13 @@ pub(super) unsafe fn q5_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &
                 hb = _mm256_srli_epi16::<2>(hb);
                 let lo = _mm256_maddubs_epi16(lo, q[2 * c]);
                 let hi = _mm256_maddubs_epi16(hi, q[2 * c + 1]);
-                t = _mm256_add_epi32(
-                    t,
-                    _mm256_madd_epi16(lo, _mm256_set1_epi16(sc[2 * c] as i16)),
-                );
-                t = _mm256_add_epi32(
-                    t,
-                    _mm256_madd_epi16(hi, _mm256_set1_epi16(sc[2 * c + 1] as i16)),
-                );
+                t = _mm256_add_epi32(t, _mm256_madd_epi16(lo, scale_of(sc, 2 * c)));
+                t = _mm256_add_epi32(t, _mm256_madd_epi16(hi, scale_of(sc, 2 * c + 1)));
             }
             s[rr] = t;
         }
         let sumi = hsum4(s[0], s[1], s[2], s[3]);
-        let summ = mins_dot4(&mins, a.sums.get_unchecked(8 * b..8 * b + 8));
+        let summ = mins_dot4_simd(&mins, a.sums.as_ptr().add(8 * b));
         let da = *a.d.get_unchecked(8 * b);
         acc = step_min(acc, f16x4(p, off), f16x4(p, off + 2), da, sumi, summ);
     });
@@ -226,9 +292,9 @@ pub(super) unsafe fn q6_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &
         let mut s = [_mm256_setzero_si256(); 4];
         for rr in 0..4 {
             let blk = p[rr].add(off);
-            let sc = (blk.add(192) as *const [i8; 16]).read_unaligned();
+            let sc = scales16_i16(blk.add(192));
             let mut t = _mm256_setzero_si256();
-            for n in 0..2 {
+            for (n, &sc) in sc.iter().enumerate() {
                 let ql0 = load256(blk.add(64 * n));
                 let ql1 = load256(blk.add(64 * n + 32));
                 let qh = load256(blk.add(128 + 32 * n));
@@ -253,7 +319,7 @@ pub(super) unsafe fn q6_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &
                 for (k, &c) in codes.iter().enumerate() {
                     let i = 4 * n + k;
                     let prod = _mm256_sub_epi16(_mm256_maddubs_epi16(c, q[i]), q32[i]);
-                    let scl = scale_pair(sc[8 * n + 2 * k] as i16, sc[8 * n + 2 * k + 1] as i16);
+                    let scl = scale_pair_of(sc, k);
                     t = _mm256_add_epi32(t, _mm256_madd_epi16(prod, scl));
                 }
             }
@@ -353,6 +419,7 @@ pub(super) unsafe fn q2_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &
         }
         let sumi = hsum4(s[0], s[1], s[2], s[3]);
         let da = *a.d.get_unchecked(8 * b);
+        let summ = _mm_setr_epi32(summ[0], summ[1], summ[2], summ[3]);
         acc = step_min(acc, f16x4(p, off + 80), f16x4(p, off + 82), da, sumi, summ);
     });
 }
