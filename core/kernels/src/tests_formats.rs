@@ -4,6 +4,7 @@
 
 extern crate std;
 
+use std::format;
 use std::vec;
 use std::vec::Vec;
 
@@ -149,10 +150,24 @@ fn block_formats_simd_match_scalar() {
     }
 }
 
+/// Every SIMD path's multi-token kernel for `ty` against the scalar one on `w` (`rb` bytes per
+/// row) and the batch `a`: bit-identical results. `ctx` names the case in a failure.
+fn assert_gemm_paths_match(ty: WeightType, w: &[u8], rb: usize, a: &ActBatch<'_>, ctx: &str) {
+    let rows = w.len() / rb;
+    let mut want = vec![0f32; rows * a.n];
+    (Kernels::scalar().gemm_q8(ty).unwrap())(w, rb, a, &mut want);
+    for k in &simd_paths() {
+        let mut got = vec![f32::NAN; rows * a.n];
+        (k.gemm_q8(ty).unwrap())(w, rb, a, &mut got);
+        for i in 0..rows * a.n {
+            let at = (k.name, ty, i / rows, i % rows);
+            assert_eq!(got[i].to_bits(), want[i].to_bits(), "{ctx} {at:?}");
+        }
+    }
+}
+
 #[test]
 fn block_formats_gemm_match_scalar() {
-    let scalar = Kernels::scalar();
-    let paths = simd_paths();
     let mut rng = Rng::new(77);
     for ty in TYPES {
         for &(rows, blocks, n) in &[
@@ -174,16 +189,8 @@ fn block_formats_gemm_match_scalar() {
                 cols,
                 n,
             };
-            let mut want = vec![0f32; rows * n];
-            (scalar.gemm_q8(ty).unwrap())(&w, rb, &a, &mut want);
-            for k in &paths {
-                let mut got = vec![f32::NAN; rows * n];
-                (k.gemm_q8(ty).unwrap())(&w, rb, &a, &mut got);
-                for i in 0..rows * n {
-                    let ctx = (k.name, ty, rows, blocks, n, i);
-                    assert_eq!(got[i].to_bits(), want[i].to_bits(), "{ctx:?}");
-                }
-            }
+            let ctx = format!("rows {rows}, blocks {blocks}, tokens {n}");
+            assert_gemm_paths_match(ty, &w, rb, &a, &ctx);
         }
     }
 }
@@ -193,8 +200,6 @@ fn block_formats_gemm_match_scalar() {
 /// 127 or all −127 (the quantizer's range), enough tokens for the tiles.
 #[test]
 fn block_formats_gemm_extremes_match_scalar() {
-    let scalar = Kernels::scalar();
-    let paths = simd_paths();
     let mut rng = Rng::new(78);
     for ty in TYPES {
         let (rows, blocks, n) = (9usize, 2usize, 9usize);
@@ -220,16 +225,7 @@ fn block_formats_gemm_extremes_match_scalar() {
                     cols,
                     n,
                 };
-                let mut want = vec![0f32; rows * n];
-                (scalar.gemm_q8(ty).unwrap())(&w, rb, &a, &mut want);
-                for k in &paths {
-                    let mut got = vec![f32::NAN; rows * n];
-                    (k.gemm_q8(ty).unwrap())(&w, rb, &a, &mut got);
-                    for i in 0..rows * n {
-                        let ctx = (k.name, ty, byte, code, i);
-                        assert_eq!(got[i].to_bits(), want[i].to_bits(), "{ctx:?}");
-                    }
-                }
+                assert_gemm_paths_match(ty, &w, rb, &a, &format!("bytes {byte:#x}, codes {code}"));
             }
         }
     }
