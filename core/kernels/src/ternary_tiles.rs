@@ -154,14 +154,18 @@ pub fn repack(
     cols: usize,
     dst: &mut [u8],
 ) -> Result<(), RepackError> {
-    if !can_tile(ty) {
-        return Err(RepackError::Type(ty));
-    }
-    let total = tiled_bytes(rows, cols).ok_or(RepackError::Shape)?;
+    TileLayout::Tiles16.repack(ty, src, rows, cols, dst)
+}
+
+/// [`repack`]'s writer, for arguments already checked (`rb` source bytes per row).
+fn write_tiles(
+    ty: WeightType,
+    src: &[u8],
+    cols: usize,
+    rb: usize,
+    dst: &mut [u8],
+) -> Result<(), RepackError> {
     let nb = cols / 256;
-    let rb = ty.row_bytes(cols).ok_or(RepackError::Shape)?;
-    assert_eq!(src.len(), rows * rb, "source length");
-    assert_eq!(dst.len(), total, "destination length");
     let mut codes = [[0u8; 256]; TILE_ROWS];
     for (t, tile) in dst.chunks_exact_mut(nb * TILE_BLOCK_BYTES).enumerate() {
         for (b, out) in tile.chunks_exact_mut(TILE_BLOCK_BYTES).enumerate() {
@@ -249,9 +253,6 @@ impl TileLayout {
         cols: usize,
         dst: &mut [u8],
     ) -> Result<(), RepackError> {
-        if self == TileLayout::Tiles16 {
-            return repack(ty, src, rows, cols, dst);
-        }
         if !self.can_tile(ty) {
             return Err(RepackError::Type(ty));
         }
@@ -259,6 +260,9 @@ impl TileLayout {
         let rb = ty.row_bytes(cols).ok_or(RepackError::Shape)?;
         assert_eq!(src.len(), rows * rb, "source length");
         assert_eq!(dst.len(), total, "destination length");
+        if self == TileLayout::Tiles16 {
+            return write_tiles(ty, src, cols, rb, dst);
+        }
         let bb = crate::formats::TQ1_0_BLOCK_BYTES;
         let mut t = [0i8; 256];
         for (blk, out) in src
