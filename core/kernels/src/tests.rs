@@ -344,6 +344,10 @@ fn gemm_kernels_match_scalar() {
     // Several row tiles, and more tokens than one pass holds.
     shapes.push((48, 2, 70));
     shapes.push((33, 1, 64));
+    // Row counts past one widening of the Q8_0 tiles' activations (64 rows), and a partial
+    // last group.
+    shapes.push((100, 2, 9));
+    shapes.push((130, 1, 70));
     for ty in INT_TYPES {
         for &(rows, blocks, n) in &shapes {
             for mode in 0..3u32 {

@@ -10,10 +10,10 @@
 //! reused by every token from L1 and a block costs two vector operations per four weights,
 //! eight rows and one token, with no horizontal reduction.
 //!
-//! Q8_0's weights are signed bytes, whose pair products could saturate `vpmaddubsw`'s 16 bits:
-//! they are offset by 128 into `0..=255` and split into two nibble planes, `w + 128 = 16h + l`,
-//! each multiplied like Q4 codes; `16 · Σ h·a + Σ l·a − 128 · Σ a` is the exact sum for every
-//! int8 activation (−128 included).
+//! Q8_0 runs here only with AVX-VNNI (plain AVX2 has its own tile in `gemm_q8.rs`). Its
+//! weights are signed bytes: they are offset by 128 into `0..=255` and split into two nibble
+//! planes, `w + 128 = 16h + l`, each multiplied like Q4 codes; `16 · Σ h·a + Σ l·a − 128 · Σ a`
+//! is the exact sum for every int8 activation (−128 included).
 //!
 //! Integer block sums are exact and each (row, token) `f32` accumulator adds the blocks in the
 //! scalar reference's order with the same products (lane-wise), so the results are
@@ -92,11 +92,18 @@ pub(super) fn row_ptrs8(w: &[u8], row_bytes: usize, rows: usize, r: usize) -> [*
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn load_t8x8(p: &[*const u8; ROWS], off: usize) -> [__m256i; 8] {
-    let mut a = [_mm256_setzero_si256(); 8];
-    for (a, p) in a.iter_mut().zip(p.iter()) {
-        // SAFETY: the caller guarantees 32 readable bytes at every `p[i] + off`.
-        *a = unsafe { _mm256_loadu_si256(p.add(off) as *const __m256i) };
-    }
+    // SAFETY: the caller guarantees 32 readable bytes at every `p[i] + off`.
+    unsafe { transpose8x32(core::array::from_fn(|i| load256(p[i].add(off)))) }
+}
+
+/// The 8 × 8 transpose of 32-bit lanes: lane `i` of the result's vector `j` is lane `j` of
+/// `a[i]`.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn transpose8x32(a: [__m256i; 8]) -> [__m256i; 8] {
     // u[4g + c]: in 128-bit lane h, word c + 4h of rows 4g .. 4g + 4.
     let mut u = [_mm256_setzero_si256(); 8];
     for g in 0..2 {
@@ -529,12 +536,7 @@ unsafe fn pass<const F: u8, const V: bool, const R: usize>(
                 // next block never fault.
                 unsafe {
                     if b + 1 < nb {
-                        for &pi in p.iter().flatten() {
-                            _mm_prefetch::<_MM_HINT_T0>(pi.wrapping_add(off + bb) as *const i8);
-                            _mm_prefetch::<_MM_HINT_T0>(
-                                pi.wrapping_add(off + 2 * bb - 1) as *const i8
-                            );
-                        }
+                        prefetch_next(p.iter().flatten(), off + bb, bb);
                     }
                     let mut sc = [(zero_ps, zero_ps); R];
                     for h in 0..R {
@@ -569,21 +571,47 @@ unsafe fn pass<const F: u8, const V: bool, const R: usize>(
                     }
                 }
             }
-            for (t, v) in acc[..nt].iter().enumerate() {
-                for (h, v) in v.iter().enumerate() {
-                    let r0 = r + ROWS * h;
-                    if r0 >= rows {
-                        break;
-                    }
-                    let nr = core::cmp::min(ROWS, rows - r0);
-                    // SAFETY: `__m256` and `[f32; 8]` have the same size and any bits are valid.
-                    let v: [f32; 8] = unsafe { core::mem::transmute::<__m256, [f32; 8]>(*v) };
-                    let o = (t0 + t) * rows + r0;
-                    out[o..o + nr].copy_from_slice(&v[..nr]);
-                }
-            }
+            store_tile(out, rows, (r, t0), &acc[..nt]);
             t0 += nt;
         }
         r += ROWS * R;
+    }
+}
+
+/// Prefetches the block of `bb` bytes at `off` of each row in `p` (its first and last cache
+/// lines: blocks are at most 66 bytes).
+#[inline(always)]
+pub(super) fn prefetch_next<'a>(p: impl Iterator<Item = &'a *const u8>, off: usize, bb: usize) {
+    for &pi in p {
+        // SAFETY: `prefetcht0` has no architectural effect and never faults; `wrapping_add`
+        // keeps the pointer arithmetic defined.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(pi.wrapping_add(off) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(pi.wrapping_add(off + bb - 1) as *const i8);
+        }
+    }
+}
+
+/// Stores a pass's accumulators, `acc[t][h]` for rows `r + 8h ..` of token `t0 + t`, into
+/// `out` (`[token][row]`), dropping the lanes of rows past `rows`.
+#[inline(always)]
+pub(super) fn store_tile<const R: usize>(
+    out: &mut [f32],
+    rows: usize,
+    (r, t0): (usize, usize),
+    acc: &[[__m256; R]],
+) {
+    for (t, v) in acc.iter().enumerate() {
+        for (h, v) in v.iter().enumerate() {
+            let r0 = r + ROWS * h;
+            if r0 >= rows {
+                break;
+            }
+            let nr = core::cmp::min(ROWS, rows - r0);
+            // SAFETY: `__m256` and `[f32; 8]` have the same size and any bits are valid.
+            let v: [f32; 8] = unsafe { core::mem::transmute::<__m256, [f32; 8]>(*v) };
+            let o = (t0 + t) * rows + r0;
+            out[o..o + nr].copy_from_slice(&v[..nr]);
+        }
     }
 }

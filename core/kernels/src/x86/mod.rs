@@ -271,6 +271,7 @@ mod blocks;
 mod float;
 mod gemm;
 mod gemm_k;
+mod gemm_q8;
 mod kquant;
 mod ternary;
 use attention::*;
@@ -345,9 +346,9 @@ wrap_q8! {
 // Multi-token entries of the AVX2 path. A few tokens (decode steps of several sequences) take
 // the few-token kernels, which read each row group once for all of them with the
 // matrix-vector kernels' arithmetic; more tokens (prefill) take the register-blocked tiles of
-// `gemm`, which decode a block of eight rows once for up to 64 tokens (TQ2_0, I2_S and Q8_0
-// switch at `ternary::FEW` tokens, TQ1_0, Q4_0 and Q4_1 at `TILES_FROM`). Formats without either
-// run the matrix-vector kernel once per token.
+// `gemm` (Q8_0: `gemm_q8`, K-quants: `gemm_k`), which decode a block of eight or sixteen rows
+// once for up to 64 tokens (TQ2_0, I2_S and Q8_0 switch at `ternary::FEW` tokens, the others at
+// `TILES_FROM`). Formats without either run the matrix-vector kernel once per token.
 macro_rules! gemm_entry {
     ($($name:ident => $few:expr, $tiles:expr;)*) => {$(
         pub(crate) fn $name(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
@@ -409,7 +410,7 @@ gemm_tiles! {
 }
 
 gemm_entry! {
-    avx2_gemm_q8_0 => q8_0_avx2_few, gemm::gemm::<{ gemm::Q8 }>;
+    avx2_gemm_q8_0 => q8_0_avx2_few, gemm_q8::gemm;
 }
 
 /// The AVX2 tiles with `vpdpbusd` (AVX-VNNI) for the block sums, behind the same few-token
