@@ -4,13 +4,13 @@
 //!
 //! `cargo bench -p trillim-runtime --bench kernels` (add `-- tq2_0` to filter). Counters are
 //! bytes of weights (or cached keys and values) read, and multiply-accumulates (prefill).
-//! `ternary_tiles` is TQ1_0 repacked into 16-row tiles at load (see `trillim_kernels::ternary_tiles`),
-//! on the paths that have kernels for it.
+//! `ternary_tiles` is TQ1_0 repacked at load into the layout of the path's tile kernels (16-row
+//! tiles, or TQ2_0 rows; see `trillim_kernels::ternary_tiles`), on the paths that have them.
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{black_box, Bencher};
 use trillim_kernels::act::{quantize_blocks, quantize_groups};
-use trillim_kernels::{ternary_tiles, ActBatch, ActQ8, GemmFn, Kernels, MatVecFn, WeightType};
+use trillim_kernels::{ActBatch, ActQ8, GemmFn, Kernels, MatVecFn, WeightType};
 
 fn main() {
     divan::main();
@@ -162,8 +162,10 @@ fn find(case: &str, rows: usize) -> Case {
             }
             if let Some(t) = tile_kernels(&k).filter(|_| tiles_label(&k) == case) {
                 let plain = matrix(WeightType::TQ1_0, rows);
-                let mut w = vec![0u8; ternary_tiles::tiled_bytes(rows, COLS).expect("tiles")];
-                ternary_tiles::repack(WeightType::TQ1_0, &plain, rows, COLS, &mut w)
+                // In the layout this path's tile kernels read.
+                let mut w = vec![0u8; t.layout.tiled_bytes(rows, COLS).expect("tiles")];
+                t.layout
+                    .repack(WeightType::TQ1_0, &plain, rows, COLS, &mut w)
                     .expect("ternary");
                 return Case {
                     ty: WeightType::TQ1_0,
