@@ -176,6 +176,8 @@ fn block_formats_gemm_match_scalar() {
             (17, 3, 8),
             (33, 1, 13),
             (48, 2, 70),
+            // Past the 64 rows one widening of the 16-bit tiles' activations serves.
+            (130, 1, 9),
         ] {
             let cols = blocks * ty.block_len();
             let rb = ty.row_bytes(cols).unwrap();

@@ -24,7 +24,7 @@ const ROWS: usize = 2560;
 const GEMM_ROWS: usize = 256;
 const TOKENS: usize = 64;
 
-const TYPES: [WeightType; 9] = [
+const TYPES: [WeightType; 11] = [
     WeightType::TQ2_0,
     WeightType::I2S,
     WeightType::TQ1_0,
@@ -34,6 +34,8 @@ const TYPES: [WeightType; 9] = [
     WeightType::Q5_0,
     WeightType::Q4_K,
     WeightType::Q6_K,
+    WeightType::IQ4_NL,
+    WeightType::IQ4_XS,
 ];
 
 /// The scalar reference and each SIMD path the running CPU supports.
@@ -81,9 +83,11 @@ fn matrix(ty: WeightType, rows: usize) -> Vec<u8> {
                 }
             }
             WeightType::TQ1_0 => blk[52..54].copy_from_slice(&one),
-            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q5_0 => {
-                blk[..2].copy_from_slice(&one)
-            }
+            WeightType::Q8_0
+            | WeightType::Q4_0
+            | WeightType::Q5_0
+            | WeightType::IQ4_NL
+            | WeightType::IQ4_XS => blk[..2].copy_from_slice(&one),
             WeightType::Q6_K => blk[208..210].copy_from_slice(&one),
             WeightType::Q4_1 | WeightType::Q4_K => {
                 blk[..2].copy_from_slice(&one);

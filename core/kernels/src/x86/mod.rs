@@ -270,8 +270,8 @@ mod attention;
 mod blocks;
 mod float;
 mod gemm;
+mod gemm_i16;
 mod gemm_k;
-mod gemm_q8;
 mod kquant;
 mod ternary;
 use attention::*;
@@ -346,7 +346,7 @@ wrap_q8! {
 // Multi-token entries of the AVX2 path. A few tokens (decode steps of several sequences) take
 // the few-token kernels, which read each row group once for all of them with the
 // matrix-vector kernels' arithmetic; more tokens (prefill) take the register-blocked tiles of
-// `gemm` (Q8_0: `gemm_q8`, K-quants: `gemm_k`), which decode a block of eight or sixteen rows
+// `gemm` (Q8_0 and IQ4: `gemm_i16`, K-quants: `gemm_k`), which decode a block of eight or sixteen rows
 // once for up to 64 tokens (TQ2_0, I2_S and Q8_0 switch at `ternary::FEW` tokens, the others at
 // `TILES_FROM`). Formats without either run the matrix-vector kernel once per token.
 macro_rules! gemm_entry {
@@ -396,7 +396,12 @@ crate::scalar::gemm_from_matvec!(avx2_gemm_q5_1_each, avx2_q5_1);
 crate::scalar::gemm_from_matvec!(avx2_gemm_q4_k_each, avx2_q4_k);
 crate::scalar::gemm_from_matvec!(avx2_gemm_q6_k_each, avx2_q6_k);
 
+crate::scalar::gemm_from_matvec!(avx2_gemm_iq4_nl_each, avx2_iq4_nl);
+crate::scalar::gemm_from_matvec!(avx2_gemm_iq4_xs_each, avx2_iq4_xs);
+
 gemm_tiles! {
+    avx2_gemm_iq4_nl => avx2_gemm_iq4_nl_each, gemm_i16::gemm_iq4_nl;
+    avx2_gemm_iq4_xs => avx2_gemm_iq4_xs_each, gemm_i16::gemm_iq4_xs;
     avx2_gemm_q4_k => avx2_gemm_q4_k_each, gemm_k::tiles_q4_k;
     avx2_gemm_q6_k => avx2_gemm_q6_k_each, gemm_k::tiles_q6_k;
 }
@@ -410,7 +415,7 @@ gemm_tiles! {
 }
 
 gemm_entry! {
-    avx2_gemm_q8_0 => q8_0_avx2_few, gemm_q8::gemm;
+    avx2_gemm_q8_0 => q8_0_avx2_few, gemm_i16::gemm_q8_0;
 }
 
 /// The AVX2 tiles with `vpdpbusd` (AVX-VNNI) for the block sums, behind the same few-token
@@ -446,11 +451,10 @@ mod vnni_entries {
 }
 #[cfg(trillim_avx512)]
 pub(crate) use vnni_entries::*;
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_iq4_nl, avx2_iq4_nl);
+
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q2_k, avx2_q2_k);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q3_k, avx2_q3_k);
 crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q5_k, avx2_q5_k);
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_iq4_xs, avx2_iq4_xs);
 
 wrap_f32! {
     avx2_f32 => matvec_float_avx2::<0>;

@@ -1,0 +1,290 @@
+//! AVX2 multi-token (prefill) kernels with 16-bit operands: Q8_0, IQ4_NL and IQ4_XS, whose
+//! weights decode to signed bytes.
+//!
+//! Signed weights times signed activations fit `vpmaddubsw` only as two nibble planes (see
+//! `gemm.rs`), each block then ending in a ten-operation epilogue that widens both planes'
+//! 16-bit sums, combines them and removes the offset. These tiles widen both sides to 16 bits
+//! instead, once each: a pass decodes a 32-weight sub-block of sixteen rows (two eight-row
+//! halves) into `vpmaddwd` operands, where 32-bit lane `r` of vector `j` holds row `r`'s
+//! weights `2j` and `2j + 1`, and widens the tokens' activations of that sub-block into a small
+//! buffer that serves 64 rows. Each broadcast pair of activations then feeds one `vpmaddwd`
+//! per half, whose exact 32-bit sums are the integer dot products as they stand: per
+//! sub-block, token and eight rows, 16 `vpmaddwd` and 16 `vpaddd`, the multiplies of the
+//! nibble planes, and a four-operation epilogue per scale block.
+//!
+//! IQ4_NL and IQ4_XS look their indices up in the level table (`vpshufb`); IQ4_XS multiplies
+//! each sub-block's levels by its 6-bit scale while decoding (`|level · scale| ≤ 127 · 32`, still
+//! 16 bits), so its eight sub-blocks add up in 32 bits to the super-block's integer sum, and the
+//! float epilogue runs once per 256 weights, as in the scalar reference.
+//!
+//! Integer sums are exact and each (row, token) `f32` accumulator adds the scale blocks in the
+//! scalar reference's order with the same products (lane-wise), so the results are
+//! bit-identical to [`crate::scalar`]'s `gemm_*` (and to the matrix-vector kernels).
+
+use core::arch::x86_64::*;
+
+use super::gemm::{f16x8, prefetch_next, row_ptrs8, store_tile, transpose8x32, ROWS, TOKENS};
+use super::load128;
+
+use crate::act::ActBatch;
+use crate::formats::{IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+use crate::iq4::LEVELS;
+
+// Weight formats, as a const generic parameter of the shared driver.
+const Q8: u8 = 0;
+const NL: u8 = 1;
+const XS: u8 = 2;
+
+/// Bytes of one scale block of format `F`.
+const fn block_bytes(f: u8) -> usize {
+    match f {
+        Q8 => Q8_0_BLOCK_BYTES,
+        NL => IQ4_NL_BLOCK_BYTES,
+        _ => IQ4_XS_BLOCK_BYTES,
+    }
+}
+
+/// 32-weight sub-blocks (activation blocks) per scale block.
+const fn subs(f: u8) -> usize {
+    if f == XS {
+        8
+    } else {
+        1
+    }
+}
+
+/// Eight-row halves per pass.
+const HALVES: usize = 2;
+/// Weight pairs (32-bit lanes of 16-bit values) per sub-block.
+const PAIRS: usize = 16;
+/// Sixteen-row passes per widening of the activations: the widened sub-block serves 64 rows.
+const PASSES: usize = 4;
+
+/// Decodes sub-block `s` of the scale block at byte `off` of the eight rows: lane `r` of
+/// `codes[j]` holds row `r`'s weights `2j` and `2j + 1` as 16-bit integers (IQ4_XS: times
+/// the sub-block's scale).
+///
+/// # Safety
+/// Every row holds a whole block at `off`; the CPU supports AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn decode<const F: u8>(
+    p: &[*const u8; ROWS],
+    off: usize,
+    s: usize,
+    codes: &mut [__m256i; PAIRS],
+) {
+    // SAFETY: every load reads inside the block at `off` (caller's contract).
+    unsafe {
+        // lo[i], hi[i]: row i's weights 0..16 and 16..32, widened.
+        let (lo, hi): ([__m256i; ROWS], [__m256i; ROWS]) = if F == Q8 {
+            (
+                core::array::from_fn(|i| _mm256_cvtepi8_epi16(load128(p[i].add(off + 2)))),
+                core::array::from_fn(|i| _mm256_cvtepi8_epi16(load128(p[i].add(off + 18)))),
+            )
+        } else {
+            let table = load128(LEVELS.as_ptr() as *const u8);
+            let m4 = _mm_set1_epi8(0xf);
+            let qs = if F == NL { off + 2 } else { off + 8 + 16 * s };
+            let v: [__m128i; ROWS] = core::array::from_fn(|i| load128(p[i].add(qs)));
+            let level = |x: __m128i| _mm256_cvtepi8_epi16(_mm_shuffle_epi8(table, x));
+            let mut lo: [__m256i; ROWS] = core::array::from_fn(|i| level(_mm_and_si128(v[i], m4)));
+            let mut hi: [__m256i; ROWS] =
+                core::array::from_fn(|i| level(_mm_and_si128(_mm_srli_epi16::<4>(v[i]), m4)));
+            if F == XS {
+                for i in 0..ROWS {
+                    let blk = core::slice::from_raw_parts(p[i].add(off), 8);
+                    let sc = _mm256_set1_epi16(crate::iq4::xs_scale(blk, s) as i16);
+                    lo[i] = _mm256_mullo_epi16(lo[i], sc);
+                    hi[i] = _mm256_mullo_epi16(hi[i], sc);
+                }
+            }
+            (lo, hi)
+        };
+        codes[..8].copy_from_slice(&transpose8x32(lo));
+        codes[8..].copy_from_slice(&transpose8x32(hi));
+    }
+}
+
+/// Adds tokens `0 .. T` of the widened activations `q` (pairs as in [`decode`]) times both
+/// halves' decoded sub-block `codes` to the integer sums `ia[t][h]` (starting them at zero if
+/// `first`). If `last`, the scale block is complete: its sums, with the tokens' scales `d` and
+/// the rows' `dw`, go into the accumulators `acc[t][h]` by the scalar reference's epilogue.
+///
+/// # Safety
+/// `q`, `d`, `ia` and `acc` hold at least `T` tokens; the CPU supports AVX2.
+#[inline(always)]
+unsafe fn tokens<const T: usize>(
+    codes: &[[__m256i; PAIRS]; HALVES],
+    dw: &[__m256; HALVES],
+    (q, d): (&[[i32; PAIRS]], &[f32]),
+    (first, last): (bool, bool),
+    ia: &mut [[__m256i; HALVES]],
+    acc: &mut [[__m256; HALVES]],
+) {
+    let (q, d, ia, acc) = (&q[..T], &d[..T], &mut ia[..T], &mut acc[..T]);
+    // SAFETY: the caller runs with AVX2 enabled.
+    unsafe {
+        let mut s = [[_mm256_setzero_si256(); T]; HALVES];
+        if !first {
+            for (t, ia) in ia.iter().enumerate() {
+                for h in 0..HALVES {
+                    s[h][t] = ia[h];
+                }
+            }
+        }
+        for j in 0..PAIRS {
+            let c = [codes[0][j], codes[1][j]];
+            for (t, q) in q.iter().enumerate() {
+                let q = _mm256_set1_epi32(q[j]);
+                for (s, &c) in s.iter_mut().zip(&c) {
+                    // Each 32-bit lane: two products of at most 2^14 (IQ4_XS: 4064 · 128),
+                    // and at most 256 of them in a scale block: exact.
+                    s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(c, q));
+                }
+            }
+        }
+        if !last {
+            for (t, ia) in ia.iter_mut().enumerate() {
+                for h in 0..HALVES {
+                    ia[h] = s[h][t];
+                }
+            }
+            return;
+        }
+        for (t, (acc, &d)) in acc.iter_mut().zip(d).enumerate() {
+            let d = _mm256_set1_ps(d);
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let v = _mm256_mul_ps(_mm256_mul_ps(dw[h], d), _mm256_cvtepi32_ps(s[h][t]));
+                *acc = _mm256_add_ps(*acc, v);
+            }
+        }
+    }
+}
+
+/// The shared driver for format `F`: `out` is `[token][row]`.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    let (bb, ns) = (block_bytes(F), subs(F));
+    // (No `let … else`: the crate builds with Rust 1.63.)
+    let (rows, nb) = match super::tile_shape(w, row_bytes, a, out, (bb, ns, 32)) {
+        Some(s) => s,
+        None => return,
+    };
+    let (n, na) = (a.n, a.cols / 32);
+    let mut codes = [[_mm256_setzero_si256(); PAIRS]; HALVES];
+    let mut acc = [[[_mm256_setzero_ps(); HALVES]; TOKENS]; PASSES];
+    // The integer sums of a scale block of several sub-blocks (IQ4_XS), between them.
+    let mut ia = [[[_mm256_setzero_si256(); HALVES]; TOKENS]; PASSES];
+    // One sub-block of every token of the chunk: activations widened to 16 bits, and scales.
+    let mut q = [[0i32; PAIRS]; TOKENS];
+    let mut d = [0f32; TOKENS];
+    let mut r = 0;
+    while r < rows {
+        let passes = core::cmp::min(PASSES, (rows - r + 2 * ROWS - 1) / (2 * ROWS));
+        // Halves past the last row repeat it; their results are dropped.
+        let p: [[[*const u8; ROWS]; HALVES]; PASSES] = core::array::from_fn(|g| {
+            core::array::from_fn(|h| {
+                let r0 = core::cmp::min(r + ROWS * (HALVES * g + h), rows - 1);
+                row_ptrs8(w, row_bytes, rows, r0)
+            })
+        });
+        let p = &p[..passes];
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = core::cmp::min(TOKENS, n - t0);
+            for acc in &mut acc[..passes] {
+                acc[..nt].fill([_mm256_setzero_ps(); HALVES]);
+            }
+            for b in 0..nb {
+                let off = b * bb;
+                for s in 0..ns {
+                    let ab = b * ns + s;
+                    // SAFETY: every row of `w` holds `nb` blocks and every token `nb · ns`
+                    // activation blocks (checked above); prefetches never fault.
+                    unsafe {
+                        for (t, (q, d)) in q[..nt].iter_mut().zip(&mut d[..nt]).enumerate() {
+                            let src = a.qs.as_ptr().add((t0 + t) * a.cols + 32 * ab) as *const u8;
+                            let dst = q.as_mut_ptr() as *mut __m256i;
+                            _mm256_storeu_si256(dst, _mm256_cvtepi8_epi16(load128(src)));
+                            _mm256_storeu_si256(
+                                dst.add(1),
+                                _mm256_cvtepi8_epi16(load128(src.add(16))),
+                            );
+                            // The scale block's activation scale: its first sub-block's.
+                            *d = *a.d.get_unchecked((t0 + t) * na + b * ns);
+                        }
+                        let flags = (s == 0, s + 1 == ns);
+                        for ((p, acc), ia) in p.iter().zip(&mut acc).zip(&mut ia) {
+                            let mut l = 0;
+                            while s == 0 && b + 1 < nb && l < bb {
+                                let len = core::cmp::min(64, bb - l);
+                                prefetch_next(p.iter().flatten(), off + bb + l, len);
+                                l += 64;
+                            }
+                            let mut dw = [_mm256_setzero_ps(); HALVES];
+                            for h in 0..HALVES {
+                                decode::<F>(&p[h], off, s, &mut codes[h]);
+                                dw[h] = f16x8(&p[h], off);
+                            }
+                            let mut t = 0;
+                            // Six tokens of two halves fill the registers.
+                            while t + 6 <= nt {
+                                let qd = (&q[t..], &d[t..]);
+                                tokens::<6>(&codes, &dw, qd, flags, &mut ia[t..], &mut acc[t..]);
+                                t += 6;
+                            }
+                            if t + 4 <= nt {
+                                let qd = (&q[t..], &d[t..]);
+                                tokens::<4>(&codes, &dw, qd, flags, &mut ia[t..], &mut acc[t..]);
+                                t += 4;
+                            }
+                            if t + 2 <= nt {
+                                let qd = (&q[t..], &d[t..]);
+                                tokens::<2>(&codes, &dw, qd, flags, &mut ia[t..], &mut acc[t..]);
+                                t += 2;
+                            }
+                            if t < nt {
+                                let qd = (&q[t..], &d[t..]);
+                                tokens::<1>(&codes, &dw, qd, flags, &mut ia[t..], &mut acc[t..]);
+                            }
+                        }
+                    }
+                }
+            }
+            for (g, acc) in acc[..passes].iter().enumerate() {
+                store_tile(out, rows, (r + HALVES * ROWS * g, t0), &acc[..nt]);
+            }
+            t0 += nt;
+        }
+        r += ROWS * HALVES * passes;
+    }
+}
+
+/// AVX2 Q8_0 tiles.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm_q8_0(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { gemm::<Q8>(w, row_bytes, a, out) }
+}
+
+/// AVX2 IQ4_NL tiles, under the contract of [`gemm_q8_0`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm_iq4_nl(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { gemm::<NL>(w, row_bytes, a, out) }
+}
+
+/// AVX2 IQ4_XS tiles, under the contract of [`gemm_q8_0`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm_iq4_xs(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { gemm::<XS>(w, row_bytes, a, out) }
+}
