@@ -24,7 +24,7 @@ const ROWS: usize = 2560;
 const GEMM_ROWS: usize = 256;
 const TOKENS: usize = 64;
 
-const TYPES: [WeightType; 11] = [
+const TYPES: [WeightType; 12] = [
     WeightType::TQ2_0,
     WeightType::I2S,
     WeightType::TQ1_0,
@@ -33,6 +33,7 @@ const TYPES: [WeightType; 11] = [
     WeightType::Q4_1,
     WeightType::Q5_0,
     WeightType::Q4_K,
+    WeightType::Q5_K,
     WeightType::Q6_K,
     WeightType::IQ4_NL,
     WeightType::IQ4_XS,
@@ -89,7 +90,7 @@ fn matrix(ty: WeightType, rows: usize) -> Vec<u8> {
             | WeightType::IQ4_NL
             | WeightType::IQ4_XS => blk[..2].copy_from_slice(&one),
             WeightType::Q6_K => blk[208..210].copy_from_slice(&one),
-            WeightType::Q4_1 | WeightType::Q4_K => {
+            WeightType::Q4_1 | WeightType::Q4_K | WeightType::Q5_K => {
                 blk[..2].copy_from_slice(&one);
                 blk[2..4].copy_from_slice(&one);
             }

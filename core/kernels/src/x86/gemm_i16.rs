@@ -1,5 +1,6 @@
 //! AVX2 multi-token (prefill) kernels with 16-bit operands: Q8_0, IQ4_NL and IQ4_XS, whose
-//! weights decode to signed bytes.
+//! weights decode to signed bytes, and Q5_K, whose 5-bit codes times their sub-block scales
+//! overflow `vpmaddubsw`'s 16-bit sums.
 //!
 //! Signed weights times signed activations fit `vpmaddubsw` only as two nibble planes (see
 //! `gemm.rs`), each block then ending in a ten-operation epilogue that widens both planes'
@@ -15,7 +16,9 @@
 //! IQ4_NL and IQ4_XS look their indices up in the level table (`vpshufb`); IQ4_XS multiplies
 //! each sub-block's levels by its 6-bit scale while decoding (`|level · scale| ≤ 127 · 32`, still
 //! 16 bits), so its eight sub-blocks add up in 32 bits to the super-block's integer sum, and the
-//! float epilogue runs once per 256 weights, as in the scalar reference.
+//! float epilogue runs once per 256 weights, as in the scalar reference. Q5_K folds its scales
+//! in alike (`31 · 63`); its minima term `Σ m · Σ a` is four `vpmaddwd` per super-block, token
+//! and half, against the token's 32-block code sums.
 //!
 //! Integer sums are exact and each (row, token) `f32` accumulator adds the scale blocks in the
 //! scalar reference's order with the same products (lane-wise), so the results are
@@ -27,29 +30,87 @@ use super::gemm::{f16x8, prefetch_next, row_ptrs8, store_tile, transpose8x32, RO
 use super::load128;
 
 use crate::act::ActBatch;
-use crate::formats::{IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+use crate::formats::{IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
 use crate::iq4::LEVELS;
 
 // Weight formats, as a const generic parameter of the shared driver.
 const Q8: u8 = 0;
 const NL: u8 = 1;
 const XS: u8 = 2;
+const Q5K: u8 = 3;
 
 /// Bytes of one scale block of format `F`.
 const fn block_bytes(f: u8) -> usize {
     match f {
         Q8 => Q8_0_BLOCK_BYTES,
         NL => IQ4_NL_BLOCK_BYTES,
-        _ => IQ4_XS_BLOCK_BYTES,
+        XS => IQ4_XS_BLOCK_BYTES,
+        _ => Q5_K_BLOCK_BYTES,
     }
 }
 
 /// 32-weight sub-blocks (activation blocks) per scale block.
 const fn subs(f: u8) -> usize {
-    if f == XS {
-        8
-    } else {
-        1
+    match f {
+        Q8 | NL => 1,
+        _ => 8,
+    }
+}
+
+/// A scale block's per-row numbers for one eight-row half, read once for its sub-blocks.
+#[derive(Clone, Copy)]
+struct Scales {
+    /// The block scale `d` of each row.
+    d: __m256,
+    /// Q5_K: the rows' `dmin`.
+    dmin: __m256,
+    /// IQ4_XS and Q5_K: each row's sub-block scales, `sc[r][s]`.
+    sc: [[i16; 8]; ROWS],
+    /// Q5_K: lane `r` of `mins[k]` holds row `r`'s minima of sub-blocks `2k` and `2k + 1` as
+    /// 16-bit integers.
+    mins: [__m256i; 4],
+}
+
+/// Reads the scale block at byte `off` of the eight rows.
+///
+/// # Safety
+/// Every row holds a whole block at `off`; the CPU supports AVX2 and F16C.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn scales<const F: u8>(p: &[*const u8; ROWS], off: usize) -> Scales {
+    // SAFETY: every read is inside the block at `off` (caller's contract).
+    unsafe {
+        let mut out = Scales {
+            d: f16x8(p, off),
+            dmin: _mm256_setzero_ps(),
+            sc: [[0; 8]; ROWS],
+            mins: [_mm256_setzero_si256(); 4],
+        };
+        if F == XS {
+            for (i, sc) in out.sc.iter_mut().enumerate() {
+                let blk = core::slice::from_raw_parts(p[i].add(off), 8);
+                for (s, sc) in sc.iter_mut().enumerate() {
+                    *sc = crate::iq4::xs_scale(blk, s) as i16;
+                }
+            }
+        } else if F == Q5K {
+            out.dmin = f16x8(p, off + 2);
+            let mut m = [[0u32; ROWS]; 4];
+            for (i, sc) in out.sc.iter_mut().enumerate() {
+                let (s, mi) =
+                    crate::q4_k::unpack_scales(core::slice::from_raw_parts(p[i].add(off + 4), 12));
+                for k in 0..8 {
+                    sc[k] = s[k] as i16;
+                }
+                for (k, m) in m.iter_mut().enumerate() {
+                    m[i] = mi[2 * k] as u32 | (mi[2 * k + 1] as u32) << 16;
+                }
+            }
+            for (v, m) in out.mins.iter_mut().zip(&m) {
+                *v = _mm256_loadu_si256(m.as_ptr() as *const __m256i);
+            }
+        }
+        out
     }
 }
 
@@ -71,7 +132,7 @@ const PASSES: usize = 4;
 unsafe fn decode<const F: u8>(
     p: &[*const u8; ROWS],
     off: usize,
-    s: usize,
+    (s, sc): (usize, &Scales),
     codes: &mut [__m256i; PAIRS],
 ) {
     // SAFETY: every load reads inside the block at `off` (caller's contract).
@@ -81,6 +142,28 @@ unsafe fn decode<const F: u8>(
             (
                 core::array::from_fn(|i| _mm256_cvtepi8_epi16(load128(p[i].add(off + 2)))),
                 core::array::from_fn(|i| _mm256_cvtepi8_epi16(load128(p[i].add(off + 18)))),
+            )
+        } else if F == Q5K {
+            // Sub-block s = 2c + h: nibble h of bytes 48 + 32c .., fifth bit s of bytes 16 ...
+            let (c, h) = (s / 2, s % 2);
+            let m4 = _mm256_set1_epi8(0xf);
+            let bit = _mm256_set1_epi8(1 << s);
+            let code: [__m256i; ROWS] = core::array::from_fn(|i| {
+                let q = _mm256_loadu_si256(p[i].add(off + 48 + 32 * c) as *const __m256i);
+                let q = if h == 0 { q } else { _mm256_srli_epi16::<4>(q) };
+                let qh = _mm256_loadu_si256(p[i].add(off + 16) as *const __m256i);
+                let hi = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+                _mm256_or_si256(
+                    _mm256_and_si256(q, m4),
+                    _mm256_and_si256(hi, _mm256_set1_epi8(16)),
+                )
+            });
+            let scaled = |i: usize, x: __m128i| {
+                _mm256_mullo_epi16(_mm256_cvtepu8_epi16(x), _mm256_set1_epi16(sc.sc[i][s]))
+            };
+            (
+                core::array::from_fn(|i| scaled(i, _mm256_castsi256_si128(code[i]))),
+                core::array::from_fn(|i| scaled(i, _mm256_extracti128_si256::<1>(code[i]))),
             )
         } else {
             let table = load128(LEVELS.as_ptr() as *const u8);
@@ -93,10 +176,9 @@ unsafe fn decode<const F: u8>(
                 core::array::from_fn(|i| level(_mm_and_si128(_mm_srli_epi16::<4>(v[i]), m4)));
             if F == XS {
                 for i in 0..ROWS {
-                    let blk = core::slice::from_raw_parts(p[i].add(off), 8);
-                    let sc = _mm256_set1_epi16(crate::iq4::xs_scale(blk, s) as i16);
-                    lo[i] = _mm256_mullo_epi16(lo[i], sc);
-                    hi[i] = _mm256_mullo_epi16(hi[i], sc);
+                    let k = _mm256_set1_epi16(sc.sc[i][s]);
+                    lo[i] = _mm256_mullo_epi16(lo[i], k);
+                    hi[i] = _mm256_mullo_epi16(hi[i], k);
                 }
             }
             (lo, hi)
@@ -106,23 +188,32 @@ unsafe fn decode<const F: u8>(
     }
 }
 
-/// Adds tokens `0 .. T` of the widened activations `q` (pairs as in [`decode`]) times both
-/// halves' decoded sub-block `codes` to the integer sums `ia[t][h]` (starting them at zero if
-/// `first`). If `last`, the scale block is complete: its sums, with the tokens' scales `d` and
-/// the rows' `dw`, go into the accumulators `acc[t][h]` by the scalar reference's epilogue.
+/// One sub-block of the chunk's tokens: activations widened to 16 bits (pairs as in
+/// [`decode`]), the scale block's activation scale, and (Q5_K) the pairs of its 32-block code
+/// sums, `sums[k]` holding sub-blocks `2k` and `2k + 1` as 16-bit integers.
+struct Acts {
+    q: [[i32; PAIRS]; TOKENS],
+    d: [f32; TOKENS],
+    sums: [[i32; 4]; TOKENS],
+}
+
+/// Adds tokens `t .. t + T` of `x` times both halves' decoded sub-block `codes` to the integer
+/// sums `ia[t][h]` (starting them at zero if `first`). If `last`, the scale block is complete:
+/// its sums, with the rows' scales `sc`, go into the accumulators `acc[t][h]` by the scalar
+/// reference's per-block step.
 ///
 /// # Safety
-/// `q`, `d`, `ia` and `acc` hold at least `T` tokens; the CPU supports AVX2.
+/// `x`, `ia` and `acc` hold at least `t + T` tokens; the CPU supports AVX2.
 #[inline(always)]
-unsafe fn tokens<const T: usize>(
-    codes: &[[__m256i; PAIRS]; HALVES],
-    dw: &[__m256; HALVES],
-    (q, d): (&[[i32; PAIRS]], &[f32]),
+unsafe fn tokens<const F: u8, const T: usize>(
+    (codes, sc): (&[[__m256i; PAIRS]; HALVES], &[Scales; HALVES]),
+    (x, t): (&Acts, usize),
     (first, last): (bool, bool),
     ia: &mut [[__m256i; HALVES]],
     acc: &mut [[__m256; HALVES]],
 ) {
-    let (q, d, ia, acc) = (&q[..T], &d[..T], &mut ia[..T], &mut acc[..T]);
+    let (q, d, sums) = (&x.q[t..t + T], &x.d[t..t + T], &x.sums[t..t + T]);
+    let (ia, acc) = (&mut ia[t..t + T], &mut acc[t..t + T]);
     // SAFETY: the caller runs with AVX2 enabled.
     unsafe {
         let mut s = [[_mm256_setzero_si256(); T]; HALVES];
@@ -138,8 +229,8 @@ unsafe fn tokens<const T: usize>(
             for (t, q) in q.iter().enumerate() {
                 let q = _mm256_set1_epi32(q[j]);
                 for (s, &c) in s.iter_mut().zip(&c) {
-                    // Each 32-bit lane: two products of at most 2^14 (IQ4_XS: 4064 · 128),
-                    // and at most 256 of them in a scale block: exact.
+                    // Each 32-bit lane: two products of at most 2^14 (IQ4_XS: 4064 · 128,
+                    // Q5_K: 31 · 63 · 128), and at most 256 of them in a scale block: exact.
                     s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(c, q));
                 }
             }
@@ -152,11 +243,22 @@ unsafe fn tokens<const T: usize>(
             }
             return;
         }
-        for (t, (acc, &d)) in acc.iter_mut().zip(d).enumerate() {
-            let d = _mm256_set1_ps(d);
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let da = _mm256_set1_ps(d[t]);
             for (h, acc) in acc.iter_mut().enumerate() {
-                let v = _mm256_mul_ps(_mm256_mul_ps(dw[h], d), _mm256_cvtepi32_ps(s[h][t]));
-                *acc = _mm256_add_ps(*acc, v);
+                let v = _mm256_mul_ps(_mm256_mul_ps(sc[h].d, da), _mm256_cvtepi32_ps(s[h][t]));
+                if F == Q5K {
+                    // Σ m · (Σ a) over the eight sub-blocks: 63 · 4096 per product, exact.
+                    let mut m = _mm256_setzero_si256();
+                    for (k, &mk) in sc[h].mins.iter().enumerate() {
+                        let a = _mm256_set1_epi32(sums[t][k]);
+                        m = _mm256_add_epi32(m, _mm256_madd_epi16(mk, a));
+                    }
+                    let vm = _mm256_mul_ps(_mm256_mul_ps(sc[h].dmin, da), _mm256_cvtepi32_ps(m));
+                    *acc = _mm256_add_ps(*acc, _mm256_sub_ps(v, vm));
+                } else {
+                    *acc = _mm256_add_ps(*acc, v);
+                }
             }
         }
     }
@@ -177,12 +279,21 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
     };
     let (n, na) = (a.n, a.cols / 32);
     let mut codes = [[_mm256_setzero_si256(); PAIRS]; HALVES];
+    let no_scales = Scales {
+        d: _mm256_setzero_ps(),
+        dmin: _mm256_setzero_ps(),
+        sc: [[0; 8]; ROWS],
+        mins: [_mm256_setzero_si256(); 4],
+    };
+    let mut sc = [[no_scales; HALVES]; PASSES];
     let mut acc = [[[_mm256_setzero_ps(); HALVES]; TOKENS]; PASSES];
-    // The integer sums of a scale block of several sub-blocks (IQ4_XS), between them.
+    // The integer sums of a scale block of several sub-blocks, between them.
     let mut ia = [[[_mm256_setzero_si256(); HALVES]; TOKENS]; PASSES];
-    // One sub-block of every token of the chunk: activations widened to 16 bits, and scales.
-    let mut q = [[0i32; PAIRS]; TOKENS];
-    let mut d = [0f32; TOKENS];
+    let mut x = Acts {
+        q: [[0; PAIRS]; TOKENS],
+        d: [0.0; TOKENS],
+        sums: [[0; 4]; TOKENS],
+    };
     let mut r = 0;
     while r < rows {
         let passes = core::cmp::min(PASSES, (rows - r + 2 * ROWS - 1) / (2 * ROWS));
@@ -207,50 +318,59 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
                     // SAFETY: every row of `w` holds `nb` blocks and every token `nb · ns`
                     // activation blocks (checked above); prefetches never fault.
                     unsafe {
-                        for (t, (q, d)) in q[..nt].iter_mut().zip(&mut d[..nt]).enumerate() {
+                        for t in 0..nt {
                             let src = a.qs.as_ptr().add((t0 + t) * a.cols + 32 * ab) as *const u8;
-                            let dst = q.as_mut_ptr() as *mut __m256i;
+                            let dst = x.q[t].as_mut_ptr() as *mut __m256i;
                             _mm256_storeu_si256(dst, _mm256_cvtepi8_epi16(load128(src)));
                             _mm256_storeu_si256(
                                 dst.add(1),
                                 _mm256_cvtepi8_epi16(load128(src.add(16))),
                             );
-                            // The scale block's activation scale: its first sub-block's.
-                            *d = *a.d.get_unchecked((t0 + t) * na + b * ns);
+                            let i = (t0 + t) * na + b * ns;
+                            if s == 0 {
+                                // The scale block's activation scale: its first sub-block's.
+                                x.d[t] = *a.d.get_unchecked(i);
+                            }
+                            if F == Q5K && s == 0 {
+                                for k in 0..4 {
+                                    let lo = *a.sums.get_unchecked(i + 2 * k) as u16 as u32;
+                                    let hi = *a.sums.get_unchecked(i + 2 * k + 1) as u32;
+                                    x.sums[t][k] = (lo | hi << 16) as i32;
+                                }
+                            }
                         }
                         let flags = (s == 0, s + 1 == ns);
-                        for ((p, acc), ia) in p.iter().zip(&mut acc).zip(&mut ia) {
+                        for (((p, sc), acc), ia) in p.iter().zip(&mut sc).zip(&mut acc).zip(&mut ia)
+                        {
                             let mut l = 0;
                             while s == 0 && b + 1 < nb && l < bb {
                                 let len = core::cmp::min(64, bb - l);
                                 prefetch_next(p.iter().flatten(), off + bb + l, len);
                                 l += 64;
                             }
-                            let mut dw = [_mm256_setzero_ps(); HALVES];
                             for h in 0..HALVES {
-                                decode::<F>(&p[h], off, s, &mut codes[h]);
-                                dw[h] = f16x8(&p[h], off);
+                                if s == 0 {
+                                    sc[h] = scales::<F>(&p[h], off);
+                                }
+                                decode::<F>(&p[h], off, (s, &sc[h]), &mut codes[h]);
                             }
+                            let blk = (&codes, &*sc);
                             let mut t = 0;
                             // Six tokens of two halves fill the registers.
                             while t + 6 <= nt {
-                                let qd = (&q[t..], &d[t..]);
-                                tokens::<6>(&codes, &dw, qd, flags, &mut ia[t..], &mut acc[t..]);
+                                tokens::<F, 6>(blk, (&x, t), flags, ia, acc);
                                 t += 6;
                             }
                             if t + 4 <= nt {
-                                let qd = (&q[t..], &d[t..]);
-                                tokens::<4>(&codes, &dw, qd, flags, &mut ia[t..], &mut acc[t..]);
+                                tokens::<F, 4>(blk, (&x, t), flags, ia, acc);
                                 t += 4;
                             }
                             if t + 2 <= nt {
-                                let qd = (&q[t..], &d[t..]);
-                                tokens::<2>(&codes, &dw, qd, flags, &mut ia[t..], &mut acc[t..]);
+                                tokens::<F, 2>(blk, (&x, t), flags, ia, acc);
                                 t += 2;
                             }
                             if t < nt {
-                                let qd = (&q[t..], &d[t..]);
-                                tokens::<1>(&codes, &dw, qd, flags, &mut ia[t..], &mut acc[t..]);
+                                tokens::<F, 1>(blk, (&x, t), flags, ia, acc);
                             }
                         }
                     }
@@ -287,4 +407,11 @@ pub(super) unsafe fn gemm_iq4_nl(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, o
 pub(super) unsafe fn gemm_iq4_xs(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
     // SAFETY: the caller's contract.
     unsafe { gemm::<XS>(w, row_bytes, a, out) }
+}
+
+/// AVX2 Q5_K tiles, under the contract of [`gemm_q8_0`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm_q5_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { gemm::<Q5K>(w, row_bytes, a, out) }
 }
