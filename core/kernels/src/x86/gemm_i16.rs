@@ -1,5 +1,5 @@
 //! AVX2 multi-token (prefill) kernels with 16-bit operands: Q8_0, IQ4_NL and IQ4_XS, whose
-//! weights decode to signed bytes, and Q5_K, whose 5-bit codes times their sub-block scales
+//! weights decode to signed bytes, and Q5_K and Q3_K, whose codes times their sub-block scales
 //! overflow `vpmaddubsw`'s 16-bit sums.
 //!
 //! Signed weights times signed activations fit `vpmaddubsw` only as two nibble planes (see
@@ -16,8 +16,8 @@
 //! IQ4_NL and IQ4_XS look their indices up in the level table (`vpshufb`); IQ4_XS multiplies
 //! each sub-block's levels by its 6-bit scale while decoding (`|level · scale| ≤ 127 · 32`, still
 //! 16 bits), so its eight sub-blocks add up in 32 bits to the super-block's integer sum, and the
-//! float epilogue runs once per 256 weights, as in the scalar reference. Q5_K folds its scales
-//! in alike (`31 · 63`); its minima term `Σ m · Σ a` is four `vpmaddwd` per super-block, token
+//! float epilogue runs once per 256 weights, as in the scalar reference. Q5_K (`31 · 63`) and
+//! Q3_K (`4 · 32`, a scale per 16 weights) fold their scales in alike; Q5_K's minima term `Σ m · Σ a` is four `vpmaddwd` per super-block, token
 //! and half, against the token's 32-block code sums.
 //!
 //! Integer sums are exact and each (row, token) `f32` accumulator adds the scale blocks in the
@@ -30,7 +30,9 @@ use super::gemm::{f16x8, prefetch_next, row_ptrs8, store_tile, transpose8x32, RO
 use super::load128;
 
 use crate::act::ActBatch;
-use crate::formats::{IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+use crate::formats::{
+    IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES,
+};
 use crate::iq4::LEVELS;
 
 // Weight formats, as a const generic parameter of the shared driver.
@@ -38,6 +40,7 @@ const Q8: u8 = 0;
 const NL: u8 = 1;
 const XS: u8 = 2;
 const Q5K: u8 = 3;
+const Q3K: u8 = 4;
 
 /// Bytes of one scale block of format `F`.
 const fn block_bytes(f: u8) -> usize {
@@ -45,7 +48,8 @@ const fn block_bytes(f: u8) -> usize {
         Q8 => Q8_0_BLOCK_BYTES,
         NL => IQ4_NL_BLOCK_BYTES,
         XS => IQ4_XS_BLOCK_BYTES,
-        _ => Q5_K_BLOCK_BYTES,
+        Q5K => Q5_K_BLOCK_BYTES,
+        _ => Q3_K_BLOCK_BYTES,
     }
 }
 
@@ -64,8 +68,8 @@ struct Scales {
     d: __m256,
     /// Q5_K: the rows' `dmin`.
     dmin: __m256,
-    /// IQ4_XS and Q5_K: each row's sub-block scales, `sc[r][s]`.
-    sc: [[i16; 8]; ROWS],
+    /// Each row's sub-block scales, `sc[r][s]` (Q3_K: one per 16 weights).
+    sc: [[i16; 16]; ROWS],
     /// Q5_K: lane `r` of `mins[k]` holds row `r`'s minima of sub-blocks `2k` and `2k + 1` as
     /// 16-bit integers.
     mins: [__m256i; 4],
@@ -81,16 +85,24 @@ unsafe fn scales<const F: u8>(p: &[*const u8; ROWS], off: usize) -> Scales {
     // SAFETY: every read is inside the block at `off` (caller's contract).
     unsafe {
         let mut out = Scales {
-            d: f16x8(p, off),
+            d: f16x8(p, off + if F == Q3K { 108 } else { 0 }),
             dmin: _mm256_setzero_ps(),
-            sc: [[0; 8]; ROWS],
+            sc: [[0; 16]; ROWS],
             mins: [_mm256_setzero_si256(); 4],
         };
         if F == XS {
             for (i, sc) in out.sc.iter_mut().enumerate() {
                 let blk = core::slice::from_raw_parts(p[i].add(off), 8);
-                for (s, sc) in sc.iter_mut().enumerate() {
+                for (s, sc) in sc.iter_mut().enumerate().take(8) {
                     *sc = crate::iq4::xs_scale(blk, s) as i16;
+                }
+            }
+        } else if F == Q3K {
+            for (i, sc) in out.sc.iter_mut().enumerate() {
+                let s =
+                    crate::q3_k::unpack_scales(core::slice::from_raw_parts(p[i].add(off + 96), 12));
+                for (sc, &s) in sc.iter_mut().zip(&s) {
+                    *sc = s as i16;
                 }
             }
         } else if F == Q5K {
@@ -142,6 +154,31 @@ unsafe fn decode<const F: u8>(
             (
                 core::array::from_fn(|i| _mm256_cvtepi8_epi16(load128(p[i].add(off + 2)))),
                 core::array::from_fn(|i| _mm256_cvtepi8_epi16(load128(p[i].add(off + 18)))),
+            )
+        } else if F == Q3K {
+            // Sub-block s = 4n + k: bits 2k of bytes 32 + 32n .., high bit s of bytes 0 .. 32
+            // (clear: −4); scales 2s and 2s + 1 for its two halves.
+            let (n, k) = (s / 4, s % 4);
+            let m3 = _mm256_set1_epi8(3);
+            let bit = _mm256_set1_epi8((1u8 << s) as i8);
+            let shift = _mm_cvtsi32_si128(2 * k as i32);
+            let code: [__m256i; ROWS] = core::array::from_fn(|i| {
+                let q = _mm256_loadu_si256(p[i].add(off + 32 + 32 * n) as *const __m256i);
+                let q = _mm256_and_si256(_mm256_srl_epi16(q, shift), m3);
+                let hm = _mm256_loadu_si256(p[i].add(off) as *const __m256i);
+                let hi = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit);
+                _mm256_or_si256(q, _mm256_and_si256(hi, _mm256_set1_epi8(4)))
+            });
+            let four = _mm256_set1_epi16(4);
+            let scaled = |x: __m128i, sc: i16| {
+                let v = _mm256_sub_epi16(_mm256_cvtepu8_epi16(x), four);
+                _mm256_mullo_epi16(v, _mm256_set1_epi16(sc))
+            };
+            (
+                core::array::from_fn(|i| scaled(_mm256_castsi256_si128(code[i]), sc.sc[i][2 * s])),
+                core::array::from_fn(|i| {
+                    scaled(_mm256_extracti128_si256::<1>(code[i]), sc.sc[i][2 * s + 1])
+                }),
             )
         } else if F == Q5K {
             // Sub-block s = 2c + h: nibble h of bytes 48 + 32c .., fifth bit s of bytes 16 ...
@@ -230,7 +267,8 @@ unsafe fn tokens<const F: u8, const T: usize>(
                 let q = _mm256_set1_epi32(q[j]);
                 for (s, &c) in s.iter_mut().zip(&c) {
                     // Each 32-bit lane: two products of at most 2^14 (IQ4_XS: 4064 · 128,
-                    // Q5_K: 31 · 63 · 128), and at most 256 of them in a scale block: exact.
+                    // Q5_K: 31 · 63 · 128, Q3_K: 4 · 32 · 128), and at most 256 of them in a
+                    // scale block: exact.
                     s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(c, q));
                 }
             }
@@ -282,7 +320,7 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
     let no_scales = Scales {
         d: _mm256_setzero_ps(),
         dmin: _mm256_setzero_ps(),
-        sc: [[0; 8]; ROWS],
+        sc: [[0; 16]; ROWS],
         mins: [_mm256_setzero_si256(); 4],
     };
     let mut sc = [[no_scales; HALVES]; PASSES];
@@ -414,4 +452,11 @@ pub(super) unsafe fn gemm_iq4_xs(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, o
 pub(super) unsafe fn gemm_q5_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
     // SAFETY: the caller's contract.
     unsafe { gemm::<Q5K>(w, row_bytes, a, out) }
+}
+
+/// AVX2 Q3_K tiles, under the contract of [`gemm_q8_0`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm_q3_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { gemm::<Q3K>(w, row_bytes, a, out) }
 }
