@@ -24,7 +24,7 @@ const ROWS: usize = 2560;
 const GEMM_ROWS: usize = 256;
 const TOKENS: usize = 64;
 
-const TYPES: [WeightType; 12] = [
+const TYPES: [WeightType; 14] = [
     WeightType::TQ2_0,
     WeightType::I2S,
     WeightType::TQ1_0,
@@ -32,6 +32,8 @@ const TYPES: [WeightType; 12] = [
     WeightType::Q4_0,
     WeightType::Q4_1,
     WeightType::Q5_0,
+    WeightType::Q2_K,
+    WeightType::Q3_K,
     WeightType::Q4_K,
     WeightType::Q5_K,
     WeightType::Q6_K,
@@ -90,6 +92,11 @@ fn matrix(ty: WeightType, rows: usize) -> Vec<u8> {
             | WeightType::IQ4_NL
             | WeightType::IQ4_XS => blk[..2].copy_from_slice(&one),
             WeightType::Q6_K => blk[208..210].copy_from_slice(&one),
+            WeightType::Q3_K => blk[108..110].copy_from_slice(&one),
+            WeightType::Q2_K => {
+                blk[80..82].copy_from_slice(&one);
+                blk[82..84].copy_from_slice(&one);
+            }
             WeightType::Q4_1 | WeightType::Q4_K | WeightType::Q5_K => {
                 blk[..2].copy_from_slice(&one);
                 blk[2..4].copy_from_slice(&one);

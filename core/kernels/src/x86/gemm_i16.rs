@@ -1,6 +1,6 @@
 //! AVX2 multi-token (prefill) kernels with 16-bit operands: Q8_0, IQ4_NL and IQ4_XS, whose
-//! weights decode to signed bytes, and Q5_K and Q3_K, whose codes times their sub-block scales
-//! overflow `vpmaddubsw`'s 16-bit sums.
+//! weights decode to signed bytes, and Q5_K, Q3_K and Q2_K, whose codes times their sub-block
+//! scales make 16-bit weights.
 //!
 //! Signed weights times signed activations fit `vpmaddubsw` only as two nibble planes (see
 //! `gemm.rs`), each block then ending in a ten-operation epilogue that widens both planes'
@@ -16,9 +16,10 @@
 //! IQ4_NL and IQ4_XS look their indices up in the level table (`vpshufb`); IQ4_XS multiplies
 //! each sub-block's levels by its 6-bit scale while decoding (`|level · scale| ≤ 127 · 32`, still
 //! 16 bits), so its eight sub-blocks add up in 32 bits to the super-block's integer sum, and the
-//! float epilogue runs once per 256 weights, as in the scalar reference. Q5_K (`31 · 63`) and
-//! Q3_K (`4 · 32`, a scale per 16 weights) fold their scales in alike; Q5_K's minima term `Σ m · Σ a` is four `vpmaddwd` per super-block, token
-//! and half, against the token's 32-block code sums.
+//! float epilogue runs once per 256 weights, as in the scalar reference. Q5_K (`31 · 63`),
+//! Q3_K (`4 · 32`, a scale per 16 weights) and Q2_K (`3 · 15`) fold their scales in alike; the
+//! minima term `Σ m · Σ a` is four `vpmaddwd` per super-block, token and half against the
+//! token's 32-block code sums for Q5_K, and eight against its 16-code sums for Q2_K.
 //!
 //! Integer sums are exact and each (row, token) `f32` accumulator adds the scale blocks in the
 //! scalar reference's order with the same products (lane-wise), so the results are
@@ -31,7 +32,8 @@ use super::load128;
 
 use crate::act::ActBatch;
 use crate::formats::{
-    IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES,
+    IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q2_K_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES,
+    Q8_0_BLOCK_BYTES,
 };
 use crate::iq4::LEVELS;
 
@@ -41,6 +43,7 @@ const NL: u8 = 1;
 const XS: u8 = 2;
 const Q5K: u8 = 3;
 const Q3K: u8 = 4;
+const Q2K: u8 = 5;
 
 /// Bytes of one scale block of format `F`.
 const fn block_bytes(f: u8) -> usize {
@@ -49,7 +52,8 @@ const fn block_bytes(f: u8) -> usize {
         NL => IQ4_NL_BLOCK_BYTES,
         XS => IQ4_XS_BLOCK_BYTES,
         Q5K => Q5_K_BLOCK_BYTES,
-        _ => Q3_K_BLOCK_BYTES,
+        Q3K => Q3_K_BLOCK_BYTES,
+        _ => Q2_K_BLOCK_BYTES,
     }
 }
 
@@ -61,18 +65,36 @@ const fn subs(f: u8) -> usize {
     }
 }
 
+/// Pairs of minima per scale block (Q5_K: one per 32 weights, Q2_K: per 16), 0 without.
+const fn min_pairs(f: u8) -> usize {
+    match f {
+        Q5K => 4,
+        Q2K => 8,
+        _ => 0,
+    }
+}
+
 /// A scale block's per-row numbers for one eight-row half, read once for its sub-blocks.
 #[derive(Clone, Copy)]
 struct Scales {
     /// The block scale `d` of each row.
     d: __m256,
-    /// Q5_K: the rows' `dmin`.
+    /// Q5_K and Q2_K: the rows' `dmin`.
     dmin: __m256,
     /// Each row's sub-block scales, `sc[r][s]` (Q3_K: one per 16 weights).
     sc: [[i16; 16]; ROWS],
-    /// Q5_K: lane `r` of `mins[k]` holds row `r`'s minima of sub-blocks `2k` and `2k + 1` as
-    /// 16-bit integers.
-    mins: [__m256i; 4],
+    /// Q5_K and Q2_K: lane `r` of `mins[k]` holds row `r`'s minima `2k` and `2k + 1` as 16-bit
+    /// integers.
+    mins: [__m256i; 8],
+}
+
+/// Byte offset of the f16 block scale `d` in a block of format `F`.
+const fn d_offset(f: u8) -> usize {
+    match f {
+        Q3K => 108,
+        Q2K => 80,
+        _ => 0,
+    }
 }
 
 /// Reads the scale block at byte `off` of the eight rows.
@@ -85,10 +107,10 @@ unsafe fn scales<const F: u8>(p: &[*const u8; ROWS], off: usize) -> Scales {
     // SAFETY: every read is inside the block at `off` (caller's contract).
     unsafe {
         let mut out = Scales {
-            d: f16x8(p, off + if F == Q3K { 108 } else { 0 }),
+            d: f16x8(p, off + d_offset(F)),
             dmin: _mm256_setzero_ps(),
             sc: [[0; 16]; ROWS],
-            mins: [_mm256_setzero_si256(); 4],
+            mins: [_mm256_setzero_si256(); 8],
         };
         if F == XS {
             for (i, sc) in out.sc.iter_mut().enumerate() {
@@ -96,6 +118,21 @@ unsafe fn scales<const F: u8>(p: &[*const u8; ROWS], off: usize) -> Scales {
                 for (s, sc) in sc.iter_mut().enumerate().take(8) {
                     *sc = crate::iq4::xs_scale(blk, s) as i16;
                 }
+            }
+        } else if F == Q2K {
+            out.dmin = f16x8(p, off + 82);
+            let mut m = [[0u32; ROWS]; 8];
+            for (i, sc) in out.sc.iter_mut().enumerate() {
+                let b = core::slice::from_raw_parts(p[i].add(off), 16);
+                for (sc, &b) in sc.iter_mut().zip(b) {
+                    *sc = (b & 0xf) as i16;
+                }
+                for (k, m) in m.iter_mut().enumerate() {
+                    m[i] = (b[2 * k] >> 4) as u32 | ((b[2 * k + 1] >> 4) as u32) << 16;
+                }
+            }
+            for (v, m) in out.mins.iter_mut().zip(&m) {
+                *v = _mm256_loadu_si256(m.as_ptr() as *const __m256i);
             }
         } else if F == Q3K {
             for (i, sc) in out.sc.iter_mut().enumerate() {
@@ -154,6 +191,24 @@ unsafe fn decode<const F: u8>(
             (
                 core::array::from_fn(|i| _mm256_cvtepi8_epi16(load128(p[i].add(off + 2)))),
                 core::array::from_fn(|i| _mm256_cvtepi8_epi16(load128(p[i].add(off + 18)))),
+            )
+        } else if F == Q2K {
+            // Sub-block s = 4n + k: bits 2k of bytes 16 + 32n ..; scales 2s and 2s + 1.
+            let (n, k) = (s / 4, s % 4);
+            let m3 = _mm256_set1_epi8(3);
+            let shift = _mm_cvtsi32_si128(2 * k as i32);
+            let code: [__m256i; ROWS] = core::array::from_fn(|i| {
+                let q = _mm256_loadu_si256(p[i].add(off + 16 + 32 * n) as *const __m256i);
+                _mm256_and_si256(_mm256_srl_epi16(q, shift), m3)
+            });
+            let scaled = |x: __m128i, sc: i16| {
+                _mm256_mullo_epi16(_mm256_cvtepu8_epi16(x), _mm256_set1_epi16(sc))
+            };
+            (
+                core::array::from_fn(|i| scaled(_mm256_castsi256_si128(code[i]), sc.sc[i][2 * s])),
+                core::array::from_fn(|i| {
+                    scaled(_mm256_extracti128_si256::<1>(code[i]), sc.sc[i][2 * s + 1])
+                }),
             )
         } else if F == Q3K {
             // Sub-block s = 4n + k: bits 2k of bytes 32 + 32n .., high bit s of bytes 0 .. 32
@@ -225,13 +280,46 @@ unsafe fn decode<const F: u8>(
     }
 }
 
+/// The sixteen sums of 16 codes of the 256 activations at `q`, paired as 16-bit integers:
+/// element `k` holds sums `2k` (low half) and `2k + 1`.
+///
+/// # Safety
+/// 256 bytes are readable at `q`; the CPU supports AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn sums16(q: *const u8) -> [i32; 8] {
+    // SAFETY: every load is inside the 256 bytes at `q` (caller's contract).
+    unsafe {
+        let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+        // x[c], lane j: the sum of codes 32c + 4j .. + 4 (lanes 0..4: the first 16).
+        let x: [__m256i; 8] = core::array::from_fn(|c| {
+            let v = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+            _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16)
+        });
+        let mut out = [0i32; 8];
+        for (h, out) in out.chunks_exact_mut(4).enumerate() {
+            let x = &x[4 * h..4 * h + 4];
+            let g = _mm256_hadd_epi32(_mm256_hadd_epi32(x[0], x[1]), _mm256_hadd_epi32(x[2], x[3]));
+            // g: the first sums of 16 of chunks 0..4, then their second sums.
+            let hi = _mm256_permute2x128_si256::<0x01>(g, g);
+            let v = _mm256_or_si256(
+                _mm256_and_si256(g, _mm256_set1_epi32(0xffff)),
+                _mm256_slli_epi32::<16>(hi),
+            );
+            _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(v));
+        }
+        out
+    }
+}
+
 /// One sub-block of the chunk's tokens: activations widened to 16 bits (pairs as in
-/// [`decode`]), the scale block's activation scale, and (Q5_K) the pairs of its 32-block code
-/// sums, `sums[k]` holding sub-blocks `2k` and `2k + 1` as 16-bit integers.
+/// [`decode`]), the scale block's activation scale, and the pairs of code sums its minima
+/// take (Q5_K: per 32 activations, Q2_K: per 16), `sums[k]` holding sums `2k` and `2k + 1` as
+/// 16-bit integers.
 struct Acts {
     q: [[i32; PAIRS]; TOKENS],
     d: [f32; TOKENS],
-    sums: [[i32; 4]; TOKENS],
+    sums: [[i32; 8]; TOKENS],
 }
 
 /// Adds tokens `t .. t + T` of `x` times both halves' decoded sub-block `codes` to the integer
@@ -285,10 +373,10 @@ unsafe fn tokens<const F: u8, const T: usize>(
             let da = _mm256_set1_ps(d[t]);
             for (h, acc) in acc.iter_mut().enumerate() {
                 let v = _mm256_mul_ps(_mm256_mul_ps(sc[h].d, da), _mm256_cvtepi32_ps(s[h][t]));
-                if F == Q5K {
-                    // Σ m · (Σ a) over the eight sub-blocks: 63 · 4096 per product, exact.
+                if min_pairs(F) > 0 {
+                    // Σ m · (Σ a) over the block's minima: at most 63 · 4096 per product, exact.
                     let mut m = _mm256_setzero_si256();
-                    for (k, &mk) in sc[h].mins.iter().enumerate() {
+                    for (k, &mk) in sc[h].mins.iter().enumerate().take(min_pairs(F)) {
                         let a = _mm256_set1_epi32(sums[t][k]);
                         m = _mm256_add_epi32(m, _mm256_madd_epi16(mk, a));
                     }
@@ -321,7 +409,7 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
         d: _mm256_setzero_ps(),
         dmin: _mm256_setzero_ps(),
         sc: [[0; 16]; ROWS],
-        mins: [_mm256_setzero_si256(); 4],
+        mins: [_mm256_setzero_si256(); 8],
     };
     let mut sc = [[no_scales; HALVES]; PASSES];
     let mut acc = [[[_mm256_setzero_ps(); HALVES]; TOKENS]; PASSES];
@@ -330,7 +418,7 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
     let mut x = Acts {
         q: [[0; PAIRS]; TOKENS],
         d: [0.0; TOKENS],
-        sums: [[0; 4]; TOKENS],
+        sums: [[0; 8]; TOKENS],
     };
     let mut r = 0;
     while r < rows {
@@ -375,6 +463,10 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
                                     let hi = *a.sums.get_unchecked(i + 2 * k + 1) as u32;
                                     x.sums[t][k] = (lo | hi << 16) as i32;
                                 }
+                            }
+                            if F == Q2K && s == 0 {
+                                let src = a.qs.as_ptr().add((t0 + t) * a.cols + 256 * b);
+                                x.sums[t] = sums16(src as *const u8);
                             }
                         }
                         let flags = (s == 0, s + 1 == ns);
@@ -459,4 +551,11 @@ pub(super) unsafe fn gemm_q5_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out
 pub(super) unsafe fn gemm_q3_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
     // SAFETY: the caller's contract.
     unsafe { gemm::<Q3K>(w, row_bytes, a, out) }
+}
+
+/// AVX2 Q2_K tiles, under the contract of [`gemm_q8_0`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm_q2_k(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { gemm::<Q2K>(w, row_bytes, a, out) }
 }

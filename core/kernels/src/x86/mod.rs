@@ -400,12 +400,14 @@ crate::scalar::gemm_from_matvec!(avx2_gemm_iq4_nl_each, avx2_iq4_nl);
 crate::scalar::gemm_from_matvec!(avx2_gemm_iq4_xs_each, avx2_iq4_xs);
 crate::scalar::gemm_from_matvec!(avx2_gemm_q5_k_each, avx2_q5_k);
 crate::scalar::gemm_from_matvec!(avx2_gemm_q3_k_each, avx2_q3_k);
+crate::scalar::gemm_from_matvec!(avx2_gemm_q2_k_each, avx2_q2_k);
 
 gemm_tiles! {
     avx2_gemm_iq4_nl => avx2_gemm_iq4_nl_each, gemm_i16::gemm_iq4_nl;
     avx2_gemm_iq4_xs => avx2_gemm_iq4_xs_each, gemm_i16::gemm_iq4_xs;
     avx2_gemm_q5_k => avx2_gemm_q5_k_each, gemm_i16::gemm_q5_k;
     avx2_gemm_q3_k => avx2_gemm_q3_k_each, gemm_i16::gemm_q3_k;
+    avx2_gemm_q2_k => avx2_gemm_q2_k_each, gemm_i16::gemm_q2_k;
     avx2_gemm_q4_k => avx2_gemm_q4_k_each, gemm_k::tiles_q4_k;
     avx2_gemm_q6_k => avx2_gemm_q6_k_each, gemm_k::tiles_q6_k;
 }
@@ -455,8 +457,6 @@ mod vnni_entries {
 }
 #[cfg(trillim_avx512)]
 pub(crate) use vnni_entries::*;
-
-crate::scalar::gemm_from_matvec!(pub(crate) avx2_gemm_q2_k, avx2_q2_k);
 
 wrap_f32! {
     avx2_f32 => matvec_float_avx2::<0>;
