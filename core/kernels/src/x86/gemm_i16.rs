@@ -280,38 +280,6 @@ unsafe fn decode<const F: u8>(
     }
 }
 
-/// The sixteen sums of 16 codes of the 256 activations at `q`, paired as 16-bit integers:
-/// element `k` holds sums `2k` (low half) and `2k + 1`.
-///
-/// # Safety
-/// 256 bytes are readable at `q`; the CPU supports AVX2.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn sums16(q: *const u8) -> [i32; 8] {
-    // SAFETY: every load is inside the 256 bytes at `q` (caller's contract).
-    unsafe {
-        let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
-        // x[c], lane j: the sum of codes 32c + 4j .. + 4 (lanes 0..4: the first 16).
-        let x: [__m256i; 8] = core::array::from_fn(|c| {
-            let v = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
-            _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16)
-        });
-        let mut out = [0i32; 8];
-        for (h, out) in out.chunks_exact_mut(4).enumerate() {
-            let x = &x[4 * h..4 * h + 4];
-            let g = _mm256_hadd_epi32(_mm256_hadd_epi32(x[0], x[1]), _mm256_hadd_epi32(x[2], x[3]));
-            // g: the first sums of 16 of chunks 0..4, then their second sums.
-            let hi = _mm256_permute2x128_si256::<0x01>(g, g);
-            let v = _mm256_or_si256(
-                _mm256_and_si256(g, _mm256_set1_epi32(0xffff)),
-                _mm256_slli_epi32::<16>(hi),
-            );
-            _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(v));
-        }
-        out
-    }
-}
-
 /// One sub-block of the chunk's tokens: activations widened to 16 bits (pairs as in
 /// [`decode`]), the scale block's activation scale, and the pairs of code sums its minima
 /// take (Q5_K: per 32 activations, Q2_K: per 16), `sums[k]` holding sums `2k` and `2k + 1` as
@@ -466,7 +434,8 @@ unsafe fn gemm<const F: u8>(w: &[u8], row_bytes: usize, a: &ActBatch<'_>, out: &
                             }
                             if F == Q2K && s == 0 {
                                 let src = a.qs.as_ptr().add((t0 + t) * a.cols + 256 * b);
-                                x.sums[t] = sums16(src as *const u8);
+                                let v = super::kquant::sums16(src as *const u8);
+                                _mm256_storeu_si256(x.sums[t].as_mut_ptr() as *mut __m256i, v);
                             }
                         }
                         let flags = (s == 0, s + 1 == ns);

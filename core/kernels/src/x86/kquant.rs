@@ -32,14 +32,6 @@ unsafe fn act256(a: &ActQ8<'_>, b: usize) -> [__m256i; 8] {
     }
 }
 
-/// A vector of 16-bit lanes holding `lo` in its first eight and `hi` in its last eight: the
-/// scales of two 16-weight sub-blocks for the products of one 32-weight vector.
-#[inline(always)]
-unsafe fn scale_pair(lo: i16, hi: i16) -> __m256i {
-    // SAFETY: AVX is implied by every caller's AVX2 contract.
-    unsafe { _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)) }
-}
-
 /// `acc + (d · da) · sumi`, lane-wise: the float step of the formats without minima.
 #[inline(always)]
 unsafe fn step(acc: __m128, d: __m128, da: f32, sumi: __m128i) -> __m128 {
@@ -152,8 +144,17 @@ unsafe fn scale_of(sc: __m256i, j: usize) -> __m256i {
 #[inline(always)]
 unsafe fn scales16_i16(p: *const u8) -> [__m256i; 2] {
     // SAFETY: the caller's contract.
+    unsafe { scales16_i16_of(_mm_loadu_si128(p as *const __m128i)) }
+}
+
+/// [`scales16_i16`] of the sixteen int8 scales in `v`.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn scales16_i16_of(v: __m128i) -> [__m256i; 2] {
+    // SAFETY: the caller's AVX2 contract.
     unsafe {
-        let v = _mm_loadu_si128(p as *const __m128i);
         [
             _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(v)),
             _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_srli_si128::<8>(v))),
@@ -161,8 +162,66 @@ unsafe fn scales16_i16(p: *const u8) -> [__m256i; 2] {
     }
 }
 
-/// Scales `2k` and `2k + 1` of a half from [`scales16_i16`] as [`scale_pair`] lays them out
-/// (the first in the low eight 16-bit lanes, the second in the high eight): one byte shuffle.
+/// The sixteen signed scales of the Q3_K super-block whose 12 scale bytes are at `p`, as
+/// [`crate::q3_k::unpack_scales`] returns them, unpacked with vector operations.
+///
+/// # Safety
+/// 12 readable bytes at `p`; the CPU supports AVX2.
+#[inline(always)]
+unsafe fn q3_k_scales(p: *const u8) -> __m128i {
+    // SAFETY: the caller's contract (the 16-byte vector is filled from three words).
+    unsafe {
+        let w = |i: usize| (p.add(4 * i) as *const u32).read_unaligned() as i32;
+        let v = _mm_setr_epi32(w(0), w(1), w(2), 0);
+        let m4 = _mm_set1_epi8(0xf);
+        // Low four bits: bytes 0..8 (scales 0..8), then their high nibbles (scales 8..16).
+        let lo = _mm_unpacklo_epi64(
+            _mm_and_si128(v, m4),
+            _mm_and_si128(_mm_srli_epi16::<4>(v), m4),
+        );
+        // High two bits of scale j: bits 2(j / 4) of byte 8 + j % 4.
+        let x = _mm_shuffle_epi32::<0xaa>(v);
+        let x = _mm_blend_epi32::<0b0010>(x, _mm_srli_epi16::<2>(x));
+        let x = _mm_blend_epi32::<0b0100>(x, _mm_srli_epi16::<4>(x));
+        let x = _mm_blend_epi32::<0b1000>(x, _mm_srli_epi16::<6>(x));
+        let hi = _mm_slli_epi16::<4>(_mm_and_si128(x, _mm_set1_epi8(3)));
+        _mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32))
+    }
+}
+
+/// The sixteen sums of 16 codes of the 256 activations at `q`, as 16-bit lanes in order.
+///
+/// # Safety
+/// 256 bytes are readable at `q`; the CPU supports AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn sums16(q: *const u8) -> __m256i {
+    // SAFETY: every load is inside the 256 bytes at `q` (caller's contract).
+    unsafe {
+        let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+        // x[c], lane j: the sum of codes 32c + 4j .. + 4 (lanes 0..4: the first 16).
+        let x: [__m256i; 8] = core::array::from_fn(|c| {
+            let v = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+            _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16)
+        });
+        let half = |x: &[__m256i]| {
+            // The first sums of 16 of four chunks, then their second sums.
+            let g = _mm256_hadd_epi32(_mm256_hadd_epi32(x[0], x[1]), _mm256_hadd_epi32(x[2], x[3]));
+            let hi = _mm256_permute2x128_si256::<0x01>(g, g);
+            // Lanes 0..4: (first, second) of each chunk as 16-bit halves (each sum fits).
+            _mm256_or_si256(
+                _mm256_and_si256(g, _mm256_set1_epi32(0xffff)),
+                _mm256_slli_epi32::<16>(hi),
+            )
+        };
+        let (a, b) = (half(&x[..4]), half(&x[4..]));
+        _mm256_permute2x128_si256::<0x20>(a, b)
+    }
+}
+
+/// Scales `2k` and `2k + 1` of a half from [`scales16_i16`], the first in the low eight 16-bit
+/// lanes and the second in the high eight (the scales of two 16-weight sub-blocks for the
+/// products of one 32-weight vector): one byte shuffle.
 ///
 /// # Safety
 /// The CPU supports AVX2.
@@ -338,27 +397,28 @@ pub(super) unsafe fn q6_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn q3_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
     let m3 = _mm256_set1_epi8(3);
-    let one = _mm256_set1_epi8(1);
+    let four = _mm256_set1_epi8(4);
     super_blocks!(w, row_bytes, a, out, Q3_K_BLOCK_BYTES, |p, off, b, acc| {
         let q = act256(a, b);
+        // The −4 of every weight, once for the four rows: Σ 4 · a per pair.
+        let q4: [__m256i; 8] = core::array::from_fn(|i| _mm256_maddubs_epi16(four, q[i]));
         let mut s = [_mm256_setzero_si256(); 4];
         for rr in 0..4 {
             let blk = p[rr].add(off);
-            let sc = crate::q3_k::unpack_scales(&(blk.add(96) as *const [u8; 12]).read_unaligned());
+            let sc = scales16_i16_of(q3_k_scales(blk.add(96)));
             let mut hm = load256(blk);
             let mut t = _mm256_setzero_si256();
-            for n in 0..2 {
+            for (n, &sc) in sc.iter().enumerate() {
                 let mut qs = load256(blk.add(32 + 32 * n));
                 for k in 0..4 {
                     let i = 4 * n + k;
-                    let c = _mm256_and_si256(qs, m3);
-                    // 4 where the high bit is clear, 0 where it is set.
-                    let clear = _mm256_slli_epi16::<2>(_mm256_andnot_si256(hm, one));
-                    let prod = _mm256_sub_epi16(
-                        _mm256_maddubs_epi16(c, q[i]),
-                        _mm256_maddubs_epi16(clear, q[i]),
+                    // Value + 4: the low bits, plus 4 where the high bit is set.
+                    let c = _mm256_or_si256(
+                        _mm256_and_si256(qs, m3),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(hm), four),
                     );
-                    let scl = scale_pair(sc[8 * n + 2 * k] as i16, sc[8 * n + 2 * k + 1] as i16);
+                    let prod = _mm256_sub_epi16(_mm256_maddubs_epi16(c, q[i]), q4[i]);
+                    let scl = scale_pair_of(sc, k);
                     t = _mm256_add_epi32(t, _mm256_madd_epi16(prod, scl));
                     qs = _mm256_srli_epi16::<2>(qs);
                     hm = _mm256_srli_epi16::<1>(hm);
@@ -371,18 +431,6 @@ pub(super) unsafe fn q3_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &
     });
 }
 
-/// Sums of each 16 activations of super-block `b`.
-#[inline(always)]
-fn act_sums16(a: &ActQ8<'_>, b: usize) -> [i32; 16] {
-    let mut s = [0i32; 16];
-    for (j, s) in s.iter_mut().enumerate() {
-        for &v in &a.qs[256 * b + 16 * j..256 * b + 16 * j + 16] {
-            *s += v as i32;
-        }
-    }
-    s
-}
-
 /// AVX2 Q2_K × Q8_K.
 ///
 /// # Safety
@@ -390,36 +438,33 @@ fn act_sums16(a: &ActQ8<'_>, b: usize) -> [i32; 16] {
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn q2_k_avx2(w: &[u8], row_bytes: usize, a: &ActQ8<'_>, out: &mut [f32]) {
     let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0xf);
     super_blocks!(w, row_bytes, a, out, Q2_K_BLOCK_BYTES, |p, off, b, acc| {
         let q = act256(a, b);
-        let s16 = act_sums16(a, b);
+        let s16 = sums16(a.qs.as_ptr().add(256 * b) as *const u8);
         let mut s = [_mm256_setzero_si256(); 4];
-        let mut summ = [0i32; 4];
+        let mut summ = [_mm256_setzero_si256(); 4];
         for rr in 0..4 {
             let blk = p[rr].add(off);
-            let sm = (blk as *const [u8; 16]).read_unaligned();
-            for j in 0..16 {
-                summ[rr] += (sm[j] >> 4) as i32 * s16[j];
-            }
+            let sm = _mm_loadu_si128(blk as *const __m128i);
+            let sc = scales16_i16_of(_mm_and_si128(sm, m4));
+            let m = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sm), m4));
+            summ[rr] = _mm256_madd_epi16(m, s16);
             let mut t = _mm256_setzero_si256();
-            for n in 0..2 {
+            for (n, &sc) in sc.iter().enumerate() {
                 let mut qs = load256(blk.add(16 + 32 * n));
                 for k in 0..4 {
                     let i = 4 * n + k;
                     let prod = _mm256_maddubs_epi16(_mm256_and_si256(qs, m3), q[i]);
-                    let (s0, s1) = (sm[8 * n + 2 * k] & 0xf, sm[8 * n + 2 * k + 1] & 0xf);
-                    t = _mm256_add_epi32(
-                        t,
-                        _mm256_madd_epi16(prod, scale_pair(s0 as i16, s1 as i16)),
-                    );
+                    t = _mm256_add_epi32(t, _mm256_madd_epi16(prod, scale_pair_of(sc, k)));
                     qs = _mm256_srli_epi16::<2>(qs);
                 }
             }
             s[rr] = t;
         }
         let sumi = hsum4(s[0], s[1], s[2], s[3]);
+        let summ = hsum4(summ[0], summ[1], summ[2], summ[3]);
         let da = *a.d.get_unchecked(8 * b);
-        let summ = _mm_setr_epi32(summ[0], summ[1], summ[2], summ[3]);
         acc = step_min(acc, f16x4(p, off + 80), f16x4(p, off + 82), da, sumi, summ);
     });
 }
